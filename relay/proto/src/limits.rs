@@ -1,0 +1,205 @@
+//! Rate and quota limits: token buckets for bandwidth and for unauthenticated answers, and
+//! the quotas shared by all workers (allocations per user, per client IP, total).
+//!
+//! The shared quotas take a lock, but only when an allocation is created or removed, never on
+//! the per-packet path.
+
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::time::Millis;
+
+/// A token bucket refilled continuously at `rate` units per second, holding at most `burst`.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    rate: u64,
+    burst: u64,
+    /// Tokens scaled by 1000 so that millisecond refills do not round to zero.
+    milli_tokens: u64,
+    last: Millis,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u64, burst: u64, now: Millis) -> Self {
+        TokenBucket { rate, burst, milli_tokens: burst * 1000, last: now }
+    }
+
+    /// Takes `n` tokens if available.
+    pub fn take(&mut self, now: Millis, n: u64) -> bool {
+        if now > self.last {
+            let refill = (now.0 - self.last.0).saturating_mul(self.rate);
+            self.milli_tokens = (self.milli_tokens.saturating_add(refill)).min(self.burst * 1000);
+            self.last = now;
+        }
+        let cost = n * 1000;
+        if self.milli_tokens >= cost {
+            self.milli_tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-source-IP limit on answers to unauthenticated requests (Binding, 401/438 challenges,
+/// 400s): keeps the relay from being a reflector. Bounded in memory: when the table is full,
+/// idle entries are dropped; if none is idle, new sources are refused until the next sweep.
+#[derive(Debug)]
+pub struct UnauthLimiter {
+    rate: u64,
+    burst: u64,
+    max_sources: usize,
+    buckets: FxHashMap<IpAddr, TokenBucket>,
+}
+
+impl UnauthLimiter {
+    pub fn new(rate: u64, burst: u64, max_sources: usize) -> Self {
+        UnauthLimiter { rate, burst, max_sources, buckets: FxHashMap::default() }
+    }
+
+    /// Whether one more answer may go to `ip` now. A rate of 0 disables the limit.
+    pub fn allow(&mut self, now: Millis, ip: IpAddr) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.max_sources {
+            self.sweep(now);
+            if self.buckets.len() >= self.max_sources {
+                return false;
+            }
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.entry(ip).or_insert_with(|| TokenBucket::new(rate, burst, now)).take(now, 1)
+    }
+
+    /// Forgets sources whose bucket has refilled completely (they would start full anyway).
+    pub fn sweep(&mut self, now: Millis) {
+        let full_after_ms = self.burst * 1000 / self.rate.max(1);
+        self.buckets.retain(|_, b| now.0.saturating_sub(b.last.0) < full_after_ms);
+    }
+
+    pub fn tracked_sources(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// Allocation quotas across every worker.
+#[derive(Debug, Default)]
+pub struct SharedQuotas {
+    pub per_user: u32,
+    pub per_ip: u32,
+    pub total: u32,
+    active_total: AtomicU32,
+    by_user: Mutex<FxHashMap<String, u32>>,
+    by_ip: Mutex<FxHashMap<IpAddr, u32>>,
+}
+
+/// Which quota refused an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaRefusal {
+    /// 486 Allocation Quota Reached.
+    User,
+    /// 486 Allocation Quota Reached.
+    ClientIp,
+    /// 508 Insufficient Capacity.
+    Total,
+}
+
+impl SharedQuotas {
+    /// Zero means unlimited for each quota.
+    pub fn new(per_user: u32, per_ip: u32, total: u32) -> Self {
+        SharedQuotas { per_user, per_ip, total, ..Default::default() }
+    }
+
+    /// Reserves one allocation for `user` from `ip`, or says which quota is full.
+    pub fn acquire(&self, user: &str, ip: IpAddr) -> Result<(), QuotaRefusal> {
+        let mut by_user = self.by_user.lock().expect("quota lock");
+        let mut by_ip = self.by_ip.lock().expect("quota lock");
+        let u = by_user.get(user).copied().unwrap_or(0);
+        let i = by_ip.get(&ip).copied().unwrap_or(0);
+        if self.per_user != 0 && u >= self.per_user {
+            return Err(QuotaRefusal::User);
+        }
+        if self.per_ip != 0 && i >= self.per_ip {
+            return Err(QuotaRefusal::ClientIp);
+        }
+        if self.total != 0 && self.active_total.load(Ordering::Relaxed) >= self.total {
+            return Err(QuotaRefusal::Total);
+        }
+        self.active_total.fetch_add(1, Ordering::Relaxed);
+        *by_user.entry(user.to_owned()).or_insert(0) += 1;
+        *by_ip.entry(ip).or_insert(0) += 1;
+        Ok(())
+    }
+
+    pub fn release(&self, user: &str, ip: IpAddr) {
+        let mut by_user = self.by_user.lock().expect("quota lock");
+        let mut by_ip = self.by_ip.lock().expect("quota lock");
+        decrement(&mut by_user, user);
+        decrement(&mut by_ip, &ip);
+        self.active_total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active_total.load(Ordering::Relaxed)
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq + ?Sized, Q: std::hash::Hash + Eq + std::borrow::Borrow<K>>(
+    map: &mut FxHashMap<Q, u32>,
+    key: &K,
+) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_refills_at_its_rate() {
+        let mut b = TokenBucket::new(1000, 1500, Millis(0));
+        assert!(b.take(Millis(0), 1500));
+        assert!(!b.take(Millis(0), 1));
+        assert!(b.take(Millis(100), 100));
+        assert!(!b.take(Millis(100), 1));
+        assert!(b.take(Millis(10_000), 1500));
+    }
+
+    #[test]
+    fn unauth_limiter_limits_per_source_and_stays_bounded() {
+        let mut l = UnauthLimiter::new(10, 20, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!((0..30).filter(|_| l.allow(Millis(0), a)).count(), 20);
+        assert!(l.allow(Millis(0), b));
+        assert!(!l.allow(Millis(0), c), "table full, nobody idle");
+        assert!(l.allow(Millis(10_000), c), "idle sources were swept");
+        assert!(l.tracked_sources() <= 2);
+    }
+
+    #[test]
+    fn quotas_count_per_user_ip_and_total() {
+        let q = SharedQuotas::new(2, 3, 4);
+        let ip1: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip2: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(q.acquire("u", ip1).is_ok());
+        assert!(q.acquire("u", ip1).is_ok());
+        assert_eq!(q.acquire("u", ip1), Err(QuotaRefusal::User));
+        assert!(q.acquire("v", ip1).is_ok());
+        assert_eq!(q.acquire("w", ip1), Err(QuotaRefusal::ClientIp));
+        assert!(q.acquire("w", ip2).is_ok());
+        assert_eq!(q.acquire("x", ip2), Err(QuotaRefusal::Total));
+        q.release("u", ip1);
+        assert!(q.acquire("x", ip2).is_ok());
+        assert_eq!(q.active(), 4);
+    }
+}

@@ -1,0 +1,134 @@
+//! Stateless nonces (RFC 8489 §9.2): nothing is stored per client, so a flood of
+//! unauthenticated requests costs the relay no memory.
+//!
+//! A nonce is `"obMatJos2" + features + base64(expiry ‖ MAC)`, where the MAC is
+//! HMAC-SHA256 over the expiry and the client's transport, source address and port, keyed with
+//! a per-process random key. It therefore expires (438 Stale Nonce) and cannot be used from
+//! another 5-tuple.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use std::net::SocketAddr;
+
+use crate::time::Millis;
+
+/// The RFC 8489 nonce cookie followed by the base64 of the 24 security-feature bits with
+/// "password algorithms" (bit 0) set. Bit numbering follows the RFC's own example in Appendix
+/// B.1 (`obMatJos2AAAC` for bit 1).
+pub const NONCE_PREFIX: &str = "obMatJos2AAAB";
+/// 64 bits: enough against online forgery of a 10-minute value, and it keeps the 401 challenge
+/// (the largest answer an unauthenticated source can get) small.
+const MAC_LEN: usize = 8;
+const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+/// Issues and checks nonces.
+#[derive(Clone)]
+pub struct NonceIssuer {
+    key: [u8; 32],
+    lifetime_secs: u64,
+}
+
+impl std::fmt::Debug for NonceIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NonceIssuer {{ key: <redacted>, lifetime_secs: {} }}", self.lifetime_secs)
+    }
+}
+
+/// What a presented nonce turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    Valid,
+    /// Ours, but expired: answer 438 with a fresh one.
+    Expired,
+    /// Not ours, damaged, or issued to another 5-tuple: also 438, the client retries.
+    Invalid,
+}
+
+impl NonceIssuer {
+    /// `key` must be random and secret (the daemon draws it at start).
+    pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
+        NonceIssuer { key, lifetime_secs }
+    }
+
+    /// A nonce for this client, written into `out`; returns the length (29 bytes).
+    pub fn issue(&self, now: Millis, transport: u8, client: SocketAddr, out: &mut [u8; 64]) -> usize {
+        let expiry = now.unix_secs() + self.lifetime_secs;
+        let expiry = u32::try_from(expiry).unwrap_or(u32::MAX);
+        let mut raw = [0u8; 4 + MAC_LEN];
+        raw[..4].copy_from_slice(&expiry.to_be_bytes());
+        raw[4..].copy_from_slice(&self.mac(expiry, transport, client));
+        let prefix = NONCE_PREFIX.as_bytes();
+        out[..prefix.len()].copy_from_slice(prefix);
+        let n = ENGINE.encode_slice(raw, &mut out[prefix.len()..]).expect("64 bytes hold a nonce");
+        prefix.len() + n
+    }
+
+    pub fn check(&self, now: Millis, transport: u8, client: SocketAddr, nonce: &[u8]) -> NonceCheck {
+        let Some(encoded) = nonce.strip_prefix(NONCE_PREFIX.as_bytes()) else {
+            return NonceCheck::Invalid;
+        };
+        let mut raw = [0u8; 4 + MAC_LEN + 3];
+        match ENGINE.decode_slice(encoded, &mut raw) {
+            Ok(n) if n == 4 + MAC_LEN => {}
+            _ => return NonceCheck::Invalid,
+        }
+        let expiry = u32::from_be_bytes(raw[..4].try_into().expect("4 bytes"));
+        let expected = self.mac(expiry, transport, client);
+        if expected.iter().zip(&raw[4..4 + MAC_LEN]).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+            return NonceCheck::Invalid;
+        }
+        if now.unix_secs() >= u64::from(expiry) { NonceCheck::Expired } else { NonceCheck::Valid }
+    }
+
+    fn mac(&self, expiry: u32, transport: u8, client: SocketAddr) -> [u8; MAC_LEN] {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(&expiry.to_be_bytes());
+        mac.update(&[transport]);
+        match client.ip() {
+            std::net::IpAddr::V4(ip) => mac.update(&ip.octets()),
+            std::net::IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
+        mac.update(&client.port().to_be_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> NonceIssuer {
+        NonceIssuer::new([9; 32], 600)
+    }
+
+    #[test]
+    fn nonce_is_valid_for_its_client_until_it_expires() {
+        let client: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let mut buf = [0u8; 64];
+        let now = Millis::from_secs(1_700_000_000);
+        let n = issuer().issue(now, 17, client, &mut buf);
+        let nonce = &buf[..n];
+        assert!(nonce.starts_with(b"obMatJos2AAAB"));
+        assert!(n <= 64 && nonce.iter().all(|b| b.is_ascii_graphic()));
+        assert_eq!(issuer().check(now.plus_secs(599), 17, client, nonce), NonceCheck::Valid);
+        assert_eq!(issuer().check(now.plus_secs(600), 17, client, nonce), NonceCheck::Expired);
+    }
+
+    #[test]
+    fn nonce_is_bound_to_the_five_tuple_and_the_key() {
+        let client: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let mut buf = [0u8; 64];
+        let now = Millis::from_secs(1_700_000_000);
+        let n = issuer().issue(now, 17, client, &mut buf);
+        let nonce = &buf[..n];
+        let other_port: SocketAddr = "198.51.100.7:40001".parse().unwrap();
+        assert_eq!(issuer().check(now, 17, other_port, nonce), NonceCheck::Invalid);
+        assert_eq!(issuer().check(now, 6, client, nonce), NonceCheck::Invalid);
+        assert_eq!(NonceIssuer::new([8; 32], 600).check(now, 17, client, nonce), NonceCheck::Invalid);
+        assert_eq!(issuer().check(now, 17, client, b"obMatJos2AAABgarbage"), NonceCheck::Invalid);
+        assert_eq!(issuer().check(now, 17, client, b"f//499k954d6OL34oL9FSTvy64sA"), NonceCheck::Invalid);
+    }
+}

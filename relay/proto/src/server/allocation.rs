@@ -1,0 +1,113 @@
+//! One allocation: its relayed address, lifetime, permissions and channel bindings.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::FiveTuple;
+use crate::IntegrityKey;
+use crate::codec::TransactionId;
+use crate::credentials::PasswordAlgorithm;
+use crate::limits::TokenBucket;
+use crate::time::Millis;
+
+/// Opaque handle of a relayed socket, chosen by the network layer's binder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId(pub u32);
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Permission {
+    pub ip: IpAddr,
+    pub expires: Millis,
+}
+
+/// A channel binding. After `expires` it relays nothing, but for five more minutes neither its
+/// number nor its peer may be bound to anything else (RFC 8656 §12).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Channel {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Millis,
+}
+
+/// After a channel expires, its number and peer stay reserved this long.
+pub(crate) const CHANNEL_COOLDOWN_SECS: u64 = 300;
+
+#[derive(Debug)]
+pub struct Allocation {
+    pub tuple: FiveTuple,
+    pub relay: RelayId,
+    /// The relayed transport address as clients and peers see it (external-ip applied).
+    pub relay_addr: SocketAddr,
+    pub username: Box<str>,
+    /// The REST username's id part: the per-user quota key.
+    pub user_id: Box<str>,
+    /// The long-term key that authenticated the Allocate, reused for this username's later
+    /// requests on the same 5-tuple so that a Refresh costs one HMAC, not a derivation per
+    /// secret.
+    pub(crate) key: (PasswordAlgorithm, IntegrityKey),
+    pub(crate) secret_index: usize,
+    pub expires: Millis,
+    /// The Allocate transaction, so that its retransmission gets the same success again.
+    pub(crate) txid: TransactionId,
+    pub(crate) lifetime: u32,
+    pub(crate) reservation_token: Option<u64>,
+    pub(crate) permissions: Vec<Permission>,
+    pub(crate) channels: Vec<Channel>,
+    pub(crate) bucket: Option<TokenBucket>,
+    pub dont_fragment: bool,
+}
+
+impl Allocation {
+    #[inline]
+    pub(crate) fn permits(&self, ip: IpAddr, now: Millis) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Installs or refreshes the permission for `ip`. Returns whether it was new.
+    pub(crate) fn permit(&mut self, ip: IpAddr, expires: Millis) -> bool {
+        match self.permissions.iter_mut().find(|p| p.ip == ip) {
+            Some(p) => {
+                p.expires = expires;
+                false
+            }
+            None => {
+                self.permissions.push(Permission { ip, expires });
+                true
+            }
+        }
+    }
+
+    pub(crate) fn has_permission_entry(&self, ip: IpAddr) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip)
+    }
+
+    /// The peer a live channel number is bound to.
+    #[inline]
+    pub(crate) fn channel_peer(&self, number: u16, now: Millis) -> Option<SocketAddr> {
+        self.channels.iter().find(|c| c.number == number && c.expires > now).map(|c| c.peer)
+    }
+
+    /// The live channel bound to `peer`, if any.
+    #[inline]
+    pub(crate) fn channel_for_peer(&self, peer: SocketAddr, now: Millis) -> Option<u16> {
+        self.channels.iter().find(|c| c.peer == peer && c.expires > now).map(|c| c.number)
+    }
+
+    /// Whether the bucket (if any) lets `bytes` through now.
+    #[inline]
+    pub(crate) fn within_bandwidth(&mut self, now: Millis, bytes: usize) -> bool {
+        match &mut self.bucket {
+            None => true,
+            Some(b) => b.take(now, bytes as u64),
+        }
+    }
+
+    /// Drops expired permissions and channels past their cooldown. Returns how many of each
+    /// were removed.
+    pub(crate) fn prune(&mut self, now: Millis) -> (usize, usize) {
+        let perms = self.permissions.len();
+        self.permissions.retain(|p| p.expires > now);
+        let chans = self.channels.len();
+        self.channels.retain(|c| c.expires.plus_secs(CHANNEL_COOLDOWN_SECS) > now);
+        (perms - self.permissions.len(), chans - self.channels.len())
+    }
+}

@@ -1,0 +1,151 @@
+//! The long-term credential check of RFC 8489 §9.2.4 with TURN REST usernames.
+
+use super::reply::{OFFERED_PASSWORD_ALGORITHMS, Signer, challenge_attributes, respond_error};
+use super::{Action, AuthFailure, DropReason, FiveTuple, Payload, RelayBinder, Shard};
+use crate::IntegrityKey;
+use crate::codec::{IntegrityKind, Message, attr};
+use crate::credentials::{PasswordAlgorithm, long_term_key, parse_rest_username, rest_password};
+use crate::nonce::NonceCheck;
+use crate::time::Millis;
+
+/// A request whose credentials checked out.
+pub(crate) struct Authenticated<'m> {
+    pub username: &'m str,
+    pub user_id: &'m str,
+    pub algorithm: PasswordAlgorithm,
+    pub key: IntegrityKey,
+    pub kind: IntegrityKind,
+    pub secret_index: usize,
+}
+
+impl Authenticated<'_> {
+    pub fn signer(&self) -> Signer<'_> {
+        Signer { kind: self.kind, key: &self.key }
+    }
+}
+
+impl<B: RelayBinder> Shard<B> {
+    /// Authenticates a TURN request, or returns the answer (401, 438, 400) to send instead.
+    pub(crate) fn authenticate<'m>(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'m>,
+        out: &mut [u8],
+    ) -> Result<Authenticated<'m>, Action> {
+        if !msg.has_integrity() {
+            // The normal first step of every TURN client, not a failure.
+            self.stats.challenges += 1;
+            return Err(self.challenge(now, tuple, msg, out, 401));
+        }
+        let (Some(username), Some(_realm), Some(nonce)) =
+            (msg.text(attr::USERNAME), msg.get(attr::REALM), msg.get(attr::NONCE))
+        else {
+            self.stats.auth_failed(AuthFailure::MissingAttributes);
+            return Err(self.unauthenticated_error(now, tuple, msg, out, 400));
+        };
+        if self.config.nonces.check(now, tuple.transport.code(), tuple.client, nonce) != NonceCheck::Valid {
+            self.stats.auth_failed(AuthFailure::StaleNonce);
+            return Err(self.challenge(now, tuple, msg, out, 438));
+        }
+        let Some(algorithm) = negotiated_algorithm(msg) else {
+            self.stats.auth_failed(AuthFailure::BadPasswordAlgorithm);
+            return Err(self.unauthenticated_error(now, tuple, msg, out, 400));
+        };
+        let rest = match parse_rest_username(username) {
+            Ok(r) => r,
+            Err(_) => return Err(self.refuse(now, tuple, msg, out, AuthFailure::BadUsername)),
+        };
+        let now_secs = now.unix_secs();
+        if now_secs >= rest.expiry {
+            return Err(self.refuse(now, tuple, msg, out, AuthFailure::Expired));
+        }
+        let max = self.config.max_credential_lifetime;
+        if max != 0 && rest.expiry > now_secs.saturating_add(max) {
+            return Err(self.refuse(now, tuple, msg, out, AuthFailure::LifetimeTooLong));
+        }
+        // The allocation on this 5-tuple already knows the key for its username.
+        if let Some(&index) = self.by_client.get(tuple) {
+            let a = &self.allocations[index];
+            if &*a.username == username && a.key.0 == algorithm {
+                if let Some(kind) = msg.verify_integrity(&a.key.1) {
+                    let (key, secret_index) = (a.key.1.clone(), a.secret_index);
+                    return Ok(Authenticated { username, user_id: rest.id, algorithm, key, kind, secret_index });
+                }
+            }
+        }
+        for (secret_index, secret) in self.config.secrets.iter().enumerate() {
+            let password = rest_password(secret.value(), username);
+            let key = long_term_key(algorithm, username, &self.config.realm, &password);
+            if let Some(kind) = msg.verify_integrity(&key) {
+                self.stats.auth_by_secret[secret_index] += 1;
+                return Ok(Authenticated { username, user_id: rest.id, algorithm, key, kind, secret_index });
+            }
+        }
+        Err(self.refuse(now, tuple, msg, out, AuthFailure::BadIntegrity))
+    }
+
+    fn refuse(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        why: AuthFailure,
+    ) -> Action {
+        self.stats.auth_failed(why);
+        self.challenge(now, tuple, msg, out, 401)
+    }
+
+    /// A 401 or 438 carrying a fresh nonce, the realm and the password algorithms.
+    fn challenge(&mut self, now: Millis, tuple: &FiveTuple, msg: &Message<'_>, out: &mut [u8], code: u16) -> Action {
+        if !self.limiter.allow(now, tuple.client.ip()) {
+            self.stats.drop(DropReason::RateLimited);
+            return Action::None;
+        }
+        let mut nonce = [0u8; 64];
+        let n = self.config.nonces.issue(now, tuple.transport.code(), tuple.client, &mut nonce);
+        let realm = &self.config.realm;
+        match respond_error(out, msg, code, None, |w| challenge_attributes(w, realm, &nonce[..n])) {
+            Some(len) => Action::ToClient { tuple: *tuple, payload: Payload::Output(len) },
+            None => Action::None,
+        }
+    }
+
+    /// An unsigned error answer to an unauthenticated request, within the per-source limit.
+    pub(crate) fn unauthenticated_error(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        code: u16,
+    ) -> Action {
+        if !self.limiter.allow(now, tuple.client.ip()) {
+            self.stats.drop(DropReason::RateLimited);
+            return Action::None;
+        }
+        match respond_error(out, msg, code, None, |_| Ok(())) {
+            Some(len) => Action::ToClient { tuple: *tuple, payload: Payload::Output(len) },
+            None => Action::None,
+        }
+    }
+}
+
+/// RFC 8489 §9.2.4: our nonces carry the "password algorithms" feature bit, so a request either
+/// has neither PASSWORD-ALGORITHM nor PASSWORD-ALGORITHMS (MD5, as RFC 5389 clients do) or has
+/// both, with PASSWORD-ALGORITHMS exactly as we sent it and PASSWORD-ALGORITHM one of them.
+fn negotiated_algorithm(msg: &Message<'_>) -> Option<PasswordAlgorithm> {
+    match (msg.get(attr::PASSWORD_ALGORITHM), msg.get(attr::PASSWORD_ALGORITHMS)) {
+        (None, None) => Some(PasswordAlgorithm::Md5),
+        (Some(chosen), Some(offered)) if offered == OFFERED_PASSWORD_ALGORITHMS && chosen.len() == 4 => {
+            let (algorithm, params_len) =
+                (u16::from_be_bytes([chosen[0], chosen[1]]), u16::from_be_bytes([chosen[2], chosen[3]]));
+            if params_len != 0 {
+                return None;
+            }
+            PasswordAlgorithm::from_wire(algorithm)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,68 @@
+//! What the state machine needs to know: realm, secrets, lifetimes, limits, peer policy.
+
+use crate::credentials::Secret;
+use crate::nonce::NonceIssuer;
+use crate::policy::PeerPolicy;
+
+/// Protocol settings shared (read-only) by every shard.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub realm: String,
+    /// Accepted REST API secrets; the first is the current one, the others still verify.
+    pub secrets: Vec<Secret>,
+    pub nonces: NonceIssuer,
+    pub policy: PeerPolicy,
+    /// Allocation lifetime when the client asks for none or for less (RFC 8656: 600 s).
+    pub default_lifetime: u32,
+    /// The longest allocation lifetime granted (RFC 8656 recommends 3600 s).
+    pub max_lifetime: u32,
+    /// Permission lifetime (RFC 8656 fixes 300 s).
+    pub permission_lifetime: u32,
+    /// Channel binding lifetime (RFC 8656 fixes 600 s).
+    pub channel_lifetime: u32,
+    pub max_permissions_per_allocation: usize,
+    pub max_channels_per_allocation: usize,
+    /// Per-allocation relayed bandwidth in bytes per second, both directions together; 0 = no
+    /// limit. Bursts of one second are allowed.
+    pub max_bps: u64,
+    /// A credential whose expiry lies further ahead than this is refused (0 = no limit): a
+    /// leaked credential then stays useful for a bounded time.
+    pub max_credential_lifetime: u64,
+    /// Unauthenticated answers per second per source IP, and the burst; 0 disables the limit.
+    pub unauth_rate: u64,
+    pub unauth_burst: u64,
+    pub unauth_max_sources: usize,
+}
+
+impl ServerConfig {
+    /// The RFC's lifetimes and conservative limits; callers fill in realm, secrets and nonce
+    /// key.
+    pub fn new(realm: impl Into<String>, secrets: Vec<Secret>, nonce_key: [u8; 32]) -> Self {
+        ServerConfig {
+            realm: realm.into(),
+            secrets,
+            nonces: NonceIssuer::new(nonce_key, 600),
+            policy: PeerPolicy::default(),
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            permission_lifetime: 300,
+            channel_lifetime: 600,
+            max_permissions_per_allocation: 32,
+            max_channels_per_allocation: 32,
+            max_bps: 0,
+            max_credential_lifetime: 86_400,
+            unauth_rate: 50,
+            unauth_burst: 200,
+            unauth_max_sources: 65_536,
+        }
+    }
+
+    /// The lifetime granted for a requested one (RFC 8656 §7.2, §7.3): at least the default,
+    /// at most the maximum.
+    pub fn granted_lifetime(&self, requested: Option<u32>) -> u32 {
+        match requested {
+            None => self.default_lifetime,
+            Some(r) => r.min(self.max_lifetime).max(self.default_lifetime),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The TURN server state machine, one shard of it.
+//!
+//! A [`Shard`] owns a set of allocations and everything about them. The network layer runs one
+//! shard per worker thread and routes each client 5-tuple to a fixed worker, so a shard is
+//! never shared and the per-packet path takes no lock. It is driven by three calls:
+//! [`Shard::handle_client`] (a datagram from a client), [`Shard::handle_peer`] (a datagram that
+//! arrived on a relayed address) and [`Shard::tick`] (expire what is due). Each returns an
+//! [`Action`] for the shell to carry out. Relayed sockets are bound through the [`RelayBinder`]
+//! the shell provides.
+
+mod allocation;
+mod auth;
+mod config;
+mod data;
+mod reply;
+mod requests;
+mod stats;
+
+pub use allocation::{Allocation, RelayId};
+pub use config::ServerConfig;
+pub use stats::{AllocFailure, AuthFailure, DropReason, Flow, Stats};
+
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::codec::{self, ChannelData, Class, Message, Method};
+use crate::limits::{SharedQuotas, UnauthLimiter};
+use crate::time::Millis;
+
+/// The client transport of a 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// The value mixed into nonces.
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            Transport::Udp => 17,
+            Transport::Tcp => 6,
+            Transport::Tls => 56,
+        }
+    }
+}
+
+/// A client's 5-tuple: its address, the server address it talks to, and the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Where the bytes of an [`Action`] are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A range of the buffer that was handed in (relayed data, sent without copying).
+    Input(Range<usize>),
+    /// The first `n` bytes of the output buffer (a response or a Data indication).
+    Output(usize),
+}
+
+/// What the shell must do after a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    /// Nothing to send (the datagram was consumed or dropped and counted).
+    None,
+    /// Send to the client of `tuple`, from the server address of `tuple`.
+    ToClient { tuple: FiveTuple, payload: Payload },
+    /// Send from the relayed socket `relay` to `peer`.
+    ToPeer { relay: RelayId, peer: SocketAddr, payload: Range<usize>, dont_fragment: bool },
+}
+
+/// The address family of a relayed transport address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &SocketAddr) -> Family {
+        if addr.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+}
+
+/// What an Allocate asks of the binder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindRequest {
+    pub now: Millis,
+    pub family: Family,
+    /// EVEN-PORT: the relayed port must be even.
+    pub even_port: bool,
+    /// EVEN-PORT with R: also hold the next port for a later Allocate and return a token.
+    pub reserve_next: bool,
+    /// RESERVATION-TOKEN: take the port held under this token.
+    pub reservation: Option<u64>,
+    pub dont_fragment: bool,
+}
+
+/// A relayed socket the binder opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundRelay {
+    pub id: RelayId,
+    pub addr: SocketAddr,
+    pub reservation_token: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("no relay address of that family is configured")]
+    FamilyUnsupported,
+    #[error("no free port in the relay port range")]
+    NoPorts,
+    #[error("reservation token unknown or expired")]
+    UnknownReservation,
+}
+
+/// Opens and closes relayed sockets for the state machine.
+pub trait RelayBinder {
+    fn bind(&mut self, request: &BindRequest) -> Result<BoundRelay, BindError>;
+    fn release(&mut self, relay: RelayId);
+}
+
+/// One shard of the server: its allocations, indexed by client 5-tuple and by relayed socket.
+pub struct Shard<B: RelayBinder> {
+    config: Arc<ServerConfig>,
+    quotas: Arc<SharedQuotas>,
+    binder: B,
+    allocations: Slab<Allocation>,
+    by_client: FxHashMap<FiveTuple, usize>,
+    by_relay: FxHashMap<RelayId, usize>,
+    limiter: UnauthLimiter,
+    stats: Stats,
+}
+
+impl<B: RelayBinder> Shard<B> {
+    pub fn new(config: Arc<ServerConfig>, quotas: Arc<SharedQuotas>, binder: B) -> Self {
+        let limiter = UnauthLimiter::new(config.unauth_rate, config.unauth_burst, config.unauth_max_sources);
+        let stats = Stats { auth_by_secret: vec![0; config.secrets.len()], ..Stats::default() };
+        Shard {
+            config,
+            quotas,
+            binder,
+            allocations: Slab::new(),
+            by_client: FxHashMap::default(),
+            by_relay: FxHashMap::default(),
+            limiter,
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn binder(&self) -> &B {
+        &self.binder
+    }
+
+    pub fn binder_mut(&mut self) -> &mut B {
+        &mut self.binder
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn allocations(&self) -> impl Iterator<Item = &Allocation> {
+        self.allocations.iter().map(|(_, a)| a)
+    }
+
+    /// The allocation serving a client 5-tuple.
+    pub fn allocation_for(&self, tuple: &FiveTuple) -> Option<&Allocation> {
+        self.by_client.get(tuple).map(|&i| &self.allocations[i])
+    }
+
+    /// A datagram from a client. `packet` is the whole datagram; a response or Data
+    /// indication is written into `out` (which should hold 1500 bytes or more).
+    pub fn handle_client(&mut self, now: Millis, tuple: FiveTuple, packet: &[u8], out: &mut [u8]) -> Action {
+        if codec::is_channel_data(packet) {
+            return self.client_channel_data(now, &tuple, packet);
+        }
+        let msg = match Message::decode(packet) {
+            Ok(m) => m,
+            Err(_) => {
+                let reason = if codec::is_stun(packet) { DropReason::Malformed } else { DropReason::NotTurn };
+                self.stats.drop(reason);
+                return Action::None;
+            }
+        };
+        match msg.class() {
+            Class::Request => self.request(now, tuple, &msg, out),
+            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, &tuple, &msg),
+            Class::Indication if msg.method() == Method::BINDING => Action::None, // keepalive
+            _ => {
+                self.stats.drop(DropReason::UnexpectedClass);
+                Action::None
+            }
+        }
+    }
+
+    /// A datagram from `peer` on the relayed socket `relay`. The datagram occupies
+    /// `buf[start..end]` and `start` must be at least 4: the ChannelData header is written in
+    /// front of it so that it goes back to the client without a copy.
+    pub fn handle_peer(
+        &mut self,
+        now: Millis,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+        out: &mut [u8],
+    ) -> Action {
+        self.peer_data(now, relay, peer, buf, data, out)
+    }
+
+    /// Expires allocations, permissions and channels that are due. Call about once a second.
+    pub fn tick(&mut self, now: Millis) {
+        let expired: Vec<usize> = self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(i, _)| i).collect();
+        for index in expired {
+            self.remove_allocation(index);
+            self.stats.allocations_expired += 1;
+        }
+        let (mut permissions, mut channels) = (0u64, 0u64);
+        for (_, a) in self.allocations.iter_mut() {
+            a.prune(now);
+            permissions += a.permissions.iter().filter(|p| p.expires > now).count() as u64;
+            channels += a.channels.iter().filter(|c| c.expires > now).count() as u64;
+        }
+        self.stats.permissions_active = permissions;
+        self.stats.channels_active = channels;
+        self.limiter.sweep(now);
+    }
+
+    fn remove_allocation(&mut self, index: usize) {
+        let a = self.allocations.remove(index);
+        self.by_client.remove(&a.tuple);
+        self.by_relay.remove(&a.relay);
+        self.quotas.release(&a.user_id, a.tuple.client.ip());
+        self.binder.release(a.relay);
+        self.stats.allocations_active = self.allocations.len() as u64;
+    }
+
+    /// Removes every allocation (shutdown), releasing sockets and quotas.
+    pub fn clear(&mut self) {
+        let all: Vec<usize> = self.allocations.iter().map(|(i, _)| i).collect();
+        for index in all {
+            self.remove_allocation(index);
+        }
+    }
+
+    fn client_channel_data(&mut self, now: Millis, tuple: &FiveTuple, packet: &[u8]) -> Action {
+        let Some(&index) = self.by_client.get(tuple) else {
+            self.stats.drop(DropReason::NoAllocation);
+            return Action::None;
+        };
+        let Some(frame) = ChannelData::decode(packet) else {
+            self.stats.drop(DropReason::Malformed);
+            return Action::None;
+        };
+        let a = &mut self.allocations[index];
+        let Some(peer) = a.channel_peer(frame.channel, now) else {
+            self.stats.drop(DropReason::NoChannel);
+            return Action::None;
+        };
+        if !a.permits(peer.ip(), now) {
+            self.stats.drop(DropReason::NoPermission);
+            return Action::None;
+        }
+        if !a.within_bandwidth(now, frame.data.len()) {
+            self.stats.drop(DropReason::Bandwidth);
+            return Action::None;
+        }
+        self.stats.client_to_peer.add(frame.data.len());
+        let start = codec::CHANNEL_DATA_HEADER_LEN;
+        Action::ToPeer {
+            relay: a.relay,
+            peer,
+            payload: start..start + frame.data.len(),
+            dont_fragment: a.dont_fragment,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,416 @@
+//! TURN requests (RFC 8656 §7-§12) and STUN Binding (RFC 8489).
+
+use std::net::SocketAddr;
+
+use super::allocation::{Allocation, Channel};
+use super::auth::Authenticated;
+use super::reply::{Signer, respond, respond_error};
+use super::{
+    Action, AllocFailure, AuthFailure, BindError, BindRequest, DropReason, Family, FiveTuple, Payload, RelayBinder,
+    Shard,
+};
+use crate::codec::{self, Class, Message, MessageWriter, Method, attr, decode_xor_address};
+use crate::limits::{QuotaRefusal, TokenBucket};
+use crate::time::Millis;
+
+/// The outcome of a request handler: a response length in `out`, or nothing to send.
+type Handled = Option<usize>;
+
+impl<B: RelayBinder> Shard<B> {
+    pub(crate) fn request(&mut self, now: Millis, tuple: FiveTuple, msg: &Message<'_>, out: &mut [u8]) -> Action {
+        match msg.method() {
+            Method::BINDING => return self.binding(now, &tuple, msg, out),
+            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {}
+            _ => return self.unauthenticated_error(now, &tuple, msg, out, 400),
+        }
+        let auth = match self.authenticate(now, &tuple, msg, out) {
+            Ok(a) => a,
+            Err(action) => return action,
+        };
+        // RFC 5389 §7.3: unknown comprehension-required attributes are looked at once the
+        // request is authenticated, and the 420 is signed.
+        let mut unknown = [0u16; codec::MAX_ATTRIBUTES];
+        let mut n = 0;
+        for t in msg.unknown_required() {
+            unknown[n] = t;
+            n += 1;
+        }
+        let handled = if n > 0 {
+            if msg.method() == Method::ALLOCATE {
+                self.stats.alloc_failed(AllocFailure::UnknownAttribute);
+            }
+            respond_error(out, msg, 420, Some(&auth.signer()), |w| w.unknown_attributes(&unknown[..n]).map(drop))
+        } else {
+            match msg.method() {
+                Method::ALLOCATE => self.allocate(now, &tuple, msg, &auth, out),
+                Method::REFRESH => self.refresh(now, &tuple, msg, &auth, out),
+                Method::CREATE_PERMISSION => self.create_permission(now, &tuple, msg, &auth, out),
+                _ => self.channel_bind(now, &tuple, msg, &auth, out),
+            }
+        };
+        match handled {
+            Some(len) => Action::ToClient { tuple, payload: Payload::Output(len) },
+            None => Action::None,
+        }
+    }
+
+    /// Binding: the client's reflexive address, unauthenticated, with FINGERPRINT.
+    fn binding(&mut self, now: Millis, tuple: &FiveTuple, msg: &Message<'_>, out: &mut [u8]) -> Action {
+        if msg.unknown_required().next().is_some() {
+            let mut unknown = [0u16; codec::MAX_ATTRIBUTES];
+            let n = msg.unknown_required().zip(unknown.iter_mut()).map(|(t, slot)| *slot = t).count();
+            if !self.limiter.allow(now, tuple.client.ip()) {
+                self.stats.drop(DropReason::RateLimited);
+                return Action::None;
+            }
+            return match respond_error(out, msg, 420, None, |w| w.unknown_attributes(&unknown[..n]).map(drop)) {
+                Some(len) => Action::ToClient { tuple: *tuple, payload: Payload::Output(len) },
+                None => Action::None,
+            };
+        }
+        if !self.limiter.allow(now, tuple.client.ip()) {
+            self.stats.drop(DropReason::RateLimited);
+            return Action::None;
+        }
+        self.stats.bindings += 1;
+        let mut build = || -> Result<usize, codec::EncodeError> {
+            let mut w = MessageWriter::new(out, Method::BINDING, Class::Success, msg.transaction_id())?;
+            w.xor_address(attr::XOR_MAPPED_ADDRESS, tuple.client)?;
+            w.finish_with_fingerprint()
+        };
+        match build() {
+            Ok(len) => Action::ToClient { tuple: *tuple, payload: Payload::Output(len) },
+            Err(_) => Action::None,
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Handled {
+        let signer = auth.signer();
+        if let Some(&index) = self.by_client.get(tuple) {
+            let a = &self.allocations[index];
+            if a.txid == msg.transaction_id() {
+                // A retransmitted Allocate: answer as the first time (RFC 8656 §7.2).
+                return allocate_success(out, msg, &signer, a, now);
+            }
+            return self.allocate_failed(out, msg, &signer, AllocFailure::Mismatch, 437);
+        }
+        let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
+            return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400);
+        };
+        if transport.len() != 4 {
+            return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400);
+        }
+        if transport[0] != codec::TRANSPORT_UDP {
+            return self.allocate_failed(out, msg, &signer, AllocFailure::UnsupportedTransport, 442);
+        }
+        let even_port = msg.get(attr::EVEN_PORT);
+        let reservation = msg.get(attr::RESERVATION_TOKEN);
+        let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
+        let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        let bad_combination = (even_port.is_some() && reservation.is_some())
+            || (requested_family.is_some() && reservation.is_some())
+            || (requested_family.is_some() && additional_family.is_some());
+        if bad_combination || even_port.is_some_and(|v| v.len() != 1) || reservation.is_some_and(|v| v.len() != 8) {
+            return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400);
+        }
+        let family = match requested_family {
+            None => Family::V4,
+            Some(v) if v.len() != 4 => return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400),
+            Some(v) if v[0] == codec::FAMILY_IPV4 => Family::V4,
+            Some(v) if v[0] == codec::FAMILY_IPV6 => Family::V6,
+            Some(_) => return self.allocate_failed(out, msg, &signer, AllocFailure::AddressFamily, 440),
+        };
+        // ADDITIONAL-ADDRESS-FAMILY asks for a second, IPv6 relayed address (RFC 8656 §7.2).
+        // This relay serves one relayed address per allocation for now, so the IPv4 one is
+        // granted and ADDRESS-ERROR-CODE says why there is no IPv6 one.
+        let refuse_additional = match additional_family {
+            None => false,
+            Some(v) if v.len() == 4 && v[0] == codec::FAMILY_IPV6 => true,
+            Some(_) => return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400),
+        };
+        let lifetime = self.config.granted_lifetime(msg.u32_value(attr::LIFETIME));
+        let request = BindRequest {
+            now,
+            family,
+            even_port: even_port.is_some(),
+            reserve_next: even_port.is_some_and(|v| v[0] & 0x80 != 0),
+            reservation: reservation.map(|v| u64::from_be_bytes(v.try_into().expect("8 bytes"))),
+            dont_fragment: msg.has(attr::DONT_FRAGMENT),
+        };
+        match self.quotas.acquire(auth.user_id, tuple.client.ip()) {
+            Ok(()) => {}
+            Err(QuotaRefusal::User) => return self.allocate_failed(out, msg, &signer, AllocFailure::UserQuota, 486),
+            Err(QuotaRefusal::ClientIp) => return self.allocate_failed(out, msg, &signer, AllocFailure::IpQuota, 486),
+            Err(QuotaRefusal::Total) => return self.allocate_failed(out, msg, &signer, AllocFailure::Capacity, 508),
+        }
+        let bound = match self.binder.bind(&request) {
+            Ok(b) => b,
+            Err(e) => {
+                self.quotas.release(auth.user_id, tuple.client.ip());
+                return match e {
+                    BindError::FamilyUnsupported => {
+                        self.allocate_failed(out, msg, &signer, AllocFailure::AddressFamily, 440)
+                    }
+                    BindError::NoPorts | BindError::UnknownReservation => {
+                        self.allocate_failed(out, msg, &signer, AllocFailure::Capacity, 508)
+                    }
+                };
+            }
+        };
+        let max_bps = self.config.max_bps;
+        let allocation = Allocation {
+            tuple: *tuple,
+            relay: bound.id,
+            relay_addr: bound.addr,
+            username: auth.username.into(),
+            user_id: auth.user_id.into(),
+            key: (auth.algorithm, auth.key.clone()),
+            secret_index: auth.secret_index,
+            expires: now.plus_secs(u64::from(lifetime)),
+            txid: msg.transaction_id(),
+            lifetime,
+            reservation_token: bound.reservation_token,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+            bucket: (max_bps > 0).then(|| TokenBucket::new(max_bps, max_bps, now)),
+            dont_fragment: request.dont_fragment,
+        };
+        let index = self.allocations.insert(allocation);
+        self.by_client.insert(*tuple, index);
+        self.by_relay.insert(bound.id, index);
+        self.stats.allocations_created += 1;
+        self.stats.allocations_active = self.allocations.len() as u64;
+        let a = &self.allocations[index];
+        if refuse_additional {
+            respond(out, msg, Class::Success, Some(&signer), |w| {
+                allocate_success_attributes(w, a, now)?;
+                // ADDRESS-ERROR-CODE: family, reserved, class, number, reason.
+                let reason = super::reply::reason_phrase(440);
+                let mut value = [0u8; 4 + 32];
+                value[0] = codec::FAMILY_IPV6;
+                value[2] = 4;
+                value[3] = 40;
+                value[4..4 + reason.len()].copy_from_slice(reason.as_bytes());
+                w.bytes(attr::ADDRESS_ERROR_CODE, &value[..4 + reason.len()]).map(drop)
+            })
+        } else {
+            allocate_success(out, msg, &signer, a, now)
+        }
+    }
+
+    fn allocate_failed(
+        &mut self,
+        out: &mut [u8],
+        msg: &Message<'_>,
+        signer: &Signer<'_>,
+        reason: AllocFailure,
+        code: u16,
+    ) -> Handled {
+        self.stats.alloc_failed(reason);
+        respond_error(out, msg, code, Some(signer), |_| Ok(()))
+    }
+
+    /// The allocation on this 5-tuple for a request by `auth`, or the error to answer
+    /// (437 none, 441 another user's).
+    fn own_allocation(
+        &mut self,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Result<usize, Handled> {
+        let signer = auth.signer();
+        let Some(&index) = self.by_client.get(tuple) else {
+            return Err(respond_error(out, msg, 437, Some(&signer), |_| Ok(())));
+        };
+        if &*self.allocations[index].username != auth.username {
+            self.stats.auth_failed(AuthFailure::WrongCredentials);
+            return Err(respond_error(out, msg, 441, Some(&signer), |_| Ok(())));
+        }
+        Ok(index)
+    }
+
+    fn refresh(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Handled {
+        let index = match self.own_allocation(tuple, msg, auth, out) {
+            Ok(i) => i,
+            Err(handled) => return handled,
+        };
+        let signer = auth.signer();
+        if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            let family = Family::of(&self.allocations[index].relay_addr);
+            let asked = match v.first() {
+                Some(&codec::FAMILY_IPV4) => Some(Family::V4),
+                Some(&codec::FAMILY_IPV6) => Some(Family::V6),
+                _ => None,
+            };
+            if v.len() != 4 || asked != Some(family) {
+                return respond_error(out, msg, 443, Some(&signer), |_| Ok(()));
+            }
+        }
+        let requested = msg.u32_value(attr::LIFETIME);
+        if requested == Some(0) {
+            self.remove_allocation(index);
+            self.stats.allocations_deleted += 1;
+            return respond(out, msg, Class::Success, Some(&signer), |w| w.u32(attr::LIFETIME, 0).map(drop));
+        }
+        let lifetime = self.config.granted_lifetime(requested);
+        let a = &mut self.allocations[index];
+        a.expires = now.plus_secs(u64::from(lifetime));
+        a.lifetime = lifetime;
+        respond(out, msg, Class::Success, Some(&signer), |w| w.u32(attr::LIFETIME, lifetime).map(drop))
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Handled {
+        let index = match self.own_allocation(tuple, msg, auth, out) {
+            Ok(i) => i,
+            Err(handled) => return handled,
+        };
+        let signer = auth.signer();
+        let txid = msg.transaction_id();
+        let relay_family = Family::of(&self.allocations[index].relay_addr);
+        let mut peers = [None; codec::MAX_ATTRIBUTES];
+        let mut count = 0;
+        for value in msg.get_all(attr::XOR_PEER_ADDRESS) {
+            let Some(peer) = decode_xor_address(value, &txid) else {
+                return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
+            };
+            if let Some(code) = self.peer_refusal(peer, relay_family) {
+                return respond_error(out, msg, code, Some(&signer), |_| Ok(()));
+            }
+            peers[count] = Some(peer);
+            count += 1;
+        }
+        if count == 0 {
+            return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
+        }
+        let a = &self.allocations[index];
+        let new = peers[..count]
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(i, p)| !a.has_permission_entry(p.ip()) && !peers[..*i].iter().flatten().any(|q| q.ip() == p.ip()))
+            .count();
+        if a.permissions.len() + new > self.config.max_permissions_per_allocation {
+            return respond_error(out, msg, 508, Some(&signer), |_| Ok(()));
+        }
+        let expires = now.plus_secs(u64::from(self.config.permission_lifetime));
+        let a = &mut self.allocations[index];
+        for peer in peers[..count].iter().flatten() {
+            if a.permit(peer.ip(), expires) {
+                self.stats.permissions_created += 1;
+            }
+        }
+        respond(out, msg, Class::Success, Some(&signer), |_| Ok(()))
+    }
+
+    /// 443 if the peer's family differs from the relayed address's, 403 if policy denies it.
+    fn peer_refusal(&mut self, peer: SocketAddr, relay_family: Family) -> Option<u16> {
+        if Family::of(&peer) != relay_family {
+            return Some(443);
+        }
+        match self.config.policy.check(peer.ip()) {
+            Ok(()) => None,
+            Err(class) => {
+                self.stats.denied(class);
+                Some(403)
+            }
+        }
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        out: &mut [u8],
+    ) -> Handled {
+        let index = match self.own_allocation(tuple, msg, auth, out) {
+            Ok(i) => i,
+            Err(handled) => return handled,
+        };
+        let signer = auth.signer();
+        let number = match msg.get(attr::CHANNEL_NUMBER) {
+            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
+            _ => return respond_error(out, msg, 400, Some(&signer), |_| Ok(())),
+        };
+        let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| decode_xor_address(v, &msg.transaction_id()));
+        let Some(peer) = peer else {
+            return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
+        };
+        if !codec::is_channel_number(number) {
+            return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
+        }
+        let relay_family = Family::of(&self.allocations[index].relay_addr);
+        if let Some(code) = self.peer_refusal(peer, relay_family) {
+            return respond_error(out, msg, code, Some(&signer), |_| Ok(()));
+        }
+        let a = &self.allocations[index];
+        // RFC 8656 §12.2: the number must not be bound (or cooling down) to another peer, and
+        // the peer must not be bound (or cooling down) to another number.
+        let conflict = a.channels.iter().any(|c| (c.number == number) != (c.peer == peer));
+        if conflict {
+            return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
+        }
+        let existing = a.channels.iter().position(|c| c.number == number);
+        let new_permission = !a.has_permission_entry(peer.ip());
+        if (existing.is_none() && a.channels.len() >= self.config.max_channels_per_allocation)
+            || (new_permission && a.permissions.len() >= self.config.max_permissions_per_allocation)
+        {
+            return respond_error(out, msg, 508, Some(&signer), |_| Ok(()));
+        }
+        let channel_expires = now.plus_secs(u64::from(self.config.channel_lifetime));
+        let permission_expires = now.plus_secs(u64::from(self.config.permission_lifetime));
+        let a = &mut self.allocations[index];
+        match existing {
+            Some(i) => a.channels[i].expires = channel_expires,
+            None => {
+                a.channels.push(Channel { number, peer, expires: channel_expires });
+                self.stats.channels_bound += 1;
+            }
+        }
+        if a.permit(peer.ip(), permission_expires) {
+            self.stats.permissions_created += 1;
+        }
+        respond(out, msg, Class::Success, Some(&signer), |_| Ok(()))
+    }
+}
+
+fn allocate_success(out: &mut [u8], msg: &Message<'_>, signer: &Signer<'_>, a: &Allocation, now: Millis) -> Handled {
+    respond(out, msg, Class::Success, Some(signer), |w| allocate_success_attributes(w, a, now))
+}
+
+fn allocate_success_attributes(
+    w: &mut MessageWriter<'_>,
+    a: &Allocation,
+    now: Millis,
+) -> Result<(), codec::EncodeError> {
+    w.xor_address(attr::XOR_RELAYED_ADDRESS, a.relay_addr)?;
+    w.u32(attr::LIFETIME, now.secs_until(a.expires) as u32)?;
+    if let Some(token) = a.reservation_token {
+        w.bytes(attr::RESERVATION_TOKEN, &token.to_be_bytes())?;
+    }
+    w.xor_address(attr::XOR_MAPPED_ADDRESS, a.tuple.client)?;
+    Ok(())
+}
