@@ -294,5 +294,3 @@ impl<B: RelayBinder> Shard<B> {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -23,6 +23,20 @@ impl<B: RelayBinder> Shard<B> {
             Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {}
             _ => return self.unauthenticated_error(now, &tuple, msg, out, 400),
         }
+        if !msg.has_integrity() {
+            // Requests that can never succeed get no 401 challenge: it is the largest answer an
+            // unauthenticated source can draw, so it goes only to requests a real client sends.
+            // An Allocate without REQUESTED-TRANSPORT gets the short 400 it would get anyway;
+            // the other methods without an allocation on this 5-tuple get nothing (a client
+            // whose allocation expired sends credentials and gets its 437).
+            if msg.method() == Method::ALLOCATE && !msg.has(attr::REQUESTED_TRANSPORT) {
+                return self.unauthenticated_error(now, &tuple, msg, out, 400);
+            }
+            if msg.method() != Method::ALLOCATE && !self.by_client.contains_key(&tuple) {
+                self.stats.drop(DropReason::NoAllocation);
+                return Action::None;
+            }
+        }
         let auth = match self.authenticate(now, &tuple, msg, out) {
             Ok(a) => a,
             Err(action) => return action,

@@ -1,0 +1,650 @@
+//! The TURN state machine driven in memory: every RFC 8656 / RFC 8489 rule the relay enforces,
+//! observed only through what it answers and relays.
+
+mod support;
+
+use std::net::SocketAddr;
+use support::*;
+use teletip_turn_proto::codec::{self, Class, Message, Method, attr};
+use teletip_turn_proto::credentials::PasswordAlgorithm;
+use teletip_turn_proto::limits::SharedQuotas;
+use teletip_turn_proto::server::{Action, AllocFailure, AuthFailure, DropReason, Payload, RelayId};
+use teletip_turn_proto::time::Millis;
+
+fn peer(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const PEER: &str = "93.184.216.34:40000";
+
+#[test]
+fn binding_is_answered_without_credentials_with_fingerprint() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "a");
+    c.fingerprint = false;
+    let req = c.request(Method::BINDING, |_| {});
+    let a = send(&mut s, T0, &c, &req).unwrap();
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(a.xor_addr(attr::XOR_MAPPED_ADDRESS), Some(c.tuple.client));
+    assert!(a.msg().has_fingerprint());
+    assert!(!a.msg().has(attr::SOFTWARE));
+}
+
+#[test]
+fn allocate_is_challenged_then_granted() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "session-1");
+    let req = c.request(Method::ALLOCATE, requested_udp);
+    let challenge = send(&mut s, T0, &c, &req).unwrap();
+    assert_eq!(challenge.error_code(), Some(401));
+    let m = challenge.msg();
+    assert_eq!(m.text(attr::REALM), Some(REALM));
+    assert!(m.text(attr::NONCE).unwrap().starts_with("obMatJos2"));
+    assert_eq!(m.get(attr::PASSWORD_ALGORITHMS), Some(&[0, 2, 0, 0, 0, 1, 0, 0][..]));
+    assert!(!m.has(attr::SOFTWARE), "no SOFTWARE on 401: it only helps attackers");
+    assert!(!m.has_integrity());
+
+    c.nonce = Some(m.get(attr::NONCE).unwrap().to_vec());
+    let req = c.request(Method::ALLOCATE, requested_udp);
+    let a = send(&mut s, T0, &c, &req).unwrap();
+    assert_eq!(a.class(), Class::Success);
+    assert!(a.msg().verify_integrity(&c.key()).is_some(), "success is signed with the client's key");
+    assert_eq!(a.u32(attr::LIFETIME), Some(600));
+    assert_eq!(a.xor_addr(attr::XOR_MAPPED_ADDRESS), Some(c.tuple.client));
+    assert_eq!(a.xor_addr(attr::XOR_RELAYED_ADDRESS), Some(peer("203.0.113.1:50000")));
+    assert_eq!(s.allocation_count(), 1);
+}
+
+#[test]
+fn sha256_password_algorithm_and_integrity_are_honoured() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "s");
+    c.algorithm = PasswordAlgorithm::Sha256;
+    c.sha256_integrity = true;
+    let a = call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp);
+    assert_eq!(a.class(), Class::Success);
+    assert!(a.msg().has(attr::MESSAGE_INTEGRITY_SHA256));
+    assert!(!a.msg().has(attr::MESSAGE_INTEGRITY));
+    assert!(a.msg().verify_integrity(&c.key()).is_some());
+}
+
+#[test]
+fn password_algorithm_without_the_offered_list_is_a_bad_request() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "s");
+    learn_nonce(&mut s, T0, &mut c);
+    let nonce = c.nonce.clone().unwrap();
+    let txid = c.next_txid();
+    let mut buf = vec![0u8; 512];
+    let mut w = codec::MessageWriter::new(&mut buf, Method::ALLOCATE, Class::Request, txid).unwrap();
+    requested_udp(&mut w);
+    w.bytes(attr::USERNAME, c.username.as_bytes()).unwrap();
+    w.bytes(attr::REALM, REALM.as_bytes()).unwrap();
+    w.bytes(attr::NONCE, &nonce).unwrap();
+    w.bytes(attr::PASSWORD_ALGORITHM, &[0, 2, 0, 0]).unwrap(); // a downgrade attempt would strip the list
+    w.integrity(codec::IntegrityKind::Sha1, &c.key()).unwrap();
+    let n = w.finish();
+    let a = send(&mut s, T0, &c, &buf[..n]).unwrap();
+    assert_eq!(a.error_code(), Some(400));
+    assert_eq!(s.stats().auth_failures[AuthFailure::BadPasswordAlgorithm as usize], 1);
+}
+
+#[test]
+fn wrong_expired_tampered_and_overlong_credentials_are_refused() {
+    let mut s = shard();
+    let cases: Vec<(Client, AuthFailure)> = vec![
+        (Client::with_secret("198.51.100.20:5000", "x", b"not-our-secret", T0.unix_secs() + 60), AuthFailure::BadIntegrity),
+        (Client::with_secret("198.51.100.20:5001", "x", SECRET, T0.unix_secs() - 1), AuthFailure::Expired),
+        (Client::with_secret("198.51.100.20:5002", "x", SECRET, T0.unix_secs() + 86_400 * 30), AuthFailure::LifetimeTooLong),
+        (
+            {
+                let mut c = Client::new("198.51.100.20:5003", "x");
+                c.username = "alice".into(); // not a REST username
+                c
+            },
+            AuthFailure::BadUsername,
+        ),
+        (
+            {
+                let mut c = Client::new("198.51.100.20:5004", "x");
+                c.username = format!("{}:someone-else", T0.unix_secs() + 60); // password of another user
+                c
+            },
+            AuthFailure::BadIntegrity,
+        ),
+    ];
+    for (mut c, reason) in cases {
+        let before = s.stats().auth_failures[reason as usize];
+        let a = call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp);
+        assert_eq!(a.error_code(), Some(401), "{reason:?}");
+        assert!(!a.msg().has_integrity());
+        assert_eq!(s.stats().auth_failures[reason as usize], before + 1, "{reason:?}");
+    }
+    // A valid request with one bit flipped in the HMAC.
+    let mut c = Client::new("198.51.100.20:5010", "x");
+    learn_nonce(&mut s, T0, &mut c);
+    c.fingerprint = false;
+    let mut req = c.request(Method::ALLOCATE, requested_udp);
+    let last = req.len() - 1;
+    req[last] ^= 1;
+    assert_eq!(send(&mut s, T0, &c, &req).unwrap().error_code(), Some(401));
+    assert_eq!(s.allocation_count(), 0);
+}
+
+#[test]
+fn a_previous_secret_still_works_during_rotation() {
+    let mut s = shard();
+    let mut c = Client::with_secret("198.51.100.20:5000", "x", OLD_SECRET, T0.unix_secs() + 600);
+    allocate(&mut s, T0, &mut c);
+    assert_eq!(s.stats().auth_by_secret, vec![0, 1], "counted under the old key id");
+}
+
+#[test]
+fn nonces_expire_and_do_not_travel_to_another_five_tuple() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    // Ten minutes later the nonce is stale: 438 with a fresh one, then the retry works.
+    let later = T0.plus_secs(601);
+    let req = c.request(Method::REFRESH, |_| {});
+    let a = send(&mut s, later, &c, &req).unwrap();
+    assert_eq!(a.error_code(), Some(438));
+    assert!(a.msg().has(attr::NONCE) && a.msg().has(attr::REALM));
+    assert_eq!(call(&mut s, later, &mut c, Method::REFRESH, |_| {}).class(), Class::Success);
+
+    // The same nonce replayed from another source port.
+    let mut thief = Client::new("198.51.100.20:5001", "x");
+    thief.nonce = c.nonce.clone();
+    let req = thief.request(Method::ALLOCATE, requested_udp);
+    assert_eq!(send(&mut s, later, &thief, &req).unwrap().error_code(), Some(438));
+}
+
+#[test]
+fn allocate_checks_transport_family_and_attribute_combinations() {
+    let mut s = shard();
+    let mut n = 6000;
+    let mut check = |attrs: &dyn Fn(&mut codec::MessageWriter<'_>), code: u16| {
+        n += 1;
+        let mut c = Client::new(&format!("198.51.100.20:{n}"), "x");
+        learn_nonce(&mut s, T0, &mut c);
+        let a = call(&mut s, T0, &mut c, Method::ALLOCATE, attrs);
+        assert_eq!(a.error_code(), Some(code));
+        assert!(a.msg().verify_integrity(&c.key()).is_some(), "errors after authentication are signed");
+    };
+    check(&|_| {}, 400);
+    check(&|w| drop(w.bytes(attr::REQUESTED_TRANSPORT, &[codec::TRANSPORT_TCP, 0, 0, 0])), 442);
+    check(&|w| drop(w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0])), 400);
+    let v6 = |w: &mut codec::MessageWriter<'_>| {
+        requested_udp(w);
+        w.bytes(attr::REQUESTED_ADDRESS_FAMILY, &[codec::FAMILY_IPV6, 0, 0, 0]).unwrap();
+    };
+    check(&v6, 440);
+    check(
+        &|w| {
+            requested_udp(w);
+            w.bytes(attr::REQUESTED_ADDRESS_FAMILY, &[0x07, 0, 0, 0]).unwrap();
+        },
+        440,
+    );
+    check(
+        &|w| {
+            requested_udp(w);
+            w.bytes(attr::EVEN_PORT, &[0x80]).unwrap();
+            w.bytes(attr::RESERVATION_TOKEN, &[1; 8]).unwrap();
+        },
+        400,
+    );
+    check(
+        &|w| {
+            requested_udp(w);
+            w.bytes(attr::REQUESTED_ADDRESS_FAMILY, &[codec::FAMILY_IPV4, 0, 0, 0]).unwrap();
+            w.bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &[codec::FAMILY_IPV6, 0, 0, 0]).unwrap();
+        },
+        400,
+    );
+    check(
+        &|w| {
+            requested_udp(w);
+            w.bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &[codec::FAMILY_IPV4, 0, 0, 0]).unwrap();
+        },
+        400,
+    );
+    check(
+        &|w| {
+            requested_udp(w);
+            w.bytes(attr::RESERVATION_TOKEN, &[9; 8]).unwrap();
+        },
+        508,
+    );
+    assert_eq!(s.allocation_count(), 0);
+    assert!(s.stats().alloc_failures[AllocFailure::AddressFamily as usize] >= 2);
+}
+
+#[test]
+fn additional_ipv6_family_gets_ipv4_and_an_address_error() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    let a = call(&mut s, T0, &mut c, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &[codec::FAMILY_IPV6, 0, 0, 0]).unwrap();
+    });
+    assert_eq!(a.class(), Class::Success);
+    assert!(a.xor_addr(attr::XOR_RELAYED_ADDRESS).unwrap().is_ipv4());
+    let err = a.msg().get(attr::ADDRESS_ERROR_CODE).unwrap().to_vec();
+    assert_eq!((err[0], err[2], err[3]), (codec::FAMILY_IPV6, 4, 40));
+}
+
+#[test]
+fn even_port_with_reservation_hands_the_next_port_to_the_token_holder() {
+    let mut s = shard();
+    let mut rtp = Client::new("198.51.100.20:5000", "x");
+    let a = call(&mut s, T0, &mut rtp, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.bytes(attr::EVEN_PORT, &[0x80]).unwrap();
+    });
+    let relayed = a.xor_addr(attr::XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(relayed.port() % 2, 0);
+    let token = a.msg().get(attr::RESERVATION_TOKEN).unwrap().to_vec();
+    let mut rtcp = Client::new("198.51.100.20:5001", "x");
+    let b = call(&mut s, T0, &mut rtcp, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.bytes(attr::RESERVATION_TOKEN, &token).unwrap();
+    });
+    assert_eq!(b.xor_addr(attr::XOR_RELAYED_ADDRESS).unwrap().port(), relayed.port() + 1);
+    // A token works once.
+    let mut third = Client::new("198.51.100.20:5002", "x");
+    let c = call(&mut s, T0, &mut third, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.bytes(attr::RESERVATION_TOKEN, &token).unwrap();
+    });
+    assert_eq!(c.error_code(), Some(508));
+}
+
+#[test]
+fn retransmitted_allocate_gets_the_same_answer_and_a_new_one_gets_437() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    learn_nonce(&mut s, T0, &mut c);
+    let txid = c.next_txid();
+    let req = c.build(Method::ALLOCATE, Class::Request, txid, requested_udp);
+    let first = send(&mut s, T0, &c, &req).unwrap();
+    let again = send(&mut s, T0, &c, &req).unwrap();
+    assert_eq!(first.class(), Class::Success);
+    assert_eq!(again.xor_addr(attr::XOR_RELAYED_ADDRESS), first.xor_addr(attr::XOR_RELAYED_ADDRESS));
+    assert_eq!(s.allocation_count(), 1);
+    let other = call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp);
+    assert_eq!(other.error_code(), Some(437));
+}
+
+#[test]
+fn lifetimes_are_clamped_and_refresh_zero_deletes() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    let a = call(&mut s, T0, &mut c, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.u32(attr::LIFETIME, 30).unwrap();
+    });
+    assert_eq!(a.u32(attr::LIFETIME), Some(600), "never below the default");
+    let r = call(&mut s, T0, &mut c, Method::REFRESH, |w| drop(w.u32(attr::LIFETIME, 100_000)));
+    assert_eq!(r.u32(attr::LIFETIME), Some(3600), "never above the maximum");
+    let r = call(&mut s, T0, &mut c, Method::REFRESH, |w| drop(w.u32(attr::LIFETIME, 0)));
+    assert_eq!((r.class(), r.u32(attr::LIFETIME)), (Class::Success, Some(0)));
+    assert_eq!(s.allocation_count(), 0);
+    assert_eq!(s.binder().released.len(), 1, "the relayed socket is closed");
+    let r = call(&mut s, T0, &mut c, Method::REFRESH, |w| drop(w.u32(attr::LIFETIME, 0)));
+    assert_eq!(r.error_code(), Some(437));
+}
+
+#[test]
+fn refresh_by_another_user_on_the_same_five_tuple_is_441() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let mut other = Client::new("198.51.100.20:5000", "y");
+    other.nonce = c.nonce.clone();
+    let r = call(&mut s, T0, &mut other, Method::REFRESH, |_| {});
+    assert_eq!(r.error_code(), Some(441));
+}
+
+#[test]
+fn allocations_expire_and_give_back_their_quota() {
+    let mut s = shard_with(config(), SharedQuotas::new(1, 0, 0));
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let mut c2 = Client::new("198.51.100.20:5001", "x");
+    assert_eq!(call(&mut s, T0, &mut c2, Method::ALLOCATE, requested_udp).error_code(), Some(486));
+    s.tick(T0.plus_secs(599));
+    assert_eq!(s.allocation_count(), 1);
+    s.tick(T0.plus_secs(600));
+    assert_eq!(s.allocation_count(), 0);
+    assert_eq!(s.stats().allocations_expired, 1);
+    allocate(&mut s, T0.plus_secs(600), &mut c2);
+}
+
+#[test]
+fn quotas_per_ip_and_total_answer_486_and_508() {
+    let mut s = shard_with(config(), SharedQuotas::new(0, 2, 3));
+    for port in [5000, 5001] {
+        allocate(&mut s, T0, &mut Client::new(&format!("198.51.100.20:{port}"), &format!("u{port}")));
+    }
+    let mut c = Client::new("198.51.100.20:5002", "u3");
+    assert_eq!(call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp).error_code(), Some(486));
+    allocate(&mut s, T0, &mut Client::new("198.51.100.21:5000", "u4"));
+    let mut c = Client::new("198.51.100.22:5000", "u5");
+    assert_eq!(call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp).error_code(), Some(508));
+    s.binder_mut().exhausted = true;
+    s.clear();
+    let mut c = Client::new("198.51.100.23:5000", "u6");
+    assert_eq!(call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp).error_code(), Some(508), "no ports");
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_is_420_listing_it() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    let a = call(&mut s, T0, &mut c, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.bytes(0x7F01, &[1, 2, 3, 4]).unwrap();
+        w.bytes(0xC001, &[1, 2, 3, 4]).unwrap(); // comprehension-optional: ignored
+    });
+    assert_eq!(a.error_code(), Some(420));
+    assert_eq!(a.msg().get(attr::UNKNOWN_ATTRIBUTES), Some(&[0x7F, 0x01][..]));
+    assert!(a.msg().verify_integrity(&c.key()).is_some());
+}
+
+#[test]
+fn create_permission_installs_several_peers_and_refuses_denied_and_mismatched_ones() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let ok = call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer("93.184.216.34:1")).unwrap();
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer("93.184.216.35:1")).unwrap();
+    });
+    assert_eq!(ok.class(), Class::Success);
+    for denied in ["127.0.0.1:80", "10.0.0.1:80", "169.254.169.254:80", "0.0.0.0:80"] {
+        let r = call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(peer(denied)));
+        assert_eq!(r.error_code(), Some(403), "{denied}");
+    }
+    // All or nothing: one denied peer refuses the whole request.
+    let r = call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer("93.184.216.36:1")).unwrap();
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer("192.168.1.1:1")).unwrap();
+    });
+    assert_eq!(r.error_code(), Some(403));
+    let r = call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(peer("[2a00:1450::1]:1")));
+    assert_eq!(r.error_code(), Some(443));
+    assert_eq!(call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, |_| {}).error_code(), Some(400));
+    assert_eq!(s.stats().dropped(DropReason::PeerDenied), 5);
+    // The peer that was in the refused request got no permission.
+    assert!(relay_from_peer(&mut s, T0, peer("93.184.216.36:1")).is_none());
+}
+
+#[test]
+fn permissions_per_allocation_are_limited() {
+    let mut cfg = config();
+    cfg.max_permissions_per_allocation = 2;
+    let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    for ip in ["93.184.216.1:1", "93.184.216.2:1", "93.184.216.1:9"] {
+        assert_eq!(call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(peer(ip))).class(), Class::Success);
+    }
+    let r = call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(peer("93.184.216.3:1")));
+    assert_eq!(r.error_code(), Some(508));
+}
+
+#[test]
+fn channel_bind_follows_the_rebinding_rules() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let p1 = peer("93.184.216.34:1000");
+    let p2 = peer("93.184.216.34:2000");
+    let bind = |s: &mut _, now, c: &mut Client, n, p| call(s, now, c, Method::CHANNEL_BIND, channel_attrs(n, p));
+    assert_eq!(bind(&mut s, T0, &mut c, 0x3FFF, p1).error_code(), Some(400), "below range");
+    assert_eq!(bind(&mut s, T0, &mut c, 0x5000, p1).error_code(), Some(400), "above range");
+    assert_eq!(bind(&mut s, T0, &mut c, 0x4000, p1).class(), Class::Success);
+    assert_eq!(bind(&mut s, T0, &mut c, 0x4000, p1).class(), Class::Success, "refresh");
+    assert_eq!(bind(&mut s, T0, &mut c, 0x4000, p2).error_code(), Some(400), "number taken by another peer");
+    assert_eq!(bind(&mut s, T0, &mut c, 0x4001, p1).error_code(), Some(400), "peer bound to another number");
+    assert_eq!(bind(&mut s, T0, &mut c, 0x4001, peer("127.0.0.1:1")).error_code(), Some(403));
+    // Keep the allocation alive, let the channel expire: for five more minutes the number
+    // still cannot go to another peer.
+    let _ = call(&mut s, T0.plus_secs(500), &mut c, Method::REFRESH, |w| drop(w.u32(attr::LIFETIME, 3600)));
+    let expired = T0.plus_secs(601);
+    s.tick(expired);
+    assert_eq!(bind(&mut s, expired, &mut c, 0x4000, p2).error_code(), Some(400));
+    let cooled = T0.plus_secs(901);
+    s.tick(cooled);
+    assert_eq!(bind(&mut s, cooled, &mut c, 0x4000, p2).class(), Class::Success);
+}
+
+/// Sends a datagram from `peer` to the first relayed socket and returns what the client gets.
+fn relay_from_peer(s: &mut teletip_turn_proto::server::Shard<FakeBinder>, now: Millis, peer: SocketAddr) -> Option<Vec<u8>> {
+    let relay = *s.binder().bound.keys().min()?;
+    relay_from_peer_to(s, now, relay, peer, b"media!")
+}
+
+fn relay_from_peer_to(
+    s: &mut teletip_turn_proto::server::Shard<FakeBinder>,
+    now: Millis,
+    relay: RelayId,
+    peer: SocketAddr,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4 + payload.len()];
+    buf[4..].copy_from_slice(payload);
+    let mut out = [0u8; 2048];
+    let end = buf.len();
+    match s.handle_peer(now, relay, peer, &mut buf, 4..end, &mut out) {
+        Action::None => None,
+        Action::ToClient { payload: Payload::Input(r), .. } => Some(buf[r].to_vec()),
+        Action::ToClient { payload: Payload::Output(n), .. } => Some(out[..n].to_vec()),
+        other => panic!("peer data goes to the client, got {other:?}"),
+    }
+}
+
+#[test]
+fn send_indication_and_data_indication_relay_both_ways_with_permission() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let p = peer(PEER);
+    let nonce = c.nonce.take();
+    let send_ind = |c: &mut Client, data: &[u8]| {
+        let txid = c.next_txid();
+        c.build(Method::SEND, Class::Indication, txid, |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap();
+            w.bytes(attr::DATA, data).unwrap();
+        })
+    };
+    let ind = send_ind(&mut c, b"hello");
+    let mut out = [0u8; 2048];
+    assert_eq!(s.handle_client(T0, c.tuple, &ind, &mut out), Action::None, "no permission yet");
+    assert_eq!(s.stats().dropped(DropReason::NoPermission), 1);
+    assert!(relay_from_peer(&mut s, T0, p).is_none(), "peer without permission is dropped");
+
+    c.nonce = nonce;
+    assert_eq!(call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(p)).class(), Class::Success);
+    c.nonce = None;
+    let ind = send_ind(&mut c, b"hello");
+    match s.handle_client(T0, c.tuple, &ind, &mut out) {
+        Action::ToPeer { peer: to, payload, dont_fragment, .. } => {
+            assert_eq!(to, p);
+            assert_eq!(&ind[payload], b"hello");
+            assert!(!dont_fragment);
+        }
+        other => panic!("expected relaying, got {other:?}"),
+    }
+    // The permission is per IP: another port of the same peer IP may answer.
+    let data = relay_from_peer(&mut s, T0, peer("93.184.216.34:40001")).expect("relayed");
+    let m = Message::decode(&data).unwrap();
+    assert_eq!((m.method(), m.class()), (Method::DATA, Class::Indication));
+    assert_eq!(codec::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id()), Some(peer("93.184.216.34:40001")));
+    assert_eq!(m.get(attr::DATA), Some(&b"media!"[..]));
+    // Permissions last 300 s.
+    assert!(relay_from_peer(&mut s, T0.plus_secs(301), p).is_none());
+}
+
+#[test]
+fn send_indication_to_a_denied_peer_never_leaves() {
+    let mut cfg = config();
+    cfg.max_permissions_per_allocation = 4;
+    let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    c.nonce = None;
+    for denied in ["127.0.0.1:9", "10.1.1.1:9", "169.254.169.254:80", "0.0.0.0:9"] {
+        let txid = c.next_txid();
+        let ind = c.build(Method::SEND, Class::Indication, txid, |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer(denied)).unwrap();
+            w.bytes(attr::DATA, b"x").unwrap();
+        });
+        let mut out = [0u8; 2048];
+        assert_eq!(s.handle_client(T0, c.tuple, &ind, &mut out), Action::None);
+    }
+    assert_eq!(s.stats().dropped(DropReason::PeerDenied), 4);
+}
+
+#[test]
+fn channel_data_flows_both_ways_without_copies() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let p = peer(PEER);
+    assert_eq!(call(&mut s, T0, &mut c, Method::CHANNEL_BIND, channel_attrs(0x4001, p)).class(), Class::Success);
+    let mut frame = vec![0x40, 0x01, 0x00, 0x05];
+    frame.extend_from_slice(b"video");
+    frame.extend_from_slice(&[0, 0, 0]); // padding is allowed
+    let mut out = [0u8; 2048];
+    match s.handle_client(T0, c.tuple, &frame, &mut out) {
+        Action::ToPeer { peer: to, payload, .. } => {
+            assert_eq!(to, p);
+            assert_eq!(&frame[payload], b"video");
+        }
+        other => panic!("expected relaying, got {other:?}"),
+    }
+    let back = relay_from_peer(&mut s, T0, p).unwrap();
+    assert_eq!(back, [&[0x40, 0x01, 0x00, 0x06][..], b"media!"].concat());
+    // An unbound channel number is dropped.
+    let frame = [0x40, 0x02, 0x00, 0x01, 0xFF];
+    assert_eq!(s.handle_client(T0, c.tuple, &frame, &mut out), Action::None);
+    assert_eq!(s.stats().dropped(DropReason::NoChannel), 1);
+    assert_eq!(s.stats().client_to_peer.bytes, 5);
+    assert_eq!(s.stats().peer_to_client.bytes, 6);
+}
+
+#[test]
+fn bandwidth_per_allocation_is_limited() {
+    let mut cfg = config();
+    cfg.max_bps = 1000;
+    let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    let p = peer(PEER);
+    let _ = call(&mut s, T0, &mut c, Method::CHANNEL_BIND, channel_attrs(0x4000, p));
+    let mut frame = vec![0x40, 0x00, 0x01, 0x90];
+    frame.extend_from_slice(&[7u8; 400]);
+    let mut out = [0u8; 2048];
+    let relayed = (0..5).filter(|_| s.handle_client(T0, c.tuple, &frame, &mut out) != Action::None).count();
+    assert_eq!(relayed, 2, "1000 bytes of burst carry two 400-byte packets");
+    assert_eq!(s.stats().dropped(DropReason::Bandwidth), 3);
+    assert_ne!(s.handle_client(T0.plus_millis(400), c.tuple, &frame, &mut out), Action::None, "refilled");
+}
+
+#[test]
+fn datagrams_that_do_not_parse_get_no_answer_and_are_counted() {
+    let mut s = shard();
+    let c = Client::new("198.51.100.20:5000", "x");
+    let mut out = [0u8; 2048];
+    let mut binding = Client::new("198.51.100.20:5000", "x");
+    let valid = binding.request(Method::BINDING, |_| {});
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xFF; 100],
+        valid[..19].to_vec(),
+        [&valid[..], &[0, 0, 0, 0]].concat(),
+        {
+            let mut v = valid.clone();
+            v[4] ^= 1; // magic cookie
+            v
+        },
+        {
+            let mut v = valid.clone();
+            let last = v.len() - 1;
+            v[last] ^= 1; // fingerprint
+            v
+        },
+        vec![0x40, 0x00, 0x00, 0x10, 1], // ChannelData, no allocation
+    ];
+    for j in &junk {
+        assert_eq!(s.handle_client(T0, c.tuple, j, &mut out), Action::None, "{j:02x?}");
+    }
+    let counted = s.stats().dropped(DropReason::Malformed)
+        + s.stats().dropped(DropReason::NotTurn)
+        + s.stats().dropped(DropReason::NoAllocation);
+    assert_eq!(counted, junk.len() as u64);
+    assert!(send(&mut s, T0, &binding, &valid).is_some(), "still answering");
+}
+
+#[test]
+fn unauthenticated_answers_are_rate_limited_per_source() {
+    let mut cfg = config();
+    cfg.unauth_rate = 5;
+    cfg.unauth_burst = 10;
+    let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    let answered = (0..50)
+        .filter(|_| {
+            let req = c.request(Method::ALLOCATE, requested_udp);
+            send(&mut s, T0, &c, &req).is_some()
+        })
+        .count();
+    assert_eq!(answered, 10);
+    assert_eq!(s.stats().dropped(DropReason::RateLimited), 40);
+    let mut other = Client::new("198.51.100.99:5000", "x");
+    let req = other.request(Method::BINDING, |_| {});
+    assert!(send(&mut s, T0, &other, &req).is_some(), "other sources are not affected");
+    // A second later the source may be challenged again (a real client gets through).
+    assert_eq!(call(&mut s, T0.plus_secs(1), &mut c, Method::ALLOCATE, requested_udp).class(), Class::Success);
+}
+
+/// The largest answer an unauthenticated source can draw, relative to what it sent: the
+/// reflection/amplification factor quoted in docs/security.md.
+#[test]
+fn unauthenticated_amplification_is_bounded() {
+    let mut s = shard();
+    let mut worst = 0.0f64;
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    c.fingerprint = false;
+    let requests: Vec<(&str, Vec<u8>)> = vec![
+        ("Binding", c.request(Method::BINDING, |_| {})),
+        ("Allocate", c.request(Method::ALLOCATE, |_| {})),
+        ("Allocate+REQUESTED-TRANSPORT", c.request(Method::ALLOCATE, requested_udp)),
+        ("Refresh", c.request(Method::REFRESH, |_| {})),
+        ("CreatePermission", c.request(Method::CREATE_PERMISSION, |_| {})),
+        ("ChannelBind", c.request(Method::CHANNEL_BIND, |_| {})),
+        ("unknown method", c.request(Method(0x0FF), |_| {})),
+    ];
+    for (name, req) in requests {
+        let answer = send(&mut s, T0, &c, &req).map(|a| a.0.len()).unwrap_or(0);
+        let ratio = answer as f64 / req.len() as f64;
+        println!("{name}: {} bytes -> {answer} bytes, ratio {ratio:.2}", req.len());
+        worst = worst.max(ratio);
+    }
+    println!("largest unauthenticated response/request ratio: {worst:.2}");
+    assert!(worst < 4.0, "amplification {worst:.2}");
+}
+
+#[test]
+fn indications_and_responses_from_clients_are_never_answered() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    let mut out = [0u8; 2048];
+    for class in [Class::Indication, Class::Success, Class::Error] {
+        let txid = c.next_txid();
+        let m = c.build(Method::ALLOCATE, class, txid, requested_udp);
+        assert_eq!(s.handle_client(T0, c.tuple, &m, &mut out), Action::None);
+    }
+}
