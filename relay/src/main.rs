@@ -1,1 +1,101 @@
-fn main() {}
+//! The `teletip-relay` command: run the relay, check a configuration, or mint a credential.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use teletip_relay::config::{LogFormat, RelayConfig, Settings};
+
+#[derive(Parser)]
+#[command(name = "teletip-relay", version, about = "Hardened TURN/STUN relay for telemedicine video")]
+struct Cli {
+    /// TOML configuration file (coturn option names). Flags and TELETIP_RELAY_* variables
+    /// override it.
+    #[arg(long, short = 'c', env = "TELETIP_RELAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Run,
+    /// Validate the configuration and print the effective settings, secrets redacted.
+    CheckConfig,
+    /// Print a TURN REST username/password pair for testing or for operators.
+    Credential {
+        /// The opaque session id in the username. Never a name or a national id.
+        #[arg(long)]
+        user: String,
+        /// Seconds the credential stays valid.
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+        /// Print JSON (username, password, ttl, uris) instead of two lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teletip-relay: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let config = RelayConfig::from_settings(cli.settings.over(file)).context("invalid configuration")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            init_logging(config.log_format);
+            teletip_relay::daemon::run(config)
+        }
+        Command::CheckConfig => {
+            print!("{}", config.to_redacted_toml());
+            for warning in config.unsafe_settings() {
+                eprintln!("warning: UNSAFE SETTING: {warning}");
+            }
+            eprintln!("configuration OK");
+            Ok(())
+        }
+        Command::Credential { user, ttl, json } => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let secret = &config.secrets[0];
+            let (username, password) =
+                teletip_turn_proto::credentials::issue(secret.value.as_bytes(), &user, now + ttl);
+            if json {
+                let host = config.external_ip.unwrap_or(config.listening_ips[0]);
+                let host = if host.is_ipv6() { format!("[{host}]") } else { host.to_string() };
+                println!(
+                    "{{\"username\":\"{username}\",\"password\":\"{password}\",\"ttl\":{ttl},\"uris\":[\"turn:{host}:{}?transport=udp\"]}}",
+                    config.listening_port
+                );
+            } else {
+                println!("username: {username}\npassword: {password}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

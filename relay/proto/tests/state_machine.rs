@@ -93,9 +93,15 @@ fn password_algorithm_without_the_offered_list_is_a_bad_request() {
 fn wrong_expired_tampered_and_overlong_credentials_are_refused() {
     let mut s = shard();
     let cases: Vec<(Client, AuthFailure)> = vec![
-        (Client::with_secret("198.51.100.20:5000", "x", b"not-our-secret", T0.unix_secs() + 60), AuthFailure::BadIntegrity),
+        (
+            Client::with_secret("198.51.100.20:5000", "x", b"not-our-secret", T0.unix_secs() + 60),
+            AuthFailure::BadIntegrity,
+        ),
         (Client::with_secret("198.51.100.20:5001", "x", SECRET, T0.unix_secs() - 1), AuthFailure::Expired),
-        (Client::with_secret("198.51.100.20:5002", "x", SECRET, T0.unix_secs() + 86_400 * 30), AuthFailure::LifetimeTooLong),
+        (
+            Client::with_secret("198.51.100.20:5002", "x", SECRET, T0.unix_secs() + 86_400 * 30),
+            AuthFailure::LifetimeTooLong,
+        ),
         (
             {
                 let mut c = Client::new("198.51.100.20:5003", "x");
@@ -403,7 +409,7 @@ fn channel_bind_follows_the_rebinding_rules() {
     let p2 = peer("93.184.216.34:2000");
     let bind = |s: &mut _, now, c: &mut Client, n, p| call(s, now, c, Method::CHANNEL_BIND, channel_attrs(n, p));
     assert_eq!(bind(&mut s, T0, &mut c, 0x3FFF, p1).error_code(), Some(400), "below range");
-    assert_eq!(bind(&mut s, T0, &mut c, 0x5000, p1).error_code(), Some(400), "above range");
+    assert_eq!(bind(&mut s, T0, &mut c, 0x8000, p1).error_code(), Some(400), "above range");
     assert_eq!(bind(&mut s, T0, &mut c, 0x4000, p1).class(), Class::Success);
     assert_eq!(bind(&mut s, T0, &mut c, 0x4000, p1).class(), Class::Success, "refresh");
     assert_eq!(bind(&mut s, T0, &mut c, 0x4000, p2).error_code(), Some(400), "number taken by another peer");
@@ -420,8 +426,28 @@ fn channel_bind_follows_the_rebinding_rules() {
     assert_eq!(bind(&mut s, cooled, &mut c, 0x4000, p2).class(), Class::Success);
 }
 
+#[test]
+fn channel_numbers_follow_rfc5766_by_default_and_rfc8656_when_strict() {
+    let p = peer(PEER);
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    assert_eq!(call(&mut s, T0, &mut c, Method::CHANNEL_BIND, channel_attrs(0x7FFF, p)).class(), Class::Success);
+    let mut cfg = config();
+    cfg.max_channel_number = codec::RFC8656_MAX_CHANNEL;
+    let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    assert_eq!(call(&mut s, T0, &mut c, Method::CHANNEL_BIND, channel_attrs(0x5000, p)).error_code(), Some(400));
+    assert_eq!(call(&mut s, T0, &mut c, Method::CHANNEL_BIND, channel_attrs(0x4FFF, p)).class(), Class::Success);
+}
+
 /// Sends a datagram from `peer` to the first relayed socket and returns what the client gets.
-fn relay_from_peer(s: &mut teletip_turn_proto::server::Shard<FakeBinder>, now: Millis, peer: SocketAddr) -> Option<Vec<u8>> {
+fn relay_from_peer(
+    s: &mut teletip_turn_proto::server::Shard<FakeBinder>,
+    now: Millis,
+    peer: SocketAddr,
+) -> Option<Vec<u8>> {
     let relay = *s.binder().bound.keys().min()?;
     relay_from_peer_to(s, now, relay, peer, b"media!")
 }
@@ -481,7 +507,10 @@ fn send_indication_and_data_indication_relay_both_ways_with_permission() {
     let data = relay_from_peer(&mut s, T0, peer("93.184.216.34:40001")).expect("relayed");
     let m = Message::decode(&data).unwrap();
     assert_eq!((m.method(), m.class()), (Method::DATA, Class::Indication));
-    assert_eq!(codec::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id()), Some(peer("93.184.216.34:40001")));
+    assert_eq!(
+        codec::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id()),
+        Some(peer("93.184.216.34:40001"))
+    );
     assert_eq!(m.get(attr::DATA), Some(&b"media!"[..]));
     // Permissions last 300 s.
     assert!(relay_from_peer(&mut s, T0.plus_secs(301), p).is_none());

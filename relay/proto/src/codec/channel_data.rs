@@ -4,9 +4,16 @@
 /// Bytes of the ChannelData header.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
-/// Channel numbers clients may bind (RFC 8656 §12).
+/// The channel numbers of RFC 8656 §12 (0x5000-0x7FFF are reserved there).
+pub const RFC8656_MAX_CHANNEL: u16 = 0x4FFF;
+/// The wider range of RFC 5766, which libwebrtc (Chrome) and coturn's client still draw
+/// channel numbers from.
+pub const RFC5766_MAX_CHANNEL: u16 = 0x7FFF;
+
+/// Whether `n` can frame ChannelData at all (0x4000-0x7FFF: leading bits 01). Which of these a
+/// client may bind is the server's policy.
 pub const fn is_channel_number(n: u16) -> bool {
-    n >= 0x4000 && n <= 0x4FFF
+    n >= 0x4000 && n <= RFC5766_MAX_CHANNEL
 }
 
 /// First two bits 01: ChannelData rather than STUN (RFC 8656 §12, RFC 7983 demultiplexing).
@@ -61,7 +68,8 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_channel_and_bad_length() {
-        assert!(ChannelData::decode(&[0x50, 0x00, 0x00, 0x00]).is_none());
+        assert!(ChannelData::decode(&[0x80, 0x00, 0x00, 0x00]).is_none());
+        assert!(ChannelData::decode(&[0x7F, 0xFF, 0x00, 0x00]).is_some());
         assert!(ChannelData::decode(&[0x40, 0x00, 0x00, 0x08, 1, 2]).is_none());
         assert!(ChannelData::decode(&[0x40, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0]).is_none());
     }

@@ -14,7 +14,9 @@ mod writer;
 
 pub use addr::{decode_xor_address, encode_xor_address_value};
 pub use attr::*;
-pub use channel_data::{CHANNEL_DATA_HEADER_LEN, ChannelData, is_channel_data, is_channel_number};
+pub use channel_data::{
+    CHANNEL_DATA_HEADER_LEN, ChannelData, RFC5766_MAX_CHANNEL, RFC8656_MAX_CHANNEL, is_channel_data, is_channel_number,
+};
 pub use integrity::{IntegrityKey, IntegrityKind, fingerprint_of};
 pub use message::{Attribute, Class, DecodeError, MAX_ATTRIBUTES, Message, Method, is_stun};
 pub use writer::{EncodeError, MessageWriter};

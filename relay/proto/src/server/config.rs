@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub permission_lifetime: u32,
     /// Channel binding lifetime (RFC 8656 fixes 600 s).
     pub channel_lifetime: u32,
+    /// Highest channel number a client may bind: RFC 5766's 0x7FFF by default, because Chrome
+    /// (libwebrtc) and coturn's client pick numbers up to there; RFC 8656's 0x4FFF when strict.
+    pub max_channel_number: u16,
     pub max_permissions_per_allocation: usize,
     pub max_channels_per_allocation: usize,
     /// Per-allocation relayed bandwidth in bytes per second, both directions together; 0 = no
@@ -47,6 +50,7 @@ impl ServerConfig {
             max_lifetime: 3600,
             permission_lifetime: 300,
             channel_lifetime: 600,
+            max_channel_number: crate::codec::RFC5766_MAX_CHANNEL,
             max_permissions_per_allocation: 32,
             max_channels_per_allocation: 32,
             max_bps: 0,

@@ -293,4 +293,3 @@ impl<B: RelayBinder> Shard<B> {
         }
     }
 }
-

@@ -373,7 +373,7 @@ impl<B: RelayBinder> Shard<B> {
         let Some(peer) = peer else {
             return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
         };
-        if !codec::is_channel_number(number) {
+        if !codec::is_channel_number(number) || number > self.config.max_channel_number {
             return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
         }
         let relay_family = Family::of(&self.allocations[index].relay_addr);

@@ -1,0 +1,473 @@
+//! Configuration: a TOML file, then `TELETIP_RELAY_*` environment variables, then command-line
+//! flags, each overriding the one before. Where coturn has the same concept we use coturn's
+//! name, so that `turnserver.conf` knowledge carries over (docs/relay-config.md maps them).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Every setting, all optional, as they come from one source. The same struct is parsed from
+/// the TOML file and from flags/environment, then merged.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
+    #[arg(long = "listening-ip", env = "TELETIP_RELAY_LISTENING_IP", value_delimiter = ',')]
+    #[serde(default)]
+    pub listening_ip: Vec<IpAddr>,
+    /// UDP port for STUN/TURN. Default 3478.
+    #[arg(long = "listening-port", short = 'p', env = "TELETIP_RELAY_LISTENING_PORT")]
+    pub listening_port: Option<u16>,
+    /// Address relayed sockets bind to. Default: the first listening IP.
+    #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP")]
+    pub relay_ip: Option<IpAddr>,
+    /// Address advertised in XOR-RELAYED-ADDRESS when the host sits behind 1:1 NAT.
+    #[arg(long = "external-ip", short = 'X', env = "TELETIP_RELAY_EXTERNAL_IP")]
+    pub external_ip: Option<IpAddr>,
+    /// Lowest relay port. Default 49152.
+    #[arg(long = "min-port", env = "TELETIP_RELAY_MIN_PORT")]
+    pub min_port: Option<u16>,
+    /// Highest relay port. Default 65535.
+    #[arg(long = "max-port", env = "TELETIP_RELAY_MAX_PORT")]
+    pub max_port: Option<u16>,
+    /// Authentication realm. Default "teletip".
+    #[arg(long, short = 'r', env = "TELETIP_RELAY_REALM")]
+    pub realm: Option<String>,
+    /// TURN REST API shared secret (repeatable: all are accepted, the first is current).
+    #[arg(
+        long = "static-auth-secret",
+        env = "TELETIP_RELAY_STATIC_AUTH_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub static_auth_secret: Vec<String>,
+    /// Files holding secrets, one per line as `key-id=secret` or just `secret`.
+    #[arg(long = "static-auth-secret-file", env = "TELETIP_RELAY_STATIC_AUTH_SECRET_FILE", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub static_auth_secret_file: Vec<PathBuf>,
+    /// Peer ranges allowed even though the built-in policy denies them (CIDR, IP, or a-b).
+    #[arg(long = "allowed-peer-ip", env = "TELETIP_RELAY_ALLOWED_PEER_IP", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub allowed_peer_ip: Vec<String>,
+    /// Peer ranges denied in addition to the built-in policy.
+    #[arg(long = "denied-peer-ip", env = "TELETIP_RELAY_DENIED_PEER_IP", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub denied_peer_ip: Vec<String>,
+    /// UNSAFE: let clients relay to 127.0.0.0/8 and ::1 (tests and single-host demos only).
+    #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS")]
+    pub allow_loopback_peers: Option<bool>,
+    /// Accept only RFC 8656's channel numbers (0x4000-0x4FFF). Default false: RFC 5766's
+    /// 0x4000-0x7FFF, which Chrome and coturn's client use.
+    #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS")]
+    pub strict_channel_numbers: Option<bool>,
+    /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
+    #[arg(long = "user-quota", env = "TELETIP_RELAY_USER_QUOTA")]
+    pub user_quota: Option<u32>,
+    /// Allocations per client IP. Default 64; 0 = unlimited.
+    #[arg(long = "client-ip-quota", env = "TELETIP_RELAY_CLIENT_IP_QUOTA")]
+    pub client_ip_quota: Option<u32>,
+    /// Allocations in total. Default 10000; 0 = unlimited.
+    #[arg(long = "total-quota", env = "TELETIP_RELAY_TOTAL_QUOTA")]
+    pub total_quota: Option<u32>,
+    /// Relayed bytes per second per allocation. Default 1250000 (10 Mbit/s); 0 = unlimited.
+    #[arg(long = "max-bps", env = "TELETIP_RELAY_MAX_BPS")]
+    pub max_bps: Option<u64>,
+    /// Permissions per allocation. Default 32.
+    #[arg(long = "max-permissions", env = "TELETIP_RELAY_MAX_PERMISSIONS")]
+    pub max_permissions: Option<usize>,
+    /// Longest allocation lifetime in seconds. Default 3600.
+    #[arg(long = "max-allocate-lifetime", env = "TELETIP_RELAY_MAX_ALLOCATE_LIFETIME")]
+    pub max_allocate_lifetime: Option<u32>,
+    /// Nonce lifetime in seconds (coturn: stale-nonce). Default 600.
+    #[arg(long = "stale-nonce", env = "TELETIP_RELAY_STALE_NONCE")]
+    pub stale_nonce: Option<u64>,
+    /// Refuse credentials that expire further ahead than this many seconds. Default 86400.
+    #[arg(long = "max-credential-lifetime", env = "TELETIP_RELAY_MAX_CREDENTIAL_LIFETIME")]
+    pub max_credential_lifetime: Option<u64>,
+    /// Answers to unauthenticated requests per second per source IP. Default 50; 0 = UNSAFE,
+    /// no limit.
+    #[arg(long = "unauth-rate", env = "TELETIP_RELAY_UNAUTH_RATE")]
+    pub unauth_rate: Option<u64>,
+    /// Burst for unauth-rate. Default 200.
+    #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
+    pub unauth_burst: Option<u64>,
+    /// Serve Prometheus metrics. Default true.
+    #[arg(long, env = "TELETIP_RELAY_PROMETHEUS")]
+    pub prometheus: Option<bool>,
+    /// Metrics listener address. Default 127.0.0.1.
+    #[arg(long = "prometheus-address", env = "TELETIP_RELAY_PROMETHEUS_ADDRESS")]
+    pub prometheus_address: Option<IpAddr>,
+    /// Metrics listener port. Default 9641 (coturn's).
+    #[arg(long = "prometheus-port", env = "TELETIP_RELAY_PROMETHEUS_PORT")]
+    pub prometheus_port: Option<u16>,
+    /// Worker threads, each owning its share of allocations. Default: one per core.
+    #[arg(long, env = "TELETIP_RELAY_WORKERS")]
+    pub workers: Option<usize>,
+    /// Socket receive/send buffer in bytes for every UDP socket. Default 4194304.
+    #[arg(long = "udp-buffer", env = "TELETIP_RELAY_UDP_BUFFER")]
+    pub udp_buffer: Option<usize>,
+    /// DSCP code point for relayed media (46 = EF). Default 46; set 0 to leave unmarked.
+    #[arg(long, env = "TELETIP_RELAY_DSCP")]
+    pub dscp: Option<u8>,
+    /// Log format: text or json. Default text.
+    #[arg(long = "log-format", env = "TELETIP_RELAY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Settings {
+    /// `self` overrides `base` field by field (lists replace, they do not append).
+    pub fn over(self, base: Settings) -> Settings {
+        macro_rules! pick {
+            ($($opt:ident),*; $($list:ident),*) => {
+                Settings {
+                    $($opt: self.$opt.or(base.$opt),)*
+                    $($list: if self.$list.is_empty() { base.$list } else { self.$list },)*
+                }
+            };
+        }
+        pick!(listening_port, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
+            client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
+            max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
+            workers, udp_buffer, dscp, log_format;
+            listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), Box::new(e)))
+    }
+}
+
+/// A secret with its key id, as loaded.
+#[derive(Clone)]
+pub struct NamedSecret {
+    pub key_id: String,
+    pub value: String,
+}
+
+/// The validated, effective configuration.
+#[derive(Clone)]
+pub struct RelayConfig {
+    pub listening_ips: Vec<IpAddr>,
+    pub listening_port: u16,
+    pub relay_ip: IpAddr,
+    pub external_ip: Option<IpAddr>,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub realm: String,
+    pub secrets: Vec<NamedSecret>,
+    pub allowed_peer_ip: Vec<IpNet>,
+    pub denied_peer_ip: Vec<IpNet>,
+    pub allow_loopback_peers: bool,
+    pub strict_channel_numbers: bool,
+    pub user_quota: u32,
+    pub client_ip_quota: u32,
+    pub total_quota: u32,
+    pub max_bps: u64,
+    pub max_permissions: usize,
+    pub max_allocate_lifetime: u32,
+    pub stale_nonce: u64,
+    pub max_credential_lifetime: u64,
+    pub unauth_rate: u64,
+    pub unauth_burst: u64,
+    pub prometheus: Option<SocketAddr>,
+    pub workers: usize,
+    pub udp_buffer: usize,
+    pub dscp: u8,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot parse {0}: {1}")]
+    Parse(PathBuf, Box<toml::de::Error>),
+    #[error("no static-auth-secret: the relay would accept nobody (set one, or use --static-auth-secret-file)")]
+    NoSecret,
+    #[error("secret {0:?} is shorter than 16 bytes: REST credentials are only as strong as the secret")]
+    WeakSecret(String),
+    #[error("min-port {0} is above max-port {1}")]
+    PortRange(u16, u16),
+    #[error("relay-ip is unspecified (0.0.0.0 or ::): set relay-ip to the address peers reach")]
+    UnspecifiedRelayIp,
+    #[error("invalid peer range {0:?}: use CIDR (10.0.0.0/8), an address, or a range (a-b)")]
+    PeerRange(String),
+    #[error("dscp {0} is not a 6-bit code point")]
+    Dscp(u8),
+    #[error("{0} must be at least {1}")]
+    TooSmall(&'static str, u64),
+}
+
+impl RelayConfig {
+    pub fn from_settings(s: Settings) -> Result<RelayConfig, ConfigError> {
+        let listening_ips = if s.listening_ip.is_empty() { vec![IpAddr::from([127, 0, 0, 1])] } else { s.listening_ip };
+        let relay_ip = s.relay_ip.unwrap_or(listening_ips[0]);
+        if relay_ip.is_unspecified() {
+            return Err(ConfigError::UnspecifiedRelayIp);
+        }
+        let (min_port, max_port) = (s.min_port.unwrap_or(49152), s.max_port.unwrap_or(65535));
+        if min_port > max_port {
+            return Err(ConfigError::PortRange(min_port, max_port));
+        }
+        let mut secrets: Vec<NamedSecret> = s
+            .static_auth_secret
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NamedSecret {
+                key_id: if i == 0 { "default".into() } else { format!("static-{i}") },
+                value: v.clone(),
+            })
+            .collect();
+        for path in &s.static_auth_secret_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            for (n, line) in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).enumerate() {
+                let (key_id, value) = match line.split_once('=') {
+                    Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+                    None => (format!("{}:{}", path.display(), n + 1), line.to_owned()),
+                };
+                secrets.push(NamedSecret { key_id, value });
+            }
+        }
+        if secrets.is_empty() {
+            return Err(ConfigError::NoSecret);
+        }
+        if let Some(weak) = secrets.iter().find(|s| s.value.len() < 16) {
+            return Err(ConfigError::WeakSecret(weak.key_id.clone()));
+        }
+        let dscp = s.dscp.unwrap_or(46);
+        if dscp > 63 {
+            return Err(ConfigError::Dscp(dscp));
+        }
+        let stale_nonce = s.stale_nonce.unwrap_or(600);
+        if stale_nonce < 30 {
+            return Err(ConfigError::TooSmall("stale-nonce", 30));
+        }
+        let max_allocate_lifetime = s.max_allocate_lifetime.unwrap_or(3600);
+        if max_allocate_lifetime < 600 {
+            return Err(ConfigError::TooSmall("max-allocate-lifetime", 600));
+        }
+        let prometheus = s.prometheus.unwrap_or(true).then(|| {
+            SocketAddr::new(
+                s.prometheus_address.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                s.prometheus_port.unwrap_or(9641),
+            )
+        });
+        Ok(RelayConfig {
+            listening_ips,
+            listening_port: s.listening_port.unwrap_or(3478),
+            relay_ip,
+            external_ip: s.external_ip,
+            min_port,
+            max_port,
+            realm: s.realm.unwrap_or_else(|| "teletip".into()),
+            secrets,
+            allowed_peer_ip: parse_ranges(&s.allowed_peer_ip)?,
+            denied_peer_ip: parse_ranges(&s.denied_peer_ip)?,
+            allow_loopback_peers: s.allow_loopback_peers.unwrap_or(false),
+            strict_channel_numbers: s.strict_channel_numbers.unwrap_or(false),
+            user_quota: s.user_quota.unwrap_or(10),
+            client_ip_quota: s.client_ip_quota.unwrap_or(64),
+            total_quota: s.total_quota.unwrap_or(10_000),
+            max_bps: s.max_bps.unwrap_or(1_250_000),
+            max_permissions: s.max_permissions.unwrap_or(32),
+            max_allocate_lifetime,
+            stale_nonce,
+            max_credential_lifetime: s.max_credential_lifetime.unwrap_or(86_400),
+            unauth_rate: s.unauth_rate.unwrap_or(50),
+            unauth_burst: s.unauth_burst.unwrap_or(200),
+            prometheus,
+            workers: s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
+            udp_buffer: s.udp_buffer.unwrap_or(4 << 20),
+            dscp,
+            log_format: s.log_format.unwrap_or(LogFormat::Text),
+        })
+    }
+
+    /// Peer ranges that override the built-in deny list, including loopback when the unsafe
+    /// switch is on.
+    pub fn effective_allowed_peers(&self) -> Vec<IpNet> {
+        let mut allowed = self.allowed_peer_ip.clone();
+        if self.allow_loopback_peers {
+            allowed.push("127.0.0.0/8".parse().expect("literal"));
+            allowed.push("::1/128".parse().expect("literal"));
+        }
+        allowed
+    }
+
+    /// Settings that weaken the defaults, for a loud warning at start.
+    pub fn unsafe_settings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.allow_loopback_peers {
+            warnings.push("allow-loopback-peers: clients may relay to this host's own loopback services".into());
+        }
+        for net in &self.allowed_peer_ip {
+            warnings.push(format!("allowed-peer-ip {net}: overrides the built-in deny list"));
+        }
+        if self.unauth_rate == 0 {
+            warnings.push("unauth-rate = 0: unauthenticated answers are not rate-limited (reflection risk)".into());
+        }
+        if self.max_credential_lifetime == 0 {
+            warnings.push("max-credential-lifetime = 0: credentials valid for any length of time are accepted".into());
+        }
+        if let Some(addr) = self.prometheus.filter(|a| !a.ip().is_loopback()) {
+            warnings.push(format!("prometheus listens on {addr}: firewall it to the monitoring network"));
+        }
+        warnings
+    }
+
+    /// The effective configuration as TOML, with secrets redacted (`check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        let ips = |v: &[IpAddr]| v.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+        let nets = |v: &[IpNet]| v.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
+        line("listening-ip", format!("[{}]", ips(&self.listening_ips)));
+        line("listening-port", self.listening_port.to_string());
+        line("relay-ip", format!("\"{}\"", self.relay_ip));
+        if let Some(e) = self.external_ip {
+            line("external-ip", format!("\"{e}\""));
+        }
+        line("min-port", self.min_port.to_string());
+        line("max-port", self.max_port.to_string());
+        line("realm", format!("{:?}", self.realm));
+        line(
+            "static-auth-secret",
+            format!(
+                "[{}]",
+                self.secrets
+                    .iter()
+                    .map(|s| format!("\"<redacted: key-id {}>\"", s.key_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        line("allowed-peer-ip", format!("[{}]", nets(&self.allowed_peer_ip)));
+        line("denied-peer-ip", format!("[{}]", nets(&self.denied_peer_ip)));
+        line("allow-loopback-peers", self.allow_loopback_peers.to_string());
+        line("strict-channel-numbers", self.strict_channel_numbers.to_string());
+        line("user-quota", self.user_quota.to_string());
+        line("client-ip-quota", self.client_ip_quota.to_string());
+        line("total-quota", self.total_quota.to_string());
+        line("max-bps", self.max_bps.to_string());
+        line("max-permissions", self.max_permissions.to_string());
+        line("max-allocate-lifetime", self.max_allocate_lifetime.to_string());
+        line("stale-nonce", self.stale_nonce.to_string());
+        line("max-credential-lifetime", self.max_credential_lifetime.to_string());
+        line("unauth-rate", self.unauth_rate.to_string());
+        line("unauth-burst", self.unauth_burst.to_string());
+        line("prometheus", self.prometheus.is_some().to_string());
+        if let Some(p) = self.prometheus {
+            line("prometheus-address", format!("\"{}\"", p.ip()));
+            line("prometheus-port", p.port().to_string());
+        }
+        line("workers", self.workers.to_string());
+        line("udp-buffer", self.udp_buffer.to_string());
+        line("dscp", self.dscp.to_string());
+        line("log-format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" }));
+        out
+    }
+}
+
+/// Parses coturn-style peer ranges: CIDR, a single address, or `first-last`.
+pub fn parse_ranges(items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    let mut nets = Vec::new();
+    for item in items {
+        let item = item.trim();
+        if let Ok(net) = item.parse::<IpNet>() {
+            nets.push(net);
+        } else if let Ok(ip) = item.parse::<IpAddr>() {
+            nets.push(IpNet::from(ip));
+        } else if let Some((a, b)) = item.split_once('-') {
+            match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
+                (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) if a <= b => {
+                    nets.extend(ipnet::Ipv4Subnets::new(a, b, 0).map(IpNet::V4));
+                }
+                (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) if a <= b => {
+                    nets.extend(ipnet::Ipv6Subnets::new(a, b, 0).map(IpNet::V6));
+                }
+                _ => return Err(ConfigError::PeerRange(item.to_owned())),
+            }
+        } else {
+            return Err(ConfigError::PeerRange(item.to_owned()));
+        }
+    }
+    Ok(nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml_text: &str) -> Settings {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn coturn_names_parse_and_flags_override_the_file() {
+        let file = settings(
+            r#"
+            listening-ip = ["127.0.0.1"]
+            listening-port = 3479
+            min-port = 20000
+            max-port = 20999
+            realm = "hospital.example"
+            static-auth-secret = "0123456789abcdef0123"
+            allowed-peer-ip = ["10.0.0.0/8", "192.168.1.1-192.168.1.6"]
+            user-quota = 4
+            "#,
+        );
+        let flags = Settings { listening_port: Some(3480), ..Default::default() };
+        let c = RelayConfig::from_settings(flags.over(file)).unwrap();
+        assert_eq!(c.listening_port, 3480);
+        assert_eq!((c.min_port, c.max_port), (20000, 20999));
+        assert_eq!(c.realm, "hospital.example");
+        assert_eq!(c.user_quota, 4);
+        assert_eq!(c.allowed_peer_ip.len(), 1 + 3, "the range is split into CIDRs");
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("0123456789abcdef0123"), "{shown}");
+        assert!(shown.contains("<redacted: key-id default>"));
+    }
+
+    #[test]
+    fn unsafe_or_broken_settings_are_refused_or_flagged() {
+        assert!(matches!(RelayConfig::from_settings(Settings::default()), Err(ConfigError::NoSecret)));
+        let weak = settings(r#"static-auth-secret = "short""#);
+        assert!(matches!(RelayConfig::from_settings(weak), Err(ConfigError::WeakSecret(_))));
+        let bad = settings("static-auth-secret = \"0123456789abcdef\"\nallowed-peer-ip = \"nonsense\"");
+        assert!(matches!(RelayConfig::from_settings(bad), Err(ConfigError::PeerRange(_))));
+        assert!(toml::from_str::<Settings>("no-such-knob = 1").is_err(), "typos are errors");
+        let loud = settings("static-auth-secret = \"0123456789abcdef\"\nallow-loopback-peers = true\nunauth-rate = 0");
+        let c = RelayConfig::from_settings(loud).unwrap();
+        assert_eq!(c.unsafe_settings().len(), 2);
+        assert!(c.effective_allowed_peers().iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+    }
+}

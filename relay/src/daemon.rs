@@ -1,0 +1,117 @@
+//! Starting and stopping the relay: workers, metrics endpoint, signals.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use rand::Rng;
+use teletip_turn_proto::credentials::Secret;
+use teletip_turn_proto::limits::SharedQuotas;
+use teletip_turn_proto::nonce::NonceIssuer;
+use teletip_turn_proto::policy::PeerPolicy;
+use teletip_turn_proto::server::ServerConfig;
+
+use crate::config::RelayConfig;
+use crate::metrics::{self, Publisher};
+use crate::net::binder::{BinderSettings, Reservations};
+use crate::net::socket::SocketTuning;
+use crate::net::worker::WorkerSetup;
+
+/// The protocol settings the state machine gets from the daemon's configuration.
+pub fn server_config(c: &RelayConfig) -> ServerConfig {
+    let secrets = c.secrets.iter().map(|s| Secret::new(s.key_id.clone(), s.value.as_bytes().to_vec())).collect();
+    let nonce_key: [u8; 32] = rand::rng().random();
+    let mut sc = ServerConfig::new(c.realm.clone(), secrets, nonce_key);
+    sc.nonces = NonceIssuer::new(nonce_key, c.stale_nonce);
+    sc.policy = PeerPolicy::new(c.effective_allowed_peers(), c.denied_peer_ip.clone());
+    sc.max_lifetime = c.max_allocate_lifetime;
+    sc.max_permissions_per_allocation = c.max_permissions;
+    if c.strict_channel_numbers {
+        sc.max_channel_number = teletip_turn_proto::codec::RFC8656_MAX_CHANNEL;
+    }
+    sc.max_bps = c.max_bps;
+    sc.max_credential_lifetime = c.max_credential_lifetime;
+    sc.unauth_rate = c.unauth_rate;
+    sc.unauth_burst = c.unauth_burst;
+    sc
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub fn run(config: RelayConfig) -> anyhow::Result<()> {
+    for warning in config.unsafe_settings() {
+        tracing::warn!("UNSAFE SETTING: {warning}");
+    }
+    if let Some(addr) = config.prometheus {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        metrics::describe();
+    }
+    let server = Arc::new(server_config(&config));
+    let quotas = Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota));
+    let key_ids: Arc<[String]> = config.secrets.iter().map(|s| s.key_id.clone()).collect();
+    let tuning = SocketTuning { buffer: config.udp_buffer, dscp: config.dscp };
+    let binder = BinderSettings {
+        relay_ip: config.relay_ip,
+        external_ip: config.external_ip,
+        min_port: config.min_port,
+        max_port: config.max_port,
+        tuning,
+    };
+    let listen: Vec<SocketAddr> =
+        config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reservations = Reservations::default();
+    let mut setups = Vec::new();
+    for index in 0..config.workers {
+        setups.push(WorkerSetup::new(
+            index,
+            &listen,
+            tuning,
+            server.clone(),
+            quotas.clone(),
+            binder.clone(),
+            reservations.clone(),
+            stop.clone(),
+            Publisher::new(key_ids.clone()),
+        )?);
+    }
+    let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();
+    let handles = setups.into_iter().map(|s| s.spawn()).collect::<Result<Vec<_>, _>>()?;
+    let listening = listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let advertised = config.external_ip.unwrap_or(config.relay_ip);
+    tracing::info!(
+        "teletip-relay {} listening on udp {listening} with {} workers; relaying on {}:{}-{} (advertised as {advertised}); realm {:?}; {} secret(s); metrics {}",
+        env!("CARGO_PKG_VERSION"),
+        config.workers,
+        config.relay_ip,
+        config.min_port,
+        config.max_port,
+        config.realm,
+        config.secrets.len(),
+        config.prometheus.map_or("off".to_string(), |a| format!("http://{a}/metrics")),
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signal = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        anyhow::Ok(tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        })
+    })?;
+    tracing::info!("{signal} received: closing allocations and stopping");
+    stop.store(true, Ordering::Relaxed);
+    for w in &wakers {
+        let _ = w.wake();
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

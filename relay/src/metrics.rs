@@ -1,0 +1,116 @@
+//! Prometheus metrics. Workers count in plain integers (the core's `Stats`) and publish the
+//! differences once a second, so the packet path never touches the metrics registry. No label
+//! carries a username or an address.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use std::sync::Arc;
+use teletip_turn_proto::policy::DenyClass;
+use teletip_turn_proto::server::{AllocFailure, AuthFailure, DropReason, Stats};
+
+/// What the I/O shell counts itself (the core never sees sends).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShellStats {
+    pub send_buffer_full: u64,
+    pub send_errors: u64,
+    pub recv_errors: u64,
+}
+
+pub fn describe() {
+    describe_gauge!("teletip_allocations_active", "Allocations currently open");
+    describe_counter!("teletip_allocations_created_total", "Allocations granted");
+    describe_counter!("teletip_allocations_failed_total", "Authenticated Allocate requests refused, by reason");
+    describe_counter!(
+        "teletip_allocations_ended_total",
+        "Allocations ended, by how (expired or deleted by the client)"
+    );
+    describe_counter!("teletip_auth_challenges_total", "401 challenges sent to requests without credentials");
+    describe_counter!("teletip_auth_failures_total", "Requests whose credentials were refused, by reason");
+    describe_counter!("teletip_auth_success_total", "Authenticated requests, by the key id of the secret that matched");
+    describe_counter!("teletip_permissions_created_total", "Permissions installed");
+    describe_gauge!("teletip_permissions_active", "Permissions currently valid");
+    describe_counter!("teletip_channels_bound_total", "Channels bound");
+    describe_gauge!("teletip_channels_active", "Channel bindings currently valid");
+    describe_counter!("teletip_relayed_packets_total", "Datagrams relayed, by direction");
+    describe_counter!("teletip_relayed_bytes_total", "Application bytes relayed, by direction");
+    describe_counter!("teletip_dropped_packets_total", "Datagrams dropped without an answer, by reason");
+    describe_counter!("teletip_peer_denied_total", "Peers refused by the peer policy, by address class");
+    describe_counter!("teletip_stun_binding_total", "STUN Binding requests answered");
+}
+
+/// One worker's view of what it already published.
+pub struct Publisher {
+    last: Stats,
+    last_shell: ShellStats,
+    key_ids: Arc<[String]>,
+}
+
+impl Publisher {
+    pub fn new(key_ids: Arc<[String]>) -> Self {
+        Publisher {
+            last: Stats { auth_by_secret: vec![0; key_ids.len()], ..Stats::default() },
+            last_shell: ShellStats::default(),
+            key_ids,
+        }
+    }
+
+    pub fn publish(&mut self, now: &Stats, shell: &ShellStats) {
+        let last = &self.last;
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let gauge_delta = |name: &'static str, a: u64, b: u64| {
+            if a != b {
+                gauge!(name).increment(a as f64 - b as f64);
+            }
+        };
+        counter!("teletip_allocations_created_total").increment(d(now.allocations_created, last.allocations_created));
+        counter!("teletip_allocations_ended_total", "how" => "expired")
+            .increment(d(now.allocations_expired, last.allocations_expired));
+        counter!("teletip_allocations_ended_total", "how" => "deleted")
+            .increment(d(now.allocations_deleted, last.allocations_deleted));
+        gauge_delta("teletip_allocations_active", now.allocations_active, last.allocations_active);
+        gauge_delta("teletip_permissions_active", now.permissions_active, last.permissions_active);
+        gauge_delta("teletip_channels_active", now.channels_active, last.channels_active);
+        for r in AllocFailure::ALL {
+            let i = *r as usize;
+            counter!("teletip_allocations_failed_total", "reason" => r.label())
+                .increment(d(now.alloc_failures[i], last.alloc_failures[i]));
+        }
+        for r in AuthFailure::ALL {
+            let i = *r as usize;
+            counter!("teletip_auth_failures_total", "reason" => r.label())
+                .increment(d(now.auth_failures[i], last.auth_failures[i]));
+        }
+        for (i, key_id) in self.key_ids.iter().enumerate() {
+            counter!("teletip_auth_success_total", "key_id" => key_id.clone())
+                .increment(d(now.auth_by_secret[i], last.auth_by_secret[i]));
+        }
+        counter!("teletip_auth_challenges_total").increment(d(now.challenges, last.challenges));
+        counter!("teletip_stun_binding_total").increment(d(now.bindings, last.bindings));
+        counter!("teletip_permissions_created_total").increment(d(now.permissions_created, last.permissions_created));
+        counter!("teletip_channels_bound_total").increment(d(now.channels_bound, last.channels_bound));
+        for (dir, n, l) in [
+            ("client_to_peer", now.client_to_peer, last.client_to_peer),
+            ("peer_to_client", now.peer_to_client, last.peer_to_client),
+        ] {
+            counter!("teletip_relayed_packets_total", "direction" => dir).increment(d(n.packets, l.packets));
+            counter!("teletip_relayed_bytes_total", "direction" => dir).increment(d(n.bytes, l.bytes));
+        }
+        for r in DropReason::ALL {
+            let i = *r as usize;
+            counter!("teletip_dropped_packets_total", "reason" => r.label()).increment(d(now.drops[i], last.drops[i]));
+        }
+        for c in DenyClass::ALL {
+            let i = c.index();
+            counter!("teletip_peer_denied_total", "class" => c.label())
+                .increment(d(now.peer_denied[i], last.peer_denied[i]));
+        }
+        let ls = &self.last_shell;
+        counter!("teletip_dropped_packets_total", "reason" => "send_buffer_full")
+            .increment(d(shell.send_buffer_full, ls.send_buffer_full));
+        counter!("teletip_dropped_packets_total", "reason" => "send_error")
+            .increment(d(shell.send_errors, ls.send_errors));
+        counter!("teletip_dropped_packets_total", "reason" => "recv_error")
+            .increment(d(shell.recv_errors, ls.recv_errors));
+        self.last = now.clone();
+        self.last_shell = shell.clone();
+    }
+}

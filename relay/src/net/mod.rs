@@ -1,0 +1,5 @@
+//! The network layer: sockets, relayed-port binding and the per-worker event loops.
+
+pub mod binder;
+pub mod socket;
+pub mod worker;
