@@ -1,0 +1,305 @@
+//! Running the real `teletip-relay` binary for whole-daemon tests, and a minimal blocking TURN
+//! client over a real UDP socket (built on the protocol crate's codec, which the codec tests
+//! check against the independent `stun` crate).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use teletip_turn_proto::codec::{self, Class, IntegrityKind, Message, MessageWriter, Method, attr};
+use teletip_turn_proto::credentials::{PasswordAlgorithm, issue, long_term_key};
+
+pub const SECRET: &str = "system-test-secret-0123456789abcdef";
+pub const REALM: &str = "teletip.test";
+
+/// Relay port ranges below the kernel's ephemeral range (32768+), a fresh slice per relay so
+/// that tests in one binary never share ports.
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+fn free_udp_port(ip: &str) -> u16 {
+    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Which test binary is running, so that relay port ranges differ between test binaries that
+/// cargo may run at the same time.
+fn binary_offset() -> u16 {
+    let exe = std::env::current_exe().unwrap();
+    let name = exe.file_name().unwrap().to_string_lossy().to_string();
+    (name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))) % 20) as u16
+}
+
+pub struct Relay {
+    child: Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub min_port: u16,
+    pub max_port: u16,
+}
+
+impl Relay {
+    /// Starts the relay on `ip` with `extra` flags and waits until it answers STUN. The
+    /// listening and metrics ports are found free just before, so another process can take
+    /// them in between (uclient binds many ephemeral ports): if the relay exits at start, it is
+    /// started again on fresh ports.
+    pub fn start(ip: &str, extra: &[&str]) -> Relay {
+        for _ in 0..5 {
+            if let Some(relay) = Self::try_start(ip, extra) {
+                return relay;
+            }
+        }
+        panic!("teletip-relay did not start on {ip} after 5 attempts");
+    }
+
+    fn try_start(ip: &str, extra: &[&str]) -> Option<Relay> {
+        let slice = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
+        let min_port = 20000 + binary_offset() * 600 + slice * 40;
+        let max_port = min_port + 39;
+        let port = free_udp_port(ip);
+        let metrics_port = free_tcp_port();
+        let mut args: Vec<String> = vec![
+            "--listening-ip".into(),
+            ip.into(),
+            "--listening-port".into(),
+            port.to_string(),
+            "--min-port".into(),
+            min_port.to_string(),
+            "--max-port".into(),
+            max_port.to_string(),
+            "--realm".into(),
+            REALM.into(),
+            "--static-auth-secret".into(),
+            SECRET.into(),
+            "--prometheus-port".into(),
+            metrics_port.to_string(),
+            "--workers".into(),
+            "2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_teletip-relay"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start teletip-relay");
+        let addr: SocketAddr = SocketAddr::new(ip.parse().unwrap(), port);
+        let mut relay =
+            Relay { child, addr, metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)), min_port, max_port };
+        relay.wait_until_answering().then_some(relay)
+    }
+
+    fn wait_until_answering(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let bind = if self.addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        let socket = UdpSocket::bind(bind).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut buf = [0u8; 64];
+        let mut w = MessageWriter::new(&mut buf, Method::BINDING, Class::Request, [1; 12]).unwrap();
+        let n = w.finish();
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            socket.send_to(&buf[..n], self.addr).unwrap();
+            let mut answer = [0u8; 256];
+            if socket.recv_from(&mut answer).is_ok() {
+                return true;
+            }
+        }
+        panic!("teletip-relay did not answer on {}", self.addr);
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(self.metrics) {
+                s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+                let mut body = String::new();
+                s.read_to_string(&mut body).unwrap();
+                return body;
+            }
+            assert!(Instant::now() < deadline, "metrics endpoint not reachable");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The sum of a metric's samples whose labels contain `label` (e.g. `reason="malformed"`).
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(label))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits until the metric reaches `at_least` (workers publish once a second).
+    pub fn wait_metric(&self, name: &str, label: &str, at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name, label);
+            if v >= at_least || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "relay did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A decoded answer.
+pub struct Answer(pub Vec<u8>);
+
+impl Answer {
+    pub fn msg(&self) -> Message<'_> {
+        Message::decode(&self.0).expect("valid STUN from the relay")
+    }
+    pub fn class(&self) -> Class {
+        self.msg().class()
+    }
+    pub fn error_code(&self) -> Option<u16> {
+        let v = self.msg().get(attr::ERROR_CODE)?.to_vec();
+        Some(u16::from(v[2] & 7) * 100 + u16::from(v[3]))
+    }
+    pub fn xor_addr(&self, t: u16) -> Option<SocketAddr> {
+        let m = self.msg();
+        codec::decode_xor_address(m.get(t)?, &m.transaction_id())
+    }
+}
+
+/// A blocking TURN client with REST credentials.
+pub struct TurnClient {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    pub username: String,
+    pub password: String,
+    pub nonce: Option<Vec<u8>>,
+    txid: u32,
+}
+
+impl TurnClient {
+    pub fn new(server: SocketAddr, user: &str) -> TurnClient {
+        Self::with_credentials(server, issue(SECRET.as_bytes(), user, unix_now() + 600))
+    }
+
+    pub fn with_credentials(server: SocketAddr, (username, password): (String, String)) -> TurnClient {
+        let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        let socket = UdpSocket::bind(bind).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        TurnClient { socket, server, username, password, nonce: None, txid: 0 }
+    }
+
+    fn next_txid(&mut self) -> codec::TransactionId {
+        self.txid += 1;
+        let mut t = [0x5Au8; 12];
+        t[8..].copy_from_slice(&self.txid.to_be_bytes());
+        t
+    }
+
+    pub fn build(&mut self, method: Method, class: Class, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+        let txid = self.next_txid();
+        let mut buf = vec![0u8; 2048];
+        let mut w = MessageWriter::new(&mut buf, method, class, txid).unwrap();
+        attrs(&mut w);
+        if let Some(nonce) = &self.nonce {
+            w.bytes(attr::USERNAME, self.username.as_bytes()).unwrap();
+            w.bytes(attr::REALM, REALM.as_bytes()).unwrap();
+            w.bytes(attr::NONCE, nonce).unwrap();
+            let key = long_term_key(PasswordAlgorithm::Md5, &self.username, REALM, &self.password);
+            w.integrity(IntegrityKind::Sha1, &key).unwrap();
+        }
+        let n = w.finish_with_fingerprint().unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    pub fn exchange(&mut self, packet: &[u8]) -> Option<Answer> {
+        self.socket.send_to(packet, self.server).unwrap();
+        let mut buf = vec![0u8; 2048];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, _)) => Some(Answer(buf[..n].to_vec())),
+            Err(_) => None,
+        }
+    }
+
+    /// A request, answering a 401/438 challenge once.
+    pub fn call(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Answer {
+        for _ in 0..2 {
+            let req = self.build(method, Class::Request, attrs);
+            let a = self.exchange(&req).expect("the relay answers");
+            let code = a.error_code();
+            if code == Some(438) || (code == Some(401) && self.nonce.is_none()) {
+                self.nonce = Some(a.msg().get(attr::NONCE).unwrap().to_vec());
+                continue;
+            }
+            return a;
+        }
+        panic!("challenged twice");
+    }
+
+    pub fn allocate(&mut self, extra: &dyn Fn(&mut MessageWriter<'_>)) -> Answer {
+        self.call(Method::ALLOCATE, &|w| {
+            w.bytes(attr::REQUESTED_TRANSPORT, &[codec::TRANSPORT_UDP, 0, 0, 0]).unwrap();
+            extra(w);
+        })
+    }
+
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
+        let nonce = self.nonce.take();
+        let ind = self.build(Method::SEND, Class::Indication, &|w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer).unwrap();
+            w.bytes(attr::DATA, data).unwrap();
+        });
+        self.nonce = nonce;
+        self.socket.send_to(&ind, self.server).unwrap();
+    }
+}
+
+/// Whether `turnutils_uclient` is installed. In CI its absence is an error (the script
+/// installs coturn); elsewhere the test says it is skipping.
+pub fn have_tool(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI (apt-get install coturn)");
+        eprintln!("SKIPPED {test}: {tool} is not installed (apt-get install coturn)");
+    }
+    found
+}
