@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// Decodes an XOR address value. `None` for a wrong length or an unknown family: the caller
 /// answers 400 for a request.
 pub fn decode_xor_address(value: &[u8], txid: &TransactionId) -> Option<SocketAddr> {
-    if value.len() < 4 || value[0] != 0 {
+    // The first byte is reserved: RFC 8489 §14.1 says receivers ignore it.
+    if value.len() < 4 {
         return None;
     }
     let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
@@ -77,6 +78,7 @@ mod tests {
     fn rejects_bad_family_and_length() {
         let txid = [0u8; 12];
         assert_eq!(decode_xor_address(&[0, 3, 0, 0, 1, 2, 3, 4], &txid), None);
+        assert!(decode_xor_address(&[0xFF, 1, 0, 0, 1, 2, 3, 4], &txid).is_some(), "reserved byte ignored");
         assert_eq!(decode_xor_address(&[0, 1, 0, 0, 1, 2, 3], &txid), None);
         assert_eq!(decode_xor_address(&[0, 2, 0, 0, 1, 2, 3, 4], &txid), None);
     }

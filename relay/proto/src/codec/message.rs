@@ -87,8 +87,9 @@ pub enum DecodeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Attribute {
     pub attr_type: u16,
-    /// Offset of the value from the start of the message.
-    pub offset: u16,
+    /// Offset of the value from the start of the message. u32: in a maximal message (20 +
+    /// 65532 bytes) a value can start past byte 65535.
+    pub offset: u32,
     /// Length of the value, without padding.
     pub len: u16,
 }
@@ -178,7 +179,7 @@ impl<'a> Message<'a> {
             if index == MAX_ATTRIBUTES {
                 return Err(DecodeError::TooManyAttributes);
             }
-            msg.attrs[index] = Attribute { attr_type, offset: value_start as u16, len: len as u16 };
+            msg.attrs[index] = Attribute { attr_type, offset: value_start as u32, len: len as u16 };
             msg.attr_count += 1;
             match attr_type {
                 attr::MESSAGE_INTEGRITY => msg.integrity = Some(index as u8),
