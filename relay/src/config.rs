@@ -16,7 +16,7 @@ use thiserror::Error;
 pub struct Settings {
     /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
     #[arg(long = "listening-ip", env = "TELETIP_RELAY_LISTENING_IP", value_delimiter = ',')]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub listening_ip: Vec<IpAddr>,
     /// UDP port for STUN/TURN. Default 3478.
     #[arg(long = "listening-port", short = 'p', env = "TELETIP_RELAY_LISTENING_PORT")]
@@ -249,12 +249,12 @@ impl RelayConfig {
             .collect();
         for path in &s.static_auth_secret_file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
-            for (n, line) in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).enumerate() {
-                let (key_id, value) = match line.split_once('=') {
-                    Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
-                    None => (format!("{}:{}", path.display(), n + 1), line.to_owned()),
-                };
-                secrets.push(NamedSecret { key_id, value });
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                secrets.push(parse_secret_line(line, &format!("{}:{}", path.display(), n + 1)));
             }
         }
         if secrets.is_empty() {
@@ -274,6 +274,12 @@ impl RelayConfig {
         let max_allocate_lifetime = s.max_allocate_lifetime.unwrap_or(3600);
         if max_allocate_lifetime < 600 {
             return Err(ConfigError::TooSmall("max-allocate-lifetime", 600));
+        }
+        if s.unauth_burst == Some(0) && s.unauth_rate != Some(0) {
+            return Err(ConfigError::TooSmall("unauth-burst (0 would refuse every client's first request)", 1));
+        }
+        if s.max_permissions == Some(0) {
+            return Err(ConfigError::TooSmall("max-permissions", 1));
         }
         let prometheus = s.prometheus.unwrap_or(true).then(|| {
             SocketAddr::new(
@@ -397,6 +403,23 @@ impl RelayConfig {
     }
 }
 
+/// One line of a secret file: `key-id=secret`, or a bare secret whose key id becomes
+/// `file:line`. Only a plausible key id before the first `=` with a full-length secret after it
+/// counts as the first form, so that a bare base64 secret (which ends in `=` padding) is never
+/// split and no part of a secret becomes a key id (key ids appear in logs and metric labels).
+pub fn parse_secret_line(line: &str, location: &str) -> NamedSecret {
+    if let Some((id, value)) = line.split_once('=') {
+        let (id, value) = (id.trim(), value.trim());
+        let plausible_id = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if plausible_id && value.len() >= 16 {
+            return NamedSecret { key_id: id.to_owned(), value: value.to_owned() };
+        }
+    }
+    NamedSecret { key_id: location.to_owned(), value: line.to_owned() }
+}
+
 /// Parses coturn-style peer ranges: CIDR, a single address, or `first-last`.
 pub fn parse_ranges(items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     let mut nets = Vec::new();
@@ -458,6 +481,16 @@ mod tests {
     }
 
     #[test]
+    fn secret_lines_never_split_a_bare_secret() {
+        let keyed = parse_secret_line("2026-11=0123456789abcdef0123", "f:1");
+        assert_eq!((keyed.key_id.as_str(), keyed.value.as_str()), ("2026-11", "0123456789abcdef0123"));
+        let base64 = parse_secret_line("c2VjcmV0LXNlY3JldC1zZWNyZXQ=", "f:3");
+        assert_eq!((base64.key_id.as_str(), base64.value.as_str()), ("f:3", "c2VjcmV0LXNlY3JldC1zZWNyZXQ="));
+        let padded = parse_secret_line("QUJDREVGR0hJSktMTU5PUA==", "f:4");
+        assert_eq!(padded.key_id, "f:4");
+    }
+
+    #[test]
     fn unsafe_or_broken_settings_are_refused_or_flagged() {
         assert!(matches!(RelayConfig::from_settings(Settings::default()), Err(ConfigError::NoSecret)));
         let weak = settings(r#"static-auth-secret = "short""#);
@@ -465,6 +498,9 @@ mod tests {
         let bad = settings("static-auth-secret = \"0123456789abcdef\"\nallowed-peer-ip = \"nonsense\"");
         assert!(matches!(RelayConfig::from_settings(bad), Err(ConfigError::PeerRange(_))));
         assert!(toml::from_str::<Settings>("no-such-knob = 1").is_err(), "typos are errors");
+        assert_eq!(settings("listening-ip = \"127.0.0.2\"").listening_ip.len(), 1, "a single value is a list of one");
+        let zero = settings("static-auth-secret = \"0123456789abcdef\"\nunauth-burst = 0");
+        assert!(matches!(RelayConfig::from_settings(zero), Err(ConfigError::TooSmall(..))));
         let loud = settings("static-auth-secret = \"0123456789abcdef\"\nallow-loopback-peers = true\nunauth-rate = 0");
         let c = RelayConfig::from_settings(loud).unwrap();
         assert_eq!(c.unsafe_settings().len(), 2);

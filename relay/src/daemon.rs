@@ -99,10 +99,15 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        anyhow::Ok(tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        })
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return anyhow::Ok("SIGTERM"),
+                _ = int.recv() => return anyhow::Ok("SIGINT"),
+                // Without a handler SIGHUP would kill the relay and every call on it.
+                _ = hup.recv() => tracing::warn!("SIGHUP ignored: configuration reload is not supported yet; restart to apply changes"),
+            }
+        }
     })?;
     tracing::info!("{signal} received: closing allocations and stopping");
     stop.store(true, Ordering::Relaxed);

@@ -71,6 +71,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Credential { user, ttl, json } => {
+            if config.max_credential_lifetime != 0 && ttl > config.max_credential_lifetime {
+                anyhow::bail!(
+                    "--ttl {ttl} exceeds max-credential-lifetime ({} s): the relay would refuse this credential",
+                    config.max_credential_lifetime
+                );
+            }
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let secret = &config.secrets[0];
             let (username, password) =
@@ -93,7 +99,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -23,9 +23,15 @@ pub fn describe() {
         "teletip_allocations_ended_total",
         "Allocations ended, by how (expired or deleted by the client)"
     );
-    describe_counter!("teletip_auth_challenges_total", "401 challenges sent to requests without credentials");
+    describe_counter!(
+        "teletip_auth_challenges_total",
+        "Requests without credentials that drew a 401 challenge (counted before the unauthenticated rate limit)"
+    );
     describe_counter!("teletip_auth_failures_total", "Requests whose credentials were refused, by reason");
-    describe_counter!("teletip_auth_success_total", "Authenticated requests, by the key id of the secret that matched");
+    describe_counter!(
+        "teletip_auth_success_total",
+        "Credentials verified against a secret, by key id (later requests on an allocation reuse its key and are not counted)"
+    );
     describe_counter!("teletip_permissions_created_total", "Permissions installed");
     describe_gauge!("teletip_permissions_active", "Permissions currently valid");
     describe_counter!("teletip_channels_bound_total", "Channels bound");
@@ -33,8 +39,15 @@ pub fn describe() {
     describe_counter!("teletip_relayed_packets_total", "Datagrams relayed, by direction");
     describe_counter!("teletip_relayed_bytes_total", "Application bytes relayed, by direction");
     describe_counter!("teletip_dropped_packets_total", "Datagrams dropped without an answer, by reason");
-    describe_counter!("teletip_peer_denied_total", "Peers refused by the peer policy, by address class");
+    describe_counter!(
+        "teletip_peer_denied_total",
+        "Peers refused by the peer policy (403 to CreatePermission/ChannelBind, or a dropped Send), by address class"
+    );
     describe_counter!("teletip_stun_binding_total", "STUN Binding requests answered");
+    // Gauges exist from the start, so that alert rules see 0 rather than no series.
+    for name in ["teletip_allocations_active", "teletip_permissions_active", "teletip_channels_active"] {
+        gauge!(name).set(0.0);
+    }
 }
 
 /// One worker's view of what it already published.

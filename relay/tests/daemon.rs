@@ -149,8 +149,9 @@ fn denied_ipv4_peers_are_refused_and_never_reached() {
     assert!(received(&s), "the allowed send arrives");
 }
 
-/// The IPv6 classes, including IPv4 loopback written as an IPv4-mapped address (the form of
-/// coturn's CVE-2020-26262), on a relay whose relayed addresses are IPv6.
+/// The IPv6 classes (`::` and `::1` were coturn's CVE-2020-26262), including IPv4 loopback
+/// written as an IPv4-mapped address (CVE-2026-27624), on a relay whose relayed addresses are
+/// IPv6.
 #[test]
 fn denied_ipv6_peers_and_mapped_ipv4_are_refused() {
     let relay = Relay::start("::1", &[]);

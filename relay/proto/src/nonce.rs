@@ -4,7 +4,8 @@
 //! A nonce is `"obMatJos2" + features + base64(expiry ‖ MAC)`, where the MAC is
 //! HMAC-SHA256 over the expiry and the client's transport, source address and port, keyed with
 //! a per-process random key. It therefore expires (438 Stale Nonce) and cannot be used from
-//! another 5-tuple.
+//! another client address, port or transport (the server address is not bound: one relay
+//! process answers on all of its listening addresses with the same key).
 
 use base64::Engine;
 use hmac::{Hmac, Mac};

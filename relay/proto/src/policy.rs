@@ -90,8 +90,9 @@ const DENIED_V6: &[(&str, DenyClass)] = &[
     ("100::/64", DenyClass::Reserved),        // discard-only
     ("2001::/32", DenyClass::Translation),    // Teredo
     ("2001:db8::/32", DenyClass::Documentation),
-    ("2002::/16", DenyClass::Translation), // 6to4
-    ("fc00::/7", DenyClass::Private),      // unique local
+    ("3fff::/20", DenyClass::Documentation), // RFC 9637
+    ("2002::/16", DenyClass::Translation),   // 6to4
+    ("fc00::/7", DenyClass::Private),        // unique local
     ("fe80::/10", DenyClass::LinkLocal),
     ("fec0::/10", DenyClass::Private), // deprecated site-local
     ("ff00::/8", DenyClass::Multicast),
@@ -215,6 +216,15 @@ mod tests {
             ("64:ff9b::808:808", DenyClass::Translation),
             ("2001:0:4136:e378::1", DenyClass::Translation),
             ("2002:7f00:1::1", DenyClass::Translation),
+            ("192.0.2.10", DenyClass::Documentation),
+            ("198.51.100.10", DenyClass::Documentation),
+            ("203.0.113.10", DenyClass::Documentation),
+            ("192.88.99.1", DenyClass::Translation),
+            ("64:ff9b:1::1", DenyClass::Translation),
+            ("100::1", DenyClass::Reserved),
+            ("2001:db8::1", DenyClass::Documentation),
+            ("3fff::1", DenyClass::Documentation),
+            ("fec0::1", DenyClass::Private),
         ];
         for (ip, class) in cases {
             assert_eq!(denied(&p, ip), Some(class), "{ip}");

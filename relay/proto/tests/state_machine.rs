@@ -381,7 +381,8 @@ fn create_permission_installs_several_peers_and_refuses_denied_and_mismatched_on
     let r = call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(peer("[2a00:1450::1]:1")));
     assert_eq!(r.error_code(), Some(443));
     assert_eq!(call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, |_| {}).error_code(), Some(400));
-    assert_eq!(s.stats().dropped(DropReason::PeerDenied), 5);
+    assert_eq!(s.stats().peer_denied.iter().sum::<u64>(), 5);
+    assert_eq!(s.stats().dropped(DropReason::PeerDenied), 0, "a 403 is an answer, not a drop");
     // The peer that was in the refused request got no permission.
     assert!(relay_from_peer(&mut s, T0, peer("93.184.216.36:1")).is_none());
 }
@@ -640,7 +641,7 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
 }
 
 /// The largest answer an unauthenticated source can draw, relative to what it sent: the
-/// reflection/amplification factor quoted in docs/security.md.
+/// reflection/amplification factor quoted in docs/relay-security.md (for this 12-byte realm).
 #[test]
 fn unauthenticated_amplification_is_bounded() {
     let mut s = shard();

@@ -25,8 +25,8 @@ fn new_udp(addr: SocketAddr) -> io::Result<Socket> {
 }
 
 fn tune(socket: &Socket, addr: SocketAddr, tuning: SocketTuning) {
-    // Ask for the full size; without CAP_NET_ADMIN the kernel caps it at rmem_max/wmem_max
-    // (systemd/teletip-relay.sysctl raises those). Failure here only costs headroom.
+    // Ask for the full size; the kernel caps it at net.core.rmem_max/wmem_max, which the
+    // appliance's sysctl settings raise. Failure here only costs headroom.
     let _ = socket.set_recv_buffer_size(tuning.buffer);
     let _ = socket.set_send_buffer_size(tuning.buffer);
     if tuning.dscp != 0 {

@@ -34,6 +34,7 @@ impl<B: RelayBinder> Shard<B> {
         }
         if let Err(class) = self.config.policy.check(peer.ip()) {
             self.stats.denied(class);
+            self.stats.drop(DropReason::PeerDenied);
             return Action::None;
         }
         if !a.permits(peer.ip(), now) {

@@ -121,8 +121,9 @@ impl Stats {
         self.alloc_failures[reason as usize] += 1;
     }
 
+    /// A peer refused by the policy: a 403 answer or, for a Send indication, a drop (which the
+    /// caller counts as well).
     pub fn denied(&mut self, class: DenyClass) {
         self.peer_denied[class.index()] += 1;
-        self.drop(DropReason::PeerDenied);
     }
 }

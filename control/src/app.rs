@@ -1,0 +1,264 @@
+//! The application: shared state, the router with its middleware, health, metrics, OpenAPI.
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::{KeyExtractor, PeerIpKeyExtractor};
+use utoipa::OpenApi;
+
+use crate::audit::Audit;
+use crate::auth::jwt::JwtKeys;
+use crate::config::ControlConfig;
+use crate::problem::{ApiError, REQUEST_ID};
+use crate::store::DynStore;
+
+struct Inner {
+    config: ControlConfig,
+    store: DynStore,
+    jwt: JwtKeys,
+    /// (key id, secret) shared with the relays; the first issues.
+    ice_secrets: Vec<(String, Vec<u8>)>,
+    metrics: PrometheusHandle,
+    /// A real Argon2id hash of nothing, verified against when an e-mail is unknown.
+    dummy_hash: String,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(
+        config: ControlConfig,
+        store: DynStore,
+        jwt: JwtKeys,
+        ice_secrets: Vec<(String, Vec<u8>)>,
+        metrics: PrometheusHandle,
+    ) -> AppState {
+        let dummy_hash = crate::auth::password::hash("not a password of anybody");
+        AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, dummy_hash }))
+    }
+
+    pub fn config(&self) -> &ControlConfig {
+        &self.0.config
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.0.store
+    }
+
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.0.jwt
+    }
+
+    pub fn dummy_hash(&self) -> &str {
+        &self.0.dummy_hash
+    }
+
+    pub fn ice_secret(&self) -> (&str, &[u8]) {
+        let (id, secret) = &self.0.ice_secrets[0];
+        (id, secret)
+    }
+
+    /// Records an audit event. A failure to audit fails the request: an unrecorded access to
+    /// health data must not succeed.
+    pub async fn audit(&self, audit: Audit) -> Result<(), ApiError> {
+        self.0.store.append_audit(audit.into_event()).await?;
+        Ok(())
+    }
+}
+
+/// The client's address as the socket saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| ClientIp(a.ip()))
+            .ok_or_else(|| ApiError::Internal("no peer address on the connection".into()))
+    }
+}
+
+/// Gives every request an id (the caller's `X-Request-Id` if it is sane, else a new UUID),
+/// makes it available to error responses and logs, echoes it back, and records per-route
+/// request counts and latency.
+async fn request_context(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Rate-limit key for credential requests: the account named in the bearer token (unverified
+/// here; the handler verifies it), else the peer address. The per-IP limit applies as well.
+#[derive(Clone, Copy)]
+struct AccountKey;
+
+impl KeyExtractor for AccountKey {
+    type Key = String;
+
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, tower_governor::GovernorError> {
+        use base64::Engine;
+        let subject = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| t.split('.').nth(1))
+            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+            .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_owned));
+        match subject {
+            Some(s) => Ok(s),
+            None => PeerIpKeyExtractor.extract(req).map(|ip| ip.to_string()),
+        }
+    }
+}
+
+fn too_many(_: tower_governor::GovernorError) -> Response {
+    ApiError::TooManyRequests.into_response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let rl = &state.config().rate_limit;
+    let per_ip = Arc::new(
+        GovernorConfigBuilder::default()
+            .per_millisecond((1000 / rl.per_ip_per_second.max(1)).max(1))
+            .burst_size(rl.per_ip_burst.max(1))
+            .error_handler(too_many)
+            .key_extractor(PeerIpKeyExtractor)
+            .finish()
+            .expect("valid rate limit"),
+    );
+    let per_account = Arc::new(
+        GovernorConfigBuilder::default()
+            .per_millisecond((1000 / rl.per_account_per_second.max(1)).max(1))
+            .burst_size(rl.per_account_burst.max(1))
+            .error_handler(too_many)
+            .key_extractor(AccountKey)
+            .finish()
+            .expect("valid rate limit"),
+    );
+    let limited_by_ip = Router::new()
+        .route("/v1/auth/login", post(crate::auth::login))
+        .route("/v1/auth/refresh", post(crate::auth::refresh))
+        .layer(GovernorLayer { config: per_ip.clone() });
+    let credentials = Router::new()
+        .route("/v1/ice/credentials", post(crate::ice::issue))
+        .layer(GovernorLayer { config: per_account })
+        .layer(GovernorLayer { config: per_ip });
+    Router::new()
+        .merge(limited_by_ip)
+        .merge(credentials)
+        .route("/v1/auth/logout", post(crate::auth::logout))
+        .route("/v1/me", get(crate::auth::me))
+        .route("/v1/users", get(crate::users::list).post(crate::users::create))
+        .route("/v1/users/{id}", get(crate::users::get).merge(patch(crate::users::update)))
+        .route("/v1/audit", get(crate::audit::list))
+        .route("/openapi.json", get(openapi_json))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            let mut r = ApiError::BadRequest("this method is not allowed on this resource".into()).into_response();
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            let body = serde_json::json!({"type": "/problems/method-not-allowed", "title": "Method not allowed", "status": 405,
+                "requestId": crate::problem::current_request_id()});
+            *r.body_mut() = axum::body::Body::from(body.to_string());
+            r
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "teletip-control", description = "Control plane of teletip: accounts, sessions, ICE credentials for teletip-relay, audit trail."),
+    paths(
+        crate::auth::login, crate::auth::refresh, crate::auth::logout, crate::auth::me,
+        crate::users::create, crate::users::list, crate::users::get, crate::users::update,
+        crate::ice::issue, crate::audit::list, healthz, readyz,
+    ),
+    components(schemas(crate::problem::Problem, crate::problem::FieldError)),
+    modifiers(&BearerAuth),
+    tags((name = "auth", description = "Login, sessions"), (name = "users", description = "Accounts"),
+         (name = "ice", description = "Relay credentials"), (name = "audit", description = "Audit trail"),
+         (name = "ops", description = "Health"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The OpenAPI document, as served and as kept in docs/openapi.json.
+pub fn openapi_document() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises")
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_document())
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503, body = crate::problem::Problem)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store().ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "database not reachable");
+        ApiError::Unavailable("the database is not reachable".into())
+    })?;
+    Ok(Json(serde_json::json!({"status": "ready", "database": state.store().engine()})))
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render())
+}

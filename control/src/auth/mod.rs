@@ -1,0 +1,263 @@
+//! Accounts and sessions: login, refresh-token rotation with reuse detection, logout, me.
+
+pub mod extract;
+pub mod jwt;
+pub mod password;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::app::{AppState, ClientIp};
+use crate::audit::Audit;
+use crate::problem::{ApiError, ApiJson, ApiResult};
+use crate::store::{RefreshToken, Role, Session, User};
+use extract::Caller;
+use jwt::Claims;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role,
+            disabled: u.disabled,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always "Bearer".
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single use: each refresh returns a new one; presenting a used one ends the session.
+    pub refresh_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub session_expires_at: OffsetDateTime,
+    pub user: UserView,
+}
+
+const GENERIC_LOGIN_FAILURE: &str = "e-mail or password is wrong, or the account is locked or disabled";
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_refresh_token(session_id: Uuid, now: OffsetDateTime, expires_at: OffsetDateTime) -> (String, RefreshToken) {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let stored = RefreshToken {
+        id: Uuid::new_v4(),
+        session_id,
+        token_hash: token_hash(&token),
+        created_at: now,
+        expires_at,
+        used_at: None,
+    };
+    (token, stored)
+}
+
+/// A pseudonymous audit target for an e-mail address that may not belong to any account.
+pub fn email_target(email: &str) -> String {
+    let digest = Sha256::digest(email.as_bytes());
+    format!("email-sha256:{}", digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn access_token(state: &AppState, user: &User, session_id: Uuid, now: OffsetDateTime) -> String {
+    let ttl = state.config().auth.access_ttl as i64;
+    state.jwt().sign(&Claims {
+        sub: user.id,
+        role: user.role,
+        sid: session_id,
+        iss: state.jwt().issuer().into(),
+        aud: state.jwt().issuer().into(),
+        iat: now.unix_timestamp(),
+        exp: now.unix_timestamp() + ttl,
+        jti: Uuid::new_v4(),
+    })
+}
+
+/// Log in with e-mail and password.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let email = normalize_email(&req.email);
+    let now = crate::clock::now();
+    let audit = Audit::new("auth.login", &ip);
+    let Some(user) = state.store().user_by_email(&email).await? else {
+        // Same work as a real check, so response time does not reveal which e-mails exist.
+        password::verify(&req.password, state.dummy_hash());
+        state.audit(audit.target(email_target(&email)).outcome("failure:unknown-account")).await?;
+        metrics::counter!("teletip_logins_failed_total").increment(1);
+        return Err(ApiError::Unauthorized(GENERIC_LOGIN_FAILURE.into()));
+    };
+    let audit = audit.actor(user.id).target(user.id.to_string());
+    let locked = user.locked_until.is_some_and(|t| t > now);
+    let password_ok = password::verify(&req.password, &user.password_hash);
+    if locked || user.disabled || !password_ok {
+        let outcome = if locked {
+            "failure:locked"
+        } else if user.disabled {
+            "failure:disabled"
+        } else {
+            let cfg = &state.config().auth;
+            let failures = state
+                .store()
+                .record_login_failure(user.id, cfg.lockout_threshold, now + Duration::seconds(cfg.lockout_seconds), now)
+                .await?;
+            if failures >= cfg.lockout_threshold { "failure:locked-now" } else { "failure:wrong-password" }
+        };
+        state.audit(audit.outcome(outcome)).await?;
+        metrics::counter!("teletip_logins_failed_total").increment(1);
+        return Err(ApiError::Unauthorized(GENERIC_LOGIN_FAILURE.into()));
+    }
+    state.store().record_login_success(user.id, now).await?;
+    let session_expires_at = now + Duration::seconds(state.config().auth.session_ttl as i64);
+    let session = Session {
+        id: Uuid::new_v4(),
+        user_id: user.id,
+        created_at: now,
+        expires_at: session_expires_at,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    let (refresh_token, stored) = new_refresh_token(session.id, now, session_expires_at);
+    let session_id = session.id;
+    state.store().create_session(session, stored).await?;
+    state.audit(audit.outcome("success")).await?;
+    Ok(Json(TokenResponse {
+        access_token: access_token(&state, &user, session_id, now),
+        token_type: "Bearer",
+        expires_in: state.config().auth.access_ttl,
+        refresh_token,
+        session_expires_at,
+        user: UserView::from(&user),
+    }))
+}
+
+/// Exchange a refresh token for a new access token and a new refresh token.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::problem::Problem)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let now = crate::clock::now();
+    let refused = || ApiError::Unauthorized("refresh token refused; log in again".into());
+    let audit = Audit::new("auth.refresh", &ip);
+    let Some(token) = state.store().refresh_token_by_hash(&token_hash(&req.refresh_token)).await? else {
+        state.audit(audit.outcome("failure:unknown-token")).await?;
+        return Err(refused());
+    };
+    let session = state.store().session(token.session_id).await?.ok_or_else(refused)?;
+    let audit = audit.actor(session.user_id).target(session.id.to_string());
+    if token.used_at.is_some() {
+        // A spent token presented again: someone holds a copy. End the whole session.
+        state.store().revoke_session(session.id, "refresh-token-reuse", now).await?;
+        state.audit(audit.outcome("failure:reuse-detected-session-revoked")).await?;
+        return Err(refused());
+    }
+    if session.revoked_at.is_some() || session.expires_at <= now || token.expires_at <= now {
+        state.audit(audit.outcome("failure:session-ended")).await?;
+        return Err(refused());
+    }
+    let user = match state.store().user_by_id(session.user_id).await? {
+        Some(u) if !u.disabled => u,
+        _ => {
+            state.audit(audit.outcome("failure:disabled")).await?;
+            return Err(refused());
+        }
+    };
+    let (refresh_token, next) = new_refresh_token(session.id, now, session.expires_at);
+    if !state.store().rotate_refresh_token(token.id, next, now).await? {
+        // Lost a race with another use of the same token: that is reuse too.
+        state.store().revoke_session(session.id, "refresh-token-reuse", now).await?;
+        state.audit(audit.outcome("failure:reuse-detected-session-revoked")).await?;
+        return Err(refused());
+    }
+    state.audit(audit.outcome("success")).await?;
+    Ok(Json(TokenResponse {
+        access_token: access_token(&state, &user, session.id, now),
+        token_type: "Bearer",
+        expires_in: state.config().auth.access_ttl,
+        refresh_token,
+        session_expires_at: session.expires_at,
+        user: UserView::from(&user),
+    }))
+}
+
+/// End the caller's session: its access and refresh tokens stop working at once.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = crate::problem::Problem)))]
+pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller) -> ApiResult<StatusCode> {
+    state.store().revoke_session(caller.session_id, "logout", crate::clock::now()).await?;
+    state
+        .audit(
+            Audit::new("auth.logout", &ip)
+                .actor(caller.user_id)
+                .target(caller.session_id.to_string())
+                .outcome("success"),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = crate::problem::Problem)))]
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<UserView>> {
+    let user = state.store().user_by_id(caller.user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(UserView::from(&user)))
+}

@@ -1,0 +1,192 @@
+//! Control plane configuration: a TOML file (optional), with the few settings an operator
+//! changes per host also available as flags and `TELETIP_CONTROL_*` variables. Running with
+//! no configuration at all gives a working local service: 127.0.0.1:8080, SQLite under
+//! ./data, keys generated on first start and kept there.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// `sqlite://path` (default, created if missing) or `postgres://…`.
+    pub database_url: String,
+    /// Where generated keys live when none are configured.
+    pub data_dir: PathBuf,
+    pub auth: AuthConfig,
+    pub ice: IceConfig,
+    pub rate_limit: RateLimitConfig,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://data/teletip-control.db".into(),
+            data_dir: PathBuf::from("data"),
+            auth: AuthConfig::default(),
+            ice: IceConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Access token lifetime in seconds (at most 900: HIPAA short sessions).
+    pub access_ttl: u64,
+    /// Absolute lifetime of a login session (its refresh tokens) in seconds.
+    pub session_ttl: u64,
+    /// Failed logins before an account locks.
+    pub lockout_threshold: i64,
+    /// How long a locked account stays locked, in seconds.
+    pub lockout_seconds: i64,
+    pub password_min_length: usize,
+    /// JWT signing keys (HS256). The first signs; all verify (rotation). Empty: one key is
+    /// generated into data-dir/jwt.key.
+    pub jwt_keys: Vec<KeyConfig>,
+    /// `iss` and `aud` of access tokens.
+    pub issuer: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_ttl: 600,
+            session_ttl: 12 * 3600,
+            lockout_threshold: 5,
+            lockout_seconds: 900,
+            password_min_length: 12,
+            jwt_keys: Vec::new(),
+            issuer: "teletip-control".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KeyConfig {
+    pub key_id: String,
+    /// The key itself, or…
+    pub secret: Option<String>,
+    /// …a file holding it.
+    pub secret_file: Option<PathBuf>,
+}
+
+impl KeyConfig {
+    pub fn load(&self) -> anyhow::Result<String> {
+        match (&self.secret, &self.secret_file) {
+            (Some(s), None) => Ok(s.clone()),
+            (None, Some(path)) => Ok(std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_string()),
+            _ => anyhow::bail!("key {:?}: give exactly one of secret or secret-file", self.key_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct IceConfig {
+    /// Credential lifetime when the client asks for none, in seconds.
+    pub default_ttl: u64,
+    pub min_ttl: u64,
+    pub max_ttl: u64,
+    /// The REST API secrets shared with the relays (the first issues; relays accept all).
+    /// Empty: one is generated into data-dir/relay.secret for a local relay to read.
+    pub secrets: Vec<KeyConfig>,
+    /// The relays to hand out, best first.
+    pub relays: Vec<RelayEntry>,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        IceConfig {
+            default_ttl: 600,
+            min_ttl: 60,
+            max_ttl: 3600,
+            secrets: Vec::new(),
+            relays: vec![RelayEntry {
+                host: "127.0.0.1".into(),
+                udp_port: Some(3478),
+                tcp_port: None,
+                tls_port: None,
+                stun: true,
+            }],
+        }
+    }
+}
+
+/// One relay as clients reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RelayEntry {
+    /// Host name or address clients use (IPv6 without brackets).
+    pub host: String,
+    pub udp_port: Option<u16>,
+    pub tcp_port: Option<u16>,
+    /// TURN over TLS (`turns:`), usually 443 to get through hospital firewalls.
+    pub tls_port: Option<u16>,
+    /// Also list it as a STUN server.
+    #[serde(default = "yes")]
+    pub stun: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Login, refresh and credential requests per source IP: sustained per second and burst.
+    pub per_ip_per_second: u64,
+    pub per_ip_burst: u32,
+    /// Credential requests per account.
+    pub per_account_per_second: u64,
+    pub per_account_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { per_ip_per_second: 2, per_ip_burst: 20, per_account_per_second: 1, per_account_burst: 10 }
+    }
+}
+
+impl ControlConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<ControlConfig> {
+        let mut config = match path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => ControlConfig::default(),
+        };
+        config.validate()?;
+        config.auth.access_ttl = config.auth.access_ttl.min(900);
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.auth.access_ttl >= 30, "auth.access-ttl must be at least 30 s");
+        anyhow::ensure!(self.auth.lockout_threshold >= 1, "auth.lockout-threshold must be at least 1");
+        anyhow::ensure!(self.auth.password_min_length >= 8, "auth.password-min-length must be at least 8");
+        anyhow::ensure!(
+            self.ice.min_ttl >= 1
+                && self.ice.min_ttl <= self.ice.default_ttl
+                && self.ice.default_ttl <= self.ice.max_ttl,
+            "ice: need 1 <= min-ttl <= default-ttl <= max-ttl"
+        );
+        anyhow::ensure!(!self.ice.relays.is_empty(), "ice.relays: at least one relay");
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! ICE credentials for the relays: `POST /v1/ice/credentials` returns what
+//! `new RTCPeerConnection(...)` takes. The username is `<expiry>:<random session id>` (TURN
+//! REST API): nothing in it identifies the person, because relays log usernames.
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::app::{AppState, ClientIp};
+use crate::audit::Audit;
+use crate::auth::extract::Caller;
+use crate::config::RelayEntry;
+use crate::problem::{ApiError, ApiResult, OptionalJson};
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IceRequest {
+    /// Requested lifetime in seconds; clamped to the configured range.
+    pub ttl: Option<u64>,
+    /// Ask for `iceTransportPolicy: "relay"` (never expose host or reflexive addresses).
+    #[serde(default)]
+    pub relay_only: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Shaped like `RTCConfiguration`, plus lifetimes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceResponse {
+    pub ice_servers: Vec<IceServer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice_transport_policy: Option<&'static str>,
+    /// Seconds the credential is valid.
+    pub ttl: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    /// Fetch a new credential after this time (80 % of the lifetime).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub refresh_after: OffsetDateTime,
+}
+
+fn host(h: &str) -> String {
+    if h.contains(':') { format!("[{h}]") } else { h.to_string() }
+}
+
+fn turn_urls(r: &RelayEntry) -> Vec<String> {
+    let h = host(&r.host);
+    let mut urls = Vec::new();
+    if let Some(p) = r.udp_port {
+        urls.push(format!("turn:{h}:{p}?transport=udp"));
+    }
+    if let Some(p) = r.tcp_port {
+        urls.push(format!("turn:{h}:{p}?transport=tcp"));
+    }
+    if let Some(p) = r.tls_port {
+        urls.push(format!("turns:{h}:{p}?transport=tcp"));
+    }
+    urls
+}
+
+/// Issue a relay credential for the caller.
+#[utoipa::path(post, path = "/v1/ice/credentials", tag = "ice", request_body = IceRequest, security(("bearer" = [])),
+    responses((status = 200, body = IceResponse), (status = 401, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
+pub async fn issue(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    body: OptionalJson<IceRequest>,
+) -> ApiResult<Json<IceResponse>> {
+    let req = body.0.unwrap_or_default();
+    let cfg = &state.config().ice;
+    if req.ttl == Some(0) {
+        return Err(ApiError::field("ttl", "must be positive"));
+    }
+    let ttl = req.ttl.unwrap_or(cfg.default_ttl).clamp(cfg.min_ttl, cfg.max_ttl);
+    let now = crate::clock::now();
+    let expires_at = now + time::Duration::seconds(ttl as i64);
+    let mut raw = [0u8; 12];
+    rand::rng().fill_bytes(&mut raw);
+    let session_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let (secret_id, secret) = state.ice_secret();
+    let (username, password) =
+        teletip_turn_proto::credentials::issue(secret, &session_id, expires_at.unix_timestamp() as u64);
+    let mut servers = Vec::new();
+    let stun: Vec<String> = cfg
+        .relays
+        .iter()
+        .filter(|r| r.stun)
+        .filter_map(|r| r.udp_port.map(|p| format!("stun:{}:{p}", host(&r.host))))
+        .collect();
+    if !stun.is_empty() && !req.relay_only {
+        servers.push(IceServer { urls: stun, username: None, credential: None });
+    }
+    for relay in &cfg.relays {
+        servers.push(IceServer {
+            urls: turn_urls(relay),
+            username: Some(username.clone()),
+            credential: Some(password.clone()),
+        });
+    }
+    state
+        .audit(
+            Audit::new("ice.credentials.issue", &ip)
+                .actor(caller.user_id)
+                .target(format!("turn-session:{session_id} key:{secret_id} ttl:{ttl}")),
+        )
+        .await?;
+    metrics::counter!("teletip_ice_credentials_issued_total").increment(1);
+    Ok(Json(IceResponse {
+        ice_servers: servers,
+        ice_transport_policy: req.relay_only.then_some("relay"),
+        ttl,
+        expires_at,
+        refresh_after: now + time::Duration::seconds((ttl * 8 / 10) as i64),
+    }))
+}

@@ -1,0 +1,14 @@
+//! `teletip-control`: the control plane. Modules by capability, each owning its routes,
+//! types and queries; `store` is the one persistence trait with SQLite and PostgreSQL behind
+//! it.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod ice;
+pub mod keys;
+pub mod problem;
+pub mod store;
+pub mod users;

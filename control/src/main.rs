@@ -1,0 +1,166 @@
+//! The `teletip-control` command: serve the API, run migrations, bootstrap users, print the
+//! OpenAPI document.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use teletip_control::app::{AppState, router};
+use teletip_control::auth::jwt::JwtKeys;
+use teletip_control::config::ControlConfig;
+use teletip_control::store::{self, Role};
+
+#[derive(Parser)]
+#[command(name = "teletip-control", version, about = "Control plane of teletip")]
+struct Cli {
+    /// TOML configuration file. Without one, everything has a working local default.
+    #[arg(long, short = 'c', env = "TELETIP_CONTROL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Overrides `listen`.
+    #[arg(long, env = "TELETIP_CONTROL_LISTEN", global = true)]
+    listen: Option<SocketAddr>,
+    /// Overrides `database-url`.
+    #[arg(long, env = "TELETIP_CONTROL_DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Overrides `data-dir`.
+    #[arg(long, env = "TELETIP_CONTROL_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (migrates the database first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users from the command line (to create the first admin).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user; the password is read from the first line of standard input.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "one of admin, practitioner, patient".into())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teletip-control: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Openapi = cli.command {
+        println!("{}", teletip_control::app::openapi_document());
+        return Ok(());
+    }
+    let mut config = ControlConfig::load(cli.config.as_deref())?;
+    if let Some(l) = cli.listen {
+        config.listen = l;
+    }
+    if let Some(d) = cli.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(u) = cli.database_url {
+        config.database_url = u;
+    }
+    if config.database_url.starts_with("sqlite://") {
+        if let Some(dir) = PathBuf::from(config.database_url.trim_start_matches("sqlite://")).parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+    }
+    let store = store::open(&config.database_url).await.with_context(|| "cannot open the database")?;
+    store.migrate().await.context("migrations failed")?;
+    match cli.command {
+        Command::Migrate => {
+            println!("migrations applied ({})", store.engine());
+            Ok(())
+        }
+        Command::User { action: UserAction::Add { email, role, name } } => {
+            let mut password = String::new();
+            std::io::stdin().lock().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            let state = state(config, store)?;
+            let user = teletip_control::users::create_user(
+                &state,
+                teletip_control::users::CreateUser { email, display_name: name, role, password },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event = teletip_control::store::NewAuditEvent {
+                at: teletip_control::clock::now(),
+                actor: None,
+                action: "user.create".into(),
+                target: Some(user.id.to_string()),
+                outcome: "success:cli".into(),
+                source_ip: None,
+                request_id: None,
+            };
+            state.store().append_audit(event).await?;
+            println!("created {} {} ({})", user.role.as_str(), user.email, user.id);
+            Ok(())
+        }
+        Command::Serve => serve(config, store).await,
+        Command::Openapi => unreachable!("handled above"),
+    }
+}
+
+fn state(config: ControlConfig, store: store::DynStore) -> anyhow::Result<AppState> {
+    let jwt = JwtKeys::new(&config.auth.issuer, &teletip_control::keys::jwt_keys(&config)?);
+    let ice = teletip_control::keys::ice_secrets(&config)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])?
+        .install_recorder()?;
+    Ok(AppState::new(config, store, jwt, ice, metrics))
+}
+
+async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let engine = store.engine();
+    let database = if engine == "sqlite" { config.database_url.clone() } else { "postgres".to_string() };
+    let state = state(config, store)?;
+    let app = router(state);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!("teletip-control {} listening on http://{local} (database: {database})", env!("CARGO_PKG_VERSION"));
+    println!("teletip-control listening on http://{local}");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Persistence behind one domain-level trait. Two implementations: SQLite (the embedded
+//! default, a single file) and PostgreSQL (production). Both run the same test suite
+//! (control/tests/store.rs) against real databases.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use thiserror::Error;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Practitioner,
+    Patient,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Practitioner => "practitioner",
+            Role::Patient => "patient",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "practitioner" => Some(Role::Practitioner),
+            "patient" => Some(Role::Patient),
+            _ => None,
+        }
+    }
+}
+
+/// A user account. The password hash never leaves the server (not serialisable).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub failed_logins: i64,
+    pub locked_until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+/// What an admin may change on a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub display_name: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    pub password_hash: Option<String>,
+}
+
+/// A login session: the family of refresh tokens that descend from one login. Access tokens
+/// name it (`sid`), so revoking it ends them too.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_reason: Option<String>,
+}
+
+/// One refresh token, stored as a SHA-256 hash of its secret.
+#[derive(Debug, Clone)]
+pub struct RefreshToken {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// An audit event as recorded: who did what to what, when, from where, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// The acting user, absent for anonymous actions (a failed login for an unknown email).
+    pub actor: Option<Uuid>,
+    pub action: String,
+    /// What was acted on (a user id, a session id, an email hash…), never health data.
+    pub target: Option<String>,
+    pub outcome: String,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+    /// Hex SHA-256 of the previous event's hash and this event's fields.
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub at: OffsetDateTime,
+    pub actor: Option<Uuid>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<Uuid>,
+    pub action: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The engine's name, for logs and /readyz.
+    fn engine(&self) -> &'static str;
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self, role: Option<Role>, limit: i64, offset: i64) -> StoreResult<Vec<User>>;
+    async fn update_user(&self, id: Uuid, changes: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>>;
+    /// Counts a failed login; locks the account until `lock_until` once `threshold` is reached.
+    /// Returns the failure count after this one.
+    async fn record_login_failure(
+        &self,
+        id: Uuid,
+        threshold: i64,
+        lock_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<i64>;
+    async fn record_login_success(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<()>;
+    async fn count_users(&self) -> StoreResult<i64>;
+
+    async fn create_session(&self, session: Session, first_token: RefreshToken) -> StoreResult<()>;
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>>;
+    /// Marks `used` as spent and stores its successor, atomically: false if it was already
+    /// spent (a reuse, which the caller treats as theft).
+    async fn rotate_refresh_token(&self, used: Uuid, next: RefreshToken, now: OffsetDateTime) -> StoreResult<bool>;
+    async fn revoke_session(&self, id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<()>;
+    async fn revoke_user_sessions(&self, user_id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<u64>;
+
+    /// Appends to the hash chain: reads the last hash and inserts, serialised against other
+    /// appends.
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+    /// Every event in chain order, for verification.
+    async fn audit_chain(&self) -> StoreResult<Vec<AuditEvent>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `sqlite://path` (created if missing) or `postgres://…`.
+pub async fn open(url: &str) -> StoreResult<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    }
+}
+
+/// The audit hash of an event: SHA-256 over the previous hash and every field, each
+/// length-prefixed so that no two different events serialise the same way.
+pub fn audit_hash(prev_hash: &str, seq: i64, id: Uuid, e: &NewAuditEvent) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(prev_hash.as_bytes());
+    field(&seq.to_be_bytes());
+    field(id.as_bytes());
+    field(&(e.at.unix_timestamp_nanos() / 1000).to_be_bytes());
+    field(e.actor.map(|a| a.into_bytes().to_vec()).unwrap_or_default().as_slice());
+    field(e.action.as_bytes());
+    field(e.target.as_deref().unwrap_or("").as_bytes());
+    field(e.outcome.as_bytes());
+    field(e.source_ip.as_deref().unwrap_or("").as_bytes());
+    field(e.request_id.as_deref().unwrap_or("").as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash before the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainVerification {
+    pub verified: bool,
+    pub events_checked: i64,
+    /// The first event whose hash or link does not match, if any.
+    pub first_broken_seq: Option<i64>,
+}
+
+pub fn verify_chain(events: &[AuditEvent]) -> ChainVerification {
+    let mut prev = GENESIS_HASH.to_string();
+    for (i, e) in events.iter().enumerate() {
+        let expected_seq = i as i64 + 1;
+        let fields = NewAuditEvent {
+            at: e.at,
+            actor: e.actor,
+            action: e.action.clone(),
+            target: e.target.clone(),
+            outcome: e.outcome.clone(),
+            source_ip: e.source_ip.clone(),
+            request_id: e.request_id.clone(),
+        };
+        if e.seq != expected_seq || e.prev_hash != prev || audit_hash(&prev, e.seq, e.id, &fields) != e.hash {
+            return ChainVerification {
+                verified: false,
+                events_checked: i as i64 + 1,
+                first_broken_seq: Some(expected_seq),
+            };
+        }
+        prev = e.hash.clone();
+    }
+    ChainVerification { verified: true, events_checked: events.len() as i64, first_broken_seq: None }
+}

@@ -1,0 +1,351 @@
+//! PostgreSQL, for production and for several control instances sharing one database.
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Key of the advisory lock that serialises audit appends across every control instance.
+const AUDIT_LOCK_KEY: i64 = 0x7465_6c65_7469_7001;
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn user_from_row(r: &PgRow) -> Result<User, sqlx::Error> {
+    let role: String = r.try_get("role")?;
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        display_name: r.try_get("display_name")?,
+        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?}").into()))?,
+        password_hash: r.try_get("password_hash")?,
+        disabled: r.try_get("disabled")?,
+        failed_logins: r.try_get("failed_logins")?,
+        locked_until: r.try_get("locked_until")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn session_from_row(r: &PgRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revoked_reason: r.try_get("revoked_reason")?,
+    })
+}
+
+fn token_from_row(r: &PgRow) -> Result<RefreshToken, sqlx::Error> {
+    Ok(RefreshToken {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        token_hash: r.try_get("token_hash")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        used_at: r.try_get("used_at")?,
+    })
+}
+
+fn audit_from_row(r: &PgRow) -> Result<AuditEvent, sqlx::Error> {
+    Ok(AuditEvent {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        outcome: r.try_get("outcome")?,
+        source_ip: r.try_get("source_ip")?,
+        request_id: r.try_get("request_id")?,
+        hash: r.try_get("hash")?,
+        prev_hash: r.try_get("prev_hash")?,
+    })
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        let now = crate::clock::now();
+        let row = sqlx::query(
+            "INSERT INTO users (id, email, display_name, role, password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING *",
+        )
+        .bind(Uuid::new_v4())
+        .bind(&u.email)
+        .bind(&u.display_name)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await;
+        match row {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+            Ok(r) => Ok(user_from_row(&r)?),
+        }
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn list_users(&self, role: Option<Role>, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT * FROM users WHERE ($1::text IS NULL OR role = $1) ORDER BY created_at, id LIMIT $2 OFFSET $3",
+        )
+        .bind(role.map(Role::as_str))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn update_user(&self, id: Uuid, c: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>> {
+        let reset = c.password_hash.is_some();
+        let row = sqlx::query(
+            "UPDATE users SET
+                display_name = COALESCE($1, display_name),
+                role = COALESCE($2, role),
+                disabled = COALESCE($3, disabled),
+                password_hash = COALESCE($4, password_hash),
+                failed_logins = CASE WHEN $5 THEN 0 ELSE failed_logins END,
+                locked_until = CASE WHEN $5 THEN NULL ELSE locked_until END,
+                updated_at = $6
+             WHERE id = $7 RETURNING *",
+        )
+        .bind(c.display_name)
+        .bind(c.role.map(Role::as_str))
+        .bind(c.disabled)
+        .bind(c.password_hash)
+        .bind(reset)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: Uuid,
+        threshold: i64,
+        lock_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<i64> {
+        let count: i64 = sqlx::query_scalar(
+            "UPDATE users SET failed_logins = failed_logins + 1,
+                locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END,
+                updated_at = $3
+             WHERE id = $4 RETURNING failed_logins",
+        )
+        .bind(threshold)
+        .bind(lock_until)
+        .bind(now)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    async fn record_login_success(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
+    }
+
+    async fn create_session(&self, s: Session, t: RefreshToken) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(s.id)
+            .bind(s.user_id)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        insert_token(&mut tx, &t).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>> {
+        let row = sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(token_from_row).transpose()?)
+    }
+
+    async fn rotate_refresh_token(&self, used: Uuid, next: RefreshToken, now: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(used)
+            .execute(&mut *tx)
+            .await?;
+        if spent.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_token(&mut tx, &next).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_session(&self, id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<AuditEvent> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *tx).await?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (seq, prev_hash) = match last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let id = Uuid::new_v4();
+        let hash = audit_hash(&prev_hash, seq, id, &e);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(seq)
+        .bind(id)
+        .bind(e.at)
+        .bind(e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.outcome)
+        .bind(&e.source_ip)
+        .bind(&e.request_id)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AuditEvent {
+            seq,
+            id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            source_ip: e.source_ip,
+            request_id: e.request_id,
+            hash,
+            prev_hash,
+        })
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events
+             WHERE ($1::uuid IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2)
+               AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4)
+             ORDER BY seq DESC LIMIT $5",
+        )
+        .bind(f.actor)
+        .bind(&f.action)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(audit_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_chain(&self) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query("SELECT * FROM audit_events ORDER BY seq").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(audit_from_row).collect::<Result<_, _>>()?)
+    }
+}
+
+async fn insert_token(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, t: &RefreshToken) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(t.id)
+    .bind(t.session_id)
+    .bind(&t.token_hash)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

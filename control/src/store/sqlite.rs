@@ -1,0 +1,381 @@
+//! The embedded default: one SQLite file, WAL mode.
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::*;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// Audit appends read the last hash and insert the next event; one at a time (this
+    /// process owns the file).
+    audit_lock: Mutex<()>,
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+fn from_micros(v: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1000).expect("stored timestamps are in range")
+}
+
+fn opt_from_micros(v: Option<i64>) -> Option<OffsetDateTime> {
+    v.map(from_micros)
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn user_from_row(r: &SqliteRow) -> Result<User, sqlx::Error> {
+    let role: String = r.try_get("role")?;
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        display_name: r.try_get("display_name")?,
+        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?}").into()))?,
+        password_hash: r.try_get("password_hash")?,
+        disabled: r.try_get("disabled")?,
+        failed_logins: r.try_get("failed_logins")?,
+        locked_until: opt_from_micros(r.try_get("locked_until")?),
+        created_at: from_micros(r.try_get("created_at")?),
+        updated_at: from_micros(r.try_get("updated_at")?),
+    })
+}
+
+fn session_from_row(r: &SqliteRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        created_at: from_micros(r.try_get("created_at")?),
+        expires_at: from_micros(r.try_get("expires_at")?),
+        revoked_at: opt_from_micros(r.try_get("revoked_at")?),
+        revoked_reason: r.try_get("revoked_reason")?,
+    })
+}
+
+fn token_from_row(r: &SqliteRow) -> Result<RefreshToken, sqlx::Error> {
+    Ok(RefreshToken {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        token_hash: r.try_get("token_hash")?,
+        created_at: from_micros(r.try_get("created_at")?),
+        expires_at: from_micros(r.try_get("expires_at")?),
+        used_at: opt_from_micros(r.try_get("used_at")?),
+    })
+}
+
+fn audit_from_row(r: &SqliteRow) -> Result<AuditEvent, sqlx::Error> {
+    Ok(AuditEvent {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        at: from_micros(r.try_get("at")?),
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        outcome: r.try_get("outcome")?,
+        source_ip: r.try_get("source_ip")?,
+        request_id: r.try_get("request_id")?,
+        hash: r.try_get("hash")?,
+        prev_hash: r.try_get("prev_hash")?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file of a `sqlite://path` URL.
+    pub async fn connect(url: &str) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        Ok(SqliteStore { pool, audit_lock: Mutex::new(()) })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        let now = crate::clock::now();
+        let id = Uuid::new_v4();
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, display_name, role, password_hash, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&u.email)
+        .bind(&u.display_name)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(micros(now))
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            r => r?,
+        };
+        Ok(self.user_by_id(id).await?.expect("just inserted"))
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = ?").bind(email).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn list_users(&self, role: Option<Role>, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
+        let rows =
+            sqlx::query("SELECT * FROM users WHERE (? IS NULL OR role = ?) ORDER BY created_at, id LIMIT ? OFFSET ?")
+                .bind(role.map(Role::as_str))
+                .bind(role.map(Role::as_str))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn update_user(&self, id: Uuid, c: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>> {
+        let done = sqlx::query(
+            "UPDATE users SET
+                display_name = COALESCE(?, display_name),
+                role = COALESCE(?, role),
+                disabled = COALESCE(?, disabled),
+                password_hash = COALESCE(?, password_hash),
+                failed_logins = CASE WHEN ? IS NOT NULL THEN 0 ELSE failed_logins END,
+                locked_until = CASE WHEN ? IS NOT NULL THEN NULL ELSE locked_until END,
+                updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(c.display_name)
+        .bind(c.role.map(Role::as_str))
+        .bind(c.disabled)
+        .bind(c.password_hash.clone())
+        .bind(c.password_hash.as_ref().map(|_| 1))
+        .bind(c.password_hash.as_ref().map(|_| 1))
+        .bind(micros(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.user_by_id(id).await
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: Uuid,
+        threshold: i64,
+        lock_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<i64> {
+        let count: i64 = sqlx::query_scalar(
+            "UPDATE users SET failed_logins = failed_logins + 1,
+                locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END,
+                updated_at = ?
+             WHERE id = ? RETURNING failed_logins",
+        )
+        .bind(threshold)
+        .bind(micros(lock_until))
+        .bind(micros(now))
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    async fn record_login_success(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = ? WHERE id = ?")
+            .bind(micros(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
+    }
+
+    async fn create_session(&self, s: Session, t: RefreshToken) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(s.id)
+            .bind(s.user_id)
+            .bind(micros(s.created_at))
+            .bind(micros(s.expires_at))
+            .execute(&mut *tx)
+            .await?;
+        insert_token(&mut tx, &t).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>> {
+        let row = sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(token_from_row).transpose()?)
+    }
+
+    async fn rotate_refresh_token(&self, used: Uuid, next: RefreshToken, now: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL")
+            .bind(micros(now))
+            .bind(used)
+            .execute(&mut *tx)
+            .await?;
+        if spent.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_token(&mut tx, &next).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_session(&self, id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(micros(now))
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(micros(now))
+        .bind(reason)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<AuditEvent> {
+        let _guard = self.audit_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (seq, prev_hash) = match last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let id = Uuid::new_v4();
+        let hash = audit_hash(&prev_hash, seq, id, &e);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(id)
+        .bind(micros(e.at))
+        .bind(e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.outcome)
+        .bind(&e.source_ip)
+        .bind(&e.request_id)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AuditEvent {
+            seq,
+            id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            source_ip: e.source_ip,
+            request_id: e.request_id,
+            hash,
+            prev_hash,
+        })
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events
+             WHERE (? IS NULL OR actor = ?) AND (? IS NULL OR action = ?)
+               AND (? IS NULL OR at >= ?) AND (? IS NULL OR at < ?)
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(f.actor)
+        .bind(f.actor)
+        .bind(&f.action)
+        .bind(&f.action)
+        .bind(f.since.map(micros))
+        .bind(f.since.map(micros))
+        .bind(f.until.map(micros))
+        .bind(f.until.map(micros))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(audit_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_chain(&self) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query("SELECT * FROM audit_events ORDER BY seq").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(audit_from_row).collect::<Result<_, _>>()?)
+    }
+}
+
+async fn insert_token(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, t: &RefreshToken) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(t.id)
+    .bind(t.session_id)
+    .bind(&t.token_hash)
+    .bind(micros(t.created_at))
+    .bind(micros(t.expires_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
