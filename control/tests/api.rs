@@ -1,0 +1,583 @@
+//! The control plane over real HTTP, the binary running as a process, on SQLite and on
+//! PostgreSQL: accounts and sessions, token forgery, access rules, problem details, audit
+//! chain, ICE credentials accepted by the real relay, OpenAPI, health and metrics.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Control, Engine, engines, fresh_database};
+
+const ADMIN_EMAIL: &str = "admin@hospital.test";
+const ADMIN_PASSWORD: &str = "correct horse battery staple";
+const RELAXED_LIMITS: &str = "[rate-limit]\nper-ip-per-second = 1000\nper-ip-burst = 1000\nper-account-per-second = 1000\nper-account-burst = 1000\n";
+
+struct Env {
+    control: Control,
+    http: reqwest::Client,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn env_with(engine: Engine, extra: &str) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(engine, dir.path()).await;
+    let control = Control::start(dir.path(), &url, extra);
+    let out = control.cli(
+        &["user", "add", "--role", "admin", "--email", ADMIN_EMAIL, "--name", "Ada Admin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+    Env { control, http: reqwest::Client::new(), engine, _dir: dir }
+}
+
+async fn env(engine: Engine) -> Env {
+    env_with(engine, RELAXED_LIMITS).await
+}
+
+impl Env {
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let mut req = self.http.post(self.control.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.get(self.control.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.post("/v1/auth/login", None, json!({"email": email, "password": password})).await
+    }
+
+    async fn admin(&self) -> String {
+        let (s, body) = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["accessToken"].as_str().unwrap().to_string()
+    }
+
+    async fn create_user(&self, admin: &str, email: &str, role: &str) -> Value {
+        let (s, body) = self
+            .post("/v1/users", Some(admin), json!({"email": email, "displayName": "Test Person", "role": role, "password": "a long enough passphrase"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    async fn user_token(&self, admin: &str, email: &str, role: &str) -> (String, String) {
+        let user = self.create_user(admin, email, role).await;
+        let (s, body) = self.login(email, "a long enough passphrase").await;
+        assert_eq!(s, StatusCode::OK);
+        (body["accessToken"].as_str().unwrap().into(), user["id"].as_str().unwrap().into())
+    }
+}
+
+fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, context: &str) {
+    assert_eq!(status, expected, "{context}: {body}");
+    assert_eq!(body["status"], expected.as_u16(), "{context}: {body}");
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("/problems/")), "{context}: {body}");
+    assert!(body["title"].is_string(), "{context}: {body}");
+    assert!(body["requestId"].is_string(), "{context}: every problem carries the request id: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refresh_rotation_and_reuse_detection() {
+    for engine in engines() {
+        let e = env(engine).await;
+        let (s, login) = e.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}");
+        assert_eq!(login["tokenType"], "Bearer");
+        assert!(login["expiresIn"].as_u64().unwrap() <= 900, "access tokens live at most 15 minutes");
+        let access = login["accessToken"].as_str().unwrap();
+        let (s, me) = e.get("/v1/me", Some(access)).await;
+        assert_eq!((s, me["email"].as_str()), (StatusCode::OK, Some(ADMIN_EMAIL)));
+        assert!(me.get("passwordHash").is_none() && !me.to_string().contains("argon2"));
+
+        let r1 = login["refreshToken"].as_str().unwrap();
+        let (s, second) = e.post("/v1/auth/refresh", None, json!({"refreshToken": r1})).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {second}");
+        let r2 = second["refreshToken"].as_str().unwrap();
+        assert_ne!(r1, r2, "refresh tokens rotate");
+        let access2 = second["accessToken"].as_str().unwrap();
+        assert_eq!(e.get("/v1/me", Some(access2)).await.0, StatusCode::OK);
+
+        // The spent token comes back: theft. The whole session ends, including the newest
+        // refresh token and every access token of the session.
+        let (s, body) = e.post("/v1/auth/refresh", None, json!({"refreshToken": r1})).await;
+        assert_problem(s, &body, StatusCode::UNAUTHORIZED, "reused refresh token");
+        let (s, _) = e.post("/v1/auth/refresh", None, json!({"refreshToken": r2})).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{engine:?}: the family is revoked");
+        assert_eq!(e.get("/v1/me", Some(access2)).await.0, StatusCode::UNAUTHORIZED, "{engine:?}");
+
+        // Logout ends a session at once.
+        let fresh = e.admin().await;
+        let (s, _) = e.post("/v1/auth/logout", Some(&fresh), json!({})).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(e.get("/v1/me", Some(&fresh)).await.0, StatusCode::UNAUTHORIZED);
+
+        let admin = e.admin().await;
+        let (_, audit) = e.get("/v1/audit?action=auth.refresh", Some(&admin)).await;
+        let outcomes: Vec<&str> =
+            audit["events"].as_array().unwrap().iter().map(|ev| ev["outcome"].as_str().unwrap()).collect();
+        assert!(outcomes.contains(&"failure:reuse-detected-session-revoked"), "{engine:?}: {outcomes:?}");
+        assert!(outcomes.contains(&"success"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_lock_after_repeated_failures() {
+    for engine in engines() {
+        let e = env_with(engine, &format!("{RELAXED_LIMITS}\n[auth]\nlockout-threshold = 3\nlockout-seconds = 600\n"))
+            .await;
+        for _ in 0..3 {
+            let (s, body) = e.login(ADMIN_EMAIL, "wrong password entirely").await;
+            assert_problem(s, &body, StatusCode::UNAUTHORIZED, "wrong password");
+        }
+        let (s, body) = e.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{engine:?}: locked even with the right password: {body}");
+        // Unknown accounts answer exactly like known ones.
+        let (s, unknown) = e.login("nobody@hospital.test", "whatever password").await;
+        assert_eq!((s, &unknown["detail"]), (StatusCode::UNAUTHORIZED, &body["detail"]));
+        let metrics = e.http.get(e.control.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("teletip_logins_failed_total 5"), "{metrics}");
+    }
+}
+
+/// Tokens signed with another key, with `alg: none`, with an unknown `kid`, with changed
+/// claims, or expired are all refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tampered_and_expired_tokens_are_refused() {
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for engine in engines() {
+        let e = env(engine).await;
+        let good = e.admin().await;
+        let parts: Vec<&str> = good.split('.').collect();
+        let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        let key_line = std::fs::read_to_string(e.control.dir.join("data/jwt.key")).unwrap();
+        let (kid, secret) = key_line.trim().split_once('=').unwrap();
+        let sign = |header: Header, claims: &Value, key: &[u8]| {
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key)).unwrap()
+        };
+        let with_kid = |kid: &str| {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some(kid.into());
+            h
+        };
+        let mut expired = claims.clone();
+        expired["iat"] = json!(claims["iat"].as_i64().unwrap() - 7200);
+        expired["exp"] = json!(claims["exp"].as_i64().unwrap() - 7200);
+        let mut promoted = claims.clone();
+        promoted["role"] = json!("patient");
+        promoted["sub"] = json!(uuid::Uuid::new_v4());
+        let alg_none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT","kid":"local"}"#), parts[1]);
+        let tampered_payload = format!("{}.{}.{}", parts[0], b64.encode(promoted.to_string()), parts[2]);
+        let cases = [
+            ("signed with another key", sign(with_kid(kid), &claims, b"an attacker's key that is long enough!!")),
+            ("unknown kid", sign(with_kid("other"), &claims, secret.as_bytes())),
+            ("no kid", sign(Header::new(Algorithm::HS256), &claims, secret.as_bytes())),
+            ("expired", sign(with_kid(kid), &expired, secret.as_bytes())),
+            ("alg none", alg_none),
+            ("payload changed after signing", tampered_payload),
+            ("garbage", "not.a.jwt".into()),
+        ];
+        for (what, token) in cases {
+            let (s, body) = e.get("/v1/me", Some(&token)).await;
+            assert_problem(s, &body, StatusCode::UNAUTHORIZED, &format!("{engine:?} {what}"));
+        }
+        let (s, body) = e.get("/v1/me", None).await;
+        assert_problem(s, &body, StatusCode::UNAUTHORIZED, "no token");
+        // The real key still works (so the refusals above are not a broken setup).
+        assert_eq!(e.get("/v1/me", Some(&sign(with_kid(kid), &claims, secret.as_bytes()))).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_rules_for_users() {
+    for engine in engines() {
+        let e = env(engine).await;
+        let admin = e.admin().await;
+        let (patient, patient_id) = e.user_token(&admin, "ayse.patient@example.org", "patient").await;
+        let (_, other_id) = e.user_token(&admin, "john.patient@example.org", "patient").await;
+        assert_eq!(e.get(&format!("/v1/users/{patient_id}"), Some(&patient)).await.0, StatusCode::OK, "own account");
+        let (s, body) = e.get(&format!("/v1/users/{other_id}"), Some(&patient)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a patient reading another user");
+        let (s, body) = e.get("/v1/users", Some(&patient)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a patient listing users");
+        let (s, body) = e.post("/v1/users", Some(&patient), json!({"email": "x@y.org", "displayName": "X", "role": "admin", "password": "a long enough passphrase"})).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a patient creating an admin");
+        let (s, body) = e.get(&format!("/v1/audit?actor={patient_id}"), Some(&patient)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a patient reading the audit trail");
+        assert_eq!(e.get(&format!("/v1/users/{other_id}"), Some(&admin)).await.0, StatusCode::OK);
+
+        // The refused read is audited as denied.
+        let (_, audit) = e.get(&format!("/v1/audit?actor={patient_id}&action=user.read"), Some(&admin)).await;
+        let denied = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ev| ev["outcome"] == "denied" && ev["target"] == other_id.as_str());
+        assert!(denied, "{engine:?}: {audit}");
+
+        // Validation and conflicts.
+        let (s, body) = e.post("/v1/users", Some(&admin), json!({"email": "not-an-email", "displayName": "X", "role": "patient", "password": "a long enough passphrase"})).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "bad email");
+        assert_eq!(body["errors"][0]["field"], "email");
+        let (s, body) = e
+            .post(
+                "/v1/users",
+                Some(&admin),
+                json!({"email": "p@example.org", "displayName": "X", "role": "patient", "password": "short"}),
+            )
+            .await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "weak password");
+        assert_eq!(body["errors"][0]["field"], "password");
+        let (s, body) = e.post("/v1/users", Some(&admin), json!({"email": "AYSE.patient@example.org", "displayName": "X", "role": "patient", "password": "a long enough passphrase"})).await;
+        assert_problem(s, &body, StatusCode::CONFLICT, "duplicate e-mail (case-insensitive)");
+
+        // Disabling an account ends its sessions.
+        let (s, _) = e
+            .http
+            .patch(e.control.url(&format!("/v1/users/{patient_id}")))
+            .bearer_auth(&admin)
+            .json(&json!({"disabled": true}))
+            .send()
+            .await
+            .map(|r| (r.status(), ()))
+            .unwrap();
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(e.get("/v1/me", Some(&patient)).await.0, StatusCode::UNAUTHORIZED, "{engine:?}");
+        assert_eq!(e.login("ayse.patient@example.org", "a long enough passphrase").await.0, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_precise_problem_details() {
+    let e = env(Engine::Sqlite).await;
+    let admin = e.admin().await;
+    let raw = |method: reqwest::Method, path: &str| e.http.request(method, e.control.url(path)).bearer_auth(&admin);
+    let check = |res: reqwest::Response, expected: StatusCode, what: &'static str| async move {
+        assert_eq!(res.headers().get("content-type").unwrap(), "application/problem+json", "{what}");
+        let echoed = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_problem(status, &body, expected, what);
+        assert_eq!(body["requestId"], echoed.as_str(), "{what}: the header and the body name the same request");
+        body
+    };
+    check(
+        raw(reqwest::Method::POST, "/v1/users")
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed JSON",
+    )
+    .await;
+    let body = check(
+        raw(reqwest::Method::POST, "/v1/users").json(&json!({"email": "a@b.org", "displayName": "A", "role": "patient", "password": "a long enough passphrase", "isAdmin": true})).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown field",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("isAdmin"), "{body}");
+    check(
+        raw(reqwest::Method::POST, "/v1/users")
+            .json(&json!({"email": "a@b.org", "role": "nurse"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "wrong enum and missing fields",
+    )
+    .await;
+    check(
+        raw(reqwest::Method::POST, "/v1/users").header("content-type", "text/plain").body("x").send().await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "wrong content type",
+    )
+    .await;
+    let huge = format!("{{\"email\": \"{}\"}}", "a".repeat(200_000));
+    check(
+        raw(reqwest::Method::POST, "/v1/users")
+            .header("content-type", "application/json")
+            .body(huge)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body too large",
+    )
+    .await;
+    check(
+        raw(reqwest::Method::GET, "/v1/users/not-a-uuid").send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed id",
+    )
+    .await;
+    check(raw(reqwest::Method::GET, "/v1/nothing-here").send().await.unwrap(), StatusCode::NOT_FOUND, "unknown route")
+        .await;
+    check(raw(reqwest::Method::DELETE, "/v1/me").send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED, "wrong method")
+        .await;
+    check(
+        raw(reqwest::Method::GET, "/v1/users?limit=0").send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "limit out of range",
+    )
+    .await;
+    check(
+        raw(reqwest::Method::GET, "/v1/users?color=blue").send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown query parameter",
+    )
+    .await;
+    // A caller's own request id is kept.
+    let res = e.http.get(e.control.url("/v1/me")).header("x-request-id", "support-ticket-4711").send().await.unwrap();
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "support-ticket-4711");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["requestId"], "support-ticket-4711");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_is_rate_limited_per_ip() {
+    let e = env_with(Engine::Sqlite, "[rate-limit]\nper-ip-per-second = 1\nper-ip-burst = 3\n").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (s, body) = e.login(ADMIN_EMAIL, "wrong password entirely").await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert_problem(s, &body, StatusCode::TOO_MANY_REQUESTS, "rate limited");
+        }
+        statuses.push(s.as_u16());
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401]);
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+}
+
+async fn tamper(engine: Engine, url: &str, seq: i64) {
+    use sqlx::Connection;
+    match engine {
+        Engine::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let refused = sqlx::query("UPDATE audit_events SET outcome = 'success' WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut c)
+                .await;
+            assert!(refused.is_err(), "the trigger refuses updates");
+            sqlx::query("DROP TRIGGER audit_events_no_update").execute(&mut c).await.unwrap();
+            sqlx::query("UPDATE audit_events SET outcome = 'success' WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        Engine::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            let refused = sqlx::query("UPDATE audit_events SET outcome = 'success' WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut c)
+                .await;
+            assert!(refused.is_err(), "the trigger refuses updates");
+            sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER USER").execute(&mut c).await.unwrap();
+            sqlx::query("UPDATE audit_events SET outcome = 'success' WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_chain_verifies_and_shows_tampering() {
+    for engine in engines() {
+        let e = env(engine).await;
+        let _ = e.login(ADMIN_EMAIL, "wrong password entirely").await;
+        let admin = e.admin().await;
+        let (s, page) = e.get("/v1/audit", Some(&admin)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(page["chain"]["verified"], true, "{engine:?}: {page}");
+        let events = page["events"].as_array().unwrap();
+        let failed = events
+            .iter()
+            .find(|ev| ev["action"] == "auth.login" && ev["outcome"] == "failure:wrong-password")
+            .expect("failed login audited");
+        for field in ["at", "actor", "target", "sourceIp", "requestId", "hash", "prevHash"] {
+            assert!(!failed[field].is_null(), "{engine:?}: {field} recorded: {failed}");
+        }
+        assert_eq!(failed["sourceIp"], "127.0.0.1");
+        let seq = failed["seq"].as_i64().unwrap();
+        tamper(engine, &e.control.database_url, seq).await;
+        let (_, page) = e.get("/v1/audit", Some(&admin)).await;
+        assert_eq!(page["chain"]["verified"], false, "{engine:?}: {page}");
+        assert_eq!(page["chain"]["firstBrokenSeq"], seq);
+    }
+}
+
+fn relay_binary() -> std::path::PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let path = dir.join("teletip-relay");
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO")).args(["build", "-p", "teletip-relay"]).status().unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+async fn turn_allocate(
+    relay: std::net::SocketAddr,
+    username: &str,
+    password: &str,
+) -> Result<std::net::SocketAddr, String> {
+    use webrtc_util::Conn;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: relay.to_string(),
+        turn_serv_addr: relay.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "teletip.test".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: std::sync::Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    client.listen().await.map_err(|e| e.to_string())?;
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), client.allocate()).await;
+    let addr = match result {
+        Ok(Ok(conn)) => Ok(conn.local_addr().unwrap()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    };
+    let _ = client.close().await;
+    addr
+}
+
+/// Credentials from the control plane, over HTTP, allocate on the real relay (sharing the
+/// generated secret file), and stop working when they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_credentials_work_on_the_real_relay_until_they_expire() {
+    for engine in engines() {
+        let e = env_with(engine, &format!("{RELAXED_LIMITS}\n[ice]\nmin-ttl = 2\ndefault-ttl = 600\n[[ice.relays]]\nhost = \"127.0.0.1\"\nudp-port = 3478\ntls-port = 443\n")).await;
+        let (patient, patient_id) = e.user_token(&e.admin().await, "patient.ice@example.org", "patient").await;
+        let (s, body) = e.post("/v1/ice/credentials", Some(&patient), json!({"relayOnly": true})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["iceTransportPolicy"], "relay");
+        assert_eq!(body["ttl"], 600);
+        let servers = body["iceServers"].as_array().unwrap();
+        assert_eq!(servers.len(), 1, "relay-only: no STUN entry");
+        let urls: Vec<&str> = servers[0]["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+        assert_eq!(urls, ["turn:127.0.0.1:3478?transport=udp", "turns:127.0.0.1:443?transport=tcp"]);
+        let username = servers[0]["username"].as_str().unwrap();
+        let (expiry, session) = username.split_once(':').unwrap();
+        assert!(expiry.parse::<u64>().is_ok() && session.len() >= 16, "{username}");
+        assert!(
+            !username.contains(&patient_id) && !username.contains("patient"),
+            "the username names nobody: {username}"
+        );
+        let (_, with_stun) = e.post("/v1/ice/credentials", Some(&patient), json!({})).await;
+        assert!(with_stun["iceServers"][0]["urls"][0].as_str().unwrap().starts_with("stun:"));
+        let (s, bad) = e.post("/v1/ice/credentials", Some(&patient), json!({"ttl": 60, "turnOnly": true})).await;
+        assert_problem(s, &bad, StatusCode::UNPROCESSABLE_ENTITY, "unknown field");
+        assert_eq!(e.post("/v1/ice/credentials", None, json!({})).await.0, StatusCode::UNAUTHORIZED);
+
+        // The real relay, reading the secret the control plane generated.
+        let secret_file = e.control.dir.join("data/relay.secret");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut relay = std::process::Command::new(relay_binary())
+            .args([
+                "--static-auth-secret-file",
+                secret_file.to_str().unwrap(),
+                "--listening-port",
+                &port.to_string(),
+                "--realm",
+                "teletip.test",
+            ])
+            .args(["--min-port", "24000", "--max-port", "24099", "--prometheus", "false"])
+            .spawn()
+            .unwrap();
+        let relay_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (_, short) = e.post("/v1/ice/credentials", Some(&patient), json!({"ttl": 3})).await;
+        assert_eq!(short["ttl"], 3);
+        let user = short["iceServers"][1]["username"].as_str().unwrap().to_string();
+        let pass = short["iceServers"][1]["credential"].as_str().unwrap().to_string();
+        let first = turn_allocate(relay_addr, &user, &pass).await;
+        assert!(first.is_ok(), "{engine:?}: the relay accepts the issued credential: {first:?}");
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let later = turn_allocate(relay_addr, &user, &pass).await;
+        assert!(later.is_err(), "{engine:?}: the relay refuses it after expiry");
+        relay.kill().unwrap();
+        let _ = relay.wait();
+
+        let admin = e.admin().await;
+        let (_, audit) = e.get("/v1/audit?action=ice.credentials.issue", Some(&admin)).await;
+        let issued = audit["events"].as_array().unwrap();
+        assert!(issued.len() >= 3 && issued.iter().all(|ev| ev["actor"] == patient_id.as_str()), "{engine:?}: {audit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_is_served_and_the_docs_copy_is_current() {
+    let e = env(Engine::Sqlite).await;
+    let (s, served) = e.get("/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in ["/v1/auth/login", "/v1/auth/refresh", "/v1/ice/credentials", "/v1/audit", "/v1/users/{id}"] {
+        assert!(served["paths"].get(path).is_some(), "{path} documented");
+    }
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    let pretty = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&docs, &pretty).unwrap();
+    }
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(&docs).expect("docs/openapi.json exists (UPDATE_OPENAPI=1 writes it)"),
+    )
+    .unwrap();
+    assert_eq!(kept, served, "docs/openapi.json is stale: rerun this test with UPDATE_OPENAPI=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    for engine in engines() {
+        let e = env(engine).await;
+        assert_eq!(e.get("/healthz", None).await, (StatusCode::OK, json!({"status": "ok"})));
+        let (s, ready) = e.get("/readyz", None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(ready["database"], if e.engine == Engine::Sqlite { "sqlite" } else { "postgres" });
+        let admin = e.admin().await;
+        let _ = e.post("/v1/ice/credentials", Some(&admin), json!({})).await;
+        let metrics = e.http.get(e.control.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.contains("http_requests_total{method=\"POST\",route=\"/v1/auth/login\",status=\"200\"}"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("http_request_duration_seconds_bucket"));
+        assert!(metrics.contains("teletip_ice_credentials_issued_total 1"));
+        assert!(!metrics.contains(ADMIN_EMAIL));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_service_cleanly() {
+    let e = env(Engine::Sqlite).await;
+    let status = e.control.stop();
+    assert!(status.success(), "{status:?}");
+}

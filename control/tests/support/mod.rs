@@ -1,0 +1,133 @@
+//! Shared by the control plane's tests: which databases to run against (SQLite always,
+//! PostgreSQL from `TELETIP_TEST_DATABASE_URL`, which `.ci/with-postgres` sets; required in
+//! CI), a fresh database per test, and the real `teletip-control` binary as a process.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The engines to test: SQLite, and PostgreSQL when a server is given. In CI a missing
+/// PostgreSQL is an error, never a silent skip.
+pub fn engines() -> Vec<Engine> {
+    match std::env::var("TELETIP_TEST_DATABASE_URL") {
+        Ok(_) => vec![Engine::Sqlite, Engine::Postgres],
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TELETIP_TEST_DATABASE_URL is required in CI (run the tests through .ci/with-postgres)"
+            );
+            eprintln!("SKIPPED the PostgreSQL half: TELETIP_TEST_DATABASE_URL is not set (use .ci/with-postgres)");
+            vec![Engine::Sqlite]
+        }
+    }
+}
+
+/// A new, empty database for one test: a file in `dir` for SQLite, a new database on the
+/// PostgreSQL server otherwise.
+pub async fn fresh_database(engine: Engine, dir: &Path) -> String {
+    match engine {
+        Engine::Sqlite => format!("sqlite://{}", dir.join(format!("t-{}.db", uuid::Uuid::new_v4())).display()),
+        Engine::Postgres => {
+            let base = std::env::var("TELETIP_TEST_DATABASE_URL").expect("checked by engines()");
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
+            let (prefix, _) = base.rsplit_once('/').expect("a database URL ends in /dbname");
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+/// A running `teletip-control serve`.
+pub struct Control {
+    child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub database_url: String,
+}
+
+impl Control {
+    /// Writes `extra_toml` after the generated basics (listen on a free port, the database,
+    /// a data directory) and starts the service.
+    pub fn start(dir: &Path, database_url: &str, extra_toml: &str) -> Control {
+        let config_path = dir.join("control.toml");
+        let data_dir = dir.join("data");
+        std::fs::write(
+            &config_path,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndatabase-url = \"{database_url}\"\ndata-dir = \"{}\"\n{extra_toml}\n",
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))
+            .args(["--config", config_path.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start teletip-control");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("teletip-control listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(30)).expect("teletip-control printed where it listens");
+        Control { child, base, dir: dir.to_owned(), config_path, database_url: database_url.into() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs a `teletip-control` subcommand with this instance's configuration.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
