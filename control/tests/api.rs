@@ -581,3 +581,49 @@ async fn sigterm_stops_the_service_cleanly() {
     let status = e.control.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// With two keys configured the first signs and both verify, so a key can be rotated in
+/// without logging anyone out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_signing_keys_rotate() {
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let old = "old-signing-key-0123456789abcdef0123456789";
+    let new = "new-signing-key-0123456789abcdef0123456789";
+    let keys = format!(
+        "{RELAXED_LIMITS}\n[auth]\n[[auth.jwt-keys]]\nkey-id = \"2026-12\"\nsecret = \"{new}\"\n[[auth.jwt-keys]]\nkey-id = \"2026-11\"\nsecret = \"{old}\"\n"
+    );
+    let e = env_with(Engine::Sqlite, &keys).await;
+    let token = e.admin().await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: Value = serde_json::from_slice(&b64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], "2026-12", "the first key signs");
+    let claims: Value = serde_json::from_slice(&b64.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("2026-11".into());
+    let by_old_key = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(old.as_bytes())).unwrap();
+    assert_eq!(
+        e.get("/v1/me", Some(&by_old_key)).await.0,
+        StatusCode::OK,
+        "a token from the previous key still verifies"
+    );
+    h.kid = Some("2026-12".into());
+    let wrong_pairing = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(old.as_bytes())).unwrap();
+    assert_eq!(e.get("/v1/me", Some(&wrong_pairing)).await.0, StatusCode::UNAUTHORIZED, "the kid selects the key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_requests_are_rate_limited_per_account() {
+    let limits = "[rate-limit]\nper-ip-per-second = 1000\nper-ip-burst = 1000\nper-account-per-second = 1\nper-account-burst = 3\n";
+    let e = env_with(Engine::Sqlite, limits).await;
+    let admin = e.admin().await;
+    let (patient, _) = e.user_token(&admin, "busy.patient@example.org", "patient").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(e.post("/v1/ice/credentials", Some(&patient), json!({})).await.0.as_u16());
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    // Another account from the same address is not held back by this one.
+    assert_eq!(e.post("/v1/ice/credentials", Some(&admin), json!({})).await.0, StatusCode::OK);
+}
