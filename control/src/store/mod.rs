@@ -131,6 +131,26 @@ pub struct NewAuditEvent {
     pub request_id: Option<String>,
 }
 
+impl NewAuditEvent {
+    /// The event as recorded at position `seq` of the chain, after `prev_hash`.
+    pub fn recorded(self, seq: i64, id: Uuid, prev_hash: String) -> AuditEvent {
+        let hash = audit_hash(&prev_hash, seq, id, &self);
+        AuditEvent {
+            seq,
+            id,
+            at: self.at,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            outcome: self.outcome,
+            source_ip: self.source_ip,
+            request_id: self.request_id,
+            hash,
+            prev_hash,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub actor: Option<Uuid>,

@@ -304,39 +304,26 @@ impl Store for SqliteStore {
             Some((seq, hash)) => (seq + 1, hash),
             None => (1, GENESIS_HASH.to_string()),
         };
-        let id = Uuid::new_v4();
-        let hash = audit_hash(&prev_hash, seq, id, &e);
+        let event = e.recorded(seq, Uuid::new_v4(), prev_hash);
         sqlx::query(
             "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(seq)
-        .bind(id)
-        .bind(micros(e.at))
-        .bind(e.actor)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.outcome)
-        .bind(&e.source_ip)
-        .bind(&e.request_id)
-        .bind(&prev_hash)
-        .bind(&hash)
+        .bind(event.seq)
+        .bind(event.id)
+        .bind(micros(event.at))
+        .bind(event.actor)
+        .bind(&event.action)
+        .bind(&event.target)
+        .bind(&event.outcome)
+        .bind(&event.source_ip)
+        .bind(&event.request_id)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(AuditEvent {
-            seq,
-            id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            target: e.target,
-            outcome: e.outcome,
-            source_ip: e.source_ip,
-            request_id: e.request_id,
-            hash,
-            prev_hash,
-        })
+        Ok(event)
     }
 
     async fn list_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {

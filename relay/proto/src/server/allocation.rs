@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::FiveTuple;
+use super::{DropReason, FiveTuple};
 use crate::IntegrityKey;
 use crate::codec::TransactionId;
 use crate::credentials::PasswordAlgorithm;
@@ -92,12 +92,22 @@ impl Allocation {
         self.channels.iter().find(|c| c.peer == peer && c.expires > now).map(|c| c.number)
     }
 
-    /// Whether the bucket (if any) lets `bytes` through now.
+    /// Whether `bytes` of data to or from `peer_ip` may be relayed now: the peer needs a live
+    /// permission and the allocation's bandwidth bucket (if any) must hold the bytes.
     #[inline]
-    pub(crate) fn within_bandwidth(&mut self, now: Millis, bytes: usize) -> bool {
+    pub(crate) fn admit(&mut self, peer_ip: IpAddr, now: Millis, bytes: usize) -> Result<(), DropReason> {
+        if !self.permits(peer_ip, now) {
+            return Err(DropReason::NoPermission);
+        }
         match &mut self.bucket {
-            None => true,
-            Some(b) => b.take(now, bytes as u64),
+            Some(b) => {
+                if b.take(now, bytes as u64) {
+                    Ok(())
+                } else {
+                    Err(DropReason::Bandwidth)
+                }
+            }
+            None => Ok(()),
         }
     }
 

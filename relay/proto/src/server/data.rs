@@ -37,13 +37,9 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(DropReason::PeerDenied);
             return Action::None;
         }
-        if !a.permits(peer.ip(), now) {
-            self.stats.drop(DropReason::NoPermission);
-            return Action::None;
-        }
         let len = data.len as usize;
-        if !a.within_bandwidth(now, len) {
-            self.stats.drop(DropReason::Bandwidth);
+        if let Err(reason) = a.admit(peer.ip(), now, len) {
+            self.stats.drop(reason);
             return Action::None;
         }
         self.stats.client_to_peer.add(len);
@@ -74,13 +70,9 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(DropReason::NoAllocation);
             return Action::None;
         }
-        if !a.permits(peer.ip(), now) {
-            self.stats.drop(DropReason::NoPermission);
-            return Action::None;
-        }
         let len = data.len();
-        if !a.within_bandwidth(now, len) {
-            self.stats.drop(DropReason::Bandwidth);
+        if let Err(reason) = a.admit(peer.ip(), now, len) {
+            self.stats.drop(reason);
             return Action::None;
         }
         let tuple = a.tuple;

@@ -275,12 +275,8 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(DropReason::NoChannel);
             return Action::None;
         };
-        if !a.permits(peer.ip(), now) {
-            self.stats.drop(DropReason::NoPermission);
-            return Action::None;
-        }
-        if !a.within_bandwidth(now, frame.data.len()) {
-            self.stats.drop(DropReason::Bandwidth);
+        if let Err(reason) = a.admit(peer.ip(), now, frame.data.len()) {
+            self.stats.drop(reason);
             return Action::None;
         }
         self.stats.client_to_peer.add(frame.data.len());
