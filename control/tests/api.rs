@@ -631,3 +631,36 @@ async fn credential_requests_are_rate_limited_per_account() {
     // Another account from the same address is not held back by this one.
     assert_eq!(e.post("/v1/ice/credentials", Some(&admin), json!({})).await.0, StatusCode::OK);
 }
+
+/// With no configuration at all the service keeps its SQLite file and keys under ./data of the
+/// directory it runs in and says where it listens; `migrate` works on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_no_configuration_under_dot_data() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_teletip-control");
+    let out = std::process::Command::new(exe).arg("migrate").current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied (sqlite)"));
+    assert!(dir.path().join("data/teletip-control.db").exists());
+    // The only flag: a free port instead of 8080, which may be taken on a test machine.
+    let mut child = std::process::Command::new(exe)
+        .args(["--listen", "127.0.0.1:0", "serve"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("teletip-control listening on http://127.0.0.1:"), "{line}");
+    let base = line.trim().trim_start_matches("teletip-control listening on ").to_string();
+    let ready: Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["database"], "sqlite");
+    for generated in ["data/jwt.key", "data/relay.secret"] {
+        let meta = std::fs::metadata(dir.path().join(generated)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{generated} is private");
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -678,3 +678,44 @@ fn indications_and_responses_from_clients_are_never_answered() {
         assert_eq!(s.handle_client(T0, c.tuple, &m, &mut out), Action::None);
     }
 }
+
+#[test]
+fn dont_fragment_reaches_the_relayed_send() {
+    let mut s = shard();
+    let p = peer(PEER);
+    // Per packet: a Send indication carrying DONT-FRAGMENT.
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut c);
+    assert_eq!(call(&mut s, T0, &mut c, Method::CREATE_PERMISSION, peer_attr(p)).class(), Class::Success);
+    c.nonce = None;
+    let send = |c: &mut Client, df: bool| {
+        let txid = c.next_txid();
+        c.build(Method::SEND, Class::Indication, txid, |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap();
+            w.bytes(attr::DATA, b"x").unwrap();
+            if df {
+                w.bytes(attr::DONT_FRAGMENT, &[]).unwrap();
+            }
+        })
+    };
+    let mut out = [0u8; 2048];
+    for df in [true, false] {
+        let ind = send(&mut c, df);
+        match s.handle_client(T0, c.tuple, &ind, &mut out) {
+            Action::ToPeer { dont_fragment, .. } => assert_eq!(dont_fragment, df),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Per allocation: DONT-FRAGMENT in the Allocate applies to everything it relays.
+    let mut d = Client::new("198.51.100.20:5001", "y");
+    let a = call(&mut s, T0, &mut d, Method::ALLOCATE, |w| {
+        requested_udp(w);
+        w.bytes(attr::DONT_FRAGMENT, &[]).unwrap();
+    });
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(call(&mut s, T0, &mut d, Method::CHANNEL_BIND, channel_attrs(0x4000, p)).class(), Class::Success);
+    match s.handle_client(T0, d.tuple, &[0x40, 0x00, 0x00, 0x01, 7], &mut out) {
+        Action::ToPeer { dont_fragment, .. } => assert!(dont_fragment),
+        other => panic!("{other:?}"),
+    }
+}
