@@ -103,6 +103,9 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Conflict => ApiError::Conflict("already exists".into()),
+            crate::store::StoreError::DoubleBooking => {
+                ApiError::Conflict("the practitioner is already booked at that time".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

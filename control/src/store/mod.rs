@@ -3,9 +3,11 @@
 //! (control/tests/store.rs) against real databases.
 
 mod postgres;
+mod scheduling;
 mod sqlite;
 
 pub use postgres::PostgresStore;
+pub use scheduling::{Appointment, AppointmentFilter, AppointmentStatus, PatientRecord, Practitioner};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -164,6 +166,10 @@ pub struct AuditFilter {
 pub enum StoreError {
     #[error("already exists")]
     Conflict,
+    /// The practitioner already has a live appointment overlapping this time (refused by the
+    /// database schema itself).
+    #[error("the practitioner is already booked at that time")]
+    DoubleBooking,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -211,6 +217,38 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
     /// Every event in chain order, for verification.
     async fn audit_chain(&self) -> StoreResult<Vec<AuditEvent>>;
+
+    async fn create_practitioner(&self, p: Practitioner) -> StoreResult<Practitioner>;
+    async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>>;
+    async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord>;
+    async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>>;
+    /// Inserts an appointment. `DoubleBooking` if it overlaps a live one of the same
+    /// practitioner; `Conflict` if its creator already used the idempotency key.
+    async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment>;
+    async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>>;
+    async fn appointment_by_idempotency_key(&self, created_by: Uuid, key: &str) -> StoreResult<Option<Appointment>>;
+    async fn list_appointments(&self, f: &AppointmentFilter) -> StoreResult<Vec<Appointment>>;
+    /// Moves an appointment from `expected` to `next` (and optionally new times), only if it
+    /// is still in `expected`: `None` when it was not (a concurrent change won).
+    async fn transition_appointment(
+        &self,
+        id: Uuid,
+        expected: AppointmentStatus,
+        next: AppointmentStatus,
+        times: Option<(OffsetDateTime, OffsetDateTime)>,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Appointment>>;
+}
+
+/// Whether a database error is the no-double-booking rule of either schema.
+pub(crate) fn is_double_booking(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("23P01") || d.message().contains("appointments_no_double_booking")
+        }
+        _ => false,
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -57,6 +57,24 @@ fn token_from_row(r: &PgRow) -> Result<RefreshToken, sqlx::Error> {
     })
 }
 
+fn appointment_from_row(r: &PgRow) -> Result<Appointment, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(Appointment {
+        id: r.try_get("id")?,
+        practitioner_id: r.try_get("practitioner_id")?,
+        patient_id: r.try_get("patient_id")?,
+        starts_at: r.try_get("starts_at")?,
+        ends_at: r.try_get("ends_at")?,
+        status: AppointmentStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?,
+        cancel_reason: r.try_get("cancel_reason")?,
+        created_by: r.try_get("created_by")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 fn audit_from_row(r: &PgRow) -> Result<AuditEvent, sqlx::Error> {
     Ok(AuditEvent {
         seq: r.try_get("seq")?,
@@ -320,6 +338,194 @@ impl Store for PostgresStore {
     async fn audit_chain(&self) -> StoreResult<Vec<AuditEvent>> {
         let rows = sqlx::query("SELECT * FROM audit_events ORDER BY seq").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(audit_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn create_practitioner(&self, p: Practitioner) -> StoreResult<Practitioner> {
+        let r = sqlx::query(
+            "INSERT INTO practitioners (id, user_id, display_name, specialty, time_zone, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(p.id)
+        .bind(p.user_id)
+        .bind(&p.display_name)
+        .bind(&p.specialty)
+        .bind(&p.time_zone)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(p),
+        }
+    }
+
+    async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>> {
+        let row = sqlx::query("SELECT * FROM practitioners WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row
+            .map(|r| -> Result<Practitioner, sqlx::Error> {
+                Ok(Practitioner {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    display_name: r.try_get("display_name")?,
+                    specialty: r.try_get("specialty")?,
+                    time_zone: r.try_get("time_zone")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord> {
+        let r = sqlx::query(
+            "INSERT INTO patients (id, user_id, display_name, birth_date, national_id_enc, national_id_index, phone_enc,
+                phone_index, email_enc, email_index, notes_enc, anonymized_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(p.id)
+        .bind(p.user_id)
+        .bind(&p.display_name)
+        .bind(p.birth_date)
+        .bind(&p.national_id_enc)
+        .bind(&p.national_id_index)
+        .bind(&p.phone_enc)
+        .bind(&p.phone_index)
+        .bind(&p.email_enc)
+        .bind(&p.email_index)
+        .bind(&p.notes_enc)
+        .bind(p.anonymized_at)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(p),
+        }
+    }
+
+    async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>> {
+        let row = sqlx::query("SELECT * FROM patients WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row
+            .map(|r| -> Result<PatientRecord, sqlx::Error> {
+                let birth_date: Option<time::Date> = r.try_get("birth_date")?;
+                Ok(PatientRecord {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    display_name: r.try_get("display_name")?,
+                    birth_date,
+                    national_id_enc: r.try_get("national_id_enc")?,
+                    national_id_index: r.try_get("national_id_index")?,
+                    phone_enc: r.try_get("phone_enc")?,
+                    phone_index: r.try_get("phone_index")?,
+                    email_enc: r.try_get("email_enc")?,
+                    email_index: r.try_get("email_index")?,
+                    notes_enc: r.try_get("notes_enc")?,
+                    anonymized_at: r.try_get("anonymized_at")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment> {
+        let r = sqlx::query(
+            "INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
+                created_by, idempotency_key, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(a.id)
+        .bind(a.practitioner_id)
+        .bind(a.patient_id)
+        .bind(a.starts_at)
+        .bind(a.ends_at)
+        .bind(a.status.as_str())
+        .bind(&a.cancel_reason)
+        .bind(a.created_by)
+        .bind(&a.idempotency_key)
+        .bind(a.created_at)
+        .bind(a.updated_at)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_double_booking(&e) => Err(StoreError::DoubleBooking),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(a),
+        }
+    }
+
+    async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>> {
+        let row = sqlx::query("SELECT * FROM appointments WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(appointment_from_row).transpose()?)
+    }
+
+    async fn appointment_by_idempotency_key(&self, created_by: Uuid, key: &str) -> StoreResult<Option<Appointment>> {
+        let row = sqlx::query("SELECT * FROM appointments WHERE created_by = $1 AND idempotency_key = $2")
+            .bind(created_by)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(appointment_from_row).transpose()?)
+    }
+
+    async fn list_appointments(&self, f: &AppointmentFilter) -> StoreResult<Vec<Appointment>> {
+        let rows = sqlx::query(
+            "SELECT * FROM appointments
+             WHERE ($1::uuid IS NULL OR practitioner_id = $2) AND ($3::uuid IS NULL OR patient_id = $4)
+               AND ($5::text IS NULL OR status = $6) AND ($7::timestamptz IS NULL OR ends_at > $8)
+               AND ($9::timestamptz IS NULL OR starts_at < $10)
+             ORDER BY starts_at, id LIMIT $11",
+        )
+        .bind(f.practitioner_id)
+        .bind(f.practitioner_id)
+        .bind(f.patient_id)
+        .bind(f.patient_id)
+        .bind(f.status.map(AppointmentStatus::as_str))
+        .bind(f.status.map(AppointmentStatus::as_str))
+        .bind(f.from)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.to)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn transition_appointment(
+        &self,
+        id: Uuid,
+        expected: AppointmentStatus,
+        next: AppointmentStatus,
+        times: Option<(OffsetDateTime, OffsetDateTime)>,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Appointment>> {
+        let r = sqlx::query(
+            "UPDATE appointments SET status = $1, starts_at = COALESCE($2::timestamptz, starts_at),
+                ends_at = COALESCE($3::timestamptz, ends_at), cancel_reason = COALESCE($4::text, cancel_reason), updated_at = $5
+             WHERE id = $6 AND status = $7",
+        )
+        .bind(next.as_str())
+        .bind(times.map(|t| t.0))
+        .bind(times.map(|t| t.1))
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_double_booking(&e) => Err(StoreError::DoubleBooking),
+            Err(e) => Err(e.into()),
+            Ok(done) if done.rows_affected() == 0 => Ok(None),
+            Ok(_) => self.appointment(id).await,
+        }
     }
 }
 
