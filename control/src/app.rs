@@ -121,25 +121,23 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
-/// Rate-limit key for credential requests: the account named in the bearer token (unverified
-/// here; the handler verifies it), else the peer address. The per-IP limit applies as well.
-#[derive(Clone, Copy)]
-struct AccountKey;
+/// Rate-limit key for credential requests: the account of a valid bearer token (verified, so
+/// that forged tokens cannot spend someone else's budget), else the peer address. The per-IP
+/// limit applies as well.
+#[derive(Clone)]
+struct AccountKey(AppState);
 
 impl KeyExtractor for AccountKey {
     type Key = String;
 
     fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, tower_governor::GovernorError> {
-        use base64::Engine;
         let subject = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|t| t.split('.').nth(1))
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
-            .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_owned));
+            .and_then(|t| self.0.jwt().verify(t.trim()).ok())
+            .map(|claims| claims.sub.to_string());
         match subject {
             Some(s) => Ok(s),
             None => PeerIpKeyExtractor.extract(req).map(|ip| ip.to_string()),
@@ -167,7 +165,7 @@ pub fn router(state: AppState) -> Router {
             .per_millisecond((1000 / rl.per_account_per_second.max(1)).max(1))
             .burst_size(rl.per_account_burst.max(1))
             .error_handler(too_many)
-            .key_extractor(AccountKey)
+            .key_extractor(AccountKey(state.clone()))
             .finish()
             .expect("valid rate limit"),
     );

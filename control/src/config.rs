@@ -84,13 +84,34 @@ impl KeyConfig {
     pub fn load(&self) -> anyhow::Result<String> {
         match (&self.secret, &self.secret_file) {
             (Some(s), None) => Ok(s.clone()),
-            (None, Some(path)) => Ok(std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
-                .trim()
-                .to_string()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let line = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .ok_or_else(|| anyhow::anyhow!("{} holds no secret", path.display()))?;
+                Ok(secret_of_line(line).to_string())
+            }
             _ => anyhow::bail!("key {:?}: give exactly one of secret or secret-file", self.key_id),
         }
     }
+}
+
+/// The secret of a line in the format teletip-relay's secret files use: `key-id=secret`
+/// (a plausible key id and a secret of 16 bytes or more) or a bare secret. Reading both files
+/// the same way lets one file serve the relay and the control plane.
+pub fn secret_of_line(line: &str) -> &str {
+    if let Some((id, value)) = line.split_once('=') {
+        let plausible_id = !id.trim().is_empty()
+            && id.trim().len() <= 64
+            && id.trim().bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if plausible_id && value.trim().len() >= 16 {
+            return value.trim();
+        }
+    }
+    line
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +208,29 @@ impl ControlConfig {
             "ice: need 1 <= min-ttl <= default-ttl <= max-ttl"
         );
         anyhow::ensure!(!self.ice.relays.is_empty(), "ice.relays: at least one relay");
+        for r in &self.ice.relays {
+            anyhow::ensure!(!r.host.trim().is_empty(), "ice.relays: a relay without a host");
+            anyhow::ensure!(
+                r.udp_port.is_some() || r.tcp_port.is_some() || r.tls_port.is_some(),
+                "ice.relays: relay {:?} has no udp-port, tcp-port or tls-port",
+                r.host
+            );
+        }
+        anyhow::ensure!(self.auth.session_ttl >= 60, "auth.session-ttl must be at least 60 s");
+        anyhow::ensure!(self.auth.lockout_seconds >= 1, "auth.lockout-seconds must be at least 1 s");
+        anyhow::ensure!(self.max_body_bytes >= 1024, "max-body-bytes must be at least 1024");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_of_line;
+
+    #[test]
+    fn secret_lines_are_read_like_the_relay_reads_them() {
+        assert_eq!(secret_of_line("local=0123456789abcdef0123"), "0123456789abcdef0123");
+        assert_eq!(secret_of_line("c2VjcmV0LXNlY3JldC1zZWNyZXQ="), "c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+        assert_eq!(secret_of_line("plain-secret-without-equals"), "plain-secret-without-equals");
     }
 }

@@ -35,8 +35,9 @@ fn generated(path: &Path, key_id: &str) -> anyhow::Result<(String, Vec<u8>)> {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .ok_or_else(|| anyhow::anyhow!("{} is empty", path.display()))?;
-    let (id, secret) = line.split_once('=').unwrap_or((key_id, line));
-    Ok((id.trim().to_string(), secret.trim().as_bytes().to_vec()))
+    let secret = crate::config::secret_of_line(line);
+    let id = if secret.len() < line.len() { line.split_once('=').map_or(key_id, |(id, _)| id.trim()) } else { key_id };
+    Ok((id.to_string(), secret.as_bytes().to_vec()))
 }
 
 fn configured(keys: &[KeyConfig]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {

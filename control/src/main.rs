@@ -152,12 +152,31 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
     let listen = config.listen;
     let engine = store.engine();
     let database = if engine == "sqlite" { config.database_url.clone() } else { "postgres".to_string() };
+    let watchdog_store = store.clone();
     let state = state(config, store)?;
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!("teletip-control {} listening on http://{local} (database: {database})", env!("CARGO_PKG_VERSION"));
     println!("teletip-control listening on http://{local}");
+    // systemd (Type=notify): ready once the socket listens; the watchdog is fed while the
+    // runtime serves and the database answers.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        let store = watchdog_store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                match tokio::time::timeout(interval / 4, store.ping()).await {
+                    Ok(Ok(())) => {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                    _ => tracing::error!("database not answering: withholding the watchdog ping"),
+                }
+            }
+        });
+    }
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             use tokio::signal::unix::{SignalKind, signal};

@@ -22,7 +22,7 @@ pub fn current_request_id() -> Option<String> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// A URI reference naming the problem type, relative to the service (see docs/api.md).
+    /// A URI reference naming the problem type, relative to the service (see docs/control-api.md).
     #[serde(rename = "type")]
     pub problem_type: String,
     pub title: String,

@@ -139,7 +139,8 @@ pub async fn get(
     Ok(Json(UserView::from(&user)))
 }
 
-/// Change a user (admins). Disabling an account or setting its password ends its sessions.
+/// Change a user (admins). Disabling an account, setting its password or changing its role
+/// ends its sessions.
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UpdateUser,
     security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]

@@ -155,6 +155,26 @@ async fn accounts_lock_after_repeated_failures() {
     }
 }
 
+/// When a lock expires the count starts again: one more mistake does not lock at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_starts_the_count_again() {
+    for engine in engines() {
+        let e =
+            env_with(engine, &format!("{RELAXED_LIMITS}\n[auth]\nlockout-threshold = 2\nlockout-seconds = 1\n")).await;
+        for _ in 0..2 {
+            let _ = e.login(ADMIN_EMAIL, "wrong password entirely").await;
+        }
+        assert_eq!(e.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.0, StatusCode::UNAUTHORIZED, "{engine:?}: locked");
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        let _ = e.login(ADMIN_EMAIL, "one more mistake").await;
+        assert_eq!(
+            e.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.0,
+            StatusCode::OK,
+            "{engine:?}: not locked again by one mistake"
+        );
+    }
+}
+
 /// Tokens signed with another key, with `alg: none`, with an unknown `kid`, with changed
 /// claims, or expired are all refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,6 +648,23 @@ async fn credential_requests_are_rate_limited_per_account() {
     }
     assert_eq!(&statuses[..3], &[200, 200, 200]);
     assert!(statuses[3..].contains(&429), "{statuses:?}");
+    // Forged tokens naming another account do not spend that account's budget.
+    let (victim, victim_id) = e.user_token(&admin, "victim.patient@example.org", "patient").await;
+    let forged = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = json!({"sub": victim_id, "exp": 4_000_000_000u64});
+        format!(
+            "{}.{}.{}",
+            b64.encode(br#"{"alg":"HS256","kid":"local"}"#),
+            b64.encode(claims.to_string()),
+            b64.encode(b"forged")
+        )
+    };
+    for _ in 0..6 {
+        let _ = e.post("/v1/ice/credentials", Some(&forged), json!({})).await;
+    }
+    assert_eq!(e.post("/v1/ice/credentials", Some(&victim), json!({})).await.0, StatusCode::OK);
     // Another account from the same address is not held back by this one.
     assert_eq!(e.post("/v1/ice/credentials", Some(&admin), json!({})).await.0, StatusCode::OK);
 }

@@ -79,6 +79,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         )?);
     }
     let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();
+    let heartbeats: Vec<_> = setups.iter().map(|s| s.heartbeat.clone()).collect();
     let handles = setups.into_iter().map(|s| s.spawn()).collect::<Result<Vec<_>, _>>()?;
     let listening = listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
     let advertised = config.external_ip.unwrap_or(config.relay_ip);
@@ -95,6 +96,30 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     );
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // systemd (Type=notify): ready once every worker listens; the watchdog is fed only while
+    // every worker's loop keeps turning, so a wedged worker gets the relay restarted.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("relaying")]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let stalled = heartbeats
+                    .iter()
+                    .any(|h| now.saturating_sub(h.load(Ordering::Relaxed)) > interval.as_millis() as u64);
+                if stalled {
+                    tracing::error!(
+                        "a worker stopped turning: withholding the watchdog ping so that systemd restarts the relay"
+                    );
+                } else {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
     let signal = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
@@ -110,6 +135,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         }
     })?;
     tracing::info!("{signal} received: closing allocations and stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
     for w in &wakers {
         let _ = w.wake();

@@ -48,7 +48,8 @@ CREATE INDEX audit_by_actor ON audit_events (actor, seq);
 CREATE INDEX audit_by_action ON audit_events (action, seq);
 
 -- HIPAA 164.312(b): the audit trail is append-only. The hash chain shows tampering; this
--- trigger refuses it outright (only a superuser disabling the trigger gets past it).
+-- trigger refuses it outright. Only a superuser or the table's owner can disable it, so the
+-- application should connect as a role that owns nothing (docs/control-config.md).
 CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'audit_events is append-only';

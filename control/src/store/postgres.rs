@@ -194,14 +194,19 @@ impl Store for PostgresStore {
         now: OffsetDateTime,
     ) -> StoreResult<i64> {
         let count: i64 = sqlx::query_scalar(
-            "UPDATE users SET failed_logins = failed_logins + 1,
-                locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END,
-                updated_at = $3
+            "UPDATE users SET
+                failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN 1 ELSE failed_logins + 1 END,
+                locked_until = CASE
+                    WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN 1 ELSE failed_logins + 1 END) >= $2
+                    THEN $3
+                    WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN NULL
+                    ELSE locked_until END,
+                updated_at = $1
              WHERE id = $4 RETURNING failed_logins",
         )
+        .bind(now)
         .bind(threshold)
         .bind(lock_until)
-        .bind(now)
         .bind(id)
         .fetch_one(&self.pool)
         .await?;

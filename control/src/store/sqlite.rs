@@ -220,14 +220,19 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<i64> {
         let count: i64 = sqlx::query_scalar(
-            "UPDATE users SET failed_logins = failed_logins + 1,
-                locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END,
-                updated_at = ?
-             WHERE id = ? RETURNING failed_logins",
+            "UPDATE users SET
+                failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1 ELSE failed_logins + 1 END,
+                locked_until = CASE
+                    WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1 ELSE failed_logins + 1 END) >= ?2
+                    THEN ?3
+                    WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN NULL
+                    ELSE locked_until END,
+                updated_at = ?1
+             WHERE id = ?4 RETURNING failed_logins",
         )
+        .bind(micros(now))
         .bind(threshold)
         .bind(micros(lock_until))
-        .bind(micros(now))
         .bind(id)
         .fetch_one(&self.pool)
         .await?;
@@ -313,7 +318,10 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<AuditEvent> {
         let _guard = self.audit_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: take the write lock before reading the last hash. A deferred transaction
+        // would read a snapshot that another writer can make stale, and SQLite then refuses
+        // the insert at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)

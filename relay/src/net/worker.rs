@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
@@ -37,6 +37,9 @@ pub struct WorkerSetup {
     poll: Poll,
     listeners: Vec<(UdpSocket, SocketAddr)>,
     pub waker: Arc<Waker>,
+    /// Unix milliseconds of the loop's last turn: the systemd watchdog pings only while every
+    /// worker's is recent.
+    pub heartbeat: Arc<AtomicU64>,
 }
 
 impl WorkerSetup {
@@ -63,7 +66,20 @@ impl WorkerSetup {
             poll.registry().register(&mut socket, Token(i), Interest::READABLE)?;
             listeners.push((socket, bound));
         }
-        Ok(WorkerSetup { index, config, quotas, binder, reservations, stop, publisher, poll, listeners, waker })
+        let heartbeat = Arc::new(AtomicU64::new(now().0));
+        Ok(WorkerSetup {
+            index,
+            config,
+            quotas,
+            binder,
+            reservations,
+            stop,
+            publisher,
+            poll,
+            listeners,
+            waker,
+            heartbeat,
+        })
     }
 
     pub fn spawn(self) -> io::Result<std::thread::JoinHandle<()>> {
@@ -72,7 +88,17 @@ impl WorkerSetup {
 
     fn run(self) {
         let WorkerSetup {
-            index, config, quotas, binder, reservations, stop, mut publisher, mut poll, listeners, ..
+            index,
+            config,
+            quotas,
+            binder,
+            reservations,
+            stop,
+            mut publisher,
+            mut poll,
+            listeners,
+            heartbeat,
+            ..
         } = self;
         let registry = poll.registry().try_clone().expect("a poll registry can be cloned");
         let binder = NetBinder::new(binder, registry, reservations);
@@ -95,6 +121,7 @@ impl WorkerSetup {
             }
             // One clock read per wake-up: every packet of the batch shares it.
             let now = now();
+            heartbeat.store(now.0, Ordering::Relaxed);
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}

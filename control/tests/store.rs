@@ -1,0 +1,1078 @@
+//! The store's contract, checked against real databases: every test runs on SQLite (always)
+//! and on PostgreSQL (when `TELETIP_TEST_DATABASE_URL` is set, see `.ci/with-postgres`), each
+//! time on a fresh, migrated database. Failures name the engine they happened on.
+
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context as _, ensure};
+use sqlx::Connection;
+use support::{Engine, engines, fresh_database};
+use teletip_control::clock;
+use teletip_control::store::{
+    self, AuditEvent, AuditFilter, ChainVerification, DynStore, NewAuditEvent, NewUser, RefreshToken, Role, Session,
+    StoreError, User, UserChanges, verify_chain,
+};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+type TestResult = anyhow::Result<()>;
+
+/// One engine's fresh, migrated database.
+struct Ctx {
+    engine: Engine,
+    url: String,
+    store: DynStore,
+}
+
+impl Ctx {
+    /// Runs one statement directly through sqlx on the same database, bypassing the store.
+    async fn sql(&self, statement: &str) -> Result<u64, sqlx::Error> {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+                let done = sqlx::query(statement).execute(&mut conn).await?;
+                conn.close().await?;
+                Ok(done.rows_affected())
+            }
+            Engine::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+                let done = sqlx::query(statement).execute(&mut conn).await?;
+                conn.close().await?;
+                Ok(done.rows_affected())
+            }
+        }
+    }
+
+    /// Lets UPDATEs of audit_events through (SQLite: drops the trigger; PostgreSQL: disables
+    /// the user triggers, as the superuser the test URL connects as).
+    async fn bypass_audit_update_guard(&self) -> TestResult {
+        match self.engine {
+            Engine::Sqlite => self.sql("DROP TRIGGER audit_events_no_update").await?,
+            Engine::Postgres => self.sql("ALTER TABLE audit_events DISABLE TRIGGER USER").await?,
+        };
+        Ok(())
+    }
+
+    /// Lets DELETEs of audit_events through.
+    async fn bypass_audit_delete_guard(&self) -> TestResult {
+        match self.engine {
+            Engine::Sqlite => self.sql("DROP TRIGGER audit_events_no_delete").await?,
+            Engine::Postgres => self.sql("ALTER TABLE audit_events DISABLE TRIGGER USER").await?,
+        };
+        Ok(())
+    }
+}
+
+/// Runs `test` once per engine, each time on a fresh database, and labels any failure (an
+/// error or a panic) with the engine.
+async fn each_engine<F, Fut>(test: F)
+where
+    F: Fn(Ctx) -> Fut,
+    Fut: Future<Output = TestResult> + Send + 'static,
+{
+    for engine in engines() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = fresh_database(engine, dir.path()).await;
+        let store = store::open(&url).await.unwrap_or_else(|e| panic!("[{engine:?}] open {url}: {e}"));
+        store.migrate().await.unwrap_or_else(|e| panic!("[{engine:?}] migrate: {e}"));
+        let ctx = Ctx { engine, url, store };
+        // The directory outlives the test (the body may capture only some fields of `ctx`).
+        let outcome = tokio::spawn(test(ctx)).await;
+        drop(dir);
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("[{engine:?}] test failed: {e:#}"),
+            Err(join) => {
+                let payload = join.into_panic();
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "(non-string panic)".into());
+                panic!("[{engine:?}] test panicked: {message}");
+            }
+        }
+    }
+}
+
+fn new_user(email: &str, role: Role) -> NewUser {
+    NewUser {
+        email: email.into(),
+        display_name: format!("Name of {email}"),
+        role,
+        password_hash: format!("$argon2id$hash-of-{email}"),
+    }
+}
+
+fn new_session(user_id: Uuid, now: OffsetDateTime) -> Session {
+    Session {
+        id: Uuid::new_v4(),
+        user_id,
+        created_at: now,
+        expires_at: now + Duration::days(30),
+        revoked_at: None,
+        revoked_reason: None,
+    }
+}
+
+fn new_token(session_id: Uuid, now: OffsetDateTime) -> RefreshToken {
+    RefreshToken {
+        id: Uuid::new_v4(),
+        session_id,
+        token_hash: Uuid::new_v4().as_bytes().repeat(2),
+        created_at: now,
+        expires_at: now + Duration::days(30),
+        used_at: None,
+    }
+}
+
+fn event(action: &str, actor: Option<Uuid>, at: OffsetDateTime) -> NewAuditEvent {
+    NewAuditEvent {
+        at,
+        actor,
+        action: action.into(),
+        target: Some(format!("target-of-{action}")),
+        outcome: "success".into(),
+        source_ip: Some("192.0.2.7".into()),
+        request_id: Some(Uuid::new_v4().to_string()),
+    }
+}
+
+fn ids(users: &[User]) -> Vec<Uuid> {
+    users.iter().map(|u| u.id).collect()
+}
+
+fn seqs(events: &[AuditEvent]) -> Vec<i64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+fn assert_same_user(a: &User, b: &User) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.email, b.email);
+    assert_eq!(a.display_name, b.display_name);
+    assert_eq!(a.role, b.role);
+    assert_eq!(a.password_hash, b.password_hash);
+    assert_eq!(a.disabled, b.disabled);
+    assert_eq!(a.failed_logins, b.failed_logins);
+    assert_eq!(a.locked_until, b.locked_until);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.updated_at, b.updated_at);
+}
+
+fn assert_same_token(a: &RefreshToken, b: &RefreshToken) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.session_id, b.session_id);
+    assert_eq!(a.token_hash, b.token_hash);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.expires_at, b.expires_at);
+    assert_eq!(a.used_at, b.used_at);
+}
+
+fn assert_same_session(a: &Session, b: &Session) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.user_id, b.user_id);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.expires_at, b.expires_at);
+    assert_eq!(a.revoked_at, b.revoked_at);
+    assert_eq!(a.revoked_reason, b.revoked_reason);
+}
+
+fn verified(n: i64) -> ChainVerification {
+    ChainVerification { verified: true, events_checked: n, first_broken_seq: None }
+}
+
+// ---------------------------------------------------------------------------------------
+// Basics
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_twice_and_ping() {
+    each_engine(|c| async move {
+        let expected = match c.engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        };
+        assert_eq!(c.store.engine(), expected);
+        c.store.ping().await?;
+        let user = c.store.create_user(new_user("kept@example.test", Role::Admin)).await?;
+        c.store.append_audit(event("kept", None, clock::now())).await?;
+        // each_engine already migrated once: twice more changes nothing and loses nothing.
+        c.store.migrate().await.context("second migrate")?;
+        c.store.migrate().await.context("third migrate")?;
+        c.store.ping().await?;
+        assert_eq!(c.store.count_users().await?, 1);
+        assert!(c.store.user_by_id(user.id).await?.is_some());
+        assert_eq!(verify_chain(&c.store.audit_chain().await?), verified(1));
+        // A second store on the same database migrates harmlessly too.
+        let again = store::open(&c.url).await?;
+        again.migrate().await.context("migrate from a second store")?;
+        again.ping().await?;
+        assert_eq!(again.count_users().await?, 1);
+        Ok(())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_create_and_get() {
+    each_engine(|c| async move {
+        let before = clock::now();
+        let u = c.store.create_user(new_user("ada@example.test", Role::Practitioner)).await?;
+        let after = clock::now();
+        assert_eq!(u.email, "ada@example.test");
+        assert_eq!(u.display_name, "Name of ada@example.test");
+        assert_eq!(u.role, Role::Practitioner);
+        assert_eq!(u.password_hash, "$argon2id$hash-of-ada@example.test");
+        assert!(!u.disabled);
+        assert_eq!(u.failed_logins, 0);
+        assert_eq!(u.locked_until, None);
+        assert!(before <= u.created_at && u.created_at <= after, "created_at {} is now", u.created_at);
+        assert_eq!(u.created_at, u.updated_at);
+        assert_eq!(u.created_at.nanosecond() % 1000, 0, "microsecond precision");
+
+        let by_id = c.store.user_by_id(u.id).await?.context("user_by_id finds the user")?;
+        assert_same_user(&by_id, &u);
+        let by_email = c.store.user_by_email("ada@example.test").await?.context("user_by_email finds the user")?;
+        assert_same_user(&by_email, &u);
+
+        assert!(c.store.user_by_id(Uuid::new_v4()).await?.is_none());
+        assert!(c.store.user_by_email("nobody@example.test").await?.is_none());
+
+        let other = c.store.create_user(new_user("bob@example.test", Role::Patient)).await?;
+        assert_ne!(other.id, u.id);
+        assert_eq!(c.store.user_by_email("bob@example.test").await?.map(|x| x.id), Some(other.id));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_duplicate_email_conflicts() {
+    each_engine(|c| async move {
+        let first = c.store.create_user(new_user("dup@example.test", Role::Admin)).await?;
+        let again = c.store.create_user(new_user("dup@example.test", Role::Patient)).await;
+        assert!(matches!(again, Err(StoreError::Conflict)), "expected Conflict, got {again:?}");
+        assert_eq!(c.store.count_users().await?, 1);
+        let kept = c.store.user_by_email("dup@example.test").await?.context("the first user remains")?;
+        assert_same_user(&kept, &first);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_duplicate_email_concurrent_single_winner() {
+    each_engine(|c| async move {
+        let barrier = Arc::new(Barrier::new(10));
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (store, barrier) = (c.store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.create_user(new_user("race@example.test", Role::Patient)).await
+                })
+            })
+            .collect();
+        let (mut ok, mut conflict) = (0, 0);
+        for t in tasks {
+            match t.await? {
+                Ok(_) => ok += 1,
+                Err(StoreError::Conflict) => conflict += 1,
+                Err(e) => anyhow::bail!("create_user failed with neither success nor Conflict: {e}"),
+            }
+        }
+        assert_eq!((ok, conflict), (1, 9));
+        assert_eq!(c.store.count_users().await?, 1);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_list_filters_and_pages() {
+    each_engine(|c| async move {
+        let mut all = Vec::new();
+        for (i, role) in [Role::Admin, Role::Patient, Role::Practitioner, Role::Patient, Role::Patient, Role::Admin]
+            .into_iter()
+            .enumerate()
+        {
+            all.push(c.store.create_user(new_user(&format!("u{i}@example.test"), role)).await?);
+        }
+        // Documented order: created_at, then id.
+        let mut expected = all.clone();
+        expected.sort_by_key(|u| (u.created_at, u.id));
+        let expected_ids = ids(&expected);
+
+        assert_eq!(ids(&c.store.list_users(None, 100, 0).await?), expected_ids);
+        assert_eq!(ids(&c.store.list_users(None, 2, 0).await?), expected_ids[..2]);
+        assert_eq!(ids(&c.store.list_users(None, 2, 2).await?), expected_ids[2..4]);
+        assert_eq!(ids(&c.store.list_users(None, 100, 4).await?), expected_ids[4..]);
+        assert_eq!(ids(&c.store.list_users(None, 100, 6).await?), Vec::<Uuid>::new());
+        assert_eq!(ids(&c.store.list_users(None, 0, 0).await?), Vec::<Uuid>::new());
+
+        let patients: Vec<Uuid> = expected.iter().filter(|u| u.role == Role::Patient).map(|u| u.id).collect();
+        assert_eq!(patients.len(), 3);
+        let listed = c.store.list_users(Some(Role::Patient), 100, 0).await?;
+        assert!(listed.iter().all(|u| u.role == Role::Patient));
+        assert_eq!(ids(&listed), patients);
+        assert_eq!(ids(&c.store.list_users(Some(Role::Patient), 1, 1).await?), patients[1..2]);
+        assert_eq!(ids(&c.store.list_users(Some(Role::Patient), 100, 2).await?), patients[2..]);
+
+        let admins: Vec<Uuid> = expected.iter().filter(|u| u.role == Role::Admin).map(|u| u.id).collect();
+        assert_eq!(ids(&c.store.list_users(Some(Role::Admin), 100, 0).await?), admins);
+        let practitioners = c.store.list_users(Some(Role::Practitioner), 100, 0).await?;
+        assert_eq!(practitioners.len(), 1);
+        assert_same_user(&practitioners[0], &all[2]);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_count() {
+    each_engine(|c| async move {
+        assert_eq!(c.store.count_users().await?, 0);
+        for i in 0..3 {
+            c.store.create_user(new_user(&format!("c{i}@example.test"), Role::Patient)).await?;
+        }
+        assert_eq!(c.store.count_users().await?, 3);
+        let _ = c.store.create_user(new_user("c0@example.test", Role::Patient)).await;
+        assert_eq!(c.store.count_users().await?, 3, "a conflicting create adds nobody");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_update_each_field() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("upd@example.test", Role::Patient)).await?;
+        let bystander = c.store.create_user(new_user("by@example.test", Role::Patient)).await?;
+        // Failures that a non-password change must leave alone.
+        let t0 = clock::now();
+        c.store.record_login_failure(u.id, 10, t0 + Duration::minutes(15), t0).await?;
+        c.store.record_login_failure(u.id, 10, t0 + Duration::minutes(15), t0).await?;
+
+        let t1 = clock::now() + Duration::seconds(1);
+        let changes = UserChanges { display_name: Some("Renamed".into()), ..Default::default() };
+        let v = c.store.update_user(u.id, changes, t1).await?.context("display_name update")?;
+        assert_eq!(v.display_name, "Renamed");
+        assert_eq!((v.role, v.disabled, v.password_hash.as_str()), (Role::Patient, false, u.password_hash.as_str()));
+        assert_eq!(v.failed_logins, 2, "a rename keeps the failure count");
+        assert_eq!((v.email.as_str(), v.created_at), (u.email.as_str(), u.created_at));
+        assert_eq!(v.updated_at, t1);
+
+        let t2 = t1 + Duration::seconds(1);
+        let changes = UserChanges { role: Some(Role::Practitioner), ..Default::default() };
+        let v = c.store.update_user(u.id, changes, t2).await?.context("role update")?;
+        assert_eq!((v.role, v.display_name.as_str(), v.disabled), (Role::Practitioner, "Renamed", false));
+        assert_eq!((v.failed_logins, v.updated_at), (2, t2));
+
+        let t3 = t2 + Duration::seconds(1);
+        let changes = UserChanges { disabled: Some(true), ..Default::default() };
+        let v = c.store.update_user(u.id, changes, t3).await?.context("disable")?;
+        assert!(v.disabled);
+        assert_eq!((v.role, v.display_name.as_str()), (Role::Practitioner, "Renamed"));
+        assert_eq!((v.failed_logins, v.updated_at), (2, t3));
+        let changes = UserChanges { disabled: Some(false), ..Default::default() };
+        let v = c.store.update_user(u.id, changes, t3).await?.context("enable")?;
+        assert!(!v.disabled);
+
+        let t4 = t3 + Duration::seconds(1);
+        let v = c.store.update_user(u.id, UserChanges::default(), t4).await?.context("empty update")?;
+        assert_eq!((v.role, v.display_name.as_str(), v.disabled), (Role::Practitioner, "Renamed", false));
+        assert_eq!((v.password_hash.as_str(), v.failed_logins), (u.password_hash.as_str(), 2));
+        assert_eq!(v.updated_at, t4);
+
+        let t5 = t4 + Duration::seconds(1);
+        let changes = UserChanges {
+            display_name: Some("All at once".into()),
+            role: Some(Role::Admin),
+            disabled: Some(true),
+            password_hash: None,
+        };
+        let v = c.store.update_user(u.id, changes, t5).await?.context("several fields")?;
+        assert_eq!((v.display_name.as_str(), v.role, v.disabled), ("All at once", Role::Admin, true));
+
+        // What was returned is what is stored, and nobody else changed.
+        assert_same_user(&c.store.user_by_id(u.id).await?.context("still there")?, &v);
+        assert_same_user(&c.store.user_by_id(bystander.id).await?.context("bystander")?, &bystander);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_update_password_resets_lockout() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("pw@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let lock_until = now + Duration::minutes(15);
+        for _ in 0..3 {
+            c.store.record_login_failure(u.id, 3, lock_until, now).await?;
+        }
+        let locked = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!((locked.failed_logins, locked.locked_until), (3, Some(lock_until)));
+
+        let later = now + Duration::seconds(5);
+        let changes = UserChanges { password_hash: Some("$argon2id$new".into()), ..Default::default() };
+        let v = c.store.update_user(u.id, changes, later).await?.context("password change")?;
+        assert_eq!(v.password_hash, "$argon2id$new");
+        assert_eq!((v.failed_logins, v.locked_until), (0, None));
+        assert_eq!((v.display_name.as_str(), v.role, v.disabled), (u.display_name.as_str(), Role::Patient, false));
+        assert_eq!(v.updated_at, later);
+        assert_same_user(&c.store.user_by_id(u.id).await?.context("user")?, &v);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_update_unknown_id_is_none() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("only@example.test", Role::Patient)).await?;
+        let changes = UserChanges {
+            display_name: Some("Ghost".into()),
+            role: Some(Role::Admin),
+            disabled: Some(true),
+            password_hash: Some("x".into()),
+        };
+        assert!(c.store.update_user(Uuid::new_v4(), changes, clock::now()).await?.is_none());
+        assert!(c.store.update_user(Uuid::new_v4(), UserChanges::default(), clock::now()).await?.is_none());
+        assert_same_user(&c.store.user_by_id(u.id).await?.context("user")?, &u);
+        assert_eq!(c.store.count_users().await?, 1);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_login_failures_lock_at_threshold() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("lock@example.test", Role::Patient)).await?;
+        let other = c.store.create_user(new_user("other@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let lock_until = now + Duration::minutes(15);
+        for n in 1..=4 {
+            let count = c.store.record_login_failure(u.id, 5, lock_until, now).await?;
+            assert_eq!(count, n);
+            let v = c.store.user_by_id(u.id).await?.context("user")?;
+            assert_eq!(v.failed_logins, n);
+            assert_eq!(v.locked_until, None, "not locked after {n} of 5 failures");
+            assert_eq!(v.updated_at, now);
+        }
+        // The fifth failure reaches the threshold: locked, exactly until `lock_until`.
+        assert_eq!(c.store.record_login_failure(u.id, 5, lock_until, now).await?, 5);
+        let v = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!((v.failed_logins, v.locked_until), (5, Some(lock_until)));
+        // Further failures keep counting and keep it locked.
+        let later = now + Duration::minutes(1);
+        let lock_later = later + Duration::minutes(15);
+        assert_eq!(c.store.record_login_failure(u.id, 5, lock_later, later).await?, 6);
+        let v = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!(v.failed_logins, 6);
+        assert!(v.locked_until.is_some_and(|t| t >= lock_until), "still locked: {:?}", v.locked_until);
+        // Someone else's account is untouched.
+        assert_same_user(&c.store.user_by_id(other.id).await?.context("other")?, &other);
+
+        // Threshold 1: the first failure locks.
+        let one = c.store.create_user(new_user("one@example.test", Role::Patient)).await?;
+        assert_eq!(c.store.record_login_failure(one.id, 1, lock_until, now).await?, 1);
+        assert_eq!(c.store.user_by_id(one.id).await?.context("user")?.locked_until, Some(lock_until));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_login_failure_after_lock_expiry_restarts() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("expiry@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let lock_until = now + Duration::minutes(15);
+        for _ in 0..3 {
+            c.store.record_login_failure(u.id, 3, lock_until, now).await?;
+        }
+        // Exactly at the end of the lock (and after it), a failure starts a new count.
+        assert_eq!(c.store.record_login_failure(u.id, 3, lock_until + Duration::minutes(15), lock_until).await?, 1);
+        let v = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!((v.failed_logins, v.locked_until, v.updated_at), (1, None, lock_until));
+        let t = lock_until + Duration::minutes(1);
+        let relock = t + Duration::minutes(15);
+        assert_eq!(c.store.record_login_failure(u.id, 3, relock, t).await?, 2);
+        assert_eq!(c.store.record_login_failure(u.id, 3, relock, t).await?, 3);
+        let v = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!((v.failed_logins, v.locked_until), (3, Some(relock)));
+        // With threshold 1, the failure after an expired lock locks again at once.
+        let one = c.store.create_user(new_user("one-again@example.test", Role::Patient)).await?;
+        c.store.record_login_failure(one.id, 1, lock_until, now).await?;
+        let after = lock_until + Duration::seconds(1);
+        assert_eq!(c.store.record_login_failure(one.id, 1, after + Duration::minutes(15), after).await?, 1);
+        assert_eq!(
+            c.store.user_by_id(one.id).await?.context("user")?.locked_until,
+            Some(after + Duration::minutes(15))
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_login_failures_concurrent_count_all() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("many@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let barrier = Arc::new(Barrier::new(20));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (store, barrier) = (c.store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.record_login_failure(u.id, 20, now + Duration::minutes(15), now).await
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await??);
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=20).collect::<Vec<i64>>(), "each failure counted once");
+        let v = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!((v.failed_logins, v.locked_until), (20, Some(now + Duration::minutes(15))));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_login_success_resets() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("ok@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let lock_until = now + Duration::minutes(15);
+        for _ in 0..3 {
+            c.store.record_login_failure(u.id, 3, lock_until, now).await?;
+        }
+        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.locked_until, Some(lock_until));
+        let later = now + Duration::minutes(20);
+        c.store.record_login_success(u.id, later).await?;
+        let v = c.store.user_by_id(u.id).await?.context("user")?;
+        assert_eq!((v.failed_logins, v.locked_until, v.updated_at), (0, None, later));
+        // Counting starts again from zero.
+        assert_eq!(c.store.record_login_failure(u.id, 3, lock_until, later).await?, 1);
+        // Success on an unlocked account, and on an unknown id, is harmless.
+        c.store.record_login_success(u.id, later).await?;
+        c.store.record_login_success(Uuid::new_v4(), later).await?;
+        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, 0);
+        Ok(())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions and refresh tokens
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_create_and_read() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("s@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let s = new_session(u.id, now);
+        let t = new_token(s.id, now);
+        c.store.create_session(s.clone(), t.clone()).await?;
+
+        assert_same_session(&c.store.session(s.id).await?.context("session")?, &s);
+        assert_same_token(&c.store.refresh_token_by_hash(&t.token_hash).await?.context("token by hash")?, &t);
+        assert!(c.store.session(Uuid::new_v4()).await?.is_none());
+        assert!(c.store.refresh_token_by_hash(b"no such hash").await?.is_none());
+        assert!(c.store.refresh_token_by_hash(&t.token_hash[..16]).await?.is_none(), "exact match only");
+
+        // A session needs a real user; a failed create leaves no token behind.
+        let orphan = new_session(Uuid::new_v4(), now);
+        let orphan_token = new_token(orphan.id, now);
+        let res = c.store.create_session(orphan.clone(), orphan_token.clone()).await;
+        assert!(res.is_err(), "a session for an unknown user is refused");
+        assert!(c.store.session(orphan.id).await?.is_none());
+        assert!(c.store.refresh_token_by_hash(&orphan_token.token_hash).await?.is_none());
+
+        // A duplicate token hash fails the whole create: no session without its token.
+        let s2 = new_session(u.id, now);
+        let mut dup = new_token(s2.id, now);
+        dup.token_hash = t.token_hash.clone();
+        assert!(c.store.create_session(s2.clone(), dup).await.is_err(), "duplicate token hash is refused");
+        assert!(c.store.session(s2.id).await?.is_none(), "create_session is atomic");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_token_rotation_is_single_use() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("r@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let s = new_session(u.id, now);
+        let first = new_token(s.id, now);
+        c.store.create_session(s.clone(), first.clone()).await?;
+
+        let t1 = now + Duration::seconds(10);
+        let second = new_token(s.id, t1);
+        assert!(c.store.rotate_refresh_token(first.id, second.clone(), t1).await?, "first use rotates");
+        let spent = c.store.refresh_token_by_hash(&first.token_hash).await?.context("spent token still readable")?;
+        assert_eq!(spent.used_at, Some(t1));
+        assert_same_token(&c.store.refresh_token_by_hash(&second.token_hash).await?.context("successor")?, &second);
+
+        // Reusing the spent token: refused, and its would-be successor is not stored.
+        let t2 = t1 + Duration::seconds(10);
+        let stolen = new_token(s.id, t2);
+        assert!(!c.store.rotate_refresh_token(first.id, stolen.clone(), t2).await?, "second use is refused");
+        assert!(c.store.refresh_token_by_hash(&stolen.token_hash).await?.is_none());
+        let spent = c.store.refresh_token_by_hash(&first.token_hash).await?.context("spent token")?;
+        assert_eq!(spent.used_at, Some(t1), "the first use time is kept");
+
+        // The successor rotates once in turn.
+        let third = new_token(s.id, t2);
+        assert!(c.store.rotate_refresh_token(second.id, third.clone(), t2).await?);
+        assert!(!c.store.rotate_refresh_token(second.id, new_token(s.id, t2), t2).await?);
+        assert!(c.store.refresh_token_by_hash(&third.token_hash).await?.is_some());
+
+        // An unknown token id never rotates.
+        let ghost = new_token(s.id, t2);
+        assert!(!c.store.rotate_refresh_token(Uuid::new_v4(), ghost.clone(), t2).await?);
+        assert!(c.store.refresh_token_by_hash(&ghost.token_hash).await?.is_none());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_token_rotation_concurrent_single_winner() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("race@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let s = new_session(u.id, now);
+        let first = new_token(s.id, now);
+        c.store.create_session(s.clone(), first.clone()).await?;
+
+        const N: usize = 20;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let (store, barrier) = (c.store.clone(), barrier.clone());
+                let next = new_token(s.id, now);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let rotated = store.rotate_refresh_token(first.id, next.clone(), clock::now()).await;
+                    (next, rotated)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (next, rotated) = t.await?;
+            if rotated.context("rotate_refresh_token errored under contention")? {
+                winners.push(next);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one concurrent rotation wins");
+        assert!(c.store.refresh_token_by_hash(&winners[0].token_hash).await?.is_some());
+        // Only the winner's successor exists: one spent token plus one live one in the session.
+        let live = match c.engine {
+            Engine::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&c.url).await?;
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?")
+                    .bind(s.id)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+            Engine::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&c.url).await?;
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1")
+                    .bind(s.id)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+        };
+        assert_eq!(live, 2, "the spent token and the single winner's successor");
+        assert!(c.store.refresh_token_by_hash(&first.token_hash).await?.context("spent")?.used_at.is_some());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_revoke_one() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("rv@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let (a, b) = (new_session(u.id, now), new_session(u.id, now));
+        c.store.create_session(a.clone(), new_token(a.id, now)).await?;
+        c.store.create_session(b.clone(), new_token(b.id, now)).await?;
+
+        let t1 = now + Duration::seconds(3);
+        c.store.revoke_session(a.id, "logout", t1).await?;
+        let got = c.store.session(a.id).await?.context("session a")?;
+        assert_eq!((got.revoked_at, got.revoked_reason.as_deref()), (Some(t1), Some("logout")));
+        assert_eq!((got.created_at, got.expires_at), (a.created_at, a.expires_at));
+        assert_same_session(&c.store.session(b.id).await?.context("session b")?, &b);
+
+        // Idempotent: a second revocation keeps the first time and reason.
+        c.store.revoke_session(a.id, "theft", t1 + Duration::seconds(5)).await?;
+        let got = c.store.session(a.id).await?.context("session a")?;
+        assert_eq!((got.revoked_at, got.revoked_reason.as_deref()), (Some(t1), Some("logout")));
+        // Unknown id: harmless.
+        c.store.revoke_session(Uuid::new_v4(), "logout", t1).await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_revoke_all_of_a_user() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("all@example.test", Role::Patient)).await?;
+        let other = c.store.create_user(new_user("keep@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        let mine: Vec<Session> = (0..3).map(|_| new_session(u.id, now)).collect();
+        for s in &mine {
+            c.store.create_session(s.clone(), new_token(s.id, now)).await?;
+        }
+        let theirs = new_session(other.id, now);
+        c.store.create_session(theirs.clone(), new_token(theirs.id, now)).await?;
+
+        let t0 = now + Duration::seconds(1);
+        c.store.revoke_session(mine[0].id, "logout", t0).await?;
+
+        let t1 = now + Duration::seconds(2);
+        assert_eq!(c.store.revoke_user_sessions(u.id, "password changed", t1).await?, 2, "two were still live");
+        let first = c.store.session(mine[0].id).await?.context("s0")?;
+        assert_eq!((first.revoked_at, first.revoked_reason.as_deref()), (Some(t0), Some("logout")));
+        for s in &mine[1..] {
+            let got = c.store.session(s.id).await?.context("session")?;
+            assert_eq!((got.revoked_at, got.revoked_reason.as_deref()), (Some(t1), Some("password changed")));
+        }
+        assert_same_session(&c.store.session(theirs.id).await?.context("other's session")?, &theirs);
+
+        // Idempotent: nothing left to revoke, nothing changes.
+        let t2 = now + Duration::seconds(3);
+        assert_eq!(c.store.revoke_user_sessions(u.id, "again", t2).await?, 0);
+        for s in &mine[1..] {
+            assert_eq!(c.store.session(s.id).await?.context("session")?.revoked_at, Some(t1));
+        }
+        assert_eq!(c.store.revoke_user_sessions(Uuid::new_v4(), "nobody", t2).await?, 0);
+        Ok(())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit chain
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_append_links_chain() {
+    each_engine(|c| async move {
+        assert_eq!(verify_chain(&c.store.audit_chain().await?), verified(0), "an empty chain verifies");
+        let actor = Uuid::new_v4();
+        let mut appended = Vec::new();
+        for (i, action) in ["login", "user.create", "logout"].into_iter().enumerate() {
+            let mut e = event(action, if i == 1 { None } else { Some(actor) }, clock::now());
+            if i == 2 {
+                (e.target, e.source_ip, e.request_id) = (None, None, None);
+                e.outcome = "failure".into();
+            }
+            appended.push(c.store.append_audit(e).await?);
+        }
+        assert_eq!(seqs(&appended), [1, 2, 3]);
+        assert_eq!(appended[0].prev_hash, store::GENESIS_HASH);
+        assert_eq!(appended[1].prev_hash, appended[0].hash);
+        assert_eq!(appended[2].prev_hash, appended[1].hash);
+        assert!(appended.iter().all(|e| e.hash.len() == 64 && e.hash.chars().all(|ch| ch.is_ascii_hexdigit())));
+
+        let chain = c.store.audit_chain().await?;
+        assert_eq!(chain, appended, "the chain read back is what was appended");
+        assert_eq!(verify_chain(&chain), verified(3));
+        assert_eq!(chain[1].actor, None);
+        assert_eq!((chain[2].target.as_deref(), chain[2].source_ip.as_deref()), (None, None));
+        assert_eq!(chain[2].request_id, None);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_timestamps_round_trip() {
+    each_engine(|c| async move {
+        let times = [
+            clock::now(),
+            datetime!(2024-02-29 23:59:59.999_999 UTC),
+            datetime!(2030-01-01 00:00:00.000_001 UTC),
+            datetime!(1999-12-31 23:59:59.123_456 UTC),
+            datetime!(1969-12-31 23:59:59.000_001 UTC),
+            datetime!(2025-06-01 12:00:00.5 +05:30),
+        ];
+        let mut appended = Vec::new();
+        for at in times {
+            appended.push(c.store.append_audit(event("ts", None, at)).await?);
+        }
+        let chain = c.store.audit_chain().await?;
+        assert_eq!(chain.len(), times.len());
+        for (sent, (a, back)) in times.iter().zip(appended.iter().zip(&chain)) {
+            assert_eq!(a.at, *sent);
+            assert_eq!(back.at, a.at, "seq {}: timestamp read back differs from the one appended", a.seq);
+            assert_eq!(back.at.unix_timestamp_nanos(), sent.unix_timestamp_nanos());
+            assert_eq!(back, a);
+        }
+        assert_eq!(verify_chain(&chain), verified(times.len() as i64));
+        let listed = c.store.list_audit(&AuditFilter { limit: 100, ..Default::default() }).await?;
+        assert_eq!(listed.iter().rev().cloned().collect::<Vec<_>>(), chain);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_concurrent_appends() {
+    each_engine(|c| async move {
+        const N: usize = 50;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let (store, barrier) = (c.store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.append_audit(event(&format!("parallel.{i}"), None, clock::now())).await
+                })
+            })
+            .collect();
+        let mut appended = Vec::new();
+        for t in tasks {
+            appended.push(t.await?.context("append_audit under contention")?);
+        }
+        appended.sort_by_key(|e| e.seq);
+        assert_eq!(seqs(&appended), (1..=N as i64).collect::<Vec<_>>());
+        let chain = c.store.audit_chain().await?;
+        assert_eq!(verify_chain(&chain), verified(N as i64));
+        assert_eq!(chain, appended, "each append returned what was stored");
+        Ok(())
+    })
+    .await;
+}
+
+// Audit appends race with ordinary writes in production (a failed login writes the user row
+// and appends an audit event from concurrent requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_appends_concurrent_with_other_writes() {
+    each_engine(|c| async move {
+        let u = c.store.create_user(new_user("busy@example.test", Role::Patient)).await?;
+        let now = clock::now();
+        const N: usize = 40;
+        let barrier = Arc::new(Barrier::new(2 * N));
+        let mut audits = Vec::new();
+        let mut writes = Vec::new();
+        for i in 0..N {
+            let (store, gate) = (c.store.clone(), barrier.clone());
+            audits.push(tokio::spawn(async move {
+                gate.wait().await;
+                store.append_audit(event(&format!("mixed.{i}"), Some(u.id), clock::now())).await
+            }));
+            let (store, gate) = (c.store.clone(), barrier.clone());
+            writes.push(tokio::spawn(async move {
+                gate.wait().await;
+                store.record_login_failure(u.id, 1000, now + Duration::minutes(15), now).await
+            }));
+        }
+        for t in writes {
+            t.await?.context("record_login_failure alongside audit appends")?;
+        }
+        for t in audits {
+            t.await?.context("append_audit alongside other writes")?;
+        }
+        assert_eq!(verify_chain(&c.store.audit_chain().await?), verified(N as i64));
+        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, N as i64);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_list_filters() {
+    each_engine(|c| async move {
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let base = datetime!(2025-03-01 09:00:00 UTC);
+        let at = |i: i64| base + Duration::minutes(i);
+        // seq: 1 alice login @0, 2 bob login @1, 3 alice user.update @2, 4 anonymous login @3,
+        //      5 bob logout @4, 6 alice login @5
+        let plan: [(&str, Option<Uuid>); 6] = [
+            ("login", Some(alice)),
+            ("login", Some(bob)),
+            ("user.update", Some(alice)),
+            ("login", None),
+            ("logout", Some(bob)),
+            ("login", Some(alice)),
+        ];
+        for (i, (action, actor)) in plan.into_iter().enumerate() {
+            c.store.append_audit(event(action, actor, at(i as i64))).await?;
+        }
+        let list = |f: AuditFilter| {
+            let store = c.store.clone();
+            async move { store.list_audit(&f).await.map(|v| seqs(&v)) }
+        };
+        let all = AuditFilter { limit: 100, ..Default::default() };
+
+        assert_eq!(list(all.clone()).await?, [6, 5, 4, 3, 2, 1], "newest first");
+        assert_eq!(list(AuditFilter { limit: 2, ..all.clone() }).await?, [6, 5], "limit keeps the newest");
+        assert_eq!(list(AuditFilter { limit: 0, ..all.clone() }).await?, Vec::<i64>::new());
+        assert_eq!(list(AuditFilter { actor: Some(alice), ..all.clone() }).await?, [6, 3, 1]);
+        assert_eq!(list(AuditFilter { actor: Some(bob), ..all.clone() }).await?, [5, 2]);
+        assert_eq!(list(AuditFilter { actor: Some(Uuid::new_v4()), ..all.clone() }).await?, Vec::<i64>::new());
+        assert_eq!(list(AuditFilter { action: Some("login".into()), ..all.clone() }).await?, [6, 4, 2, 1]);
+        assert_eq!(list(AuditFilter { action: Some("nothing".into()), ..all.clone() }).await?, Vec::<i64>::new());
+        assert_eq!(
+            list(AuditFilter { actor: Some(alice), action: Some("login".into()), ..all.clone() }).await?,
+            [6, 1]
+        );
+        assert_eq!(
+            list(AuditFilter { actor: Some(alice), action: Some("login".into()), limit: 1, ..all.clone() }).await?,
+            [6]
+        );
+        // since is inclusive, until exclusive.
+        assert_eq!(list(AuditFilter { since: Some(at(2)), ..all.clone() }).await?, [6, 5, 4, 3]);
+        assert_eq!(list(AuditFilter { until: Some(at(2)), ..all.clone() }).await?, [2, 1]);
+        assert_eq!(list(AuditFilter { since: Some(at(1)), until: Some(at(4)), ..all.clone() }).await?, [4, 3, 2]);
+        assert_eq!(
+            list(AuditFilter { since: Some(at(1) + Duration::microseconds(1)), until: Some(at(4)), ..all.clone() })
+                .await?,
+            [4, 3]
+        );
+        assert_eq!(
+            list(AuditFilter { since: Some(at(1)), until: Some(at(4) + Duration::microseconds(1)), ..all.clone() })
+                .await?,
+            [5, 4, 3, 2]
+        );
+        assert_eq!(
+            list(AuditFilter { actor: Some(bob), since: Some(at(0)), until: Some(at(3)), ..all.clone() }).await?,
+            [2]
+        );
+        assert_eq!(list(AuditFilter { since: Some(at(6)), ..all.clone() }).await?, Vec::<i64>::new());
+        assert_eq!(
+            list(AuditFilter { since: Some(at(3)), until: Some(at(3)), ..all.clone() }).await?,
+            Vec::<i64>::new()
+        );
+
+        // The listed events are complete (they still verify as a chain, oldest first).
+        let mut events = c.store.list_audit(&all).await?;
+        events.reverse();
+        assert_eq!(events, c.store.audit_chain().await?);
+        assert_eq!(verify_chain(&events), verified(6));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_is_append_only() {
+    each_engine(|c| async move {
+        for i in 0..3 {
+            c.store.append_audit(event(&format!("kept.{i}"), None, clock::now())).await?;
+        }
+        let before = c.store.audit_chain().await?;
+
+        let mut refused = vec![
+            ("UPDATE one row", c.sql("UPDATE audit_events SET outcome = 'forged' WHERE seq = 2").await),
+            ("UPDATE all rows", c.sql("UPDATE audit_events SET outcome = 'forged'").await),
+            ("DELETE one row", c.sql("DELETE FROM audit_events WHERE seq = 2").await),
+            ("DELETE all rows", c.sql("DELETE FROM audit_events").await),
+        ];
+        if c.engine == Engine::Postgres {
+            refused.push(("TRUNCATE", c.sql("TRUNCATE audit_events").await));
+        }
+        for (what, result) in refused {
+            match result {
+                Ok(rows) => anyhow::bail!("{what} on audit_events succeeded ({rows} rows)"),
+                Err(e) => ensure!(
+                    e.to_string().contains("append-only"),
+                    "{what} failed, but not because of the append-only trigger: {e}"
+                ),
+            }
+        }
+        let after = c.store.audit_chain().await?;
+        assert_eq!(after, before, "nothing changed");
+        assert_eq!(verify_chain(&after), verified(3));
+        // Appending still works.
+        assert_eq!(c.store.append_audit(event("after", None, clock::now())).await?.seq, 4);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_tamper_modified_outcome_detected() {
+    each_engine(|c| async move {
+        for i in 0..5 {
+            c.store.append_audit(event(&format!("e.{i}"), Some(Uuid::new_v4()), clock::now())).await?;
+        }
+        assert_eq!(verify_chain(&c.store.audit_chain().await?), verified(5));
+        c.bypass_audit_update_guard().await?;
+        assert_eq!(c.sql("UPDATE audit_events SET outcome = 'failure' WHERE seq = 3").await?, 1);
+        let chain = c.store.audit_chain().await?;
+        assert_eq!(chain[2].outcome, "failure", "the tampering went through");
+        assert_eq!(
+            verify_chain(&chain),
+            ChainVerification { verified: false, events_checked: 3, first_broken_seq: Some(3) }
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_tamper_shifted_timestamp_detected() {
+    each_engine(|c| async move {
+        for i in 0..4 {
+            c.store.append_audit(event(&format!("e.{i}"), None, clock::now())).await?;
+        }
+        c.bypass_audit_update_guard().await?;
+        let shift = match c.engine {
+            Engine::Sqlite => "UPDATE audit_events SET at = at + 1 WHERE seq = 2",
+            Engine::Postgres => "UPDATE audit_events SET at = at + interval '1 microsecond' WHERE seq = 2",
+        };
+        assert_eq!(c.sql(shift).await?, 1);
+        assert_eq!(
+            verify_chain(&c.store.audit_chain().await?),
+            ChainVerification { verified: false, events_checked: 2, first_broken_seq: Some(2) }
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_tamper_deleted_row_detected() {
+    each_engine(|c| async move {
+        for i in 0..5 {
+            c.store.append_audit(event(&format!("e.{i}"), None, clock::now())).await?;
+        }
+        c.bypass_audit_delete_guard().await?;
+        assert_eq!(c.sql("DELETE FROM audit_events WHERE seq = 3").await?, 1);
+        let chain = c.store.audit_chain().await?;
+        assert_eq!(seqs(&chain), [1, 2, 4, 5]);
+        assert_eq!(
+            verify_chain(&chain),
+            ChainVerification { verified: false, events_checked: 3, first_broken_seq: Some(3) }
+        );
+        Ok(())
+    })
+    .await;
+}
