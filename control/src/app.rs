@@ -29,6 +29,7 @@ struct Inner {
     /// (key id, secret) shared with the relays; the first issues.
     ice_secrets: Vec<(String, Vec<u8>)>,
     metrics: PrometheusHandle,
+    fields: crate::crypto::FieldKeys,
     /// A real Argon2id hash of nothing, verified against when an e-mail is unknown.
     dummy_hash: String,
 }
@@ -43,9 +44,15 @@ impl AppState {
         jwt: JwtKeys,
         ice_secrets: Vec<(String, Vec<u8>)>,
         metrics: PrometheusHandle,
+        fields: crate::crypto::FieldKeys,
     ) -> AppState {
         let dummy_hash = crate::auth::password::hash("not a password of anybody");
-        AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, dummy_hash }))
+        AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, fields, dummy_hash }))
+    }
+
+    /// Keys for patient identifying fields.
+    pub fn fields(&self) -> &crate::crypto::FieldKeys {
+        &self.0.fields
     }
 
     pub fn config(&self) -> &ControlConfig {
@@ -185,6 +192,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users", get(crate::users::list).post(crate::users::create))
         .route("/v1/users/{id}", get(crate::users::get).merge(patch(crate::users::update)))
         .route("/v1/audit", get(crate::audit::list))
+        .route("/v1/practitioners", post(crate::scheduling::practitioners::create))
+        .route("/v1/practitioners/{id}", get(crate::scheduling::practitioners::get))
+        .route("/v1/patients", post(crate::scheduling::patients::create))
+        .route("/v1/patients/{id}", get(crate::scheduling::patients::get))
+        .route("/v1/appointments", get(crate::scheduling::appointments::list).post(crate::scheduling::appointments::book))
+        .route("/v1/appointments/{id}", get(crate::scheduling::appointments::get))
+        .route("/v1/appointments/{id}/{action}", post(crate::scheduling::appointments::change))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -210,11 +224,16 @@ pub fn router(state: AppState) -> Router {
         crate::auth::login, crate::auth::refresh, crate::auth::logout, crate::auth::me,
         crate::users::create, crate::users::list, crate::users::get, crate::users::update,
         crate::ice::issue, crate::audit::list, healthz, readyz,
+        crate::scheduling::practitioners::create, crate::scheduling::practitioners::get,
+        crate::scheduling::patients::create, crate::scheduling::patients::get,
+        crate::scheduling::appointments::book, crate::scheduling::appointments::get,
+        crate::scheduling::appointments::list, crate::scheduling::appointments::change,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, sessions"), (name = "users", description = "Accounts"),
          (name = "ice", description = "Relay credentials"), (name = "audit", description = "Audit trail"),
+         (name = "scheduling", description = "Practitioners, patients, appointments"),
          (name = "ops", description = "Health"))
 )]
 pub struct ApiDoc;

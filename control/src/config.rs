@@ -19,8 +19,20 @@ pub struct ControlConfig {
     pub auth: AuthConfig,
     pub ice: IceConfig,
     pub rate_limit: RateLimitConfig,
+    pub field_encryption: FieldEncryptionConfig,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+}
+
+/// Keys for patient identifying fields (AES-256-GCM) and their blind indexes. Empty: generated
+/// into data-dir/field.key and data-dir/index.key on first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct FieldEncryptionConfig {
+    /// 32-byte keys as 64 hex digits or base64; the first encrypts, all decrypt (rotation).
+    pub data_keys: Vec<KeyConfig>,
+    /// The blind-index key. Never rotate it without re-indexing every patient.
+    pub index_key: Option<KeyConfig>,
 }
 
 impl Default for ControlConfig {
@@ -32,6 +44,7 @@ impl Default for ControlConfig {
             auth: AuthConfig::default(),
             ice: IceConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            field_encryption: FieldEncryptionConfig::default(),
             max_body_bytes: 64 * 1024,
         }
     }

@@ -65,3 +65,18 @@ pub fn ice_secrets(config: &ControlConfig) -> anyhow::Result<Vec<(String, Vec<u8
         configured(&config.ice.secrets)
     }
 }
+
+/// The field-encryption keys: configured, or generated on first start.
+pub fn field_keys(config: &ControlConfig) -> anyhow::Result<crate::crypto::FieldKeys> {
+    let fe = &config.field_encryption;
+    let data = if fe.data_keys.is_empty() {
+        vec![generated(&config.data_dir.join("field.key"), "local")?]
+    } else {
+        configured(&fe.data_keys)?
+    };
+    let index = match &fe.index_key {
+        Some(k) => k.load()?.into_bytes(),
+        None => generated(&config.data_dir.join("index.key"), "index")?.1,
+    };
+    crate::crypto::FieldKeys::from_config(&data, index).map_err(|e| anyhow::anyhow!("field-encryption: {e}"))
+}

@@ -11,5 +11,6 @@ pub mod crypto;
 pub mod ice;
 pub mod keys;
 pub mod problem;
+pub mod scheduling;
 pub mod store;
 pub mod users;

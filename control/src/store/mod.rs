@@ -220,8 +220,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_practitioner(&self, p: Practitioner) -> StoreResult<Practitioner>;
     async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>>;
+    async fn practitioner_by_user(&self, user_id: Uuid) -> StoreResult<Option<Practitioner>>;
     async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord>;
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>>;
+    async fn patient_by_user(&self, user_id: Uuid) -> StoreResult<Option<PatientRecord>>;
     /// Inserts an appointment. `DoubleBooking` if it overlaps a live one of the same
     /// practitioner; `Conflict` if its creator already used the idempotency key.
     async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment>;

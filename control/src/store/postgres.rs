@@ -366,6 +366,28 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn practitioner_by_user(&self, user_id: Uuid) -> StoreResult<Option<Practitioner>> {
+        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM practitioners WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match id {
+            Some(id) => self.practitioner(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn patient_by_user(&self, user_id: Uuid) -> StoreResult<Option<PatientRecord>> {
+        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM patients WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match id {
+            Some(id) => self.patient(id).await,
+            None => Ok(None),
+        }
+    }
+
     async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>> {
         let row = sqlx::query("SELECT * FROM practitioners WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         Ok(row

@@ -1,0 +1,329 @@
+//! Appointments: booking (with Idempotency-Key), reading, listing, and the FHIR status
+//! lifecycle. Only legal transitions pass (409 otherwise); no double booking is enforced by
+//! the database schema (see the migrations), so a lost race is a clean 409 too.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::access::{Scope, scope};
+use crate::app::{AppState, ClientIp};
+use crate::audit::Audit;
+use crate::auth::extract::Caller;
+use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, OptionalJson};
+use crate::store::{Appointment, AppointmentFilter, AppointmentStatus, Role, StoreError};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BookAppointment {
+    pub practitioner_id: Uuid,
+    pub patient_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub end: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppointmentView {
+    pub id: Uuid,
+    pub practitioner_id: Uuid,
+    pub patient_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub end: OffsetDateTime,
+    pub status: AppointmentStatus,
+    pub cancel_reason: Option<String>,
+}
+
+impl From<&Appointment> for AppointmentView {
+    fn from(a: &Appointment) -> Self {
+        AppointmentView {
+            id: a.id,
+            practitioner_id: a.practitioner_id,
+            patient_id: a.patient_id,
+            start: a.starts_at,
+            end: a.ends_at,
+            status: a.status,
+            cancel_reason: a.cancel_reason.clone(),
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable ASCII".into()))?;
+            if key.is_empty() || key.len() > 128 {
+                return Err(ApiError::BadRequest("Idempotency-Key must be 1 to 128 characters".into()));
+            }
+            Ok(Some(key.to_string()))
+        }
+    }
+}
+
+fn check_times(start: OffsetDateTime, end: OffsetDateTime) -> ApiResult<()> {
+    let minutes = (end - start).whole_minutes();
+    if end <= start || !(5..=240).contains(&minutes) {
+        return Err(ApiError::field("end", "an appointment lasts 5 to 240 minutes"));
+    }
+    if start < crate::clock::now() - Duration::minutes(5) {
+        return Err(ApiError::field("start", "must not be in the past"));
+    }
+    Ok(())
+}
+
+/// Book an appointment. Patients book for themselves, practitioners for their own calendar,
+/// admins for anyone. With `Idempotency-Key`, a repeated request returns the first result.
+#[utoipa::path(post, path = "/v1/appointments", tag = "scheduling", request_body = BookAppointment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe booking")), security(("bearer" = [])),
+    responses((status = 201, body = AppointmentView), (status = 200, body = AppointmentView, description = "a repeated Idempotency-Key"),
+              (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn book(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<BookAppointment>,
+) -> ApiResult<(StatusCode, Json<AppointmentView>)> {
+    let key = idempotency_key(&headers)?;
+    if let Some(k) = &key {
+        if let Some(existing) = state.store().appointment_by_idempotency_key(caller.user_id, k).await? {
+            return repeated(&existing, &req);
+        }
+    }
+    let allowed = match scope(&state, &caller).await? {
+        Scope::All => true,
+        Scope::Patient(p) => p == req.patient_id,
+        Scope::Practitioner(p) => p == req.practitioner_id,
+        Scope::Nothing => false,
+    };
+    let audit = Audit::new("appointment.create", &ip).actor(caller.user_id);
+    if !allowed {
+        state
+            .audit(
+                audit
+                    .target(format!("patient:{} practitioner:{}", req.patient_id, req.practitioner_id))
+                    .outcome("denied"),
+            )
+            .await?;
+        return Err(ApiError::Forbidden("you may book only your own appointments".into()));
+    }
+    check_times(req.start, req.end)?;
+    if state.store().practitioner(req.practitioner_id).await?.is_none() {
+        return Err(ApiError::field("practitionerId", "no such practitioner"));
+    }
+    if state.store().patient(req.patient_id).await?.is_none() {
+        return Err(ApiError::field("patientId", "no such patient"));
+    }
+    let now = crate::clock::now();
+    let appointment = Appointment {
+        id: Uuid::new_v4(),
+        practitioner_id: req.practitioner_id,
+        patient_id: req.patient_id,
+        starts_at: req.start,
+        ends_at: req.end,
+        status: AppointmentStatus::Booked,
+        cancel_reason: None,
+        created_by: caller.user_id,
+        idempotency_key: key.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store().create_appointment(appointment).await {
+        Ok(a) => {
+            state.audit(audit.target(a.id.to_string())).await?;
+            Ok((StatusCode::CREATED, Json(AppointmentView::from(&a))))
+        }
+        Err(StoreError::DoubleBooking) => {
+            state
+                .audit(audit.target(format!("practitioner:{}", req.practitioner_id)).outcome("refused:double-booking"))
+                .await?;
+            Err(ApiError::Conflict("the practitioner is already booked at that time".into()))
+        }
+        // The same key raced itself: the other request won; answer with its result.
+        Err(StoreError::Conflict) if key.is_some() => {
+            let existing =
+                state.store().appointment_by_idempotency_key(caller.user_id, key.as_deref().unwrap_or("")).await?;
+            existing.map_or(Err(ApiError::Conflict("Idempotency-Key already used".into())), |e| repeated(&e, &req))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn repeated(existing: &Appointment, req: &BookAppointment) -> ApiResult<(StatusCode, Json<AppointmentView>)> {
+    let same = existing.practitioner_id == req.practitioner_id
+        && existing.patient_id == req.patient_id
+        && existing.starts_at == req.start
+        && existing.ends_at == req.end;
+    if !same {
+        return Err(ApiError::field("Idempotency-Key", "was used for a different booking"));
+    }
+    Ok((StatusCode::OK, Json(AppointmentView::from(existing))))
+}
+
+async fn visible(state: &AppState, ip: &ClientIp, caller: &Caller, id: Uuid, action: &str) -> ApiResult<Appointment> {
+    let audit = Audit::new(action, ip).actor(caller.user_id).target(id.to_string());
+    let a = state.store().appointment(id).await?.ok_or(ApiError::NotFound)?;
+    if !scope(state, caller).await?.sees_appointment(&a) {
+        state.audit(audit.outcome("denied")).await?;
+        return Err(ApiError::Forbidden("this appointment is not yours".into()));
+    }
+    Ok(a)
+}
+
+/// One appointment (its participants and admins).
+#[utoipa::path(get, path = "/v1/appointments/{id}", tag = "scheduling", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = AppointmentView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<AppointmentView>> {
+    let a = visible(&state, &ip, &caller, id, "appointment.read").await?;
+    state.audit(Audit::new("appointment.read", &ip).actor(caller.user_id).target(id.to_string())).await?;
+    Ok(Json(AppointmentView::from(&a)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AppointmentQuery {
+    pub practitioner: Option<Uuid>,
+    pub patient: Option<Uuid>,
+    pub status: Option<AppointmentStatus>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<OffsetDateTime>,
+    pub limit: Option<i64>,
+}
+
+/// Appointments the caller may see, filtered, in start order.
+#[utoipa::path(get, path = "/v1/appointments", tag = "scheduling", params(AppointmentQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AppointmentView>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AppointmentQuery>,
+) -> ApiResult<Json<Vec<AppointmentView>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let mut filter = AppointmentFilter {
+        practitioner_id: q.practitioner,
+        patient_id: q.patient,
+        status: q.status,
+        from: q.from,
+        to: q.to,
+        limit,
+    };
+    match scope(&state, &caller).await? {
+        Scope::All => {}
+        Scope::Practitioner(p) => filter.practitioner_id = Some(p),
+        Scope::Patient(p) => filter.patient_id = Some(p),
+        Scope::Nothing => return Ok(Json(Vec::new())),
+    }
+    let found = state.store().list_appointments(&filter).await?;
+    state
+        .audit(Audit::new("appointment.list", &ip).actor(caller.user_id).target(format!("{} results", found.len())))
+        .await?;
+    Ok(Json(found.iter().map(AppointmentView::from).collect()))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatusChange {
+    /// Why (required to cancel).
+    pub reason: Option<String>,
+    /// New times (reschedule only).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub end: Option<OffsetDateTime>,
+}
+
+/// Change an appointment: `confirm`, `cancel` (with a reason), `reschedule` (new start/end),
+/// `arrive`, `check-in`, `complete`, `no-show`, `entered-in-error`.
+#[utoipa::path(post, path = "/v1/appointments/{id}/{action}", tag = "scheduling",
+    params(("id" = Uuid, Path), ("action" = String, Path)), request_body = StatusChange, security(("bearer" = [])),
+    responses((status = 200, body = AppointmentView), (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+pub async fn change(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiPath((id, action)): ApiPath<(Uuid, String)>,
+    body: OptionalJson<StatusChange>,
+) -> ApiResult<Json<AppointmentView>> {
+    use AppointmentStatus::*;
+    let req = body.0.unwrap_or_default();
+    let a = visible(&state, &ip, &caller, id, &format!("appointment.{action}")).await?;
+    // Patients may cancel, reschedule and announce their arrival; the rest is the clinic's.
+    let (next, patient_may) = match action.as_str() {
+        "confirm" => (Booked, false),
+        "cancel" => (Cancelled, true),
+        "reschedule" => (Booked, true),
+        "arrive" => (Arrived, true),
+        "check-in" => (CheckedIn, false),
+        "complete" => (Fulfilled, false),
+        "no-show" => (Noshow, false),
+        "entered-in-error" => (EnteredInError, false),
+        _ => return Err(ApiError::NotFound),
+    };
+    if caller.role == Role::Patient && !patient_may {
+        return Err(ApiError::Forbidden(format!("a patient may not {action} an appointment")));
+    }
+    let times = if action == "reschedule" {
+        let (Some(start), Some(end)) = (req.start, req.end) else {
+            return Err(ApiError::field("start", "reschedule needs start and end"));
+        };
+        check_times(start, end)?;
+        if a.status != Booked {
+            return Err(ApiError::Conflict(format!("a {} appointment cannot be rescheduled", a.status.as_str())));
+        }
+        Some((start, end))
+    } else {
+        if !a.status.can_become(next) {
+            return Err(ApiError::Conflict(format!(
+                "an appointment cannot go from {} to {}",
+                a.status.as_str(),
+                next.as_str()
+            )));
+        }
+        None
+    };
+    let reason = match (next, req.reason) {
+        (Cancelled, None) => return Err(ApiError::field("reason", "a cancellation needs a reason")),
+        (_, Some(r)) => Some(super::practitioners::text("reason", &r, 500)?),
+        (_, None) => None,
+    };
+    let changed = state
+        .store()
+        .transition_appointment(id, a.status, next, times, reason, crate::clock::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::DoubleBooking => ApiError::Conflict("the practitioner is already booked at that time".into()),
+            other => other.into(),
+        })?
+        .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
+    state.audit(Audit::new(&format!("appointment.{action}"), &ip).actor(caller.user_id).target(id.to_string())).await?;
+    Ok(Json(AppointmentView::from(&changed)))
+}

@@ -1,0 +1,163 @@
+//! Patients. Identifying fields (national id, phone, e-mail, notes) are encrypted before they
+//! reach the store and decrypted only for callers allowed to see the record; every read and
+//! every refused read is audited (KVKK, HIPAA 164.312(b)).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::Date;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::access::scope;
+use super::practitioners::text;
+use crate::app::{AppState, ClientIp};
+use crate::audit::Audit;
+use crate::auth::extract::Caller;
+use crate::crypto::field;
+use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::store::{PatientRecord, Role};
+
+// Birth dates as FHIR and every client write them: YYYY-MM-DD.
+time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreatePatient {
+    pub display_name: String,
+    #[serde(default, with = "iso_date::option")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub birth_date: Option<Date>,
+    pub national_id: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub notes: Option<String>,
+    /// The patient's login account (role patient), if any. A patient creating their own
+    /// record must give their own id.
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatientView {
+    pub id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub display_name: String,
+    #[serde(with = "iso_date::option")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub birth_date: Option<Date>,
+    pub national_id: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub notes: Option<String>,
+}
+
+fn decrypt(state: &AppState, name: &str, value: &Option<String>) -> ApiResult<Option<String>> {
+    value
+        .as_deref()
+        .map(|v| state.fields().decrypt(name, v).map_err(|e| ApiError::Internal(format!("{name}: {e}"))))
+        .transpose()
+}
+
+pub(crate) fn view(state: &AppState, p: &PatientRecord) -> ApiResult<PatientView> {
+    Ok(PatientView {
+        id: p.id,
+        user_id: p.user_id,
+        display_name: p.display_name.clone(),
+        birth_date: p.birth_date,
+        national_id: decrypt(state, field::NATIONAL_ID, &p.national_id_enc)?,
+        phone: decrypt(state, field::PHONE, &p.phone_enc)?,
+        email: decrypt(state, field::EMAIL, &p.email_enc)?,
+        notes: decrypt(state, field::NOTES, &p.notes_enc)?,
+    })
+}
+
+/// Encrypts an optional field and computes its blind index.
+fn sealed(
+    state: &AppState,
+    name: &str,
+    value: Option<&str>,
+    max: usize,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok((None, None));
+    };
+    if v.chars().count() > max {
+        return Err(ApiError::field(name.trim_start_matches("patient."), format!("must be at most {max} characters")));
+    }
+    Ok((Some(state.fields().encrypt(name, v)), Some(state.fields().blind_index(name, v))))
+}
+
+/// Register a patient: admins and practitioners for anyone, a patient for their own account.
+#[utoipa::path(post, path = "/v1/patients", tag = "scheduling", request_body = CreatePatient, security(("bearer" = [])),
+    responses((status = 201, body = PatientView), (status = 403, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreatePatient>,
+) -> ApiResult<(StatusCode, Json<PatientView>)> {
+    if caller.role == Role::Patient && req.user_id != Some(caller.user_id) {
+        return Err(ApiError::Forbidden("a patient may register only their own record (userId = your account)".into()));
+    }
+    if let Some(user_id) = req.user_id {
+        match state.store().user_by_id(user_id).await? {
+            Some(u) if u.role == Role::Patient => {}
+            _ => return Err(ApiError::field("userId", "must be an existing account with the role patient")),
+        }
+    }
+    if let Some(email) = &req.email {
+        crate::users::validate_email(&email.trim().to_lowercase())?;
+    }
+    if req.birth_date.is_some_and(|d| d > crate::clock::now().date()) {
+        return Err(ApiError::field("birthDate", "must not be in the future"));
+    }
+    let now = crate::clock::now();
+    let (national_id_enc, national_id_index) = sealed(&state, field::NATIONAL_ID, req.national_id.as_deref(), 32)?;
+    let (phone_enc, phone_index) = sealed(&state, field::PHONE, req.phone.as_deref(), 32)?;
+    let (email_enc, email_index) = sealed(&state, field::EMAIL, req.email.as_deref(), 254)?;
+    let (notes_enc, _) = sealed(&state, field::NOTES, req.notes.as_deref(), 4000)?;
+    let record = PatientRecord {
+        id: Uuid::new_v4(),
+        user_id: req.user_id,
+        display_name: text("displayName", &req.display_name, 200)?,
+        birth_date: req.birth_date,
+        national_id_enc,
+        national_id_index,
+        phone_enc,
+        phone_index,
+        email_enc,
+        email_index,
+        notes_enc,
+        anonymized_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let p = state.store().create_patient(record).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict => ApiError::Conflict("that account already has a patient record".into()),
+        other => other.into(),
+    })?;
+    state.audit(Audit::new("patient.create", &ip).actor(caller.user_id).target(p.id.to_string())).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &p)?)))
+}
+
+/// A patient's record: the patient, their practitioners, admins. Every read is audited.
+#[utoipa::path(get, path = "/v1/patients/{id}", tag = "scheduling", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PatientView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<PatientView>> {
+    let audit = Audit::new("patient.read", &ip).actor(caller.user_id).target(id.to_string());
+    let scope = scope(&state, &caller).await?;
+    if !scope.sees_patient(&state, id).await? {
+        state.audit(audit.outcome("denied")).await?;
+        return Err(ApiError::Forbidden("you may not read this patient's record".into()));
+    }
+    let p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
+    state.audit(audit).await?;
+    Ok(Json(view(&state, &p)?))
+}

@@ -1,0 +1,109 @@
+//! Practitioners: who can be booked, in which time zone.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::app::{AppState, ClientIp};
+use crate::audit::Audit;
+use crate::auth::extract::Caller;
+use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::store::{Practitioner, Role};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreatePractitioner {
+    pub display_name: String,
+    pub specialty: String,
+    /// IANA time zone, e.g. Europe/Istanbul.
+    pub time_zone: String,
+    /// The practitioner's login account (role practitioner), if any.
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PractitionerView {
+    pub id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub display_name: String,
+    pub specialty: String,
+    pub time_zone: String,
+}
+
+impl From<&Practitioner> for PractitionerView {
+    fn from(p: &Practitioner) -> Self {
+        PractitionerView {
+            id: p.id,
+            user_id: p.user_id,
+            display_name: p.display_name.clone(),
+            specialty: p.specialty.clone(),
+            time_zone: p.time_zone.clone(),
+        }
+    }
+}
+
+pub(crate) fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+        return Err(ApiError::field(field, format!("must be 1 to {max} printable characters")));
+    }
+    Ok(v.to_string())
+}
+
+/// Register a practitioner (admins).
+#[utoipa::path(post, path = "/v1/practitioners", tag = "scheduling", request_body = CreatePractitioner, security(("bearer" = [])),
+    responses((status = 201, body = PractitionerView), (status = 403, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreatePractitioner>,
+) -> ApiResult<(StatusCode, Json<PractitionerView>)> {
+    caller.require(&[Role::Admin])?;
+    if jiff::tz::TimeZone::get(&req.time_zone).is_err() {
+        return Err(ApiError::field("timeZone", "is not an IANA time zone name"));
+    }
+    if let Some(user_id) = req.user_id {
+        match state.store().user_by_id(user_id).await? {
+            Some(u) if u.role == Role::Practitioner => {}
+            _ => return Err(ApiError::field("userId", "must be an existing account with the role practitioner")),
+        }
+    }
+    let now = crate::clock::now();
+    let p = state
+        .store()
+        .create_practitioner(Practitioner {
+            id: Uuid::new_v4(),
+            user_id: req.user_id,
+            display_name: text("displayName", &req.display_name, 200)?,
+            specialty: text("specialty", &req.specialty, 100)?,
+            time_zone: req.time_zone,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict => {
+                ApiError::Conflict("that account already has a practitioner record".into())
+            }
+            other => other.into(),
+        })?;
+    state.audit(Audit::new("practitioner.create", &ip).actor(caller.user_id).target(p.id.to_string())).await?;
+    Ok((StatusCode::CREATED, Json(PractitionerView::from(&p))))
+}
+
+/// A practitioner (any signed-in user: whom one can book is not patient data).
+#[utoipa::path(get, path = "/v1/practitioners/{id}", tag = "scheduling", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PractitionerView), (status = 404, body = crate::problem::Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<PractitionerView>> {
+    let p = state.store().practitioner(id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(PractitionerView::from(&p)))
+}

@@ -1,0 +1,249 @@
+//! The scheduling API over real HTTP on SQLite and PostgreSQL: the 50-way booking race,
+//! who may book and read what (refusals audited), idempotent booking, legal and illegal status
+//! changes, and patient identifying fields unreadable in the raw database.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::engines;
+use support::http::*;
+
+struct Clinic {
+    e: Env,
+    admin: String,
+    doctor: String,
+    doctor_practitioner: String,
+    patient: String,
+    patient_record: String,
+    other_patient: String,
+    other_record: String,
+}
+
+async fn clinic(engine: support::Engine) -> Clinic {
+    let e = env(engine).await;
+    let admin = e.admin().await;
+    let (doctor, doctor_user) = e.user_token(&admin, "dr.kaya@hospital.test", "practitioner").await;
+    let (s, p) = e.post("/v1/practitioners", Some(&admin), json!({"displayName": "Dr. Elif Kaya", "specialty": "cardiology", "timeZone": "Europe/Istanbul", "userId": doctor_user})).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (patient, patient_user) = e.user_token(&admin, "ayse@example.org", "patient").await;
+    let (s, rec) = e
+        .post("/v1/patients", Some(&patient), json!({"displayName": "Ayşe Yılmaz", "birthDate": "1980-02-29", "nationalId": "12345678901", "phone": "+90 532 111 22 33", "email": "ayse@example.org", "notes": "penicillin allergy", "userId": patient_user}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rec}");
+    let (other_patient, other_user) = e.user_token(&admin, "john@example.org", "patient").await;
+    let (_, other) =
+        e.post("/v1/patients", Some(&other_patient), json!({"displayName": "John Doe", "userId": other_user})).await;
+    Clinic {
+        admin,
+        doctor,
+        doctor_practitioner: p["id"].as_str().unwrap().into(),
+        patient,
+        patient_record: rec["id"].as_str().unwrap().into(),
+        other_patient,
+        other_record: other["id"].as_str().unwrap().into(),
+        e,
+    }
+}
+
+async fn act(c: &Clinic, id: &str, token: &str, action: &str, body: Value) -> (StatusCode, Value) {
+    c.e.post(&format!("/v1/appointments/{id}/{action}"), Some(token), body).await
+}
+
+fn slot(hours_ahead: i64, minutes: i64) -> (String, String) {
+    let start = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+        + time::Duration::hours(hours_ahead);
+    let end = start + time::Duration::minutes(minutes);
+    let f = &time::format_description::well_known::Rfc3339;
+    (start.format(f).unwrap(), end.format(f).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_bookings_over_http_give_exactly_one() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let (start, end) = slot(48, 30);
+        let body =
+            json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end});
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (http, url, token, body) =
+                    (c.e.http.clone(), c.e.control.url("/v1/appointments"), c.admin.clone(), body.clone());
+                tokio::spawn(async move {
+                    http.post(url).bearer_auth(token).json(&body).send().await.unwrap().status().as_u16()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        let created = statuses.iter().filter(|s| **s == 201).count();
+        let conflicts = statuses.iter().filter(|s| **s == 409).count();
+        assert_eq!((created, conflicts), (1, 49), "{engine:?}: {statuses:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_book_and_read_what() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let (start, end) = slot(24, 30);
+        // A patient books for themselves, with an idempotency key; the repeat returns the same.
+        let book = |token: &str, patient: &str| {
+            let req =
+                c.e.http
+                    .post(c.e.control.url("/v1/appointments"))
+                    .bearer_auth(token.to_string())
+                    .header("idempotency-key", "ayse-booking-1");
+            req.json(
+                &json!({"practitionerId": c.doctor_practitioner, "patientId": patient, "start": start, "end": end}),
+            )
+            .send()
+        };
+        let first = book(&c.patient, &c.patient_record).await.unwrap();
+        assert_eq!(first.status(), StatusCode::CREATED, "{engine:?}");
+        let first: Value = first.json().await.unwrap();
+        let again = book(&c.patient, &c.patient_record).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["id"], first["id"], "{engine:?}: the repeat is the same booking");
+        assert_eq!(first["status"], "booked");
+        let id = first["id"].as_str().unwrap().to_string();
+
+        // Booking for someone else, reading someone else's: refused and audited.
+        let (s, body) = c.e.post("/v1/appointments", Some(&c.other_patient), json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end})).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "booking for another patient");
+        let (s, body) = c.e.get(&format!("/v1/appointments/{id}"), Some(&c.other_patient)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "reading another patient's appointment");
+        let (s, body) = c.e.get(&format!("/v1/patients/{}", c.patient_record), Some(&c.other_patient)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "reading another patient's record");
+        let (_, audit) = c.e.get("/v1/audit?action=patient.read", Some(&c.admin)).await;
+        assert!(
+            audit["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|ev| ev["outcome"] == "denied" && ev["target"] == c.patient_record.as_str()),
+            "{engine:?}: {audit}"
+        );
+
+        // The patient's own and their practitioner's views; lists are scoped.
+        assert_eq!(c.e.get(&format!("/v1/appointments/{id}"), Some(&c.patient)).await.0, StatusCode::OK);
+        assert_eq!(c.e.get(&format!("/v1/appointments/{id}"), Some(&c.doctor)).await.0, StatusCode::OK);
+        let (s, record) = c.e.get(&format!("/v1/patients/{}", c.patient_record), Some(&c.doctor)).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: a practitioner with an appointment sees the patient");
+        assert_eq!(
+            (record["phone"].as_str(), record["notes"].as_str()),
+            (Some("+90 532 111 22 33"), Some("penicillin allergy"))
+        );
+        let (s, body) = c.e.get(&format!("/v1/patients/{}", c.other_record), Some(&c.doctor)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a practitioner without an appointment");
+        let (_, mine) = c.e.get("/v1/appointments", Some(&c.other_patient)).await;
+        assert_eq!(mine.as_array().unwrap().len(), 0, "{engine:?}: lists are scoped to the caller");
+        let (_, all) = c.e.get(&format!("/v1/appointments?patient={}", c.patient_record), Some(&c.admin)).await;
+        assert_eq!(all.as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_legal_status_changes_pass() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let (start, end) = slot(30, 30);
+        let (_, a) = c.e.post("/v1/appointments", Some(&c.admin), json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end})).await;
+        let id = a["id"].as_str().unwrap();
+        let (s, body) = act(&c, id, &c.doctor, "complete", json!({})).await;
+        assert_problem(s, &body, StatusCode::CONFLICT, "booked cannot be completed");
+        let (s, body) = act(&c, id, &c.patient, "check-in", json!({})).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "check-in is the clinic's");
+        let (s, body) = act(&c, id, &c.patient, "cancel", json!({})).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "a cancellation needs a reason");
+        assert_eq!(act(&c, id, &c.patient, "arrive", json!({})).await.0, StatusCode::OK);
+        assert_eq!(act(&c, id, &c.doctor, "check-in", json!({})).await.1["status"], "checked-in");
+        let (s, done) = act(&c, id, &c.doctor, "complete", json!({})).await;
+        assert_eq!((s, done["status"].as_str()), (StatusCode::OK, Some("fulfilled")), "{engine:?}");
+        let (s, body) = act(&c, id, &c.patient, "cancel", json!({"reason": "too late"})).await;
+        assert_problem(s, &body, StatusCode::CONFLICT, "fulfilled cannot be cancelled");
+        let (s, body) = act(&c, id, &c.admin, "teleport", json!({})).await;
+        assert_problem(s, &body, StatusCode::NOT_FOUND, "unknown action");
+
+        // Reschedule into an occupied slot: 409 from the schema; into a free one: 200.
+        let (s1, e1) = slot(40, 30);
+        let (s2, e2) = slot(41, 30);
+        let (_, x) =
+            c.e.post(
+                "/v1/appointments",
+                Some(&c.admin),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": s1, "end": e1}),
+            )
+            .await;
+        let (_, y) =
+            c.e.post(
+                "/v1/appointments",
+                Some(&c.admin),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.other_record, "start": s2, "end": e2}),
+            )
+            .await;
+        let (s, body) =
+            c.e.post(
+                &format!("/v1/appointments/{}/reschedule", y["id"].as_str().unwrap()),
+                Some(&c.admin),
+                json!({"start": s1, "end": e1}),
+            )
+            .await;
+        assert_problem(s, &body, StatusCode::CONFLICT, "rescheduling onto a booked slot");
+        let (s3, e3) = slot(42, 30);
+        let (s, moved) =
+            c.e.post(
+                &format!("/v1/appointments/{}/reschedule", x["id"].as_str().unwrap()),
+                Some(&c.patient),
+                json!({"start": s3, "end": e3}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {moved}");
+        assert_eq!(moved["start"].as_str().unwrap(), s3);
+        let (s, body) =
+            c.e.post(
+                "/v1/appointments",
+                Some(&c.admin),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": e3, "end": s3}),
+            )
+            .await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "end before start");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifying_fields_are_unreadable_in_the_database() {
+    use sqlx::{Connection, Row};
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let url = &c.e.control.database_url;
+        let columns = "national_id_enc, phone_enc, email_enc, notes_enc, national_id_index, phone_index, email_index";
+        let values: Vec<Option<String>> = match engine {
+            support::Engine::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+                let row = sqlx::query(&format!("SELECT {columns} FROM patients WHERE display_name = 'Ayşe Yılmaz'"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                (0..7).map(|i| row.get(i)).collect()
+            }
+            support::Engine::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let row = sqlx::query(&format!("SELECT {columns} FROM patients WHERE display_name = 'Ayşe Yılmaz'"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                (0..7).map(|i| row.get(i)).collect()
+            }
+        };
+        let raw = values.iter().flatten().cloned().collect::<Vec<_>>().join(" ");
+        assert_eq!(values.iter().flatten().count(), 7, "{engine:?}: every field stored, encrypted or indexed");
+        for secret in ["12345678901", "532", "ayse@example.org", "penicillin", "allergy"] {
+            assert!(!raw.contains(secret), "{engine:?}: {secret:?} readable in the database: {raw}");
+        }
+        assert!(values[0].as_deref().unwrap().starts_with("v1:"), "{engine:?}: versioned ciphertext");
+    }
+}
