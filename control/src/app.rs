@@ -194,6 +194,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(crate::audit::list))
         .route("/v1/practitioners", post(crate::scheduling::practitioners::create))
         .route("/v1/practitioners/{id}", get(crate::scheduling::practitioners::get))
+        .route("/v1/practitioners/{id}/availability", axum::routing::put(crate::scheduling::schedule::set))
+        .route("/v1/availability", get(crate::scheduling::schedule::free))
         .route("/v1/patients", post(crate::scheduling::patients::create))
         .route("/v1/patients/{id}", get(crate::scheduling::patients::get))
         .route("/v1/appointments", get(crate::scheduling::appointments::list).post(crate::scheduling::appointments::book))
@@ -228,6 +230,7 @@ pub fn router(state: AppState) -> Router {
         crate::scheduling::patients::create, crate::scheduling::patients::get,
         crate::scheduling::appointments::book, crate::scheduling::appointments::get,
         crate::scheduling::appointments::list, crate::scheduling::appointments::change,
+        crate::scheduling::schedule::set, crate::scheduling::schedule::free,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerAuth),

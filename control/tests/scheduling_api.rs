@@ -247,3 +247,70 @@ async fn identifying_fields_are_unreadable_in_the_database() {
         assert!(values[0].as_deref().unwrap().starts_with("v1:"), "{engine:?}: versioned ciphertext");
     }
 }
+
+/// Availability over HTTP across both 2027 US daylight-saving changes, minus a booking and a
+/// leave, computed in the practitioner's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_across_daylight_saving_changes() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let (s, p) =
+            c.e.post(
+                "/v1/practitioners",
+                Some(&c.admin),
+                json!({"displayName": "Dr. Night Shift", "specialty": "psychiatry", "timeZone": "America/New_York"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let id = p["id"].as_str().unwrap().to_string();
+        let put = |token: String, body: Value| {
+            let url = c.e.control.url(&format!("/v1/practitioners/{id}/availability"));
+            c.e.http.put(url).bearer_auth(token).json(&body).send()
+        };
+        let rules = json!({"rules": [{"weekday": "sunday", "from": "01:00", "to": "04:00", "slotMinutes": 30}]});
+        assert_eq!(put(c.patient.clone(), rules.clone()).await.unwrap().status(), StatusCode::FORBIDDEN);
+        let bad = put(
+            c.admin.clone(),
+            json!({"rules": [{"weekday": "sunday", "from": "04:00", "to": "01:00", "slotMinutes": 30}]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY, "{engine:?}: an empty rule");
+        assert_eq!(put(c.admin.clone(), rules.clone()).await.unwrap().status(), StatusCode::OK);
+        let slots = |from: &'static str, to: &'static str| {
+            let path = format!("/v1/availability?practitioner={id}&from={from}&to={to}");
+            let (e, token) = (&c.e, c.patient.clone());
+            async move {
+                let (s, body) = e.get(&path, Some(&token)).await;
+                assert_eq!(s, StatusCode::OK, "{body}");
+                body["slots"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["start"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Spring forward: 02:00-03:00 does not exist; 01:00, 01:30 EST and 03:00, 03:30 EDT.
+        let spring = slots("2027-03-14T00:00:00Z", "2027-03-15T00:00:00Z").await;
+        assert_eq!(
+            spring,
+            ["2027-03-14T06:00:00Z", "2027-03-14T06:30:00Z", "2027-03-14T07:00:00Z", "2027-03-14T07:30:00Z"],
+            "{engine:?}"
+        );
+        // Fall back: 01:00-02:00 happens twice, so four real hours: eight slots.
+        let autumn = slots("2027-11-07T00:00:00Z", "2027-11-08T00:00:00Z").await;
+        assert_eq!(autumn.len(), 8, "{engine:?}: {autumn:?}");
+        assert_eq!((autumn[0].as_str(), autumn[7].as_str()), ("2027-11-07T05:00:00Z", "2027-11-07T08:30:00Z"));
+        // A booking and a leave take slots away.
+        let (s, body) = c
+            .e
+            .post("/v1/appointments", Some(&c.admin), json!({"practitionerId": id, "patientId": c.patient_record, "start": "2027-03-14T07:00:00Z", "end": "2027-03-14T07:30:00Z"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        let with_leave = json!({"rules": rules["rules"], "exceptions": [{"kind": "unavailable", "from": "2027-03-14T06:00:00Z", "to": "2027-03-14T06:30:00Z"}]});
+        assert_eq!(put(c.admin.clone(), with_leave).await.unwrap().status(), StatusCode::OK);
+        let left = slots("2027-03-14T00:00:00Z", "2027-03-15T00:00:00Z").await;
+        assert_eq!(left, ["2027-03-14T06:30:00Z", "2027-03-14T07:30:00Z"], "{engine:?}");
+    }
+}

@@ -5,3 +5,4 @@ pub mod appointments;
 pub mod availability;
 pub mod patients;
 pub mod practitioners;
+pub mod schedule;

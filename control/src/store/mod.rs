@@ -7,7 +7,9 @@ mod scheduling;
 mod sqlite;
 
 pub use postgres::PostgresStore;
-pub use scheduling::{Appointment, AppointmentFilter, AppointmentStatus, PatientRecord, Practitioner};
+pub use scheduling::{
+    Appointment, AppointmentFilter, AppointmentStatus, PatientRecord, Practitioner, StoredException, StoredRule,
+};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -224,6 +226,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord>;
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>>;
     async fn patient_by_user(&self, user_id: Uuid) -> StoreResult<Option<PatientRecord>>;
+    /// Replaces a practitioner's weekly rules and exceptions in one transaction.
+    async fn set_availability(
+        &self,
+        practitioner_id: Uuid,
+        rules: &[StoredRule],
+        exceptions: &[StoredException],
+    ) -> StoreResult<()>;
+    async fn availability(&self, practitioner_id: Uuid) -> StoreResult<(Vec<StoredRule>, Vec<StoredException>)>;
     /// Inserts an appointment. `DoubleBooking` if it overlaps a live one of the same
     /// practitioner; `Conflict` if its creator already used the idempotency key.
     async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment>;

@@ -459,6 +459,91 @@ impl Store for PostgresStore {
             .transpose()?)
     }
 
+    async fn set_availability(
+        &self,
+        practitioner_id: Uuid,
+        rules: &[StoredRule],
+        exceptions: &[StoredException],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM availability_rules WHERE practitioner_id = $1")
+            .bind(practitioner_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM availability_exceptions WHERE practitioner_id = $1")
+            .bind(practitioner_id)
+            .execute(&mut *tx)
+            .await?;
+        for r in rules {
+            sqlx::query(
+                "INSERT INTO availability_rules (id, practitioner_id, weekday, from_minute, to_minute, slot_minutes)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(Uuid::new_v4())
+            .bind(practitioner_id)
+            .bind(r.weekday)
+            .bind(r.from_minute)
+            .bind(r.to_minute)
+            .bind(r.slot_minutes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in exceptions {
+            sqlx::query(
+                "INSERT INTO availability_exceptions (id, practitioner_id, kind, starts_at, ends_at, slot_minutes)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(Uuid::new_v4())
+            .bind(practitioner_id)
+            .bind(&e.kind)
+            .bind(e.starts_at)
+            .bind(e.ends_at)
+            .bind(e.slot_minutes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn availability(&self, practitioner_id: Uuid) -> StoreResult<(Vec<StoredRule>, Vec<StoredException>)> {
+        let rules = sqlx::query(
+            "SELECT weekday, from_minute, to_minute, slot_minutes FROM availability_rules
+             WHERE practitioner_id = $1 ORDER BY weekday, from_minute",
+        )
+        .bind(practitioner_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<StoredRule, sqlx::Error> {
+            Ok(StoredRule {
+                weekday: r.try_get::<i16, _>("weekday")?,
+                from_minute: r.try_get::<i32, _>("from_minute")?,
+                to_minute: r.try_get::<i32, _>("to_minute")?,
+                slot_minutes: r.try_get::<i32, _>("slot_minutes")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        let exceptions = sqlx::query(
+            "SELECT kind, starts_at, ends_at, slot_minutes FROM availability_exceptions
+             WHERE practitioner_id = $1 ORDER BY starts_at",
+        )
+        .bind(practitioner_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<StoredException, sqlx::Error> {
+            Ok(StoredException {
+                kind: r.try_get("kind")?,
+                starts_at: r.try_get("starts_at")?,
+                ends_at: r.try_get("ends_at")?,
+                slot_minutes: r.try_get::<Option<i32>, _>("slot_minutes")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok((rules, exceptions))
+    }
+
     async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment> {
         let r = sqlx::query(
             "INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,

@@ -121,6 +121,25 @@ pub struct Appointment {
     pub updated_at: OffsetDateTime,
 }
 
+/// A weekly availability rule as stored: ISO weekday (1 = Monday) and minutes after local
+/// midnight in the practitioner's zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRule {
+    pub weekday: i16,
+    pub from_minute: i32,
+    pub to_minute: i32,
+    pub slot_minutes: i32,
+}
+
+/// A leave (`unavailable`) or `extra-hours` exception as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredException {
+    pub kind: String,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub slot_minutes: Option<i32>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AppointmentFilter {
     pub practitioner_id: Option<Uuid>,
