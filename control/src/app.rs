@@ -200,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/patients/{id}", get(crate::scheduling::patients::get))
         .route("/v1/appointments", get(crate::scheduling::appointments::list).post(crate::scheduling::appointments::book))
         .route("/v1/appointments/{id}", get(crate::scheduling::appointments::get))
+        .route("/v1/appointments/{id}/session", post(crate::scheduling::session::join))
         .route("/v1/appointments/{id}/{action}", post(crate::scheduling::appointments::change))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
@@ -230,7 +231,7 @@ pub fn router(state: AppState) -> Router {
         crate::scheduling::patients::create, crate::scheduling::patients::get,
         crate::scheduling::appointments::book, crate::scheduling::appointments::get,
         crate::scheduling::appointments::list, crate::scheduling::appointments::change,
-        crate::scheduling::schedule::set, crate::scheduling::schedule::free,
+        crate::scheduling::schedule::set, crate::scheduling::schedule::free, crate::scheduling::session::join,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerAuth),

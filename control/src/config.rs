@@ -20,8 +20,24 @@ pub struct ControlConfig {
     pub ice: IceConfig,
     pub rate_limit: RateLimitConfig,
     pub field_encryption: FieldEncryptionConfig,
+    pub scheduling: SchedulingConfig,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SchedulingConfig {
+    /// The consultation room opens this many minutes before the appointment starts…
+    pub join_before_minutes: i64,
+    /// …and closes this many minutes after it ends.
+    pub join_after_minutes: i64,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig { join_before_minutes: 15, join_after_minutes: 30 }
+    }
 }
 
 /// Keys for patient identifying fields (AES-256-GCM) and their blind indexes. Empty: generated
@@ -45,6 +61,7 @@ impl Default for ControlConfig {
             ice: IceConfig::default(),
             rate_limit: RateLimitConfig::default(),
             field_encryption: FieldEncryptionConfig::default(),
+            scheduling: SchedulingConfig::default(),
             max_body_bytes: 64 * 1024,
         }
     }

@@ -89,8 +89,24 @@ pub async fn issue(
         return Err(ApiError::field("ttl", "must be positive"));
     }
     let ttl = req.ttl.unwrap_or(cfg.default_ttl).clamp(cfg.min_ttl, cfg.max_ttl);
+    let expires_at = crate::clock::now() + time::Duration::seconds(ttl as i64);
+    Ok(Json(credentials(&state, &ip, &caller, expires_at, req.relay_only, None).await?))
+}
+
+/// Issues relay credentials valid until `expires_at` (already bounded by the caller), audited
+/// under the caller, optionally naming what they are for (an appointment).
+pub async fn credentials(
+    state: &AppState,
+    ip: &ClientIp,
+    caller: &Caller,
+    expires_at: OffsetDateTime,
+    relay_only: bool,
+    purpose: Option<String>,
+) -> ApiResult<IceResponse> {
+    let cfg = &state.config().ice;
     let now = crate::clock::now();
-    let expires_at = now + time::Duration::seconds(ttl as i64);
+    // Rounded up: the caller's clock read came a moment before this one.
+    let ttl = (((expires_at - now).whole_milliseconds() + 999) / 1000).max(1) as u64;
     let mut raw = [0u8; 12];
     rand::rng().fill_bytes(&mut raw);
     let session_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -104,7 +120,7 @@ pub async fn issue(
         .filter(|r| r.stun)
         .filter_map(|r| r.udp_port.map(|p| format!("stun:{}:{p}", host(&r.host))))
         .collect();
-    if !stun.is_empty() && !req.relay_only {
+    if !stun.is_empty() && !relay_only {
         servers.push(IceServer { urls: stun, username: None, credential: None });
     }
     for relay in &cfg.relays {
@@ -114,19 +130,20 @@ pub async fn issue(
             credential: Some(password.clone()),
         });
     }
+    let purpose = purpose.map_or(String::new(), |p| format!(" for:{p}"));
     state
         .audit(
-            Audit::new("ice.credentials.issue", &ip)
+            Audit::new("ice.credentials.issue", ip)
                 .actor(caller.user_id)
-                .target(format!("turn-session:{session_id} key:{secret_id} ttl:{ttl}")),
+                .target(format!("turn-session:{session_id} key:{secret_id} ttl:{ttl}{purpose}")),
         )
         .await?;
     metrics::counter!("teletip_ice_credentials_issued_total").increment(1);
-    Ok(Json(IceResponse {
+    Ok(IceResponse {
         ice_servers: servers,
-        ice_transport_policy: req.relay_only.then_some("relay"),
+        ice_transport_policy: relay_only.then_some("relay"),
         ttl,
         expires_at,
         refresh_after: now + time::Duration::seconds((ttl * 8 / 10) as i64),
-    }))
+    })
 }

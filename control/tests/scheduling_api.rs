@@ -314,3 +314,46 @@ async fn availability_across_daylight_saving_changes() {
         assert_eq!(left, ["2027-03-14T06:30:00Z", "2027-03-14T07:30:00Z"], "{engine:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consultation_session_only_for_participants_inside_the_window() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let f = &time::format_description::well_known::Rfc3339;
+        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+        let (start, end) = (soon.format(f).unwrap(), (soon + time::Duration::minutes(20)).format(f).unwrap());
+        let (_, a) = c.e.post("/v1/appointments", Some(&c.admin), json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end})).await;
+        let id = a["id"].as_str().unwrap();
+        let path = format!("/v1/appointments/{id}/session");
+        for (token, role) in [(&c.patient, "patient"), (&c.doctor, "practitioner")] {
+            let (s, session) = c.e.post(&path, Some(token), json!({})).await;
+            assert_eq!(s, StatusCode::OK, "{engine:?}: {session}");
+            assert_eq!(session["role"], role);
+            assert_eq!(session["signaling"]["room"], format!("appointment:{id}"));
+            // The credential ends with the window: 5 + 20 + 30 minutes from now, give or take.
+            let ttl = session["ice"]["ttl"].as_u64().unwrap();
+            assert!((55 * 60 - 30..=55 * 60 + 5).contains(&ttl), "{engine:?}: ttl {ttl}");
+            assert_eq!(session["ice"]["expiresAt"], session["closesAt"]);
+        }
+        for (token, who) in [(&c.other_patient, "another patient"), (&c.admin, "an admin")] {
+            let (s, body) = c.e.post(&path, Some(token), json!({})).await;
+            assert_problem(s, &body, StatusCode::FORBIDDEN, who);
+        }
+        // Tomorrow's appointment: the room is not open yet, and the answer says when it opens.
+        let (start, end) = slot(24, 30);
+        let (_, later) = c.e.post("/v1/appointments", Some(&c.admin), json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end})).await;
+        let (s, body) = c
+            .e
+            .post(&format!("/v1/appointments/{}/session", later["id"].as_str().unwrap()), Some(&c.patient), json!({}))
+            .await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "too early");
+        assert!(body["detail"].as_str().unwrap().contains("opens at"), "{body}");
+        let (_, audit) = c.e.get("/v1/audit?action=consultation.session", Some(&c.admin)).await;
+        let outcomes: Vec<&str> =
+            audit["events"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+        assert!(
+            outcomes.contains(&"denied") && outcomes.contains(&"refused:too-early") && outcomes.contains(&"success"),
+            "{engine:?}: {outcomes:?}"
+        );
+    }
+}

@@ -6,3 +6,4 @@ pub mod availability;
 pub mod patients;
 pub mod practitioners;
 pub mod schedule;
+pub mod session;
