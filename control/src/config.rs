@@ -32,11 +32,21 @@ pub struct SchedulingConfig {
     pub join_before_minutes: i64,
     /// …and closes this many minutes after it ends.
     pub join_after_minutes: i64,
+    /// A booked appointment whose start is this many minutes past without the patient
+    /// arriving becomes a no-show.
+    pub no_show_grace_minutes: i64,
+    /// How often the no-show sweeper runs, in seconds.
+    pub sweep_interval_seconds: u64,
 }
 
 impl Default for SchedulingConfig {
     fn default() -> Self {
-        SchedulingConfig { join_before_minutes: 15, join_after_minutes: 30 }
+        SchedulingConfig {
+            join_before_minutes: 15,
+            join_after_minutes: 30,
+            no_show_grace_minutes: 15,
+            sweep_interval_seconds: 60,
+        }
     }
 }
 

@@ -155,6 +155,7 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
     let database = if engine == "sqlite" { config.database_url.clone() } else { "postgres".to_string() };
     let watchdog_store = store.clone();
     let state = state(config, store)?;
+    tokio::spawn(teletip_control::scheduling::sweeper::run(state.clone()));
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;

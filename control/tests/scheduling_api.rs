@@ -21,7 +21,11 @@ struct Clinic {
 }
 
 async fn clinic(engine: support::Engine) -> Clinic {
-    let e = env(engine).await;
+    clinic_with(engine, "").await
+}
+
+async fn clinic_with(engine: support::Engine, extra: &str) -> Clinic {
+    let e = env_with(engine, &format!("{RELAXED_LIMITS}\n{extra}")).await;
     let admin = e.admin().await;
     let (doctor, doctor_user) = e.user_token(&admin, "dr.kaya@hospital.test", "practitioner").await;
     let (s, p) = e.post("/v1/practitioners", Some(&admin), json!({"displayName": "Dr. Elif Kaya", "specialty": "cardiology", "timeZone": "Europe/Istanbul", "userId": doctor_user})).await;
@@ -355,5 +359,46 @@ async fn consultation_session_only_for_participants_inside_the_window() {
             outcomes.contains(&"denied") && outcomes.contains(&"refused:too-early") && outcomes.contains(&"success"),
             "{engine:?}: {outcomes:?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_marks_no_shows_and_leaves_arrivals_alone() {
+    for engine in engines() {
+        let c = clinic_with(engine, "[scheduling]\nno-show-grace-minutes = 1\nsweep-interval-seconds = 1\n").await;
+        let f = &time::format_description::well_known::Rfc3339;
+        let began = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - time::Duration::minutes(4);
+        let (_, other_doctor) =
+            c.e.post(
+                "/v1/practitioners",
+                Some(&c.admin),
+                json!({"displayName": "Dr. Second", "specialty": "gp", "timeZone": "Europe/Istanbul"}),
+            )
+            .await;
+        let book = |practitioner: String, patient: String| {
+            let body = json!({"practitionerId": practitioner, "patientId": patient, "start": began.format(f).unwrap(), "end": (began + time::Duration::minutes(10)).format(f).unwrap()});
+            c.e.post("/v1/appointments", Some(&c.admin), body)
+        };
+        let (_, missed) = book(c.doctor_practitioner.clone(), c.patient_record.clone()).await;
+        let (_, arrived) = book(other_doctor["id"].as_str().unwrap().to_string(), c.other_record.clone()).await;
+        let arrived_id = arrived["id"].as_str().unwrap();
+        assert_eq!(
+            c.e.post(&format!("/v1/appointments/{arrived_id}/arrive"), Some(&c.admin), json!({})).await.0,
+            StatusCode::OK
+        );
+        let missed_id = missed["id"].as_str().unwrap();
+        let mut status = Value::Null;
+        for _ in 0..50 {
+            status = c.e.get(&format!("/v1/appointments/{missed_id}"), Some(&c.admin)).await.1["status"].clone();
+            if status == "noshow" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, "noshow", "{engine:?}");
+        assert_eq!(c.e.get(&format!("/v1/appointments/{arrived_id}"), Some(&c.admin)).await.1["status"], "arrived");
+        let (_, audit) = c.e.get("/v1/audit?action=appointment.no-show", Some(&c.admin)).await;
+        assert_eq!(audit["events"].as_array().unwrap().len(), 1, "{engine:?}: {audit}");
+        assert_eq!(audit["events"][0]["target"], missed_id);
     }
 }

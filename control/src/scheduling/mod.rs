@@ -7,3 +7,4 @@ pub mod patients;
 pub mod practitioners;
 pub mod schedule;
 pub mod session;
+pub mod sweeper;

@@ -240,6 +240,9 @@ pub trait Store: Send + Sync + 'static {
     async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>>;
     async fn appointment_by_idempotency_key(&self, created_by: Uuid, key: &str) -> StoreResult<Option<Appointment>>;
     async fn list_appointments(&self, f: &AppointmentFilter) -> StoreResult<Vec<Appointment>>;
+    /// Marks every `booked` appointment that started at or before `cutoff` as `noshow`, in one
+    /// statement, and returns them.
+    async fn mark_no_shows(&self, cutoff: OffsetDateTime, now: OffsetDateTime) -> StoreResult<Vec<Appointment>>;
     /// Moves an appointment from `expected` to `next` (and optionally new times), only if it
     /// is still in `expected`: `None` when it was not (a concurrent change won).
     async fn transition_appointment(

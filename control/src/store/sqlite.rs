@@ -645,6 +645,17 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
     }
 
+    async fn mark_no_shows(&self, cutoff: OffsetDateTime, now: OffsetDateTime) -> StoreResult<Vec<Appointment>> {
+        let rows = sqlx::query(
+            "UPDATE appointments SET status = 'noshow', updated_at = ? WHERE status = 'booked' AND starts_at <= ? RETURNING *",
+        )
+        .bind(micros(now))
+        .bind(micros(cutoff))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn transition_appointment(
         &self,
         id: Uuid,

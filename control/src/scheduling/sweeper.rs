@@ -1,0 +1,38 @@
+//! The no-show sweeper: a background task that marks booked appointments whose start plus the
+//! grace period has passed without the patient arriving, and audits each one.
+
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::store::NewAuditEvent;
+
+/// Runs until the process ends. Errors are logged and retried at the next tick: a database
+/// that is briefly unreachable must not stop the sweeper.
+pub async fn run(state: AppState) {
+    let cfg = state.config().scheduling.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(cfg.sweep_interval_seconds.max(1)));
+    loop {
+        tick.tick().await;
+        let now = crate::clock::now();
+        let cutoff = now - time::Duration::minutes(cfg.no_show_grace_minutes);
+        match state.store().mark_no_shows(cutoff, now).await {
+            Ok(marked) => {
+                for a in marked {
+                    let event = NewAuditEvent {
+                        at: now,
+                        actor: None,
+                        action: "appointment.no-show".into(),
+                        target: Some(a.id.to_string()),
+                        outcome: "success:sweeper".into(),
+                        source_ip: None,
+                        request_id: None,
+                    };
+                    if let Err(e) = state.store().append_audit(event).await {
+                        tracing::error!(appointment = %a.id, error = %e, "no-show marked but not audited");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick"),
+        }
+    }
+}
