@@ -192,12 +192,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users", get(crate::users::list).post(crate::users::create))
         .route("/v1/users/{id}", get(crate::users::get).merge(patch(crate::users::update)))
         .route("/v1/audit", get(crate::audit::list))
-        .route("/v1/practitioners", post(crate::scheduling::practitioners::create))
+        .route("/v1/practitioners", get(crate::scheduling::practitioners::list).post(crate::scheduling::practitioners::create))
         .route("/v1/practitioners/{id}", get(crate::scheduling::practitioners::get))
         .route("/v1/practitioners/{id}/availability", axum::routing::put(crate::scheduling::schedule::set))
         .route("/v1/availability", get(crate::scheduling::schedule::free))
-        .route("/v1/patients", post(crate::scheduling::patients::create))
-        .route("/v1/patients/{id}", get(crate::scheduling::patients::get))
+        .route("/v1/patients", get(crate::scheduling::patients::list).post(crate::scheduling::patients::create))
+        .route("/v1/patients/{id}", get(crate::scheduling::patients::get).patch(crate::scheduling::patients::update))
+        .route("/v1/patients/{id}/erasure", post(crate::privacy::erasure::erase_patient))
+        .route("/v1/privacy-notices", get(crate::privacy::notices::list).post(crate::privacy::notices::publish))
+        .route("/v1/privacy-notices/current", get(crate::privacy::notices::current))
+        .route("/v1/privacy-notices/{version}", get(crate::privacy::notices::get))
+        .route("/v1/me/consents", get(crate::privacy::consents::mine).post(crate::privacy::consents::record))
+        .route("/v1/users/{id}/consents", get(crate::privacy::consents::of_user))
+        .route("/v1/me/export", get(crate::privacy::export::export))
+        .route("/v1/me/erasure", post(crate::privacy::erasure::erase_me))
+        .route("/v1/admin/retention/run", post(crate::privacy::retention::run_now))
         .route("/v1/appointments", get(crate::scheduling::appointments::list).post(crate::scheduling::appointments::book))
         .route("/v1/appointments/{id}", get(crate::scheduling::appointments::get))
         .route("/v1/appointments/{id}/session", post(crate::scheduling::session::join))
@@ -232,12 +241,18 @@ pub fn router(state: AppState) -> Router {
         crate::scheduling::appointments::book, crate::scheduling::appointments::get,
         crate::scheduling::appointments::list, crate::scheduling::appointments::change,
         crate::scheduling::schedule::set, crate::scheduling::schedule::free, crate::scheduling::session::join,
+        crate::scheduling::practitioners::list, crate::scheduling::patients::list, crate::scheduling::patients::update,
+        crate::privacy::notices::publish, crate::privacy::notices::list, crate::privacy::notices::current,
+        crate::privacy::notices::get, crate::privacy::consents::record, crate::privacy::consents::mine,
+        crate::privacy::consents::of_user, crate::privacy::export::export, crate::privacy::erasure::erase_me,
+        crate::privacy::erasure::erase_patient, crate::privacy::retention::run_now,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, sessions"), (name = "users", description = "Accounts"),
          (name = "ice", description = "Relay credentials"), (name = "audit", description = "Audit trail"),
          (name = "scheduling", description = "Practitioners, patients, appointments"),
+         (name = "privacy", description = "KVKK / HIPAA: notices, consents, export, erasure, retention"),
          (name = "ops", description = "Health"))
 )]
 pub struct ApiDoc;

@@ -21,8 +21,31 @@ pub struct ControlConfig {
     pub rate_limit: RateLimitConfig,
     pub field_encryption: FieldEncryptionConfig,
     pub scheduling: SchedulingConfig,
+    pub retention: RetentionConfig,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+}
+
+/// How long records are kept (KVKK art. 7, HIPAA 164.316(b)(2)). The retention job applies
+/// these and audits every purge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How long an erased patient's anonymised medical record (their consultations) is kept
+    /// after their last consultation, in days. The default (20 years) errs long on purpose:
+    /// set what your jurisdiction and institution require.
+    pub medical_record_days: i64,
+    /// Expired login sessions are kept this many days for security investigations, then
+    /// deleted with their refresh tokens.
+    pub session_days: i64,
+    /// How often the retention job runs, in seconds.
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { medical_record_days: 20 * 365, session_days: 90, interval_seconds: 3600 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +95,7 @@ impl Default for ControlConfig {
             rate_limit: RateLimitConfig::default(),
             field_encryption: FieldEncryptionConfig::default(),
             scheduling: SchedulingConfig::default(),
+            retention: RetentionConfig::default(),
             max_body_bytes: 64 * 1024,
         }
     }
@@ -259,6 +283,11 @@ impl ControlConfig {
         anyhow::ensure!(self.auth.session_ttl >= 60, "auth.session-ttl must be at least 60 s");
         anyhow::ensure!(self.auth.lockout_seconds >= 1, "auth.lockout-seconds must be at least 1 s");
         anyhow::ensure!(self.max_body_bytes >= 1024, "max-body-bytes must be at least 1024");
+        anyhow::ensure!(
+            self.retention.medical_record_days >= 0 && self.retention.session_days >= 0,
+            "retention: medical-record-days and session-days must not be negative"
+        );
+        anyhow::ensure!(self.retention.interval_seconds >= 1, "retention.interval-seconds must be at least 1");
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod ice;
 pub mod keys;
+pub mod privacy;
 pub mod problem;
 pub mod scheduling;
 pub mod store;

@@ -156,6 +156,7 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
     let watchdog_store = store.clone();
     let state = state(config, store)?;
     tokio::spawn(teletip_control::scheduling::sweeper::run(state.clone()));
+    tokio::spawn(teletip_control::privacy::retention::run(state.clone()));
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;

@@ -62,6 +62,7 @@ async fn fixture(engine: support::Engine, dir: &std::path::Path) -> Fixture {
             email_index: None,
             notes_enc: None,
             anonymized_at: None,
+            retain_until: None,
             created_at: now,
             updated_at: now,
         })

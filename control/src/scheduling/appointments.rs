@@ -120,6 +120,7 @@ pub async fn book(
             .await?;
         return Err(ApiError::Forbidden("you may book only your own appointments".into()));
     }
+    crate::privacy::consents::require_patient_consent(&state, &caller).await?;
     check_times(req.start, req.end)?;
     if state.store().practitioner(req.practitioner_id).await?.is_none() {
         return Err(ApiError::field("practitionerId", "no such practitioner"));

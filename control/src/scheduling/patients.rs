@@ -7,17 +7,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::Date;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::access::scope;
+use super::access::{Scope, scope};
 use super::practitioners::text;
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::crypto::field;
-use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
-use crate::store::{PatientRecord, Role};
+use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::store::{PatientFilter, PatientRecord, Role};
 
 // Birth dates as FHIR and every client write them: YYYY-MM-DD.
 time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
@@ -131,6 +131,7 @@ pub async fn create(
         email_index,
         notes_enc,
         anonymized_at: None,
+        retain_until: None,
         created_at: now,
         updated_at: now,
     };
@@ -160,4 +161,150 @@ pub async fn get(
     let p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     state.audit(audit).await?;
     Ok(Json(view(&state, &p)?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdatePatient {
+    pub display_name: Option<String>,
+    #[serde(default, with = "iso_date::option")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub birth_date: Option<Date>,
+    /// For each identifying field: a value replaces it, an empty string removes it, absence
+    /// keeps it.
+    pub national_id: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// Applies one optional sealed-field change to the pair the record keeps.
+fn reseal(
+    state: &AppState,
+    name: &str,
+    value: Option<&str>,
+    max: usize,
+    current: (&mut Option<String>, Option<&mut Option<String>>),
+) -> ApiResult<()> {
+    let Some(v) = value else { return Ok(()) };
+    let (enc, index) = sealed(state, name, Some(v), max)?;
+    *current.0 = enc;
+    if let Some(slot) = current.1 {
+        *slot = index;
+    }
+    Ok(())
+}
+
+/// Correct a patient's record (KVKK art. 11 right to rectification): the patient, their
+/// practitioners, admins. Audited.
+#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "scheduling", params(("id" = Uuid, Path)), request_body = UpdatePatient,
+    security(("bearer" = [])),
+    responses((status = 200, body = PatientView), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem),
+        (status = 422, body = crate::problem::Problem)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdatePatient>,
+) -> ApiResult<Json<PatientView>> {
+    let audit = Audit::new("patient.update", &ip).actor(caller.user_id).target(id.to_string());
+    if !scope(&state, &caller).await?.sees_patient(&state, id).await? {
+        state.audit(audit.outcome("denied")).await?;
+        return Err(ApiError::Forbidden("you may not change this patient's record".into()));
+    }
+    let mut p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
+    if p.anonymized_at.is_some() {
+        return Err(ApiError::Conflict("this record was anonymised on an erasure request".into()));
+    }
+    if let Some(name) = &req.display_name {
+        p.display_name = text("displayName", name, 200)?;
+    }
+    if let Some(birth) = req.birth_date {
+        if birth > crate::clock::now().date() {
+            return Err(ApiError::field("birthDate", "must not be in the future"));
+        }
+        p.birth_date = Some(birth);
+    }
+    if let Some(email) = req.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        crate::users::validate_email(&email.to_lowercase())?;
+    }
+    reseal(
+        &state,
+        field::NATIONAL_ID,
+        req.national_id.as_deref(),
+        32,
+        (&mut p.national_id_enc, Some(&mut p.national_id_index)),
+    )?;
+    reseal(&state, field::PHONE, req.phone.as_deref(), 32, (&mut p.phone_enc, Some(&mut p.phone_index)))?;
+    reseal(&state, field::EMAIL, req.email.as_deref(), 254, (&mut p.email_enc, Some(&mut p.email_index)))?;
+    reseal(&state, field::NOTES, req.notes.as_deref(), 4000, (&mut p.notes_enc, None))?;
+    p.updated_at = crate::clock::now();
+    if !state.store().update_patient(&p).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.audit(audit).await?;
+    Ok(Json(view(&state, &p)?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct PatientQuery {
+    /// Exact national id (looked up through its blind index, never decrypted in the database).
+    pub national_id: Option<String>,
+    /// Exact phone number.
+    pub phone: Option<String>,
+    /// Exact e-mail address (case-insensitive).
+    pub email: Option<String>,
+    /// At most 100 (default 50).
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Patients I may see: all (admins), mine (practitioners: those with an appointment with me),
+/// myself (patients). Equality search by national id, phone or e-mail. Each returned record is
+/// an audited read.
+#[utoipa::path(get, path = "/v1/patients", tag = "scheduling", params(PatientQuery), security(("bearer" = [])),
+    responses((status = 200, body = [PatientView]), (status = 400, body = crate::problem::Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PatientQuery>,
+) -> ApiResult<Json<Vec<PatientView>>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
+        return Err(ApiError::BadRequest("limit must be 1 to 100 and offset not negative".into()));
+    }
+    let index = |name: &str, v: &Option<String>| {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(|v| state.fields().blind_index(name, v))
+    };
+    let email = q.email.as_ref().map(|e| e.trim().to_lowercase());
+    let mut filter = PatientFilter {
+        national_id_index: index(field::NATIONAL_ID, &q.national_id),
+        phone_index: index(field::PHONE, &q.phone),
+        email_index: index(field::EMAIL, &email),
+        limit,
+        offset: q.offset.unwrap_or(0),
+        ..Default::default()
+    };
+    let found = match scope(&state, &caller).await? {
+        Scope::All => state.store().list_patients(&filter).await?,
+        Scope::Practitioner(p) => {
+            filter.practitioner_id = Some(p);
+            state.store().list_patients(&filter).await?
+        }
+        Scope::Patient(own) => {
+            state.store().list_patients(&filter).await?.into_iter().filter(|p| p.id == own).collect()
+        }
+        Scope::Nothing => Vec::new(),
+    };
+    let mut views = Vec::with_capacity(found.len());
+    for p in &found {
+        state.audit(Audit::new("patient.read", &ip).actor(caller.user_id).target(p.id.to_string())).await?;
+        views.push(view(&state, p)?);
+    }
+    Ok(Json(views))
 }

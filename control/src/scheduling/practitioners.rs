@@ -107,3 +107,35 @@ pub async fn get(
     let p = state.store().practitioner(id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(PractitionerView::from(&p)))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PractitionerQuery {
+    /// Only this specialty (exact, case-insensitive).
+    pub specialty: Option<String>,
+    /// At most 200 (default 100).
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Practitioners one can book, by name (any signed-in user).
+#[utoipa::path(get, path = "/v1/practitioners", tag = "scheduling", params(PractitionerQuery), security(("bearer" = [])),
+    responses((status = 200, body = [PractitionerView]), (status = 400, body = crate::problem::Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    crate::problem::ApiQuery(q): crate::problem::ApiQuery<PractitionerQuery>,
+) -> ApiResult<Json<Vec<PractitionerView>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=200).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
+        return Err(ApiError::BadRequest("limit must be 1 to 200 and offset not negative".into()));
+    }
+    let all = state.store().list_practitioners(limit, q.offset.unwrap_or(0)).await?;
+    Ok(Json(
+        all.iter()
+            .filter(|p| q.specialty.as_deref().is_none_or(|s| p.specialty.eq_ignore_ascii_case(s.trim())))
+            .map(PractitionerView::from)
+            .collect(),
+    ))
+}

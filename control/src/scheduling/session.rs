@@ -69,6 +69,7 @@ pub async fn join(
     if !a.status.holds_time() {
         return Err(ApiError::Conflict(format!("a {} appointment has no consultation", a.status.as_str())));
     }
+    crate::privacy::consents::require_patient_consent(&state, &caller).await?;
     let cfg = &state.config().scheduling;
     let opens_at = a.starts_at - Duration::minutes(cfg.join_before_minutes);
     let closes_at = a.ends_at + Duration::minutes(cfg.join_after_minutes);

@@ -3,10 +3,12 @@
 //! (control/tests/store.rs) against real databases.
 
 mod postgres;
+mod privacy;
 mod scheduling;
 mod sqlite;
 
 pub use postgres::PostgresStore;
+pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use scheduling::{
     Appointment, AppointmentFilter, AppointmentStatus, PatientRecord, Practitioner, StoredException, StoredRule,
 };
@@ -254,6 +256,32 @@ pub trait Store: Send + Sync + 'static {
         reason: Option<String>,
         now: OffsetDateTime,
     ) -> StoreResult<Option<Appointment>>;
+
+    async fn list_practitioners(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>>;
+    async fn list_patients(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>>;
+    /// Writes a patient's changeable fields (name, birth date, sealed fields and their indexes);
+    /// false if there is no such patient.
+    async fn update_patient(&self, p: &PatientRecord) -> StoreResult<bool>;
+
+    /// `Conflict` if the version exists: a published notice never changes.
+    async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice>;
+    /// Every notice, newest first.
+    async fn notices(&self) -> StoreResult<Vec<PrivacyNotice>>;
+    async fn record_consent(&self, c: Consent) -> StoreResult<Consent>;
+    /// A user's consent history, oldest first.
+    async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<Consent>>;
+    /// A user's login sessions, newest first (for the KVKK access export).
+    async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<Session>>;
+
+    /// Anonymises a patient whose medical record must be retained (see `Anonymisation`).
+    async fn anonymise_patient(&self, a: &Anonymisation) -> StoreResult<()>;
+    /// Deletes a patient with nothing to retain: their appointments, the record, and their
+    /// login account with its sessions and consents. Audit events stay (they name ids only).
+    async fn delete_patient(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()>;
+    /// Anonymised patients whose retention ended at or before `now`.
+    async fn patients_past_retention(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>>;
+    /// Deletes login sessions (and their refresh tokens) that expired before `cutoff`.
+    async fn purge_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
 }
 
 /// Whether a database error is the no-double-booking rule of either schema.

@@ -102,6 +102,9 @@ pub struct PatientRecord {
     pub email_index: Option<String>,
     pub notes_enc: Option<String>,
     pub anonymized_at: Option<OffsetDateTime>,
+    /// For an anonymised record: when medical-record retention ends and the retention job may
+    /// delete it.
+    pub retain_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use super::*;
 
+mod privacy;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Audit appends read the last hash and insert the next event; one at a time (this
@@ -69,6 +71,31 @@ fn token_from_row(r: &SqliteRow) -> Result<RefreshToken, sqlx::Error> {
         created_at: from_micros(r.try_get("created_at")?),
         expires_at: from_micros(r.try_get("expires_at")?),
         used_at: opt_from_micros(r.try_get("used_at")?),
+    })
+}
+
+fn patient_from_row(r: &SqliteRow) -> Result<PatientRecord, sqlx::Error> {
+    let birth: Option<String> = r.try_get("birth_date")?;
+    let birth_date = birth
+        .map(|b| time::Date::parse(&b, time::macros::format_description!("[year]-[month]-[day]")))
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(PatientRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        display_name: r.try_get("display_name")?,
+        birth_date,
+        national_id_enc: r.try_get("national_id_enc")?,
+        national_id_index: r.try_get("national_id_index")?,
+        phone_enc: r.try_get("phone_enc")?,
+        phone_index: r.try_get("phone_index")?,
+        email_enc: r.try_get("email_enc")?,
+        email_index: r.try_get("email_index")?,
+        notes_enc: r.try_get("notes_enc")?,
+        anonymized_at: opt_from_micros(r.try_get("anonymized_at")?),
+        retain_until: opt_from_micros(r.try_get("retain_until")?),
+        created_at: from_micros(r.try_get("created_at")?),
+        updated_at: from_micros(r.try_get("updated_at")?),
     })
 }
 
@@ -469,31 +496,7 @@ impl Store for SqliteStore {
 
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>> {
         let row = sqlx::query("SELECT * FROM patients WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
-        Ok(row
-            .map(|r| -> Result<PatientRecord, sqlx::Error> {
-                let birth: Option<String> = r.try_get("birth_date")?;
-                let birth_date = birth
-                    .map(|b| time::Date::parse(&b, time::macros::format_description!("[year]-[month]-[day]")))
-                    .transpose()
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                Ok(PatientRecord {
-                    id: r.try_get("id")?,
-                    user_id: r.try_get("user_id")?,
-                    display_name: r.try_get("display_name")?,
-                    birth_date,
-                    national_id_enc: r.try_get("national_id_enc")?,
-                    national_id_index: r.try_get("national_id_index")?,
-                    phone_enc: r.try_get("phone_enc")?,
-                    phone_index: r.try_get("phone_index")?,
-                    email_enc: r.try_get("email_enc")?,
-                    email_index: r.try_get("email_index")?,
-                    notes_enc: r.try_get("notes_enc")?,
-                    anonymized_at: opt_from_micros(r.try_get("anonymized_at")?),
-                    created_at: from_micros(r.try_get("created_at")?),
-                    updated_at: from_micros(r.try_get("updated_at")?),
-                })
-            })
-            .transpose()?)
+        Ok(row.as_ref().map(patient_from_row).transpose()?)
     }
 
     async fn set_availability(
@@ -685,6 +688,54 @@ impl Store for SqliteStore {
             Ok(done) if done.rows_affected() == 0 => Ok(None),
             Ok(_) => self.appointment(id).await,
         }
+    }
+
+    async fn list_practitioners(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>> {
+        self.list_practitioners_impl(limit, offset).await
+    }
+
+    async fn list_patients(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>> {
+        self.list_patients_impl(f).await
+    }
+
+    async fn update_patient(&self, p: &PatientRecord) -> StoreResult<bool> {
+        self.update_patient_impl(p).await
+    }
+
+    async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
+        self.publish_notice_impl(n).await
+    }
+
+    async fn notices(&self) -> StoreResult<Vec<PrivacyNotice>> {
+        self.notices_impl().await
+    }
+
+    async fn record_consent(&self, c: Consent) -> StoreResult<Consent> {
+        self.record_consent_impl(c).await
+    }
+
+    async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<Consent>> {
+        self.consents_impl(user_id).await
+    }
+
+    async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<Session>> {
+        self.user_sessions_impl(user_id).await
+    }
+
+    async fn anonymise_patient(&self, a: &Anonymisation) -> StoreResult<()> {
+        self.anonymise_patient_impl(a).await
+    }
+
+    async fn delete_patient(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()> {
+        self.delete_patient_impl(patient_id, user_id).await
+    }
+
+    async fn patients_past_retention(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>> {
+        self.patients_past_retention_impl(now).await
+    }
+
+    async fn purge_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
+        self.purge_sessions_impl(cutoff).await
     }
 }
 

@@ -1,0 +1,245 @@
+//! PostgreSQL: practitioner and patient lists, patient updates, notices, consents, erasure and
+//! retention.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PostgresStore, is_unique_violation, patient_from_row, session_from_row};
+use crate::store::*;
+
+fn practitioner_from_row(r: &PgRow) -> Result<Practitioner, sqlx::Error> {
+    Ok(Practitioner {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        display_name: r.try_get("display_name")?,
+        specialty: r.try_get("specialty")?,
+        time_zone: r.try_get("time_zone")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn notice_from_row(r: &PgRow) -> Result<PrivacyNotice, sqlx::Error> {
+    let purposes: String = r.try_get("purposes")?;
+    Ok(PrivacyNotice {
+        id: r.try_get("id")?,
+        version: r.try_get("version")?,
+        language: r.try_get("language")?,
+        title: r.try_get("title")?,
+        body: r.try_get("body")?,
+        purposes: serde_json::from_str(&purposes).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        published_at: r.try_get("published_at")?,
+        published_by: r.try_get("published_by")?,
+    })
+}
+
+fn consent_from_row(r: &PgRow) -> Result<Consent, sqlx::Error> {
+    let decision: String = r.try_get("decision")?;
+    Ok(Consent {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        notice_version: r.try_get("notice_version")?,
+        purpose: r.try_get("purpose")?,
+        decision: ConsentDecision::parse(&decision)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown decision {decision:?}").into()))?,
+        at: r.try_get("at")?,
+        source_ip: r.try_get("source_ip")?,
+    })
+}
+
+impl PostgresStore {
+    pub(super) async fn list_practitioners_impl(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>> {
+        let rows = sqlx::query("SELECT * FROM practitioners ORDER BY display_name, id LIMIT $1 OFFSET $2")
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(practitioner_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn list_patients_impl(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM patients
+             WHERE ($1::uuid IS NULL OR id IN (SELECT patient_id FROM appointments WHERE practitioner_id = $1))
+               AND ($2::text IS NULL OR national_id_index = $2) AND ($3::text IS NULL OR phone_index = $3)
+               AND ($4::text IS NULL OR email_index = $4)
+             ORDER BY display_name, id LIMIT $5 OFFSET $6",
+        )
+        .bind(f.practitioner_id)
+        .bind(&f.national_id_index)
+        .bind(&f.phone_index)
+        .bind(&f.email_index)
+        .bind(f.limit)
+        .bind(f.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(patient_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn update_patient_impl(&self, p: &PatientRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE patients SET display_name = $1, birth_date = $2, national_id_enc = $3, national_id_index = $4,
+                phone_enc = $5, phone_index = $6, email_enc = $7, email_index = $8, notes_enc = $9, updated_at = $10
+             WHERE id = $11",
+        )
+        .bind(&p.display_name)
+        .bind(p.birth_date)
+        .bind(&p.national_id_enc)
+        .bind(&p.national_id_index)
+        .bind(&p.phone_enc)
+        .bind(&p.phone_index)
+        .bind(&p.email_enc)
+        .bind(&p.email_index)
+        .bind(&p.notes_enc)
+        .bind(p.updated_at)
+        .bind(p.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn publish_notice_impl(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
+        let purposes = serde_json::to_string(&n.purposes).expect("purposes serialise");
+        let r = sqlx::query(
+            "INSERT INTO privacy_notices (id, version, language, title, body, purposes, published_at, published_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(n.id)
+        .bind(&n.version)
+        .bind(&n.language)
+        .bind(&n.title)
+        .bind(&n.body)
+        .bind(purposes)
+        .bind(n.published_at)
+        .bind(n.published_by)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(n),
+        }
+    }
+
+    pub(super) async fn notices_impl(&self) -> StoreResult<Vec<PrivacyNotice>> {
+        let rows =
+            sqlx::query("SELECT * FROM privacy_notices ORDER BY published_at DESC, id").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(notice_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn record_consent_impl(&self, c: Consent) -> StoreResult<Consent> {
+        sqlx::query(
+            "INSERT INTO consents (id, user_id, notice_version, purpose, decision, at, source_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(c.id)
+        .bind(c.user_id)
+        .bind(&c.notice_version)
+        .bind(&c.purpose)
+        .bind(c.decision.as_str())
+        .bind(c.at)
+        .bind(&c.source_ip)
+        .execute(&self.pool)
+        .await?;
+        Ok(c)
+    }
+
+    pub(super) async fn consents_impl(&self, user_id: Uuid) -> StoreResult<Vec<Consent>> {
+        let rows = sqlx::query("SELECT * FROM consents WHERE user_id = $1 ORDER BY at, id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(consent_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn user_sessions_impl(&self, user_id: Uuid) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(session_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn anonymise_patient_impl(&self, a: &Anonymisation) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE patients SET display_name = $1, birth_date = NULL, national_id_enc = NULL, national_id_index = NULL,
+                phone_enc = NULL, phone_index = NULL, email_enc = NULL, email_index = NULL, notes_enc = NULL,
+                anonymized_at = $2, retain_until = $3, updated_at = $4
+             WHERE id = $5",
+        )
+        .bind(&a.placeholder_name)
+        .bind(a.now)
+        .bind(a.retain_until)
+        .bind(a.now)
+        .bind(a.patient_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE appointments SET status = 'cancelled', cancel_reason = $1, updated_at = $2
+             WHERE patient_id = $3 AND status IN ('proposed', 'pending', 'booked')",
+        )
+        .bind(&a.cancel_reason)
+        .bind(a.now)
+        .bind(a.patient_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(user_id) = a.user_id {
+            sqlx::query(
+                "UPDATE users SET email = $1, display_name = $2, password_hash = '!', disabled = true, updated_at = $3 WHERE id = $4",
+            )
+            .bind(&a.placeholder_email)
+            .bind(&a.placeholder_name)
+            .bind(a.now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'erasure' WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(a.now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn delete_patient_impl(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(patient_id) = patient_id {
+            sqlx::query("DELETE FROM appointments WHERE patient_id = $1").bind(patient_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM patients WHERE id = $1").bind(patient_id).execute(&mut *tx).await?;
+        }
+        if let Some(user_id) = user_id {
+            // Sessions, refresh tokens and consents go with the account (ON DELETE CASCADE;
+            // SQLite enforces it with foreign_keys on, which the pool sets).
+            sqlx::query("DELETE FROM consents WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn patients_past_retention_impl(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>> {
+        let rows = sqlx::query("SELECT * FROM patients WHERE retain_until IS NOT NULL AND retain_until <= $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(patient_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn purge_sessions_impl(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE expires_at < $1)")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at < $1").bind(cutoff).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
