@@ -174,7 +174,13 @@ fn repeated(existing: &Appointment, req: &BookAppointment) -> ApiResult<(StatusC
     Ok((StatusCode::OK, Json(AppointmentView::from(existing))))
 }
 
-async fn visible(state: &AppState, ip: &ClientIp, caller: &Caller, id: Uuid, action: &str) -> ApiResult<Appointment> {
+pub(crate) async fn visible(
+    state: &AppState,
+    ip: &ClientIp,
+    caller: &Caller,
+    id: Uuid,
+    action: &str,
+) -> ApiResult<Appointment> {
     let audit = Audit::new(action, ip).actor(caller.user_id).target(id.to_string());
     let a = state.store().appointment(id).await?.ok_or(ApiError::NotFound)?;
     if !scope(state, caller).await?.sees_appointment(&a) {

@@ -139,15 +139,26 @@ pub async fn free(
     _caller: Caller,
     ApiQuery(q): ApiQuery<AvailabilityQuery>,
 ) -> ApiResult<Json<AvailabilityView>> {
-    let practitioner = state.store().practitioner(q.practitioner).await?.ok_or(ApiError::NotFound)?;
+    let (practitioner, slots) = free_slots_of(&state, q.practitioner, q.from, q.to).await?;
+    Ok(Json(AvailabilityView { practitioner_id: q.practitioner, time_zone: practitioner.time_zone, slots }))
+}
+
+/// The free slots of one practitioner in `[from, to)` (also the FHIR Slot search's source).
+pub async fn free_slots_of(
+    state: &AppState,
+    practitioner_id: Uuid,
+    from: Timestamp,
+    to: Timestamp,
+) -> ApiResult<(crate::store::Practitioner, Vec<Slot>)> {
+    let practitioner = state.store().practitioner(practitioner_id).await?.ok_or(ApiError::NotFound)?;
     let zone = jiff::tz::TimeZone::get(&practitioner.time_zone).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (rules, exceptions) = state.store().availability(q.practitioner).await?;
+    let (rules, exceptions) = state.store().availability(practitioner_id).await?;
     let rules = rules.iter().map(weekly_rule).collect::<ApiResult<Vec<_>>>()?;
     let exceptions: Vec<Exception> = exceptions.iter().map(exception).collect();
     let filter = AppointmentFilter {
-        practitioner_id: Some(q.practitioner),
-        from: Some(to_time(q.from)?),
-        to: Some(to_time(q.to)?),
+        practitioner_id: Some(practitioner_id),
+        from: Some(to_time(from)?),
+        to: Some(to_time(to)?),
         limit: 10_000,
         ..Default::default()
     };
@@ -159,7 +170,7 @@ pub async fn free(
         .filter(|a| a.status.holds_time())
         .map(|a| Busy { from: to_jiff(a.starts_at), to: to_jiff(a.ends_at) })
         .collect();
-    let slots = free_slots(&zone, &rules, &exceptions, &busy, q.from, q.to)
-        .map_err(|e| ApiError::field("from", e.to_string()))?;
-    Ok(Json(AvailabilityView { practitioner_id: q.practitioner, time_zone: practitioner.time_zone, slots }))
+    let slots =
+        free_slots(&zone, &rules, &exceptions, &busy, from, to).map_err(|e| ApiError::field("from", e.to_string()))?;
+    Ok((practitioner, slots))
 }
