@@ -46,6 +46,25 @@ impl Env {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.patch(self.control.url(path)), token, body).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.put(self.control.url(path)), token, body).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let mut req = req.json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let mut req = self.http.get(self.control.url(path));
         if let Some(t) = token {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod clinic;
 pub mod http;
 
 use std::io::{BufRead, BufReader, Write};
