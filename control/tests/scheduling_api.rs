@@ -350,3 +350,67 @@ async fn the_sweeper_marks_no_shows_and_leaves_arrivals_alone() {
         assert_eq!(audit["events"][0]["target"], missed_id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patients_are_corrected_and_found_by_blind_index_within_scope() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let (s, list) = c.e.get("/v1/practitioners?specialty=Cardiology", Some(&c.patient)).await;
+        assert_eq!((s, list.as_array().unwrap().len()), (StatusCode::OK, 1), "{engine:?}: {list}");
+        let (_, none) = c.e.get("/v1/practitioners?specialty=dermatology", Some(&c.patient)).await;
+        assert_eq!(none, json!([]));
+        let (s, body) = c.e.get("/v1/practitioners?limit=0", Some(&c.patient)).await;
+        assert_problem(s, &body, StatusCode::BAD_REQUEST, "limit 0");
+
+        // Equality search goes through the blind index: normalised, exact, never a prefix.
+        let (s, found) = c.e.get("/v1/patients?email=AYSE@example.org", Some(&c.admin)).await;
+        assert_eq!(s, StatusCode::OK, "{found}");
+        assert_eq!(found.as_array().unwrap().len(), 1, "{engine:?}: {found}");
+        assert_eq!(found[0]["id"], c.patient_record.as_str());
+        let (_, found) = c.e.get("/v1/patients?nationalId=12345678901", Some(&c.admin)).await;
+        assert_eq!(found[0]["id"], c.patient_record.as_str());
+        let (_, partial) = c.e.get("/v1/patients?nationalId=1234567890", Some(&c.admin)).await;
+        assert_eq!(partial, json!([]), "no prefix matches through a blind index");
+
+        // Scope: a practitioner sees only patients with an appointment with them; a patient
+        // only themselves.
+        let (_, mine) = c.e.get("/v1/patients", Some(&c.doctor)).await;
+        assert_eq!(mine, json!([]), "{engine:?}: no appointments yet");
+        let (start, end) = slot(30, 30);
+        c.e.post(
+            "/v1/appointments",
+            Some(&c.admin),
+            json!({"practitionerId": c.doctor_practitioner, "patientId": c.other_record, "start": start, "end": end}),
+        )
+        .await;
+        let (_, mine) = c.e.get("/v1/patients", Some(&c.doctor)).await;
+        let ids: Vec<&str> = mine.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [c.other_record.as_str()], "{engine:?}");
+        let (_, own) = c.e.get("/v1/patients", Some(&c.patient)).await;
+        let ids: Vec<&str> = own.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [c.patient_record.as_str()]);
+
+        // Rectification: the patient corrects their phone and removes their notes; the old
+        // phone no longer finds them, the new one does. Others may not.
+        let path = format!("/v1/patients/{}", c.patient_record);
+        let (s, updated) = c.e.patch(&path, Some(&c.patient), json!({"phone": "+90 555 000 11 22", "notes": ""})).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {updated}");
+        assert_eq!((updated["phone"].as_str(), updated["notes"].is_null()), (Some("+90 555 000 11 22"), true));
+        let (_, old) = c.e.get("/v1/patients?phone=%2B90%20532%20111%2022%2033", Some(&c.admin)).await;
+        assert_eq!(old, json!([]));
+        let (_, new) = c.e.get("/v1/patients?phone=%2B90%20555%20000%2011%2022", Some(&c.admin)).await;
+        assert_eq!(new[0]["id"], c.patient_record.as_str());
+        let (s, body) = c.e.patch(&path, Some(&c.other_patient), json!({"phone": "+1 555"})).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "another patient correcting the record");
+        let (s, body) = c.e.patch(&path, Some(&c.doctor), json!({"phone": "+1 555"})).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a practitioner without an appointment with her");
+        let (s, body) = c.e.patch(&path, Some(&c.patient), json!({"birthDate": "2999-01-01"})).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "a birth date in the future");
+        let (s, body) = c.e.patch(&path, Some(&c.patient), json!({"shoeSize": 38})).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "an unknown field");
+        let (_, audit) = c.e.get("/v1/audit?action=patient.update", Some(&c.admin)).await;
+        let outcomes: Vec<&str> =
+            audit["events"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+        assert!(outcomes.contains(&"success") && outcomes.contains(&"denied"), "{engine:?}: {outcomes:?}");
+    }
+}
