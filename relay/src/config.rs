@@ -104,6 +104,23 @@ pub struct Settings {
     /// Metrics listener port. Default 9641 (coturn's).
     #[arg(long = "prometheus-port", env = "TELETIP_RELAY_PROMETHEUS_PORT")]
     pub prometheus_port: Option<u16>,
+    /// Networks (CIDR) besides loopback that may scrape the metrics port; used by the
+    /// `firewall` subcommand. Default: none, loopback only.
+    #[arg(long = "metrics-allowed-network", env = "TELETIP_RELAY_METRICS_ALLOWED_NETWORK", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub metrics_allowed_network: Vec<IpNet>,
+    /// New flows per second per source (IPv4 address, IPv6 /64) the firewall lets through to
+    /// the TURN listener. Default 50.
+    #[arg(long = "firewall-new-flow-rate", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_RATE")]
+    pub firewall_new_flow_rate: Option<u32>,
+    /// Burst for firewall-new-flow-rate, in packets. Default 200.
+    #[arg(long = "firewall-new-flow-burst", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_BURST")]
+    pub firewall_new_flow_burst: Option<u32>,
+    /// TCP ports on the relay's addresses that the firewall leaves open (e.g. 22 when SSH
+    /// shares the relay address). Default: none.
+    #[arg(long = "firewall-allowed-tcp-port", env = "TELETIP_RELAY_FIREWALL_ALLOWED_TCP_PORT", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub firewall_allowed_tcp_port: Vec<u16>,
     /// Worker threads, each owning its share of allocations. Default: one per core.
     #[arg(long, env = "TELETIP_RELAY_WORKERS")]
     pub workers: Option<usize>,
@@ -156,8 +173,9 @@ impl Settings {
         pick!(listening_port, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
             client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
-            workers, udp_buffer, dscp, log_format;
-            listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip)
+            workers, udp_buffer, dscp, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
+            listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip,
+            metrics_allowed_network, firewall_allowed_tcp_port)
     }
 
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
@@ -199,6 +217,11 @@ pub struct RelayConfig {
     pub unauth_rate: u64,
     pub unauth_burst: u64,
     pub prometheus: Option<SocketAddr>,
+    /// Networks besides loopback allowed to reach the metrics port (firewall only).
+    pub metrics_allowed_network: Vec<IpNet>,
+    pub firewall_new_flow_rate: u32,
+    pub firewall_new_flow_burst: u32,
+    pub firewall_allowed_tcp_port: Vec<u16>,
     pub workers: usize,
     pub udp_buffer: usize,
     pub dscp: u8,
@@ -281,6 +304,19 @@ impl RelayConfig {
         if s.max_permissions == Some(0) {
             return Err(ConfigError::TooSmall("max-permissions", 1));
         }
+        // A rate of 0 would drop every new flow once a source's burst is spent, a burst of 0
+        // every new flow at once: both cut clients off, so refuse them like unauth-burst = 0.
+        let firewall_new_flow_rate = s.firewall_new_flow_rate.unwrap_or(50);
+        if firewall_new_flow_rate == 0 {
+            return Err(ConfigError::TooSmall("firewall-new-flow-rate", 1));
+        }
+        let firewall_new_flow_burst = s.firewall_new_flow_burst.unwrap_or(200);
+        if firewall_new_flow_burst == 0 {
+            return Err(ConfigError::TooSmall("firewall-new-flow-burst", 1));
+        }
+        if s.firewall_allowed_tcp_port.contains(&0) {
+            return Err(ConfigError::TooSmall("firewall-allowed-tcp-port", 1));
+        }
         let prometheus = s.prometheus.unwrap_or(true).then(|| {
             SocketAddr::new(
                 s.prometheus_address.unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -311,6 +347,10 @@ impl RelayConfig {
             unauth_rate: s.unauth_rate.unwrap_or(50),
             unauth_burst: s.unauth_burst.unwrap_or(200),
             prometheus,
+            metrics_allowed_network: s.metrics_allowed_network,
+            firewall_new_flow_rate,
+            firewall_new_flow_burst,
+            firewall_allowed_tcp_port: s.firewall_allowed_tcp_port,
             workers: s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
             udp_buffer: s.udp_buffer.unwrap_or(4 << 20),
             dscp,
@@ -395,6 +435,13 @@ impl RelayConfig {
             line("prometheus-address", format!("\"{}\"", p.ip()));
             line("prometheus-port", p.port().to_string());
         }
+        line("metrics-allowed-network", format!("[{}]", nets(&self.metrics_allowed_network)));
+        line("firewall-new-flow-rate", self.firewall_new_flow_rate.to_string());
+        line("firewall-new-flow-burst", self.firewall_new_flow_burst.to_string());
+        line(
+            "firewall-allowed-tcp-port",
+            format!("[{}]", self.firewall_allowed_tcp_port.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
+        );
         line("workers", self.workers.to_string());
         line("udp-buffer", self.udp_buffer.to_string());
         line("dscp", self.dscp.to_string());
@@ -505,5 +552,30 @@ mod tests {
         let c = RelayConfig::from_settings(loud).unwrap();
         assert_eq!(c.unsafe_settings().len(), 2);
         assert!(c.effective_allowed_peers().iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn firewall_settings_parse_default_and_refuse_zero() {
+        let c = RelayConfig::from_settings(settings("static-auth-secret = \"0123456789abcdef\"")).unwrap();
+        assert_eq!((c.firewall_new_flow_rate, c.firewall_new_flow_burst), (50, 200));
+        assert!(c.metrics_allowed_network.is_empty() && c.firewall_allowed_tcp_port.is_empty());
+        let file = settings(
+            "static-auth-secret = \"0123456789abcdef\"\nmetrics-allowed-network = \"10.9.0.0/24\"\n\
+             firewall-new-flow-rate = 5\nfirewall-allowed-tcp-port = [22]",
+        );
+        let flags = Settings { metrics_allowed_network: vec!["2001:db8::/64".parse().unwrap()], ..Default::default() };
+        let c = RelayConfig::from_settings(flags.over(file)).unwrap();
+        assert_eq!(c.metrics_allowed_network, vec!["2001:db8::/64".parse::<IpNet>().unwrap()], "flags replace lists");
+        assert_eq!((c.firewall_new_flow_rate, c.firewall_allowed_tcp_port.as_slice()), (5, &[22][..]));
+        let shown = c.to_redacted_toml();
+        assert!(
+            shown.contains("metrics-allowed-network = [\"2001:db8::/64\"]\nfirewall-new-flow-rate = 5\n"),
+            "{shown}"
+        );
+        assert!(toml::from_str::<Settings>("metrics-allowed-network = \"not-a-net\"").is_err());
+        for bad in ["firewall-new-flow-rate = 0", "firewall-new-flow-burst = 0", "firewall-allowed-tcp-port = 0"] {
+            let s = settings(&format!("static-auth-secret = \"0123456789abcdef\"\n{bad}"));
+            assert!(matches!(RelayConfig::from_settings(s), Err(ConfigError::TooSmall(..))), "{bad}");
+        }
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod daemon;
+pub mod firewall;
 pub mod metrics;
 pub mod net;

@@ -1,4 +1,5 @@
-//! The `teletip-relay` command: run the relay, check a configuration, or mint a credential.
+//! The `teletip-relay` command: run the relay, check a configuration, mint a credential, or
+//! build its firewall.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,6 +38,16 @@ enum Command {
         /// Print JSON (username, password, ttl, uris) instead of two lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Build the nftables ruleset (table inet teletip_relay) for this configuration: print it
+    /// for review, or load it. Only that table is ever replaced.
+    Firewall {
+        /// Print the ruleset as nft JSON (check it with `nft -j -c -f FILE`).
+        #[arg(long, conflicts_with = "apply", required_unless_present = "apply")]
+        dry_run: bool,
+        /// Replace table inet teletip_relay atomically with `nft -j -f -` (root or CAP_NET_ADMIN).
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -93,7 +104,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Firewall { dry_run, apply: _ } => firewall(&config, dry_run),
     }
+}
+
+/// `firewall --dry-run` keeps stdout pure JSON and talks on stderr; `--apply` runs at boot
+/// under a service manager, so it logs like the daemon.
+fn firewall(config: &RelayConfig, dry_run: bool) -> anyhow::Result<()> {
+    use teletip_relay::firewall::{CHAIN, Firewall, TABLE};
+    let fw = Firewall::build(config).context("cannot build the firewall ruleset")?;
+    if dry_run {
+        println!("{}", fw.to_json());
+        for warning in &fw.warnings {
+            eprintln!("warning: {warning}");
+        }
+        eprintln!("{} rules in table inet {TABLE} (nothing applied; check with: nft -j -c -f FILE)", fw.rules.len());
+        return Ok(());
+    }
+    init_logging(config.log_format);
+    for warning in &fw.warnings {
+        tracing::warn!("{warning}");
+    }
+    fw.apply().context("cannot apply the firewall ruleset")?;
+    tracing::info!(
+        "replaced table inet {TABLE} atomically: chain {CHAIN} (hook input, priority filter, policy accept) with {} rules; other tables untouched",
+        fw.rules.len()
+    );
+    for (i, rule) in fw.rules.iter().enumerate() {
+        tracing::info!("rule {}: {rule}", i + 1);
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
