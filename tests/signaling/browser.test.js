@@ -1,0 +1,227 @@
+// A real call between two headless Chromium pages (Debian's /usr/bin/chromium with fake camera
+// and microphone) through the reference web client served by teletip-control, relayed by
+// teletip-relay: log in through the UI, the patient waits in the lobby, the practitioner admits,
+// both "relay only". Checked: video frames decoded on both sides, the selected candidate pair is
+// relay↔relay on both, the relay counted relayed bytes, mute reaches the other side, and the
+// practitioner's "End consultation" fulfils the appointment. Screenshots go to
+// artifacts/browser/.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { Clinic } from "./lib/clinic.js";
+import { Control, Relay, RELAXED_LIMITS, ROOT, PASSWORD, freeUdpPort, tempDir } from "./lib/env.js";
+
+const ARTIFACTS = join(process.env.TELETIP_ARTIFACTS || join(ROOT, "artifacts"), "browser");
+const CHROMIUM = process.env.TELETIP_CHROMIUM || "/usr/bin/chromium";
+
+let control;
+let relay;
+let browser;
+let c;
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const dir = tempDir("teletip-browser-");
+  const relayPort = await freeUdpPort();
+  control = await Control.start({
+    name: "browser",
+    dir,
+    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${relayPort}\nstun = true\n`,
+  });
+  control.createAdmin();
+  relay = await Relay.start({ secretFile: join(control.dataDir, "relay.secret"), port: relayPort, dir });
+  c = await Clinic.open({ control });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--use-fake-device-for-media-stream",
+      "--use-fake-ui-for-media-stream",
+    ],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await relay?.stop();
+  await control?.stop();
+});
+
+async function openPage(name, viewport) {
+  const context = await browser.newContext({ viewport, permissions: ["camera", "microphone"] });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" || /Content[- ]Security[- ]Policy|Refused to/i.test(m.text())) problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  page.problems = problems;
+  page.label = name;
+  return page;
+}
+
+async function logIn(page, user) {
+  await page.goto(control.url("/"));
+  await page.getByLabel("E-mail").fill(user.email);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByTestId("appointments").getByTestId("appointment").first().waitFor();
+}
+
+async function openAppointmentAndJoin(page, appointmentId) {
+  await page.locator(`[data-appointment-id="${appointmentId}"] [data-testid="appointment-open"]`).click();
+  await page.getByTestId("relay-only").check();
+  await page.getByTestId("join").click();
+}
+
+/** The page's own view of its media: inbound video frames and the selected pair's types. */
+function mediaStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.teletip.pc;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let framesDecoded = 0;
+    let pair = null;
+    const all = [...stats.values()];
+    for (const s of all) {
+      if (s.type === "inbound-rtp" && s.kind === "video") framesDecoded += s.framesDecoded || 0;
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    }
+    if (!pair) pair = all.find((s) => s.type === "candidate-pair" && s.nominated && s.state === "succeeded") || null;
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    return {
+      connectionState: pc.connectionState,
+      policy: pc.getConfiguration().iceTransportPolicy,
+      framesDecoded,
+      pairState: pair && pair.state,
+      nominated: pair && pair.nominated,
+      local: local && local.candidateType,
+      remote: remote && remote.candidateType,
+      localAddress: local && (local.address || local.ip),
+    };
+  });
+}
+
+async function until(what, fn, timeoutMs = 45000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last && last.ok) return last.value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+test("a relayed video consultation between two browsers", async () => {
+  const { practitioner, patient, appointment } = await c.pair({ practitioner: "Dr. Elif Kaya", patient: "Ayşe Yılmaz" });
+
+  // The page is served with the strict CSP.
+  const res = await fetch(control.url("/"));
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-security-policy") || "", /script-src 'self'/);
+
+  const bytesBefore = await relay.counter("teletip_relayed_bytes_total");
+  const doc = await openPage("practitioner", { width: 1280, height: 860 });
+  const pat = await openPage("patient", { width: 360, height: 780 }); // a phone
+  try {
+    await logIn(pat, patient);
+    await logIn(doc, practitioner);
+    assert.equal(await pat.getByTestId("user-role").textContent(), "patient");
+
+    // The patient waits in the lobby.
+    await openAppointmentAndJoin(pat, appointment.id);
+    await pat.getByTestId("lobby").waitFor();
+    assert.match(await pat.getByTestId("lobby-message").textContent(), /wait/i);
+    assert.equal(await pat.evaluate(() => window.teletip.state.roomState), "waiting");
+
+    // The practitioner sees who waits and admits.
+    await openAppointmentAndJoin(doc, appointment.id);
+    const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
+    await waiting.waitFor();
+    assert.match(await waiting.textContent(), /Ayşe Yılmaz is waiting/);
+    await waiting.getByTestId("admit").click();
+
+    // Both connect, relay only, and decode video.
+    for (const page of [doc, pat]) {
+      const s = await until(`${page.label} decoding video over the relay`, async () => {
+        const st = await mediaStats(page);
+        return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay" && st.remote === "relay", value: st, st };
+      });
+      assert.equal(s.policy, "relay", `${page.label}: iceTransportPolicy`);
+      assert.ok(s.framesDecoded > 0, `${page.label}: framesDecoded ${s.framesDecoded}`);
+      assert.equal(s.local, "relay", `${page.label}: local candidate type`);
+      assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
+      assert.equal(s.pairState, "succeeded");
+      // The page shows it too.
+      await until(`${page.label} showing the route`, async () => {
+        const text = await page.getByTestId("candidate-type").textContent();
+        return { ok: /^relay ↔ relay/.test(text), value: text };
+      });
+      assert.equal(await page.getByTestId("connection-state").textContent(), "connected");
+    }
+    assert.equal(await pat.evaluate(() => window.teletip.state.roomState), "admitted");
+    assert.equal(await c.appointmentStatus(appointment.id), "checked-in");
+
+    // The relay carried the media.
+    const bytes = await until("the relay counting relayed bytes", async () => {
+      const now = await relay.counter("teletip_relayed_bytes_total");
+      return { ok: now > bytesBefore + 10000, value: now };
+    });
+    assert.ok(bytes > bytesBefore, `teletip_relayed_bytes_total ${bytesBefore} → ${bytes}`);
+
+    // Muting reaches the other side (media:state).
+    await doc.getByTestId("toggle-audio").click();
+    assert.equal(await doc.getByTestId("toggle-audio").getAttribute("aria-pressed"), "true");
+    await until("the patient seeing the practitioner muted", async () => {
+      const text = await pat.getByTestId("remote-media").textContent();
+      return { ok: /microphone off/.test(text), value: text };
+    });
+    await doc.getByTestId("toggle-audio").click();
+
+    // window.teletip is read-only.
+    const readOnly = await pat.evaluate(() => {
+      "use strict";
+      try {
+        window.teletip = null;
+      } catch {
+        /* strict mode throws */
+      }
+      return window.teletip !== null && !!window.teletip.state;
+    });
+    assert.ok(readOnly, "window.teletip cannot be replaced");
+
+    await doc.screenshot({ path: join(ARTIFACTS, "practitioner.png"), fullPage: true });
+    await pat.screenshot({ path: join(ARTIFACTS, "patient.png"), fullPage: true });
+
+    // The practitioner ends the consultation; the patient is told.
+    await doc.getByTestId("end").click();
+    await pat.getByTestId("room-error").filter({ hasText: "ended" }).waitFor();
+    await until("the appointment fulfilled", async () => {
+      const s = await c.appointmentStatus(appointment.id);
+      return { ok: s === "fulfilled", value: s };
+    });
+    await doc.getByTestId("appointments").waitFor();
+
+    for (const page of [doc, pat]) {
+      const csp = page.problems.filter((p) => /Content[- ]Security[- ]Policy|Refused to/i.test(p));
+      assert.deepEqual(csp, [], `${page.label}: CSP violations`);
+      const errors = page.problems.filter((p) => p.startsWith("pageerror"));
+      assert.deepEqual(errors, [], `${page.label}: uncaught errors`);
+    }
+  } catch (e) {
+    // Keep what the pages showed when it failed.
+    await doc.screenshot({ path: join(ARTIFACTS, "practitioner-failed.png"), fullPage: true }).catch(() => {});
+    await pat.screenshot({ path: join(ARTIFACTS, "patient-failed.png"), fullPage: true }).catch(() => {});
+    e.message += `\npractitioner console: ${JSON.stringify(doc.problems)}\npatient console: ${JSON.stringify(pat.problems)}`;
+    throw e;
+  }
+});
