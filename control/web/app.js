@@ -311,14 +311,14 @@
     return "unknown error";
   }
 
-  function emit(event, payload) {
+  function emit(event, payload, timeoutMs = 10000) {
     return new Promise((resolve) => {
       const s = room.socket;
       if (!s) {
         resolve({ ok: false, error: { code: "not-joined", message: "not connected" } });
         return;
       }
-      s.timeout(10000).emit(event, payload, (err, ack) => {
+      s.timeout(timeoutMs).emit(event, payload, (err, ack) => {
         if (err) resolve({ ok: false, error: { code: "timeout", message: "the server did not answer in time" } });
         else resolve(ack);
       });
@@ -329,7 +329,7 @@
     resetRoom();
     room.appointment = a;
     show("room-view");
-    $("room-when").textContent = `${when(a)} – status: ${STATUS_TEXT[a.status] || a.status}`;
+    $("room-when").textContent = when(a);
     $("prejoin").hidden = false;
     $("join").disabled = false;
     $("lobby").hidden = true;
@@ -416,7 +416,7 @@
 
     socket.on("connect", () => {
       setSignaling("connected");
-      roomJoin(room.everJoined);
+      roomJoin();
     });
     socket.on("connect_error", async (err) => {
       const msg = (err && err.message) || "";
@@ -547,10 +547,21 @@
     setSignaling("closed");
   }
 
-  async function roomJoin(resume) {
+  async function roomJoin() {
     const a = room.appointment;
     if (!a) return;
-    const ack = await emit("room:join", resume ? { appointmentId: a.id, resume: true } : { appointmentId: a.id });
+    // Always `resume: true`: it restores my place when I still have one (a reconnect, a page
+    // reload within 60 s) and starts afresh otherwise. Retried when unanswered, which is safe
+    // for the same reason (an event sent right after connecting can be lost by the server:
+    // tests/signaling/SERVER-ISSUES.md).
+    let ack;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const socket = room.socket;
+      if (!socket || !socket.connected) return;
+      ack = await emit("room:join", { appointmentId: a.id, resume: true }, 4000);
+      if (room.socket !== socket) return;
+      if (!ack || !ack.error || ack.error.code !== "timeout") break;
+    }
     if (!ack || !ack.ok) {
       const code = ack && ack.error ? ack.error.code : "error";
       showError("room-error", `Cannot join: ${errText(ack)}`);

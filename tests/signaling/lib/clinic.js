@@ -196,7 +196,12 @@ export class Peer {
 
   /** Emits and resolves with the acknowledgement. */
   async call(event, payload = {}, timeoutMs = 10000) {
-    return this.socket.timeout(timeoutMs).emitWithAck(event, payload);
+    try {
+      return await this.socket.timeout(timeoutMs).emitWithAck(event, payload);
+    } catch (e) {
+      const shown = JSON.stringify(payload).slice(0, 200);
+      throw new Error(`${this.name}: ${event} ${shown}: ${e.message}`);
+    }
   }
 
   /** The first recorded event (past or future) that matches. */
