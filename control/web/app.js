@@ -34,6 +34,7 @@
     remotePeerId: null,
     ended: null, // why the consultation ended, once it did
     ending: false, // my room:end is in flight
+    remoteMedia: null, // the other side's last media:state
   };
 
   const media = {
@@ -360,6 +361,7 @@
     room.remotePeerId = null;
     room.ended = null;
     room.ending = false;
+    room.remoteMedia = null;
   }
 
   async function getLocalMedia() {
@@ -489,6 +491,7 @@
       if (!room.peers.some((x) => x.peerId === p.peerId)) room.peers.push({ peerId: p.peerId, role: p.role });
       renderWaiting();
       announce(`${p.role === "patient" ? "The patient" : "The practitioner"} joined the consultation.`);
+      sendMediaState(); // tell the newcomer whether my microphone and camera are on
       if (room.role === "practitioner") startCall(p.peerId);
     });
     socket.on("room:peer-left", (p) => {
@@ -502,6 +505,8 @@
       room.peers = room.peers.filter((x) => x.peerId !== p.peerId);
       if (p.peerId === room.remotePeerId) {
         teardownPeer();
+        room.remoteMedia = null;
+        $("remote-media").textContent = "";
         announce("The other participant left the consultation.");
       }
     });
@@ -514,7 +519,13 @@
       if (!m.audio) parts.push("microphone off");
       if (!m.video) parts.push("camera off");
       $("remote-media").textContent = parts.length ? `(${parts.join(", ")})` : "";
-      announce(`The other participant ${m.audio ? "unmuted" : "muted"} their microphone and turned their camera ${m.video ? "on" : "off"}.`);
+      // Announce what changed (the first state only when something is off).
+      const before = room.remoteMedia || { audio: true, video: true };
+      const news = [];
+      if (before.audio !== m.audio) news.push(m.audio ? "unmuted their microphone" : "muted their microphone");
+      if (before.video !== m.video) news.push(m.video ? "turned their camera on" : "turned their camera off");
+      room.remoteMedia = { audio: m.audio, video: m.video };
+      if (news.length) announce(`The other participant ${news.join(" and ")}.`);
     });
     socket.on("session:expiring", (m) => {
       const t = new Date(m.closesAt).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
@@ -680,7 +691,6 @@
     room.remotePeerId = remotePeerId;
     media.remote = new MediaStream();
     $("remote-video").srcObject = media.remote;
-    $("remote-media").textContent = "";
 
     pc.onicecandidate = (ev) => {
       if (ev.candidate && room.socket && pc === call.pc) {

@@ -44,6 +44,10 @@ test("a cancelled appointment has no consultation: conflict", async () => {
   const d = await Peer.connect(c.control.base, practitioner.token, { name: "practitioner" });
   open.push(d);
   errorOf(await d.call("room:join", { appointmentId: appointment.id }), "conflict", "practitioner joins a cancelled appointment");
+  // docs/signaling.md: "Audited: every join (and refused join)".
+  const refused = (await c.audit("consultation.join")).filter((e) => e.target === appointment.id);
+  assert.equal(refused.length, 2, `both refused joins are audited: ${JSON.stringify(refused)}`);
+  assert.ok(refused.every((e) => !e.outcome.startsWith("success")), JSON.stringify(refused));
 });
 
 test("inside the window (started 4 minutes ago): joins, closesAt is the end plus 30 minutes", async () => {

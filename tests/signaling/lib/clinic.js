@@ -2,7 +2,7 @@
 // CLI, practitioners and patients with accounts and records, appointments booked by the admin.
 // And Socket.IO helpers: connect to /rtc, emit with an acknowledgement, record every event.
 
-import { randomBytes, createHmac } from "node:crypto";
+import { randomBytes, createHmac, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { io } from "socket.io-client";
@@ -269,7 +269,7 @@ export function forgeToken(control, token, changes) {
   const secret = line.slice(eq + 1).trim();
   const { header, payload } = decodeJwt(token);
   const h = b64url(JSON.stringify({ ...header, kid }));
-  const p = b64url(JSON.stringify({ ...payload, jti: crypto.randomUUID(), ...changes }));
+  const p = b64url(JSON.stringify({ ...payload, jti: randomUUID(), ...changes }));
   const sig = createHmac("sha256", secret).update(`${h}.${p}`).digest("base64url");
   return `${h}.${p}.${sig}`;
 }
