@@ -416,14 +416,20 @@
     room.socket = socket;
     setSignaling("connecting");
 
+    let refusedInARow = 0;
     socket.on("connect", () => {
+      refusedInARow = 0;
       setSignaling("connected");
       roomJoin();
     });
     socket.on("connect_error", async (err) => {
       const msg = (err && err.message) || "";
       setSignaling("cannot connect");
-      if (msg.startsWith("token refused")) {
+      if (msg.startsWith("token refused") && ++refusedInARow > 2) {
+        socket.close();
+        showError("room-error", `The consultation server refuses this login (${msg}). Please log out and in again.`);
+        announce("The consultation server refuses this login.");
+      } else if (msg.startsWith("token refused")) {
         // Most likely an expired token: refresh and try again.
         try {
           await refresh();
