@@ -212,6 +212,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/appointments/{id}/session", post(crate::scheduling::session::join))
         .route("/v1/appointments/{id}/{action}", post(crate::scheduling::appointments::change))
         .merge(crate::fhir::routes::router())
+        .merge(crate::web::router())
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -24,6 +24,9 @@ pub struct ControlConfig {
     pub retention: RetentionConfig,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Redis for signaling across several control instances (`redis://host:port/`). Unset:
+    /// one instance, rooms in memory.
+    pub redis_url: Option<String>,
 }
 
 /// How long records are kept (KVKK art. 7, HIPAA 164.316(b)(2)). The retention job applies
@@ -97,6 +100,7 @@ impl Default for ControlConfig {
             scheduling: SchedulingConfig::default(),
             retention: RetentionConfig::default(),
             max_body_bytes: 64 * 1024,
+            redis_url: None,
         }
     }
 }

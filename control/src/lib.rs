@@ -14,5 +14,7 @@ pub mod keys;
 pub mod privacy;
 pub mod problem;
 pub mod scheduling;
+pub mod signaling;
 pub mod store;
 pub mod users;
+pub mod web;

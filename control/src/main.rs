@@ -157,7 +157,7 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
     let state = state(config, store)?;
     tokio::spawn(teletip_control::scheduling::sweeper::run(state.clone()));
     tokio::spawn(teletip_control::privacy::retention::run(state.clone()));
-    let app = router(state);
+    let app = teletip_control::signaling::attach(router(state.clone()), state).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!("teletip-control {} listening on http://{local} (database: {database})", env!("CARGO_PKG_VERSION"));

@@ -42,18 +42,55 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)
             .ok_or_else(|| ApiError::Unauthorized("send an access token: Authorization: Bearer <token>".into()))?;
-        let claims =
-            state.jwt().verify(token).map_err(|e| ApiError::Unauthorized(format!("access token refused ({e})")))?;
-        let session = state.store().session(claims.sid).await?;
-        let now = crate::clock::now();
-        match session {
-            Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == claims.sub => {}
-            _ => return Err(ApiError::Unauthorized("the session has ended; log in again".into())),
+        Ok(authenticate(state, token).await?.0)
+    }
+}
+
+/// Why an access token does not make a caller (also the signaling handshake's answers).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("token refused ({0})")]
+    Invalid(String),
+    #[error("session ended; log in again")]
+    SessionEnded,
+    #[error("account disabled")]
+    AccountDisabled,
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<TokenRefusal> for ApiError {
+    fn from(e: TokenRefusal) -> Self {
+        match e {
+            TokenRefusal::Invalid(why) => ApiError::Unauthorized(format!("access token refused ({why})")),
+            TokenRefusal::SessionEnded => ApiError::Unauthorized("the session has ended; log in again".into()),
+            TokenRefusal::AccountDisabled => ApiError::Unauthorized("the account is disabled".into()),
+            TokenRefusal::Store(e) => e.into(),
         }
-        let user = state.store().user_by_id(claims.sub).await?;
-        match user {
-            Some(u) if !u.disabled => Ok(Caller { user_id: u.id, role: u.role, session_id: claims.sid }),
-            _ => Err(ApiError::Unauthorized("the account is disabled".into())),
+    }
+}
+
+/// Checks an access token against the keys, its session and its account: the caller, and when
+/// the token expires.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
+    let claims = state.jwt().verify(token).map_err(|e| match e {
+        crate::auth::jwt::TokenError::Invalid(e)
+            if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) =>
+        {
+            TokenRefusal::Invalid("expired".into())
         }
+        other => TokenRefusal::Invalid(other.to_string()),
+    })?;
+    let session = state.store().session(claims.sid).await?;
+    let now = crate::clock::now();
+    match session {
+        Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == claims.sub => {}
+        _ => return Err(TokenRefusal::SessionEnded),
+    }
+    let expires =
+        time::OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|e| TokenRefusal::Invalid(e.to_string()))?;
+    match state.store().user_by_id(claims.sub).await? {
+        Some(u) if !u.disabled => Ok((Caller { user_id: u.id, role: u.role, session_id: claims.sid }, expires)),
+        _ => Err(TokenRefusal::AccountDisabled),
     }
 }

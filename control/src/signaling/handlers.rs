@@ -1,0 +1,658 @@
+//! The `/rtc` namespace: the handshake check, one handler per client event, the disconnect
+//! handler and each connection's timers. Every handler answers through its ack (see `reply`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::socket::DisconnectReason;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::conn::{Conn, Joined};
+use super::directory::{Participant, PeerState};
+use super::reply::{Code, EventResult, Refusal, ack_body};
+use super::{EXPIRY_WARNING, RESUME_WINDOW, Signaling, rooms};
+use crate::app::ClientIp;
+use crate::audit::Audit;
+use crate::auth::extract::{TokenRefusal, authenticate as check_token};
+use crate::scheduling::access::{Scope, scope};
+use crate::store::{AppointmentStatus, Role};
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).expect("times format")
+}
+
+fn now_ms() -> i64 {
+    (crate::clock::now().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Handshake {
+    token: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct HandshakeRefused(String);
+
+impl std::fmt::Display for HandshakeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn client_ip<A: Adapter>(s: &SocketRef<A>) -> IpAddr {
+    s.req_parts()
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip())
+}
+
+/// Connect middleware: the handshake's `auth.token` must be a live access token.
+pub async fn authenticate<A: Adapter>(
+    s: SocketRef<A>,
+    TryData(auth): TryData<Handshake>,
+    State(sig): State<Signaling>,
+) -> Result<(), HandshakeRefused> {
+    let token = auth.ok().and_then(|h| h.token).filter(|t| !t.is_empty());
+    let token =
+        token.ok_or_else(|| HandshakeRefused("token required: connect with auth: {token: <access token>}".into()))?;
+    match check_token(&sig.app, &token).await {
+        Ok((caller, expires)) => {
+            s.extensions.insert(Conn::new(caller, client_ip(&s), expires));
+            // Handlers are registered here, before the CONNECT packet goes out: the connect
+            // handler runs in a spawned task, and an event arriving before it ran would find no
+            // handler and be dropped without an ack.
+            register_events(&s);
+            Ok(())
+        }
+        Err(TokenRefusal::Store(e)) => {
+            tracing::error!(error = %e, "signaling handshake: store failed");
+            Err(HandshakeRefused("internal error".into()))
+        }
+        Err(refusal) => Err(HandshakeRefused(refusal.to_string())),
+    }
+}
+
+macro_rules! on {
+    ($s:expr, $event:literal, $handler:ident) => {
+        $s.on(
+            $event,
+            async |s: SocketRef<A>,
+                   TryData(data): TryData<Value>,
+                   ack: AckSender<A>,
+                   State(sig): State<Signaling>,
+                   io: SocketIo<A>| {
+                let result = match s.extensions.get::<Conn>() {
+                    Some(conn) => $handler(&s, &io, &sig, &conn, data.unwrap_or(Value::Null)).await,
+                    None => Err(Refusal::new(Code::Forbidden, "not authenticated")),
+                };
+                let _ = ack.send(&ack_body(&result));
+            },
+        )
+    };
+}
+
+fn register_events<A: Adapter>(s: &SocketRef<A>) {
+    on!(s, "room:join", join);
+    on!(s, "room:leave", leave);
+    on!(s, "signal:offer", signal_offer);
+    on!(s, "signal:answer", signal_answer);
+    on!(s, "signal:candidate", signal_candidate);
+    on!(s, "media:state", media_state);
+    on!(s, "lobby:admit", admit);
+    on!(s, "lobby:deny", deny);
+    on!(s, "room:end", end);
+    on!(s, "auth:renew", renew);
+    s.on_disconnect(
+        async |s: SocketRef<A>, _reason: DisconnectReason, State(sig): State<Signaling>, io: SocketIo<A>| {
+            if let Some(conn) = s.extensions.get::<Conn>() {
+                if let Err(e) = disconnected(&s, &io, &sig, &conn).await {
+                    tracing::warn!(code = ?e.code, "signaling disconnect cleanup failed: {}", e.message);
+                }
+            }
+        },
+    );
+}
+
+/// Connected (events are registered by the middleware): start the connection's timers.
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>, io: SocketIo<A>) {
+    if let Some(conn) = s.extensions.get::<Conn>() {
+        tokio::spawn(timers(s.clone(), io, sig, conn));
+    }
+}
+
+/// Operators on the `/rtc` namespace. (`io.to` would address the default namespace `/`, which
+/// this server does not serve.)
+fn rtc<A: Adapter>(io: &SocketIo<A>) -> socketioxide::operators::BroadcastOperators<A> {
+    io.of("/rtc").expect("the /rtc namespace is registered at start")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, Refusal> {
+    serde_json::from_value(data).map_err(|e| Refusal::new(Code::Invalid, format!("payload: {e}")))
+}
+
+fn joined(conn: &Conn) -> Result<Joined, Refusal> {
+    conn.joined().ok_or_else(|| Refusal::new(Code::NotJoined, "send room:join first"))
+}
+
+fn audit(conn: &Conn, action: &str) -> Audit {
+    Audit::new(action, &ClientIp(conn.0.ip)).actor(conn.caller().user_id)
+}
+
+fn peer_view(p: &Participant) -> Value {
+    json!({ "peerId": p.peer_id, "role": p.role })
+}
+
+/// Moves an appointment on when the room says so; a status that does not allow the move
+/// (already checked in, cancelled meanwhile…) is left as it is.
+async fn follow_status(
+    sig: &Signaling,
+    conn: &Conn,
+    appointment: Uuid,
+    from: &[AppointmentStatus],
+    to: AppointmentStatus,
+) {
+    for expected in from {
+        match sig.app.store().transition_appointment(appointment, *expected, to, None, None, crate::clock::now()).await
+        {
+            Ok(Some(_)) => {
+                let action = format!("appointment.{}", to.as_str());
+                let _ = sig
+                    .app
+                    .audit(audit(conn, &action).target(appointment.to_string()).outcome("success:signaling"))
+                    .await;
+                return;
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(appointment = %appointment, error = %e, "appointment status not updated");
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JoinRequest {
+    appointment_id: Uuid,
+    #[serde(default)]
+    resume: bool,
+}
+
+async fn join<A: Adapter>(
+    s: &SocketRef<A>,
+    io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    let req: JoinRequest = parse(data)?;
+    let caller = conn.caller();
+    let id = req.appointment_id;
+    let denied = audit(conn, "consultation.join").target(id.to_string());
+    let a =
+        sig.app.store().appointment(id).await?.ok_or_else(|| Refusal::new(Code::NotFound, "no such appointment"))?;
+    let role = match scope(&sig.app, &caller).await? {
+        Scope::Patient(p) if p == a.patient_id => Role::Patient,
+        Scope::Practitioner(p) if p == a.practitioner_id => Role::Practitioner,
+        _ => {
+            sig.app.audit(denied.outcome("denied")).await?;
+            return Err(Refusal::new(Code::Forbidden, "only the appointment's patient and practitioner may join"));
+        }
+    };
+    if !a.status.holds_time() {
+        sig.app.audit(denied.outcome("refused:status")).await?;
+        return Err(Refusal::new(Code::Conflict, format!("a {} appointment has no consultation", a.status.as_str())));
+    }
+    let cfg = &sig.app.config().scheduling;
+    let opens_at = a.starts_at - time::Duration::minutes(cfg.join_before_minutes);
+    let closes_at = a.ends_at + time::Duration::minutes(cfg.join_after_minutes);
+    let now = crate::clock::now();
+    if now < opens_at {
+        sig.app.audit(denied.outcome("refused:too-early")).await?;
+        return Err(Refusal::new(Code::Closed, format!("the consultation room opens at {}", rfc3339(opens_at))));
+    }
+    if now >= closes_at {
+        sig.app.audit(denied.outcome("refused:closed")).await?;
+        return Err(Refusal::new(Code::Closed, format!("the consultation room closed at {}", rfc3339(closes_at))));
+    }
+    if let Err(e) = crate::privacy::consents::require_patient_consent(&sig.app, &caller).await {
+        sig.app.audit(denied.outcome("refused:consent")).await?;
+        return Err(e.into());
+    }
+    // A socket in another room leaves it first.
+    if let Some(previous) = conn.joined() {
+        leave_rooms(s, previous.appointment, &previous.peer_id);
+    }
+
+    // Resume: the same user's place, if it is connected elsewhere (replaced) or was lost less
+    // than the resume window ago.
+    let existing = sig.directory.get(id, caller.user_id).await?;
+    let resumable = existing.filter(|p| {
+        req.resume
+            && p.role == role
+            && p.disconnected_at_ms.is_none_or(|t| now_ms() - t <= RESUME_WINDOW.whole_milliseconds() as i64)
+    });
+    let resumed = resumable.is_some();
+    let (peer_id, state) = match &resumable {
+        Some(p) => (p.peer_id.clone(), p.state),
+        None => (
+            Uuid::new_v4().simple().to_string(),
+            if role == Role::Practitioner { PeerState::Admitted } else { PeerState::Waiting },
+        ),
+    };
+    if let Some(old) = sig.directory.get(id, caller.user_id).await? {
+        if old.socket_id != s.id.to_string() && old.disconnected_at_ms.is_none() {
+            // A second connection replaces the first.
+            let _ = rtc(io).to(rooms::peer(id, &old.peer_id)).disconnect().await;
+        }
+        if !resumed {
+            // A fresh join: the old place is gone for the others too.
+            let gone = json!({ "peerId": old.peer_id, "reason": "left" });
+            let _ = rtc(io).to(rooms::members(id)).emit("room:peer-left", &gone).await;
+        }
+    }
+    let me = Participant {
+        peer_id: peer_id.clone(),
+        user_id: caller.user_id,
+        role,
+        state,
+        socket_id: s.id.to_string(),
+        disconnected_at_ms: None,
+    };
+    sig.directory.put(id, &me).await?;
+    s.join([rooms::all(id), rooms::peer(id, &peer_id)]);
+    if role == Role::Practitioner {
+        s.join(rooms::practitioner(id));
+    }
+    match state {
+        PeerState::Admitted => s.join([rooms::members(id), rooms::admitted(id, &peer_id)]),
+        PeerState::Waiting => s.join(rooms::lobby(id)),
+    }
+    conn.set_joined(Some(Joined { appointment: id, peer_id: peer_id.clone(), role, closes_at, warned: false }));
+
+    let everyone = sig.directory.list(id).await?;
+    let connected = |p: &&Participant| p.peer_id != peer_id && p.disconnected_at_ms.is_none();
+    let peers: Vec<Value> =
+        everyone.iter().filter(connected).filter(|p| p.state == PeerState::Admitted).map(peer_view).collect();
+    let waiting: Vec<Value> = if role == Role::Practitioner {
+        everyone.iter().filter(connected).filter(|p| p.state == PeerState::Waiting).map(peer_view).collect()
+    } else {
+        Vec::new()
+    };
+    match state {
+        PeerState::Waiting => {
+            let _ = s.emit("lobby:waiting", &json!({ "peerId": peer_id }));
+            let _ = s.to(rooms::practitioner(id)).emit("lobby:patient-arrived", &peer_view(&me)).await;
+            follow_status(sig, conn, id, &[AppointmentStatus::Booked], AppointmentStatus::Arrived).await;
+        }
+        PeerState::Admitted => {
+            let _ = s.to(rooms::members(id)).emit("room:peer-joined", &peer_view(&me)).await;
+        }
+    }
+    let ice = crate::ice::credentials(
+        &sig.app,
+        &ClientIp(conn.0.ip),
+        &caller,
+        closes_at,
+        false,
+        Some(format!("appointment:{id}")),
+    )
+    .await?;
+    let outcome = match (resumed, state) {
+        (true, _) => "success:resumed",
+        (false, PeerState::Waiting) => "success:waiting",
+        (false, PeerState::Admitted) => "success:admitted",
+    };
+    sig.app.audit(audit(conn, "consultation.join").target(id.to_string()).outcome(outcome)).await?;
+    Ok(json!({
+        "peerId": peer_id,
+        "role": role,
+        "state": state,
+        "peers": peers,
+        "waiting": waiting,
+        "ice": ice,
+        "closesAt": rfc3339(closes_at),
+    }))
+}
+
+fn leave_rooms<A: Adapter>(s: &SocketRef<A>, appointment: Uuid, peer_id: &str) {
+    s.leave(rooms::of_participant(appointment, peer_id));
+}
+
+/// Tells the room a participant is gone: admitted members, or the practitioner for a patient
+/// who was still waiting.
+async fn announce_gone<A: Adapter>(s: &SocketRef<A>, j: &Joined, state: PeerState, reason: &str) {
+    let body = json!({ "peerId": j.peer_id, "reason": reason });
+    let room = match state {
+        PeerState::Admitted => rooms::members(j.appointment),
+        PeerState::Waiting => rooms::practitioner(j.appointment),
+    };
+    let _ = s.to(room).emit("room:peer-left", &body).await;
+}
+
+async fn leave<A: Adapter>(
+    s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    _data: Value,
+) -> EventResult {
+    let j = joined(conn)?;
+    let me = sig.directory.get(j.appointment, conn.caller().user_id).await?;
+    sig.directory.remove(j.appointment, conn.caller().user_id).await?;
+    leave_rooms(s, j.appointment, &j.peer_id);
+    conn.set_joined(None);
+    announce_gone(s, &j, me.map_or(PeerState::Waiting, |p| p.state), "left").await;
+    Ok(Value::Null)
+}
+
+async fn disconnected<A: Adapter>(
+    s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+) -> Result<(), Refusal> {
+    let Some(j) = conn.joined() else { return Ok(()) };
+    let Some(mut me) = sig.directory.get(j.appointment, conn.caller().user_id).await? else { return Ok(()) };
+    if me.socket_id != s.id.to_string() {
+        return Ok(()); // replaced by a newer connection, which holds the place now
+    }
+    me.disconnected_at_ms = Some(now_ms());
+    sig.directory.put(j.appointment, &me).await?;
+    announce_gone(s, &j, me.state, "disconnected").await;
+    Ok(())
+}
+
+/// The sender must be an admitted member; the addressee an admitted, connected member of the
+/// same room.
+async fn relay_signal<A: Adapter>(
+    s: &SocketRef<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    event: &str,
+    to: &str,
+    body: Value,
+) -> EventResult {
+    let j = joined(conn)?;
+    if !s.rooms().iter().any(|r| *r == rooms::members(j.appointment)) {
+        return Err(Refusal::new(Code::Forbidden, "wait until the practitioner admits you"));
+    }
+    let target = sig.directory.list(j.appointment).await?.into_iter().find(|p| p.peer_id == to);
+    match target {
+        Some(p) if p.state == PeerState::Admitted && p.disconnected_at_ms.is_none() && p.peer_id != j.peer_id => {}
+        _ => return Err(Refusal::new(Code::Forbidden, "that peer is not an admitted member of this room")),
+    }
+    let _ = s.to(rooms::admitted(j.appointment, to)).emit(event, &body).await;
+    Ok(Value::Null)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SdpMessage {
+    to: String,
+    sdp: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CandidateMessage {
+    to: String,
+    candidate: Value,
+}
+
+async fn signal_sdp<A: Adapter>(
+    s: &SocketRef<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+    event: &str,
+) -> EventResult {
+    let m: SdpMessage = parse(data)?;
+    let from = joined(conn)?.peer_id;
+    relay_signal(s, sig, conn, event, &m.to, json!({ "from": from, "sdp": m.sdp })).await
+}
+
+async fn signal_offer<A: Adapter>(
+    s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    signal_sdp(s, sig, conn, data, "signal:offer").await
+}
+
+async fn signal_answer<A: Adapter>(
+    s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    signal_sdp(s, sig, conn, data, "signal:answer").await
+}
+
+async fn signal_candidate<A: Adapter>(
+    s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    let m: CandidateMessage = parse(data)?;
+    let from = joined(conn)?.peer_id;
+    relay_signal(s, sig, conn, "signal:candidate", &m.to, json!({ "from": from, "candidate": m.candidate })).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaState {
+    audio: bool,
+    video: bool,
+}
+
+async fn media_state<A: Adapter>(
+    s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    _sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    let m: MediaState = parse(data)?;
+    let j = joined(conn)?;
+    if !s.rooms().iter().any(|r| *r == rooms::members(j.appointment)) {
+        return Err(Refusal::new(Code::Forbidden, "wait until the practitioner admits you"));
+    }
+    let body = json!({ "from": j.peer_id, "audio": m.audio, "video": m.video });
+    let _ = s.to(rooms::members(j.appointment)).emit("media:state", &body).await;
+    Ok(Value::Null)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PeerRequest {
+    peer_id: String,
+}
+
+/// The practitioner's own joined, admitted place.
+fn practitioner_in_room(conn: &Conn) -> Result<Joined, Refusal> {
+    let j = joined(conn)?;
+    if j.role != Role::Practitioner {
+        return Err(Refusal::new(Code::Forbidden, "only the practitioner may do this"));
+    }
+    Ok(j)
+}
+
+async fn waiting_patient(sig: &Signaling, j: &Joined, peer_id: &str) -> Result<Participant, Refusal> {
+    sig.directory
+        .list(j.appointment)
+        .await?
+        .into_iter()
+        .find(|p| p.peer_id == peer_id && p.state == PeerState::Waiting)
+        .ok_or_else(|| Refusal::new(Code::NotFound, "no such peer waiting in the lobby"))
+}
+
+async fn admit<A: Adapter>(
+    _s: &SocketRef<A>,
+    io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    let req: PeerRequest = parse(data)?;
+    let j = practitioner_in_room(conn)?;
+    let mut patient = waiting_patient(sig, &j, &req.peer_id).await?;
+    patient.state = PeerState::Admitted;
+    sig.directory.put(j.appointment, &patient).await?;
+    let id = j.appointment;
+    let peer_room = rooms::peer(id, &patient.peer_id);
+    // Announce to the members first, so the newcomer is not told about itself.
+    let _ = rtc(io).to(rooms::members(id)).emit("room:peer-joined", &peer_view(&patient)).await;
+    let _ = rtc(io).to(peer_room.clone()).leave(rooms::lobby(id)).await;
+    let _ = rtc(io).to(peer_room.clone()).join([rooms::members(id), rooms::admitted(id, &patient.peer_id)]).await;
+    let peers: Vec<Value> = sig
+        .directory
+        .list(id)
+        .await?
+        .iter()
+        .filter(|p| p.peer_id != patient.peer_id && p.state == PeerState::Admitted && p.disconnected_at_ms.is_none())
+        .map(peer_view)
+        .collect();
+    let _ = rtc(io).to(peer_room).emit("lobby:admitted", &json!({ "peerId": patient.peer_id, "peers": peers })).await;
+    sig.app.audit(audit(conn, "consultation.admit").target(format!("{id}:{}", patient.peer_id))).await?;
+    follow_status(
+        sig,
+        conn,
+        id,
+        &[AppointmentStatus::Arrived, AppointmentStatus::Booked],
+        AppointmentStatus::CheckedIn,
+    )
+    .await;
+    Ok(json!({ "peerId": patient.peer_id }))
+}
+
+async fn deny<A: Adapter>(
+    _s: &SocketRef<A>,
+    io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    let req: PeerRequest = parse(data)?;
+    let j = practitioner_in_room(conn)?;
+    let patient = waiting_patient(sig, &j, &req.peer_id).await?;
+    sig.directory.remove(j.appointment, patient.user_id).await?;
+    let peer_room = rooms::peer(j.appointment, &patient.peer_id);
+    let _ = rtc(io).to(peer_room.clone()).emit("lobby:denied", &json!({ "peerId": patient.peer_id })).await;
+    let gone = json!({ "peerId": patient.peer_id, "reason": "denied" });
+    let _ = rtc(io).to(rooms::practitioner(j.appointment)).emit("room:peer-left", &gone).await;
+    let _ = rtc(io).to(peer_room).leave(rooms::of_participant(j.appointment, &patient.peer_id)).await;
+    sig.app.audit(audit(conn, "consultation.deny").target(format!("{}:{}", j.appointment, patient.peer_id))).await?;
+    Ok(json!({ "peerId": patient.peer_id }))
+}
+
+async fn end<A: Adapter>(
+    s: &SocketRef<A>,
+    io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    _data: Value,
+) -> EventResult {
+    let j = practitioner_in_room(conn)?;
+    let id = j.appointment;
+    let everyone = sig.directory.list(id).await?;
+    let _ = rtc(io).to(rooms::all(id)).emit("room:ended", &json!({ "reason": "ended-by-practitioner" })).await;
+    for p in &everyone {
+        let _ = rtc(io).to(rooms::peer(id, &p.peer_id)).leave(rooms::of_participant(id, &p.peer_id)).await;
+    }
+    leave_rooms(s, id, &j.peer_id);
+    sig.directory.clear(id).await?;
+    conn.set_joined(None);
+    sig.app.audit(audit(conn, "consultation.end").target(id.to_string())).await?;
+    follow_status(
+        sig,
+        conn,
+        id,
+        &[AppointmentStatus::CheckedIn, AppointmentStatus::Arrived],
+        AppointmentStatus::Fulfilled,
+    )
+    .await;
+    Ok(Value::Null)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Renew {
+    token: String,
+}
+
+async fn renew<A: Adapter>(
+    _s: &SocketRef<A>,
+    _io: &SocketIo<A>,
+    sig: &Signaling,
+    conn: &Conn,
+    data: Value,
+) -> EventResult {
+    let req: Renew = parse(data)?;
+    let (caller, expires) = check_token(&sig.app, &req.token).await.map_err(|e| match e {
+        TokenRefusal::Store(e) => Refusal::from(e),
+        other => Refusal::new(Code::Forbidden, other.to_string()),
+    })?;
+    if caller.user_id != conn.caller().user_id {
+        return Err(Refusal::new(Code::Forbidden, "the token belongs to another account"));
+    }
+    conn.renew(expires);
+    Ok(json!({ "expiresAt": rfc3339(expires) }))
+}
+
+/// Sends `auth:expired` (and disconnects) when the token runs out, `session:expiring` five
+/// minutes before the join window closes, and `room:ended {window-closed}` when it closes.
+async fn timers<A: Adapter>(s: SocketRef<A>, _io: SocketIo<A>, sig: Signaling, conn: Conn) {
+    loop {
+        if !s.connected() {
+            return;
+        }
+        let now = crate::clock::now();
+        let token_expires = conn.token_expires();
+        if now >= token_expires {
+            let _ = s.emit("auth:expired", &json!({}));
+            let _ = s.clone().disconnect();
+            return;
+        }
+        let mut next = token_expires;
+        if let Some(j) = conn.joined() {
+            if now >= j.closes_at {
+                let _ = s.emit("room:ended", &json!({ "reason": "window-closed" }));
+                leave_rooms(&s, j.appointment, &j.peer_id);
+                let _ = sig.directory.remove(j.appointment, conn.caller().user_id).await;
+                conn.set_joined(None);
+                continue;
+            }
+            let warn_at = j.closes_at - EXPIRY_WARNING;
+            if !j.warned {
+                if now >= warn_at {
+                    let _ = s.emit("session:expiring", &json!({ "closesAt": rfc3339(j.closes_at) }));
+                    conn.mark_warned();
+                    continue;
+                }
+                next = next.min(warn_at);
+            }
+            next = next.min(j.closes_at);
+        }
+        // Wake at the next deadline, when a deadline changes, or at least each minute to notice
+        // a closed connection.
+        let wait = (next - now).clamp(time::Duration::milliseconds(10), time::Duration::minutes(1));
+        let wait = std::time::Duration::from_millis(wait.whole_milliseconds() as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = conn.0.changed.notified() => {}
+        }
+    }
+}

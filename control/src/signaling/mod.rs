@@ -1,0 +1,72 @@
+//! Consultation signaling on Socket.IO (namespace `/rtc`, protocol in docs/signaling.md),
+//! served by socketioxide inside the control plane's HTTP server. One instance keeps rooms in
+//! memory; with `redis-url`, events fan out through the socketioxide Redis adapter and room
+//! state lives in Redis, so participants may be on different instances.
+//!
+//! SDP and ICE candidates carry IP addresses: handlers pass them on and never store or log them.
+
+mod conn;
+pub mod directory;
+mod handlers;
+mod reply;
+mod rooms;
+
+use std::sync::Arc;
+
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::handler::ConnectHandler;
+
+use crate::app::AppState;
+use directory::Directory;
+
+/// How long a disconnected participant keeps their place.
+pub const RESUME_WINDOW: time::Duration = time::Duration::seconds(60);
+/// How long before the join window closes `session:expiring` is sent.
+pub const EXPIRY_WARNING: time::Duration = time::Duration::minutes(5);
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct Signaling {
+    pub app: AppState,
+    pub directory: Arc<Directory>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalingError {
+    #[error("redis-url {url}: {source}")]
+    Redis { url: String, source: redis::RedisError },
+    #[error("room directory: {0}")]
+    Directory(#[from] directory::DirectoryError),
+}
+
+/// The router with Socket.IO mounted at `/socket.io/`.
+pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router, SignalingError> {
+    let Some(url) = app.config().redis_url.clone() else {
+        let state = Signaling { app, directory: Arc::new(Directory::memory()) };
+        let (layer, io) = SocketIo::builder().with_state(state).build_layer();
+        io.ns("/rtc", handlers::on_connect::<LocalAdapter>.with(handlers::authenticate::<LocalAdapter>));
+        return Ok(router.layer(layer));
+    };
+    // socketioxide's Redis driver speaks RESP3.
+    let resp3 = if url.contains("protocol=") {
+        url.clone()
+    } else {
+        format!("{url}{}protocol=resp3", if url.contains('?') { "&" } else { "?" })
+    };
+    let redis_error = |source| SignalingError::Redis { url: url.clone(), source };
+    let client = redis::Client::open(resp3.as_str()).map_err(redis_error)?;
+    let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis(&client).await.map_err(redis_error)?;
+    let directory = Arc::new(Directory::redis(&client).await?);
+    let state = Signaling { app, directory };
+    let (layer, io) = SocketIo::builder()
+        .with_state(state)
+        .with_adapter::<socketioxide_redis::RedisAdapter<_>>(adapter)
+        .build_layer();
+    type Redis = socketioxide_redis::RedisAdapter<socketioxide::adapter::Emitter>;
+    if let Err(e) = io.ns("/rtc", handlers::on_connect::<Redis>.with(handlers::authenticate::<Redis>)).await {
+        tracing::error!(error = %e, "signaling namespace could not join the Redis adapter");
+    }
+    tracing::info!("signaling fans out through Redis");
+    Ok(router.layer(layer))
+}

@@ -1,0 +1,35 @@
+//! Socket.IO room names of one consultation. A socket joins `all` and its own `peer` room on
+//! joining; `lobby` while waiting; `members` and its own `admitted` room once admitted (signals
+//! are delivered to `admitted` rooms only, so they can never reach a waiting or foreign peer);
+//! the practitioner also joins `practitioner`.
+
+use uuid::Uuid;
+
+pub fn all(a: Uuid) -> String {
+    format!("rtc:{a}")
+}
+
+pub fn lobby(a: Uuid) -> String {
+    format!("rtc:{a}:lobby")
+}
+
+pub fn members(a: Uuid) -> String {
+    format!("rtc:{a}:members")
+}
+
+pub fn practitioner(a: Uuid) -> String {
+    format!("rtc:{a}:practitioner")
+}
+
+pub fn peer(a: Uuid, peer_id: &str) -> String {
+    format!("rtc:{a}:peer:{peer_id}")
+}
+
+pub fn admitted(a: Uuid, peer_id: &str) -> String {
+    format!("rtc:{a}:admitted:{peer_id}")
+}
+
+/// Every room a participant may be in, for leaving them all at once.
+pub fn of_participant(a: Uuid, peer_id: &str) -> Vec<String> {
+    vec![all(a), lobby(a), members(a), practitioner(a), peer(a, peer_id), admitted(a, peer_id)]
+}
