@@ -319,7 +319,10 @@ pub async fn change(
     };
     let reason = match (next, req.reason) {
         (Cancelled, None) => return Err(ApiError::field("reason", "a cancellation needs a reason")),
-        (_, Some(r)) => Some(super::practitioners::text("reason", &r, 500)?),
+        (Cancelled, Some(r)) => Some(super::practitioners::text("reason", &r, 500)?),
+        // The reason is the cancellation's (FHIR Appointment.cancelationReason); another
+        // action's reason would be stored as one.
+        (_, Some(_)) => return Err(ApiError::field("reason", "only a cancellation takes a reason")),
         (_, None) => None,
     };
     let changed = state

@@ -296,8 +296,19 @@ pub async fn list(
             filter.practitioner_id = Some(p);
             state.store().list_patients(&filter).await?
         }
+        // A patient's list is their own record, if it matches the search.
         Scope::Patient(own) => {
-            state.store().list_patients(&filter).await?.into_iter().filter(|p| p.id == own).collect()
+            let record = state.store().patient(own).await?;
+            let matches = |mine: &Option<String>, wanted: &Option<String>| wanted.is_none() || mine == wanted;
+            record
+                .filter(|p| {
+                    matches(&p.national_id_index, &filter.national_id_index)
+                        && matches(&p.phone_index, &filter.phone_index)
+                        && matches(&p.email_index, &filter.email_index)
+                        && filter.offset == 0
+                })
+                .into_iter()
+                .collect()
         }
         Scope::Nothing => Vec::new(),
     };

@@ -131,11 +131,7 @@ pub async fn list(
     if !(1..=200).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
         return Err(ApiError::BadRequest("limit must be 1 to 200 and offset not negative".into()));
     }
-    let all = state.store().list_practitioners(limit, q.offset.unwrap_or(0)).await?;
-    Ok(Json(
-        all.iter()
-            .filter(|p| q.specialty.as_deref().is_none_or(|s| p.specialty.eq_ignore_ascii_case(s.trim())))
-            .map(PractitionerView::from)
-            .collect(),
-    ))
+    let specialty = q.specialty.as_deref().map(str::trim);
+    let found = state.store().list_practitioners(specialty, limit, q.offset.unwrap_or(0)).await?;
+    Ok(Json(found.iter().map(PractitionerView::from).collect()))
 }

@@ -257,7 +257,12 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<Option<Appointment>>;
 
-    async fn list_practitioners(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>>;
+    async fn list_practitioners(
+        &self,
+        specialty: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Practitioner>>;
     async fn list_patients(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>>;
     /// Writes a patient's changeable fields (name, birth date, sealed fields and their indexes);
     /// false if there is no such patient.

@@ -653,8 +653,13 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn list_practitioners(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>> {
-        self.list_practitioners_impl(limit, offset).await
+    async fn list_practitioners(
+        &self,
+        specialty: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Practitioner>> {
+        self.list_practitioners_impl(specialty, limit, offset).await
     }
 
     async fn list_patients(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>> {

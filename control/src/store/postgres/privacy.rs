@@ -50,12 +50,21 @@ fn consent_from_row(r: &PgRow) -> Result<Consent, sqlx::Error> {
 }
 
 impl PostgresStore {
-    pub(super) async fn list_practitioners_impl(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>> {
-        let rows = sqlx::query("SELECT * FROM practitioners ORDER BY display_name, id LIMIT $1 OFFSET $2")
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
+    pub(super) async fn list_practitioners_impl(
+        &self,
+        specialty: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Practitioner>> {
+        let rows = sqlx::query(
+            "SELECT * FROM practitioners WHERE ($1::text IS NULL OR lower(specialty) = lower($1))
+             ORDER BY display_name, id LIMIT $2 OFFSET $3",
+        )
+        .bind(specialty)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(practitioner_from_row).collect::<Result<_, _>>()?)
     }
 

@@ -50,12 +50,22 @@ fn consent_from_row(r: &SqliteRow) -> Result<Consent, sqlx::Error> {
 }
 
 impl SqliteStore {
-    pub(super) async fn list_practitioners_impl(&self, limit: i64, offset: i64) -> StoreResult<Vec<Practitioner>> {
-        let rows = sqlx::query("SELECT * FROM practitioners ORDER BY display_name, id LIMIT ? OFFSET ?")
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
+    pub(super) async fn list_practitioners_impl(
+        &self,
+        specialty: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Practitioner>> {
+        let rows = sqlx::query(
+            "SELECT * FROM practitioners WHERE (? IS NULL OR lower(specialty) = lower(?))
+             ORDER BY display_name, id LIMIT ? OFFSET ?",
+        )
+        .bind(specialty)
+        .bind(specialty)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(practitioner_from_row).collect::<Result<_, _>>()?)
     }
 
