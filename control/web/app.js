@@ -569,8 +569,7 @@
     if (!a) return;
     // Always `resume: true`: it restores my place when I still have one (a reconnect, a page
     // reload within 60 s) and starts afresh otherwise. Retried when unanswered, which is safe
-    // for the same reason (an event sent right after connecting can be lost by the server:
-    // tests/signaling/SERVER-ISSUES.md).
+    // for the same reason (a lost packet, a slow server).
     let ack;
     for (let attempt = 0; attempt < 3; attempt++) {
       const socket = room.socket;

@@ -8,7 +8,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { Clinic } from "./lib/clinic.js";
@@ -121,6 +121,29 @@ async function until(what, fn, timeoutMs = 45000) {
   }
 }
 
+test("the control plane serves control/web as it is, under the strict CSP", async () => {
+  const files = { "/": "index.html", "/app.js": "app.js", "/app.css": "app.css", "/vendor/socket.io.min.js": "vendor/socket.io.min.js" };
+  for (const [path, file] of Object.entries(files)) {
+    const res = await fetch(control.url(path));
+    assert.equal(res.status, 200, path);
+    const served = Buffer.from(await res.arrayBuffer());
+    const onDisk = readFileSync(join(ROOT, "control", "web", file));
+    assert.ok(served.equals(onDisk), `${path} differs from control/web/${file}: the binary embeds an older copy (cargo build -p teletip-control)`);
+    const csp = res.headers.get("content-security-policy") || "";
+    for (const directive of [
+      "default-src 'self'",
+      "connect-src 'self' ws: wss:",
+      "media-src 'self' blob: mediastream:",
+      "img-src 'self' data:",
+      "style-src 'self'",
+      "script-src 'self'",
+      "frame-ancestors 'none'",
+    ]) {
+      assert.ok(csp.split(";").map((d) => d.trim()).includes(directive), `${path}: CSP ${csp} lacks ${directive}`);
+    }
+  }
+});
+
 test("a relayed video consultation between two browsers", async () => {
   const { practitioner, patient, appointment } = await c.pair({ practitioner: "Dr. Elif Kaya", patient: "Ayşe Yılmaz" });
 
@@ -160,7 +183,8 @@ test("a relayed video consultation between two browsers", async () => {
       assert.ok(s.framesDecoded > 0, `${page.label}: framesDecoded ${s.framesDecoded}`);
       assert.equal(s.local, "relay", `${page.label}: local candidate type`);
       assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
-      assert.equal(s.pairState, "succeeded");
+      // The transport's selected pair (its state may read "in-progress" during a consent check).
+      assert.ok(s.nominated === true || s.pairState === "succeeded", `${page.label}: selected pair ${JSON.stringify(s)}`);
       // The page shows it too.
       await until(`${page.label} showing the route`, async () => {
         const text = await page.getByTestId("candidate-type").textContent();

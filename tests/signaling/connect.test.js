@@ -1,6 +1,8 @@
 // An event sent the moment the socket is connected must be handled and acknowledged (the web
 // client sends room:join from its connect handler, and again on every reconnect). Repeated,
-// because a lost event is a race (tests/signaling/SERVER-ISSUES.md, issue 1).
+// because a lost event is a race: socketioxide sends CONNECT before it runs the (spawned) connect
+// handler, so event handlers registered there could miss the first packets; the server
+// registers them in the handshake middleware instead.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

@@ -164,6 +164,7 @@ test("the practitioner is told when a patient arrives, and can deny", async () =
 
   okData(await doc.call("lobby:deny", { peerId: pj.peerId }), "deny");
   assert.deepEqual(await pat.waitFor("lobby:denied"), { peerId: pj.peerId });
+  assert.deepEqual(await doc.waitFor("room:peer-left"), { peerId: pj.peerId, reason: "denied" });
   assert.equal(pat.received("lobby:admitted").length, 0);
   const late = await pat.call("signal:offer", { to: dj.peerId, sdp: SDP("denied") });
   assert.equal(late.ok, false, "a denied patient cannot signal");
