@@ -8,7 +8,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { Clinic } from "./lib/clinic.js";
@@ -23,6 +23,7 @@ let browser;
 let c;
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of ["practitioner-failed.png", "patient-failed.png"]) rmSync(join(ARTIFACTS, f), { force: true });
   const dir = tempDir("teletip-browser-");
   const relayPort = await freeUdpPort();
   control = await Control.start({
