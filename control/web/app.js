@@ -35,6 +35,7 @@
     ended: null, // why the consultation ended, once it did
     ending: false, // my room:end is in flight
     remoteMedia: null, // the other side's last media:state
+    dropped: new Set(), // peers whose connection dropped (room:peer-left disconnected)
   };
 
   const media = {
@@ -362,6 +363,7 @@
     room.ended = null;
     room.ending = false;
     room.remoteMedia = null;
+    room.dropped = new Set();
   }
 
   async function getLocalMedia() {
@@ -498,12 +500,16 @@
       renderWaiting();
       announce(`${p.role === "patient" ? "The patient" : "The practitioner"} joined the consultation.`);
       sendMediaState(); // tell the newcomer whether my microphone and camera are on
-      if (room.role === "practitioner") startCall(p.peerId);
+      // A peer coming back after a dropped connection may have lost its side of the call (a
+      // reload before it answered): an unanswered offer is then made again.
+      const resumed = room.dropped.delete(p.peerId);
+      if (room.role === "practitioner") startCall(p.peerId, resumed);
     });
     socket.on("room:peer-left", (p) => {
       room.waiting = room.waiting.filter((w) => w.peerId !== p.peerId);
       renderWaiting();
       if (p.reason === "disconnected") {
+        room.dropped.add(p.peerId);
         // They keep their place for 60 s; the media may still flow meanwhile.
         announce("The other participant's connection dropped; waiting for them to come back.");
         return;
@@ -516,9 +522,11 @@
         announce("The other participant left the consultation.");
       }
     });
-    socket.on("signal:offer", (m) => onOffer(m).catch((e) => announce(`Video setup failed: ${e.message}`)));
-    socket.on("signal:answer", (m) => onAnswer(m).catch((e) => announce(`Video setup failed: ${e.message}`)));
-    socket.on("signal:candidate", (m) => onCandidate(m));
+    // Signals are handled one after the other: each step is asynchronous, and an offer, its
+    // candidates or a second offer must not overtake one another.
+    socket.on("signal:offer", (m) => inOrder(() => onOffer(m)));
+    socket.on("signal:answer", (m) => inOrder(() => onAnswer(m)));
+    socket.on("signal:candidate", (m) => inOrder(() => onCandidate(m)));
     socket.on("media:state", (m) => {
       if (m.from !== room.remotePeerId && room.remotePeerId) return;
       const parts = [];
@@ -732,14 +740,20 @@
     return pc;
   }
 
+  let signalChain = Promise.resolve();
+  function inOrder(step) {
+    signalChain = signalChain.then(step).catch((e) => announce(`Video setup failed: ${e.message}`));
+    return signalChain;
+  }
+
   // Practitioner: call an admitted patient (idempotent while a call with them is alive).
-  function startCall(peerId) {
+  function startCall(peerId, resumed = false) {
     if (room.role !== "practitioner" || room.ended) return;
     const pc = call.pc;
     if (pc && room.remotePeerId === peerId) {
       // Keep a call that works or is being set up; an offer left unanswered (the patient
       // reloaded before answering) or a dead connection is started afresh.
-      const unanswered = pc.connectionState === "new" && pc.signalingState === "have-local-offer";
+      const unanswered = resumed && pc.connectionState === "new" && pc.signalingState === "have-local-offer";
       if (!unanswered && !["failed", "closed"].includes(pc.connectionState)) return;
     }
     newPeerConnection(peerId);
