@@ -29,7 +29,9 @@ before(async () => {
   control = await Control.start({
     name: "browser",
     dir,
-    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${relayPort}\nstun = true\n`,
+    // Access tokens of 30 s (the minimum): the call outlives the first ones, so the pages must
+    // refresh them and renew the signaling connection (auth:renew) while the video runs.
+    extraToml: `${RELAXED_LIMITS}\n[auth]\naccess-ttl = 30\n\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${relayPort}\nstun = true\n`,
   });
   control.createAdmin();
   relay = await Relay.start({ secretFile: join(control.dataDir, "relay.secret"), port: relayPort, dir });
@@ -146,6 +148,7 @@ test("the control plane serves control/web as it is, under the strict CSP", asyn
 });
 
 test("a relayed video consultation between two browsers", async () => {
+  await c.relogin();
   const { practitioner, patient, appointment } = await c.pair({ practitioner: "Dr. Elif Kaya", patient: "Ayşe Yılmaz" });
 
   // The page is served with the strict CSP.
@@ -157,8 +160,10 @@ test("a relayed video consultation between two browsers", async () => {
   const doc = await openPage("practitioner", { width: 1280, height: 860 });
   const pat = await openPage("patient", { width: 360, height: 780 }); // a phone
   try {
+    const loggedInAt = Date.now();
     await logIn(pat, patient);
     await logIn(doc, practitioner);
+    const firstExpiry = await pat.evaluate(() => window.teletip.state.accessTokenExpiresAt);
     assert.equal(await pat.getByTestId("user-role").textContent(), "patient");
 
     // The patient waits in the lobby.
@@ -194,7 +199,9 @@ test("a relayed video consultation between two browsers", async () => {
       assert.equal(await page.getByTestId("connection-state").textContent(), "connected");
     }
     assert.equal(await pat.evaluate(() => window.teletip.state.roomState), "admitted");
+    await c.relogin();
     assert.equal(await c.appointmentStatus(appointment.id), "checked-in");
+    const socketIds = await Promise.all([doc, pat].map((p) => p.evaluate(() => window.teletip.state.socketId)));
 
     // The relay carried the media.
     const bytes = await until("the relay counting relayed bytes", async () => {
@@ -226,6 +233,21 @@ test("a relayed video consultation between two browsers", async () => {
 
     await doc.screenshot({ path: join(ARTIFACTS, "practitioner.png"), fullPage: true });
     await pat.screenshot({ path: join(ARTIFACTS, "patient.png"), fullPage: true });
+
+    // Past the first tokens' lifetime (30 s + 5 s leeway): both pages refreshed their tokens
+    // and renewed the signaling connection in place; the call never noticed.
+    const wait = loggedInAt + 38000 - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    for (const [i, page] of [doc, pat].entries()) {
+      const st = await page.evaluate(() => window.teletip.state);
+      assert.ok(st.accessTokenExpiresAt > firstExpiry, `${page.label}: the access token was refreshed`);
+      assert.equal(st.socketConnected, true, `${page.label}: signaling still connected`);
+      assert.equal(st.socketId, socketIds[i], `${page.label}: the same signaling connection (renewed, not reconnected)`);
+      assert.equal(st.connectionState, "connected", `${page.label}: media still connected`);
+      assert.equal(st.ended, null);
+    }
+    assert.ok((await mediaStats(pat)).framesDecoded > 0);
+    await c.relogin();
 
     // The practitioner ends the consultation; the patient is told.
     await doc.getByTestId("end").click();

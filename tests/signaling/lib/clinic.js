@@ -66,6 +66,11 @@ export class Clinic {
     return c;
   }
 
+  /** A fresh admin token (for instances with short access tokens). */
+  async relogin() {
+    this.admin = (await this.api.login(ADMIN_EMAIL, ADMIN_PASSWORD)).accessToken;
+  }
+
   /** The same clinic (database, accounts) seen through another instance. */
   async via(control) {
     const c = new Clinic();
