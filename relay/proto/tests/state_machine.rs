@@ -719,3 +719,172 @@ fn dont_fragment_reaches_the_relayed_send() {
         other => panic!("{other:?}"),
     }
 }
+
+// --- Same-relay delivery ------------------------------------------------------------------
+//
+// Both legs of a call on one shard: A sends to B's relayed address and the shard hands the
+// datagram straight to B's client, with the same permission and channel rules (and counters)
+// as when it went out of A's relayed socket and came back in on B's.
+
+/// A shard whose relayed addresses (203.0.113.1, a documentation range the default policy
+/// denies) are allowed as peers, as a deployment's own relay address is.
+fn same_relay_shard() -> teletip_turn_proto::server::Shard<FakeBinder> {
+    let mut cfg = config();
+    cfg.policy = teletip_turn_proto::policy::PeerPolicy::new(vec!["203.0.113.0/24".parse().unwrap()], vec![]);
+    shard_with(cfg, SharedQuotas::new(0, 0, 0))
+}
+
+/// Two clients with allocations on `s`: (A, A's relayed address, B, B's relayed address).
+fn two_legs(s: &mut teletip_turn_proto::server::Shard<FakeBinder>) -> (Client, SocketAddr, Client, SocketAddr) {
+    let mut a = Client::new("198.51.100.20:5000", "leg-a");
+    let mut b = Client::new("198.51.100.30:6000", "leg-b");
+    let ra = allocate(s, T0, &mut a);
+    let rb = allocate(s, T0, &mut b);
+    (a, ra, b, rb)
+}
+
+fn send_indication_to(c: &mut Client, to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let nonce = c.nonce.take();
+    let txid = c.next_txid();
+    let ind = c.build(Method::SEND, Class::Indication, txid, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, to).unwrap();
+        w.bytes(attr::DATA, data).unwrap();
+    });
+    c.nonce = nonce;
+    ind
+}
+
+#[test]
+fn same_relay_channel_data_reaches_the_other_client_on_its_channel() {
+    let mut s = same_relay_shard();
+    let (mut a, ra, mut b, rb) = two_legs(&mut s);
+    assert_eq!(call(&mut s, T0, &mut a, Method::CHANNEL_BIND, channel_attrs(0x4001, rb)).class(), Class::Success);
+    assert_eq!(call(&mut s, T0, &mut b, Method::CHANNEL_BIND, channel_attrs(0x4ABC, ra)).class(), Class::Success);
+    let frame = [&[0x40, 0x01, 0x00, 0x05][..], b"video"].concat();
+    let mut out = [0u8; 2048];
+    match s.handle_client(T0, a.tuple, &frame, &mut out) {
+        Action::ToClient { tuple, payload: Payload::Output(n) } => {
+            assert_eq!(tuple, b.tuple, "straight to B's client");
+            assert_eq!(&out[..n], [&[0x4A, 0xBC, 0x00, 0x05][..], b"video"].concat(), "on B's own channel");
+        }
+        other => panic!("expected same-relay delivery, got {other:?}"),
+    }
+    assert_eq!(s.stats().client_to_peer.packets, 1);
+    assert_eq!(s.stats().peer_to_client.packets, 1);
+    assert_eq!(s.stats().peer_to_client.bytes, 5);
+}
+
+#[test]
+fn same_relay_without_a_channel_is_a_data_indication_from_the_senders_relayed_address() {
+    let mut s = same_relay_shard();
+    let (mut a, ra, mut b, rb) = two_legs(&mut s);
+    assert_eq!(call(&mut s, T0, &mut a, Method::CREATE_PERMISSION, peer_attr(rb)).class(), Class::Success);
+    assert_eq!(call(&mut s, T0, &mut b, Method::CREATE_PERMISSION, peer_attr(ra)).class(), Class::Success);
+    let ind = send_indication_to(&mut a, rb, b"audio");
+    let mut out = [0u8; 2048];
+    match s.handle_client(T0, a.tuple, &ind, &mut out) {
+        Action::ToClient { tuple, payload: Payload::Output(n) } => {
+            assert_eq!(tuple, b.tuple);
+            let m = Message::decode(&out[..n]).unwrap();
+            assert_eq!((m.method(), m.class()), (Method::DATA, Class::Indication));
+            assert_eq!(
+                codec::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id()),
+                Some(ra)
+            );
+            assert_eq!(m.get(attr::DATA), Some(&b"audio"[..]));
+        }
+        other => panic!("expected same-relay delivery, got {other:?}"),
+    }
+    // A's ChannelData to B, where B has bound no channel, arrives as a Data indication too.
+    assert_eq!(call(&mut s, T0, &mut a, Method::CHANNEL_BIND, channel_attrs(0x4000, rb)).class(), Class::Success);
+    let frame = [&[0x40, 0x00, 0x00, 0x02][..], b"hi"].concat();
+    let Action::ToClient { payload: Payload::Output(n), .. } = s.handle_client(T0, a.tuple, &frame, &mut out) else {
+        panic!("expected same-relay delivery")
+    };
+    let m = Message::decode(&out[..n]).unwrap();
+    assert_eq!(m.method(), Method::DATA);
+    assert_eq!(m.get(attr::DATA), Some(&b"hi"[..]));
+}
+
+#[test]
+fn same_relay_is_dropped_without_the_receivers_permission() {
+    let mut s = same_relay_shard();
+    let (mut a, ra, mut b, rb) = two_legs(&mut s);
+    assert_eq!(call(&mut s, T0, &mut a, Method::CHANNEL_BIND, channel_attrs(0x4001, rb)).class(), Class::Success);
+    let frame = [&[0x40, 0x01, 0x00, 0x01][..], b"x"].concat();
+    let mut out = [0u8; 2048];
+    assert_eq!(s.handle_client(T0, a.tuple, &frame, &mut out), Action::None, "B permits nobody");
+    assert_eq!(s.stats().dropped(DropReason::NoPermission), 1);
+    // A permission for another address of the same IP would do (permissions are per IP), but
+    // one that has expired does not.
+    assert_eq!(call(&mut s, T0, &mut b, Method::CREATE_PERMISSION, peer_attr(ra)).class(), Class::Success);
+    assert!(matches!(s.handle_client(T0, a.tuple, &frame, &mut out), Action::ToClient { .. }));
+    let later = T0.plus_secs(301);
+    assert_eq!(call(&mut s, later, &mut a, Method::CHANNEL_BIND, channel_attrs(0x4001, rb)).class(), Class::Success);
+    assert_eq!(s.handle_client(later, a.tuple, &frame, &mut out), Action::None, "B's permission expired");
+    assert_eq!(s.stats().dropped(DropReason::NoPermission), 2);
+    // And nothing at all once B's allocation is gone.
+    assert_eq!(
+        call(&mut s, later, &mut b, Method::REFRESH, |w| w.u32(attr::LIFETIME, 0).map(drop).unwrap()).class(),
+        Class::Success
+    );
+    assert_eq!(
+        s.handle_client(later, a.tuple, &frame, &mut out),
+        Action::ToPeer { relay: RelayId(1), peer: rb, payload: 4..5, dont_fragment: false },
+        "no longer a relayed address here: out through the kernel like any peer"
+    );
+}
+
+#[test]
+fn same_relay_counts_what_the_kernel_path_counts_and_delivers_the_same_bytes() {
+    // Kernel path: A on one shard, B on another; A's datagram leaves A's relayed socket and is
+    // handed to B's shard as peer data from A's relayed address.
+    let mut shard_a = same_relay_shard();
+    let mut shard_b = same_relay_shard();
+    shard_b.binder_mut().next_port = 51000;
+    let mut a = Client::new("198.51.100.20:5000", "leg-a");
+    let mut b = Client::new("198.51.100.30:6000", "leg-b");
+    let ra = allocate(&mut shard_a, T0, &mut a);
+    let rb = allocate(&mut shard_b, T0, &mut b);
+    assert_eq!(call(&mut shard_a, T0, &mut a, Method::CHANNEL_BIND, channel_attrs(0x4001, rb)).class(), Class::Success);
+    assert_eq!(call(&mut shard_b, T0, &mut b, Method::CHANNEL_BIND, channel_attrs(0x4002, ra)).class(), Class::Success);
+    // Same relay: both on one shard, same addresses.
+    let mut one = same_relay_shard();
+    let (mut a1, ra1, mut b1, rb1) = two_legs(&mut one);
+    assert_eq!((ra1.port(), rb1.port()), (50000, 50001));
+    assert_eq!(call(&mut one, T0, &mut a1, Method::CHANNEL_BIND, channel_attrs(0x4001, rb1)).class(), Class::Success);
+    assert_eq!(call(&mut one, T0, &mut b1, Method::CHANNEL_BIND, channel_attrs(0x4002, ra1)).class(), Class::Success);
+
+    let mut out = [0u8; 2048];
+    for (i, len) in [(0u8, 160usize), (1, 1200), (2, 0)] {
+        let mut frame = vec![0x40, 0x01, (len >> 8) as u8, len as u8];
+        frame.extend(std::iter::repeat_n(i, len));
+        let via_kernel = match shard_a.handle_client(T0, a.tuple, &frame, &mut out) {
+            Action::ToPeer { relay, peer, payload, .. } => {
+                assert_eq!((relay, peer), (RelayId(1), rb));
+                let target = *shard_b.binder().bound.keys().next().unwrap();
+                relay_from_peer_to(&mut shard_b, T0, target, ra, &frame[payload]).expect("delivered")
+            }
+            other => panic!("two shards go through the kernel, got {other:?}"),
+        };
+        let same_relay = match one.handle_client(T0, a1.tuple, &frame, &mut out) {
+            Action::ToClient { tuple, payload: Payload::Output(n) } => {
+                assert_eq!(tuple, b1.tuple);
+                out[..n].to_vec()
+            }
+            other => panic!("one shard delivers directly, got {other:?}"),
+        };
+        assert_eq!(same_relay, via_kernel, "B's client gets the same bytes");
+    }
+    // Unbound channel and no permission: dropped alike.
+    let stray = [0x40, 0x07, 0x00, 0x01, 9];
+    assert_eq!(shard_a.handle_client(T0, a.tuple, &stray, &mut out), Action::None);
+    assert_eq!(one.handle_client(T0, a1.tuple, &stray, &mut out), Action::None);
+
+    let (ka, kb, s1) = (shard_a.stats(), shard_b.stats(), one.stats());
+    assert_eq!(s1.client_to_peer, ka.client_to_peer);
+    assert_eq!(s1.peer_to_client, kb.peer_to_client);
+    for reason in DropReason::ALL {
+        assert_eq!(s1.dropped(*reason), ka.dropped(*reason) + kb.dropped(*reason), "{reason:?}");
+    }
+}

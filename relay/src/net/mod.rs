@@ -1,5 +1,6 @@
 //! The network layer: sockets, relayed-port binding and the per-worker event loops.
 
 pub mod binder;
+pub mod mmsg;
 pub mod socket;
 pub mod worker;

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,13 +17,13 @@ use teletip_turn_proto::server::{Action, FiveTuple, Payload, RelayId, ServerConf
 use teletip_turn_proto::time::Millis;
 
 use super::binder::{BinderSettings, NetBinder, RELAY_TOKEN_BASE, Reservations};
+use super::mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
 use super::socket::{self, SocketTuning};
 use crate::metrics::{Publisher, ShellStats};
 
 const WAKER: Token = Token(RELAY_TOKEN_BASE - 1);
 /// Room in front of a received peer datagram for the ChannelData header.
 const HEADROOM: usize = CHANNEL_DATA_HEADER_LEN;
-const MAX_UDP: usize = 65_535;
 
 /// Everything a worker needs, prepared (and its listeners bound) before its thread starts, so
 /// that a bind error stops the daemon at start rather than silently losing a worker.
@@ -105,28 +106,40 @@ impl WorkerSetup {
         let mut w = Worker {
             shard: Shard::new(config, quotas, binder),
             listeners,
-            buf: vec![0u8; HEADROOM + MAX_UDP].into_boxed_slice(),
-            out: vec![0u8; MAX_UDP + 64].into_boxed_slice(),
+            rx: RecvBatch::new(HEADROOM),
+            out: vec![0u8; MAX_DATAGRAM + 64].into_boxed_slice(),
+            to_clients: SendBatch::default(),
+            to_peers: SendBatch::default(),
             shell: ShellStats::default(),
         };
         let mut events = Events::with_capacity(1024);
+        // Sockets that still had datagrams when their turn's budget ran out, served again on
+        // the next turn (before sleeping): preallocated, never grows past the socket count.
+        let mut backlog: Vec<Token> = Vec::with_capacity(1024);
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut last_tick = now();
         tracing::debug!(worker = index, "worker started");
         while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(250))) {
+            let timeout = if backlog.is_empty() { Duration::from_millis(250) } else { Duration::ZERO };
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(worker = index, error = %e, "poll failed");
                 }
                 continue;
             }
-            // One clock read per wake-up: every packet of the batch shares it.
+            // One clock read per wake-up: every packet of the turn shares it.
             let now = now();
             heartbeat.store(now.0, Ordering::Relaxed);
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    Token(t) if t < RELAY_TOKEN_BASE => w.drain_listener(now, t),
-                    Token(t) => w.drain_relay(now, t - RELAY_TOKEN_BASE),
+            ready.clear();
+            ready.append(&mut backlog);
+            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
+            for &token in &ready {
+                let more = match token {
+                    Token(t) if t < RELAY_TOKEN_BASE => w.serve_listener(now, t),
+                    Token(t) => w.serve_relay(now, t - RELAY_TOKEN_BASE),
+                };
+                if more && !backlog.contains(&token) {
+                    backlog.push(token);
                 }
             }
             if now.0 >= last_tick.0 + 1000 {
@@ -145,92 +158,143 @@ fn now() -> Millis {
     Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
 }
 
+/// Batches read from one socket per turn before the others get theirs: mio is edge-triggered,
+/// so a socket is normally drained to empty, but under a flood draining one socket to the end
+/// would starve the others (a listener never empties and relayed sockets overflow).
+const TURN_BUDGET: usize = 8;
+
 struct Worker {
     shard: Shard<NetBinder>,
     listeners: Vec<(UdpSocket, SocketAddr)>,
-    /// Receive buffer with headroom for a ChannelData header in front of peer data.
-    buf: Box<[u8]>,
-    /// Where responses and Data indications are encoded.
+    /// Receive slots, with headroom for a ChannelData header in front of peer data.
+    rx: RecvBatch,
+    /// Where responses, Data indications and same-relay deliveries are encoded.
     out: Box<[u8]>,
+    /// Datagrams to clients, all from one listener socket.
+    to_clients: SendBatch,
+    /// Datagrams to peers, all from one relayed socket (consecutive ones from the same
+    /// allocation share a syscall).
+    to_peers: SendBatch,
     shell: ShellStats,
 }
 
 impl Worker {
-    /// Reads every datagram waiting on listener `index` (mio is edge-triggered).
-    // The loop calls recvfrom once per datagram; recvmmsg batching is the next step for the
-    // data plane (benches/ measures it) and replaces only this function and drain_relay.
-    fn drain_listener(&mut self, now: Millis, index: usize) {
-        loop {
-            let (socket, server) = &self.listeners[index];
-            let (n, client) = match socket.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+    /// Reads datagrams waiting on listener `index`; true if some are left for the next turn.
+    fn serve_listener(&mut self, now: Millis, index: usize) -> bool {
+        let fd = self.listeners[index].0.as_raw_fd();
+        let server = self.listeners[index].1;
+        for _ in 0..TURN_BUDGET {
+            let n = match self.rx.recv(fd) {
+                Ok(n) => n,
                 Err(_) => {
                     self.shell.recv_errors += 1;
-                    return;
+                    return false;
                 }
             };
-            let tuple = FiveTuple { client, server: *server, transport: Transport::Udp };
-            let action = self.shard.handle_client(now, tuple, &self.buf[..n], &mut self.out);
-            self.perform(action);
+            for i in 0..n {
+                let Some((slot, range, client)) = self.rx.datagram(i) else {
+                    self.shell.recv_errors += 1;
+                    continue;
+                };
+                let packet = &slot[range.clone()];
+                if is_request(packet) {
+                    // A request can release a relayed socket (Refresh with lifetime 0) whose
+                    // descriptor a queued datagram still names.
+                    flush(&mut self.to_peers, &mut self.shell);
+                }
+                let tuple = FiveTuple { client, server, transport: Transport::Udp };
+                let action = self.shard.handle_client(now, tuple, packet, &mut self.out);
+                let offset = range.start;
+                self.perform(action, offset, i);
+            }
+            self.flush_all();
+            if n < BATCH {
+                return false;
+            }
         }
+        true
     }
 
-    /// Reads every datagram waiting on relayed socket `slot`.
-    fn drain_relay(&mut self, now: Millis, slot: usize) {
-        loop {
-            let Some(relay) = self.shard.binder().sockets.get(slot) else { return };
-            let (n, peer) = match relay.socket.recv_from(&mut self.buf[HEADROOM..]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+    /// Reads datagrams waiting on relayed socket `slot`; true if some are left.
+    fn serve_relay(&mut self, now: Millis, slot: usize) -> bool {
+        for _ in 0..TURN_BUDGET {
+            let Some(relay) = self.shard.binder().sockets.get(slot) else { return false };
+            let n = match self.rx.recv(relay.socket.as_raw_fd()) {
+                Ok(n) => n,
                 Err(_) => {
                     self.shell.recv_errors += 1;
-                    return;
+                    return false;
                 }
             };
-            let action = self.shard.handle_peer(
-                now,
-                RelayId(slot as u32),
-                peer,
-                &mut self.buf,
-                HEADROOM..HEADROOM + n,
-                &mut self.out,
-            );
-            self.perform(action);
+            for i in 0..n {
+                let Some((buf, range, peer)) = self.rx.datagram(i) else {
+                    self.shell.recv_errors += 1;
+                    continue;
+                };
+                let action = self.shard.handle_peer(now, RelayId(slot as u32), peer, buf, range, &mut self.out);
+                self.perform(action, 0, i);
+            }
+            self.flush_all();
+            if n < BATCH {
+                return false;
+            }
         }
+        true
     }
 
-    fn perform(&mut self, action: Action) {
-        let result = match action {
-            Action::None => return,
+    /// Queues what the state machine asked for. `Payload::Input` ranges are relative to the
+    /// buffer handed to the shard, which starts `offset` bytes into receive slot `i`.
+    fn perform(&mut self, action: Action, offset: usize, i: usize) {
+        match action {
+            Action::None => {}
             Action::ToClient { tuple, payload } => {
+                let Some((socket, _)) = self.listeners.iter().find(|(_, addr)| *addr == tuple.server) else { return };
+                let fd = socket.as_raw_fd();
+                if self.to_clients.is_full() || self.to_clients.fd().is_some_and(|f| f != fd) {
+                    flush(&mut self.to_clients, &mut self.shell);
+                }
                 let bytes = match payload {
                     Payload::Output(n) => &self.out[..n],
-                    Payload::Input(range) => &self.buf[range],
+                    Payload::Input(range) => &self.rx.slot(i)[offset + range.start..offset + range.end],
                 };
-                match self.listeners.iter().find(|(_, addr)| *addr == tuple.server) {
-                    Some((socket, _)) => socket.send_to(bytes, tuple.client),
-                    None => return,
+                if !self.to_clients.push(fd, tuple.client, bytes) {
+                    self.shell.send_errors += 1;
                 }
             }
             Action::ToPeer { relay, peer, payload, dont_fragment } => {
                 let Some(r) = self.shard.binder_mut().sockets.get_mut(relay.0 as usize) else { return };
-                if r.dont_fragment != dont_fragment
-                    && socket::set_dont_fragment(&r.socket, r.ipv4, dont_fragment).is_ok()
-                {
-                    r.dont_fragment = dont_fragment;
+                let fd = r.socket.as_raw_fd();
+                if self.to_peers.is_full() || self.to_peers.fd().is_some_and(|f| f != fd) {
+                    flush(&mut self.to_peers, &mut self.shell);
                 }
-                r.socket.send_to(&self.buf[payload], peer)
+                if r.dont_fragment != dont_fragment {
+                    // The option applies to what is sent after it: send what was queued first.
+                    flush(&mut self.to_peers, &mut self.shell);
+                    if socket::set_dont_fragment(&r.socket, r.ipv4, dont_fragment).is_ok() {
+                        r.dont_fragment = dont_fragment;
+                    }
+                }
+                let bytes = &self.rx.slot(i)[offset + payload.start..offset + payload.end];
+                if !self.to_peers.push(fd, peer, bytes) {
+                    self.shell.send_errors += 1;
+                }
             }
-        };
-        match result {
-            Ok(_) => {}
-            // A full socket buffer means the path is overloaded: drop now rather than queue
-            // (a late media packet is worse than a lost one).
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.shell.send_buffer_full += 1,
-            Err(_) => self.shell.send_errors += 1,
         }
     }
+
+    fn flush_all(&mut self) {
+        flush(&mut self.to_clients, &mut self.shell);
+        flush(&mut self.to_peers, &mut self.shell);
+    }
+}
+
+fn flush(batch: &mut SendBatch, shell: &mut ShellStats) {
+    let outcome = batch.flush();
+    shell.send_buffer_full += outcome.buffer_full;
+    shell.send_errors += outcome.errors;
+}
+
+/// A STUN request (class bits 00), as opposed to ChannelData or an indication.
+fn is_request(packet: &[u8]) -> bool {
+    packet.len() >= 2 && packet[0] & 0xC0 == 0 && u16::from_be_bytes([packet[0], packet[1]]) & 0x0110 == 0
 }

@@ -12,7 +12,13 @@ use crate::codec::{self, Class, Message, MessageWriter, Method, attr, decode_xor
 use crate::time::Millis;
 
 impl<B: RelayBinder> Shard<B> {
-    pub(crate) fn send_indication(&mut self, now: Millis, tuple: &FiveTuple, msg: &Message<'_>) -> Action {
+    pub(crate) fn send_indication(
+        &mut self,
+        now: Millis,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        out: &mut [u8],
+    ) -> Action {
         let Some(&index) = self.by_client.get(tuple) else {
             self.stats.drop(DropReason::NoAllocation);
             return Action::None;
@@ -42,14 +48,14 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(reason);
             return Action::None;
         }
-        self.stats.client_to_peer.add(len);
         let start = data.offset as usize;
-        Action::ToPeer {
-            relay: a.relay,
-            peer,
-            payload: start..start + len,
-            dont_fragment: a.dont_fragment || msg.has(attr::DONT_FRAGMENT),
+        let dont_fragment = a.dont_fragment || msg.has(attr::DONT_FRAGMENT);
+        let relay = a.relay;
+        if let Some(action) = self.deliver_local(now, index, peer, &msg.bytes()[start..start + len], out) {
+            return action;
         }
+        self.stats.client_to_peer.add(len);
+        Action::ToPeer { relay, peer, payload: start..start + len, dont_fragment }
     }
 
     pub(crate) fn peer_data(
@@ -83,14 +89,7 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.peer_to_client.add(len);
             return Action::ToClient { tuple, payload: Payload::Input(start..data.end) };
         }
-        let txid = data_indication_txid(now, self.stats.peer_to_client.packets);
-        let mut build = || -> Result<usize, codec::EncodeError> {
-            let mut w = MessageWriter::new(out, Method::DATA, Class::Indication, txid)?;
-            w.xor_address(attr::XOR_PEER_ADDRESS, peer)?;
-            w.bytes(attr::DATA, &buf[data.clone()])?;
-            Ok(w.finish())
-        };
-        match build() {
+        match write_data_indication(out, now, self.stats.peer_to_client.packets, peer, &buf[data]) {
             Ok(n) => {
                 self.stats.peer_to_client.add(len);
                 Action::ToClient { tuple, payload: Payload::Output(n) }
@@ -101,6 +100,20 @@ impl<B: RelayBinder> Shard<B> {
             }
         }
     }
+}
+
+/// A Data indication carrying `data` from `peer` (RFC 8656 §11.6).
+pub(crate) fn write_data_indication(
+    out: &mut [u8],
+    now: Millis,
+    counter: u64,
+    peer: SocketAddr,
+    data: &[u8],
+) -> Result<usize, codec::EncodeError> {
+    let mut w = MessageWriter::new(out, Method::DATA, Class::Indication, data_indication_txid(now, counter))?;
+    w.xor_address(attr::XOR_PEER_ADDRESS, peer)?;
+    w.bytes(attr::DATA, data)?;
+    Ok(w.finish())
 }
 
 /// Indications need a transaction id but nobody matches on it (RFC 8489 §6); a counter mixed

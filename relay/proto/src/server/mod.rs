@@ -12,6 +12,7 @@ mod allocation;
 mod auth;
 mod config;
 mod data;
+mod local;
 mod reply;
 mod requests;
 mod stats;
@@ -137,6 +138,9 @@ pub struct Shard<B: RelayBinder> {
     allocations: Slab<Allocation>,
     by_client: FxHashMap<FiveTuple, usize>,
     by_relay: FxHashMap<RelayId, usize>,
+    /// Relayed transport addresses (as advertised) of this shard's allocations, for same-relay
+    /// delivery.
+    by_relay_addr: FxHashMap<SocketAddr, usize>,
     limiter: UnauthLimiter,
     stats: Stats,
 }
@@ -152,6 +156,7 @@ impl<B: RelayBinder> Shard<B> {
             allocations: Slab::new(),
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
+            by_relay_addr: FxHashMap::default(),
             limiter,
             stats,
         }
@@ -190,7 +195,7 @@ impl<B: RelayBinder> Shard<B> {
     /// indication is written into `out` (which should hold 1500 bytes or more).
     pub fn handle_client(&mut self, now: Millis, tuple: FiveTuple, packet: &[u8], out: &mut [u8]) -> Action {
         if codec::is_channel_data(packet) {
-            return self.client_channel_data(now, &tuple, packet);
+            return self.client_channel_data(now, &tuple, packet, out);
         }
         let msg = match Message::decode(packet) {
             Ok(m) => m,
@@ -202,7 +207,7 @@ impl<B: RelayBinder> Shard<B> {
         };
         match msg.class() {
             Class::Request => self.request(now, tuple, &msg, out),
-            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, &tuple, &msg),
+            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, &tuple, &msg, out),
             Class::Indication if msg.method() == Method::BINDING => Action::None, // keepalive
             _ => {
                 self.stats.drop(DropReason::UnexpectedClass);
@@ -248,6 +253,7 @@ impl<B: RelayBinder> Shard<B> {
         let a = self.allocations.remove(index);
         self.by_client.remove(&a.tuple);
         self.by_relay.remove(&a.relay);
+        self.by_relay_addr.remove(&a.relay_addr);
         self.quotas.release(&a.user_id, a.tuple.client.ip());
         self.binder.release(a.relay);
         self.stats.allocations_active = self.allocations.len() as u64;
@@ -261,7 +267,7 @@ impl<B: RelayBinder> Shard<B> {
         }
     }
 
-    fn client_channel_data(&mut self, now: Millis, tuple: &FiveTuple, packet: &[u8]) -> Action {
+    fn client_channel_data(&mut self, now: Millis, tuple: &FiveTuple, packet: &[u8], out: &mut [u8]) -> Action {
         let Some(&index) = self.by_client.get(tuple) else {
             self.stats.drop(DropReason::NoAllocation);
             return Action::None;
@@ -279,13 +285,12 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(reason);
             return Action::None;
         }
+        let (relay, dont_fragment) = (a.relay, a.dont_fragment);
+        if let Some(action) = self.deliver_local(now, index, peer, frame.data, out) {
+            return action;
+        }
         self.stats.client_to_peer.add(frame.data.len());
         let start = codec::CHANNEL_DATA_HEADER_LEN;
-        Action::ToPeer {
-            relay: a.relay,
-            peer,
-            payload: start..start + frame.data.len(),
-            dont_fragment: a.dont_fragment,
-        }
+        Action::ToPeer { relay, peer, payload: start..start + frame.data.len(), dont_fragment }
     }
 }

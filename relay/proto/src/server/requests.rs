@@ -199,6 +199,7 @@ impl<B: RelayBinder> Shard<B> {
         let index = self.allocations.insert(allocation);
         self.by_client.insert(*tuple, index);
         self.by_relay.insert(bound.id, index);
+        self.by_relay_addr.insert(bound.addr, index);
         self.stats.allocations_created += 1;
         self.stats.allocations_active = self.allocations.len() as u64;
         let a = &self.allocations[index];

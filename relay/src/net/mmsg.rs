@@ -1,0 +1,285 @@
+//! Batched UDP I/O: `recvmmsg` and `sendmmsg` over buffers allocated once per worker.
+//!
+//! Hand-written on libc because the measured hot path justifies it (docs/performance.md): with
+//! one `recv_from` and one `send_to` per datagram, syscall entry and exit are a large share of
+//! a worker's time at media packet rates; a batch of up to [`BATCH`] datagrams costs one of
+//! each. Nothing here allocates after construction.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Datagrams per syscall.
+pub const BATCH: usize = 32;
+/// The largest datagram relayed: a jumbo frame. Larger ones arrive truncated (MSG_TRUNC) and
+/// are dropped as receive errors; TURN over UDP on real paths stays below 1500 bytes.
+pub const MAX_DATAGRAM: usize = 9216;
+
+fn zeroed<T>() -> T {
+    // SAFETY: only used for the libc structs below, which are plain old data for which all
+    // zero bytes is a valid value (null pointers, zero lengths).
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+fn to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, sin6.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
+/// Receive slots. Each datagram lands `headroom` bytes into its slot, so that a ChannelData
+/// header can be written in front of peer data without moving it.
+pub struct RecvBatch {
+    slot: usize,
+    headroom: usize,
+    bufs: Box<[u8]>,
+    iov: Box<[libc::iovec]>,
+    hdr: Box<[libc::mmsghdr]>,
+    addr: Box<[libc::sockaddr_storage]>,
+}
+
+impl RecvBatch {
+    pub fn new(headroom: usize) -> Self {
+        let slot = headroom + MAX_DATAGRAM;
+        RecvBatch {
+            slot,
+            headroom,
+            bufs: vec![0; BATCH * slot].into_boxed_slice(),
+            iov: (0..BATCH).map(|_| zeroed()).collect(),
+            hdr: (0..BATCH).map(|_| zeroed()).collect(),
+            addr: (0..BATCH).map(|_| zeroed()).collect(),
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams waiting on `fd` without blocking; `Ok(0)` when none
+    /// is.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        for i in 0..BATCH {
+            self.iov[i].iov_base = self.bufs[i * self.slot + self.headroom..].as_mut_ptr().cast();
+            self.iov[i].iov_len = MAX_DATAGRAM;
+            let h = &mut self.hdr[i].msg_hdr;
+            h.msg_name = (&mut self.addr[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_flags = 0;
+        }
+        loop {
+            // SAFETY: every header points into buffers owned by self that outlive the call.
+            let n = unsafe {
+                libc::recvmmsg(fd, self.hdr.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Receive slot `i`, headroom included.
+    pub fn slot(&self, i: usize) -> &[u8] {
+        &self.bufs[i * self.slot..(i + 1) * self.slot]
+    }
+
+    /// Datagram `i` of the last receive: its whole slot (headroom first), the range the
+    /// datagram occupies in it, and its source. `None` for a truncated datagram or an unknown
+    /// address family.
+    pub fn datagram(&mut self, i: usize) -> Option<(&mut [u8], std::ops::Range<usize>, SocketAddr)> {
+        if self.hdr[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let from = from_sockaddr(&self.addr[i])?;
+        let len = (self.hdr[i].msg_len as usize).min(MAX_DATAGRAM);
+        let slot = &mut self.bufs[i * self.slot..(i + 1) * self.slot];
+        Some((slot, self.headroom..self.headroom + len, from))
+    }
+}
+
+/// Why a queued datagram was not sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// The socket's send buffer was full (dropped rather than queued: a late media packet is
+    /// worse than a lost one).
+    pub buffer_full: u64,
+    pub errors: u64,
+}
+
+/// Datagrams queued for one socket, sent with one `sendmmsg`.
+pub struct SendBatch {
+    fd: Option<RawFd>,
+    bufs: Box<[u8]>,
+    lens: [usize; BATCH],
+    dest: Box<[libc::sockaddr_storage]>,
+    dest_len: [libc::socklen_t; BATCH],
+    iov: Box<[libc::iovec]>,
+    hdr: Box<[libc::mmsghdr]>,
+    len: usize,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            fd: None,
+            bufs: vec![0; BATCH * MAX_DATAGRAM].into_boxed_slice(),
+            lens: [0; BATCH],
+            dest: (0..BATCH).map(|_| zeroed()).collect(),
+            dest_len: [0; BATCH],
+            iov: (0..BATCH).map(|_| zeroed()).collect(),
+            hdr: (0..BATCH).map(|_| zeroed()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl SendBatch {
+    /// The socket the queued datagrams go out of.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd.filter(|_| self.len > 0)
+    }
+
+    /// Queues a copy of `bytes` to `dest` from `fd`. The caller flushes first when the batch
+    /// is full or belongs to another socket. Returns false (queuing nothing) for a datagram
+    /// over [`MAX_DATAGRAM`].
+    pub fn push(&mut self, fd: RawFd, dest: SocketAddr, bytes: &[u8]) -> bool {
+        debug_assert!(self.len < BATCH && self.fd().is_none_or(|f| f == fd));
+        if bytes.len() > MAX_DATAGRAM {
+            return false;
+        }
+        let i = self.len;
+        self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + bytes.len()].copy_from_slice(bytes);
+        self.lens[i] = bytes.len();
+        self.dest_len[i] = to_sockaddr(dest, &mut self.dest[i]);
+        self.fd = Some(fd);
+        self.len += 1;
+        true
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == BATCH
+    }
+
+    /// Sends everything queued. A datagram the kernel refuses is counted and skipped, as a
+    /// failed `send_to` of it alone would be; the rest still go.
+    pub fn flush(&mut self) -> SendOutcome {
+        let mut outcome = SendOutcome::default();
+        let Some(fd) = self.fd() else {
+            self.len = 0;
+            return outcome;
+        };
+        for i in 0..self.len {
+            self.iov[i].iov_base = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr().cast();
+            self.iov[i].iov_len = self.lens[i];
+            let h = &mut self.hdr[i].msg_hdr;
+            h.msg_name = (&mut self.dest[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.dest_len[i];
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < self.len {
+            // SAFETY: headers sent..len point into buffers owned by self.
+            let n = unsafe {
+                libc::sendmmsg(fd, self.hdr[sent..].as_mut_ptr(), (self.len - sent) as u32, libc::MSG_DONTWAIT)
+            };
+            if n > 0 {
+                sent += n as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    outcome.buffer_full += (self.len - sent) as u64;
+                    break;
+                }
+                _ => {
+                    outcome.errors += 1;
+                    sent += 1;
+                }
+            }
+        }
+        self.len = 0;
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_batch_goes_through_loopback_and_lands_after_the_headroom() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut s = SendBatch::default();
+        for i in 0..5u8 {
+            assert!(s.push(tx.as_raw_fd(), rx.local_addr().unwrap(), &[i, i]));
+        }
+        assert_eq!(s.flush(), SendOutcome::default());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut r = RecvBatch::new(4);
+        assert_eq!(r.recv(rx.as_raw_fd()).unwrap(), 5);
+        let (slot, range, from) = r.datagram(3).unwrap();
+        assert_eq!(range, 4..6);
+        assert_eq!(&slot[range], &[3, 3]);
+        assert_eq!(from, tx.local_addr().unwrap());
+        assert_eq!(r.recv(rx.as_raw_fd()).unwrap(), 0);
+    }
+
+    #[test]
+    fn sockaddr_round_trips() {
+        for a in ["127.0.0.1:3478", "[2001:db8::1]:5000"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut s = zeroed();
+            to_sockaddr(a, &mut s);
+            assert_eq!(from_sockaddr(&s), Some(a));
+        }
+    }
+}
