@@ -1,0 +1,300 @@
+//! teletip-loadgen: drives a TURN server (or a raw forwarder) with client pairs relaying to
+//! each other and reports throughput, loss (pinned on the side that dropped), latency, and for
+//! the allocation mode the allocation rate and the server's memory.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use teletip_benches::flow::{Flows, Frame, Pair, RunResult, RunSpec};
+use teletip_benches::kernel;
+use teletip_benches::mmsg;
+use teletip_benches::turn::{Client, FIRST_CHANNEL, Request, TurnError, run_transactions};
+
+#[derive(Parser)]
+#[command(name = "teletip-loadgen", about = "TURN data-plane load generator (standard TURN only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Client pairs relaying through a TURN server, allocation to allocation.
+    Relay {
+        #[command(flatten)]
+        turn: TurnArgs,
+        /// How A sends: ChannelData on a bound channel, or Send indications (B then receives
+        /// Data indications).
+        #[arg(long, value_enum, default_value_t = Mode::Channel)]
+        mode: Mode,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Client pairs through a raw UDP forwarder (benches' `forwarder`), no TURN.
+    Raw {
+        /// The forwarder's address.
+        #[arg(long)]
+        server: SocketAddr,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// K allocations, pipelined: allocations per second and the server's memory.
+    Alloc {
+        #[command(flatten)]
+        turn: TurnArgs,
+        /// How many allocations.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Transactions in flight.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// The server's process id, to read its VmRSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct TurnArgs {
+    /// The TURN server's UDP address.
+    #[arg(long)]
+    server: SocketAddr,
+    /// The TURN REST shared secret (static-auth-secret).
+    #[arg(long)]
+    secret: String,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Client pairs.
+    #[arg(long, default_value_t = 10)]
+    pairs: usize,
+    /// Payload bytes per packet (the media, without TURN framing; at least 20).
+    #[arg(long, default_value_t = 160)]
+    size: usize,
+    /// Seconds of sending per run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Total packets per second over all pairs; 0 = as fast as the generator can.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Find the highest rate with at most --max-loss percent loss (binary search).
+    #[arg(long)]
+    find_max: bool,
+    /// Loss bound for --find-max, percent.
+    #[arg(long, default_value_t = 1.0)]
+    max_loss: f64,
+    /// Bisection steps for --find-max.
+    #[arg(long, default_value_t = 7)]
+    steps: u32,
+    /// The server's process id, for its CPU use.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A label copied into the RESULT lines.
+    #[arg(long, default_value = "-")]
+    label: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Channel,
+    Send,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoadgenError {
+    #[error(transparent)]
+    Turn(#[from] TurnError),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the forwarder did not acknowledge pair registration")]
+    NoRegistration,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    mmsg::raise_nofile_limit();
+    let result = match cli.command {
+        Command::Relay { turn, mode, load } => relay(&turn, mode, &load),
+        Command::Raw { server, load } => raw(server, &load),
+        Command::Alloc { turn, count, window, server_pid } => alloc(&turn, count, window, server_pid),
+    };
+    if let Err(e) = result {
+        eprintln!("teletip-loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn localhost(server: &SocketAddr) -> IpAddr {
+    if server.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from(std::net::Ipv6Addr::LOCALHOST) }
+}
+
+fn relay(turn: &TurnArgs, mode: Mode, load: &LoadArgs) -> Result<(), LoadgenError> {
+    let ip = localhost(&turn.server);
+    let setup = Instant::now();
+    let run_id = std::process::id();
+    let mut clients = Vec::with_capacity(load.pairs * 2);
+    for i in 0..load.pairs * 2 {
+        clients.push(Client::new(turn.server, ip, &turn.secret, &format!("bench-{run_id}-{i}"), 3600)?);
+    }
+    let allocate: Vec<(usize, Request)> = (0..clients.len()).map(|i| (i, Request::Allocate)).collect();
+    run_transactions(&mut clients, &allocate, 64, &mut || {})?;
+    // Pair p is clients 2p (A) and 2p+1 (B); each binds to the other's relayed address, which
+    // also installs the permission that lets the other's packets in.
+    let relayed: Vec<SocketAddr> = clients.iter().map(|c| c.relayed.expect("allocated")).collect();
+    let bind: Vec<(usize, Request)> = (0..clients.len())
+        .map(|i| {
+            let other = relayed[i ^ 1];
+            let r = match mode {
+                Mode::Channel => Request::ChannelBind(FIRST_CHANNEL, other),
+                Mode::Send => Request::CreatePermission(other),
+            };
+            (i, r)
+        })
+        .collect();
+    run_transactions(&mut clients, &bind, 64, &mut || {})?;
+    eprintln!("{} pairs set up in {:.2} s", load.pairs, setup.elapsed().as_secs_f64());
+    let mut pairs = Vec::with_capacity(load.pairs);
+    let mut it = clients.into_iter();
+    while let (Some(a), Some(b)) = (it.next(), it.next()) {
+        let frame = match mode {
+            Mode::Channel => Frame::Channel(FIRST_CHANNEL),
+            Mode::Send => Frame::Send(b.relayed.expect("allocated")),
+        };
+        pairs.push(Pair { a: a.socket, b: b.socket, frame });
+    }
+    let label = format!("mode={} label={}", if mode == Mode::Channel { "channel" } else { "send" }, load.label);
+    drive(Flows::new(pairs, false)?, turn.server, load, &label)
+}
+
+fn raw(server: SocketAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
+    let ip = localhost(&server);
+    let mut pairs = Vec::with_capacity(load.pairs);
+    for p in 0..load.pairs {
+        let a = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let b = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        mmsg::set_buffers(a.as_raw_fd(), 4 << 20);
+        mmsg::set_buffers(b.as_raw_fd(), 4 << 20);
+        register(&b, server, p as u32)?;
+        pairs.push(Pair { a, b, frame: Frame::Raw });
+    }
+    drive(Flows::new(pairs, true)?, server, load, &format!("mode=raw label={}", load.label))
+}
+
+/// Tells the forwarder that B of pair `p` is at `b`'s address (see the forwarder's protocol).
+fn register(b: &UdpSocket, server: SocketAddr, p: u32) -> Result<(), LoadgenError> {
+    b.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut msg = *b"REG\0\0\0\0";
+    msg[3..7].copy_from_slice(&p.to_be_bytes());
+    let mut ack = [0u8; 16];
+    for _ in 0..10 {
+        b.send_to(&msg, server)?;
+        if let Ok((n, _)) = b.recv_from(&mut ack) {
+            if ack[..n] == msg[..] {
+                return Ok(());
+            }
+        }
+    }
+    Err(LoadgenError::NoRegistration)
+}
+
+fn drive(mut flows: Flows, dest: SocketAddr, load: &LoadArgs, label: &str) -> Result<(), LoadgenError> {
+    let spec = |rate: f64| RunSpec {
+        dest,
+        size: load.size,
+        duration: Duration::from_secs_f64(load.duration),
+        rate,
+        server_pid: load.server_pid,
+    };
+    let prefix = format!("{label} pairs={} size={}", flows.pairs(), load.size);
+    let report = |kind: &str, r: &RunResult| {
+        eprintln!(
+            "{kind:>6}: target {:>9.0} pps  sent {:>9.0} pps  received {:>9.0} pps ({:.1} Mbit/s)  loss {:.2} %  \
+             p50 {:.1} us  p99 {:.1} us  max {:.0} us  drops gen/server {}/{}  cpu server {} %",
+            r.target_pps,
+            r.sent_pps,
+            r.rx_pps,
+            r.mbps,
+            r.loss_pct(),
+            r.p50_us,
+            r.p99_us,
+            r.max_us,
+            r.drops_generator,
+            r.drops_server,
+            r.server_cpu_pct.map_or("?".into(), |c| format!("{c:.0}")),
+        );
+        println!("{} kind={kind}", r.result_line(&prefix));
+    };
+    if !load.find_max {
+        let r = flows.run(&spec(load.rate))?;
+        report("run", &r);
+        return Ok(());
+    }
+    // The flat-out run bounds the search; then bisect on the offered rate for the loss bound.
+    let flat = flows.run(&spec(0.0))?;
+    report("flat", &flat);
+    let (mut lo, mut hi) = (0.0f64, flat.sent_pps.max(flat.rx_pps * 1.2));
+    let mut best: Option<RunResult> = None;
+    for _ in 0..load.steps {
+        let mid = (lo + hi) / 2.0;
+        std::thread::sleep(Duration::from_millis(200));
+        let r = flows.run(&spec(mid))?;
+        report("probe", &r);
+        if r.loss_pct() <= load.max_loss {
+            lo = mid;
+            best = Some(r);
+        } else {
+            hi = mid;
+        }
+    }
+    match best {
+        Some(b) => report("max", &b),
+        None => eprintln!("no rate met the loss bound"),
+    }
+    Ok(())
+}
+
+fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Result<(), LoadgenError> {
+    let ip = localhost(&turn.server);
+    let run_id = std::process::id();
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        clients.push(Client::new(turn.server, ip, &turn.secret, &format!("alloc-{run_id}-{i}"), 3600)?);
+    }
+    let rss = || pid.and_then(kernel::rss_kib).unwrap_or(0);
+    let before = rss();
+    let mut peak = before;
+    let jobs: Vec<(usize, Request)> = (0..count).map(|i| (i, Request::Allocate)).collect();
+    let cpu_before = pid.and_then(kernel::cpu_ticks);
+    let start = Instant::now();
+    run_transactions(&mut clients, &jobs, window, &mut || peak = peak.max(rss()))?;
+    let secs = start.elapsed().as_secs_f64();
+    let server_cpu = match (cpu_before, pid.and_then(kernel::cpu_ticks)) {
+        (Some(b), Some(a)) => format!("{:.0}", 100.0 * (a - b) as f64 / kernel::ticks_per_sec() / secs),
+        _ => "na".into(),
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = rss();
+    peak = peak.max(held);
+    let release: Vec<(usize, Request)> = (0..count).map(|i| (i, Request::Refresh(0))).collect();
+    let start_release = Instant::now();
+    run_transactions(&mut clients, &release, window, &mut || {})?;
+    let release_secs = start_release.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(1500));
+    let released = rss();
+    let per_alloc = (held.saturating_sub(before) * 1024) as f64 / count as f64;
+    eprintln!(
+        "{count} allocations in {secs:.2} s = {:.0} /s (each a 401 round trip and an authenticated Allocate); \
+         RSS before {before} KiB, peak {peak} KiB, holding {held} KiB ({per_alloc:.0} B per allocation), \
+         after releasing ({release_secs:.2} s) {released} KiB",
+        count as f64 / secs
+    );
+    println!(
+        "RESULT mode=alloc count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} rss_before_kib={before} \
+         rss_peak_kib={peak} rss_held_kib={held} bytes_per_alloc={per_alloc:.0} rss_released_kib={released} server_cpu_pct={server_cpu}",
+        count as f64 / secs
+    );
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The data run: N pairs, each pair's A socket sending probes that its B socket receives, at a
+//! given rate or flat out, with batched syscalls on both sides. What sits between A and B (a
+//! TURN server relaying allocation to allocation, or a raw forwarder) is the thing measured.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use teletip_turn_proto::codec::{self, Class, Message, MessageWriter, Method, attr};
+
+use crate::hist::Histogram;
+use crate::kernel::{self, UdpCounters};
+use crate::mmsg::{RecvBatch, SendBatch};
+use crate::probe::{PROBE_LEN, Probe, mono_ns};
+
+/// How A frames a payload for the thing in the middle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// ChannelData on this channel number (the peer is implied by the binding).
+    Channel(u16),
+    /// A Send indication to this peer (B's relayed address).
+    Send(SocketAddr),
+    /// The bare payload (raw forwarder).
+    Raw,
+}
+
+pub struct Pair {
+    pub a: UdpSocket,
+    pub b: UdpSocket,
+    pub frame: Frame,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunSpec {
+    pub dest: SocketAddr,
+    pub size: usize,
+    pub duration: Duration,
+    /// Total packets per second over all pairs; 0 sends as fast as the generator can.
+    pub rate: f64,
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunResult {
+    pub target_pps: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub seconds: f64,
+    pub sent_pps: f64,
+    pub rx_pps: f64,
+    /// Received payload bits per second (the media, without TURN framing).
+    pub mbps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub udp: UdpCounters,
+    /// Socket receive-queue drops on the generator's own sockets and on everyone else's (the
+    /// server under test).
+    pub drops_generator: u64,
+    pub drops_server: u64,
+    pub server_cpu_pct: Option<f64>,
+    pub generator_cpu_pct: f64,
+}
+
+impl RunResult {
+    pub fn loss_pct(&self) -> f64 {
+        if self.sent == 0 { 0.0 } else { 100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent as f64 }
+    }
+
+    /// One line that scripts parse: `RESULT key=value ...`.
+    pub fn result_line(&self, prefix: &str) -> String {
+        format!(
+            "RESULT {prefix} target_pps={:.0} sent={} received={} loss_pct={:.3} sent_pps={:.0} rx_pps={:.0} mbps={:.1} \
+             p50_us={:.1} p99_us={:.1} max_us={:.1} udp_in_errors={} udp_rcvbuf_errors={} drops_generator={} \
+             drops_server={} server_cpu_pct={} generator_cpu_pct={:.0}",
+            self.target_pps,
+            self.sent,
+            self.received,
+            self.loss_pct(),
+            self.sent_pps,
+            self.rx_pps,
+            self.mbps,
+            self.p50_us,
+            self.p99_us,
+            self.max_us,
+            self.udp.in_errors,
+            self.udp.rcvbuf_errors,
+            self.drops_generator,
+            self.drops_server,
+            self.server_cpu_pct.map_or("na".into(), |c| format!("{c:.0}")),
+            self.generator_cpu_pct,
+        )
+    }
+}
+
+/// Reusable state for runs over one set of pairs.
+pub struct Flows {
+    pairs: Vec<Pair>,
+    epoll: RawFd,
+    raw: bool,
+    ours: Vec<u16>,
+    hist: Histogram,
+    seq: Vec<u64>,
+}
+
+const BURST_CAP: usize = 64;
+
+impl Flows {
+    pub fn new(pairs: Vec<Pair>, raw: bool) -> std::io::Result<Flows> {
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ours = Vec::new();
+        for (i, p) in pairs.iter().enumerate() {
+            p.a.set_nonblocking(true)?;
+            p.b.set_nonblocking(true)?;
+            ours.push(p.a.local_addr()?.port());
+            ours.push(p.b.local_addr()?.port());
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+            // SAFETY: registering a socket we own with our epoll instance.
+            if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, p.b.as_raw_fd(), &mut ev) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        ours.sort_unstable();
+        let seq = vec![0; pairs.len()];
+        Ok(Flows { pairs, epoll, raw, ours, hist: Histogram::default(), seq })
+    }
+
+    pub fn pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Sends for `spec.duration`, then waits for stragglers, and reports.
+    pub fn run(&mut self, spec: &RunSpec) -> std::io::Result<RunResult> {
+        let size = spec.size.max(PROBE_LEN);
+        let n = self.pairs.len();
+        let mut send = SendBatch::new(BURST_CAP, size + 64);
+        let mut recv = RecvBatch::new(BURST_CAP, 2048);
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        self.hist.clear();
+        // What an earlier run left queued (an overloaded server can hold seconds of it in its
+        // socket buffers) must neither load this run nor count in it.
+        self.settle(&mut recv, &mut events)?;
+        let first_seq = self.seq.clone();
+        let (mut sent, mut received, mut rx_bytes) = (0u64, 0u64, 0u64);
+        let udp_before = UdpCounters::read();
+        let drops_before = kernel::socket_drops();
+        let server_cpu_before = spec.server_pid.and_then(kernel::cpu_ticks);
+        let gen_cpu_before = kernel::cpu_ticks(std::process::id()).unwrap_or(0);
+        let start = mono_ns();
+        let end = start + spec.duration.as_nanos() as u64;
+        let mut cursor = 0usize;
+        let mut last_rx = start;
+        loop {
+            let now = mono_ns();
+            let sending = now < end;
+            if !sending && (now > end + 1_000_000_000 || (received >= sent || now - last_rx > 200_000_000)) {
+                break;
+            }
+            if sending {
+                let due = if spec.rate > 0.0 {
+                    (((now - start) as f64 * spec.rate / 1e9) as u64).saturating_sub(sent)
+                } else {
+                    (BURST_CAP * 4) as u64
+                };
+                let mut budget = due.min(4096) as usize;
+                while budget > 0 {
+                    let p = cursor;
+                    cursor = (cursor + 1) % n;
+                    let k = (budget / n).clamp(1, BURST_CAP).min(budget);
+                    let stamp = mono_ns();
+                    for _ in 0..k {
+                        let probe = Probe { pair: p as u32, seq: self.seq[p], sent_ns: stamp };
+                        self.seq[p] += 1;
+                        let frame = self.pairs[p].frame;
+                        send.push(spec.dest, |buf| encode(frame, probe, size, buf));
+                    }
+                    send.flush(self.pairs[p].a.as_raw_fd())?;
+                    sent += k as u64;
+                    budget -= k;
+                }
+            }
+            // SAFETY: events is a valid buffer of epoll_event for the call.
+            let ready = unsafe { libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, 0) };
+            for ev in events.iter().take(ready.max(0) as usize) {
+                let p = ev.u64 as usize;
+                let fd = self.pairs[p].b.as_raw_fd();
+                // Bounded so that sending keeps its pace under a flood.
+                for _ in 0..8 {
+                    let got = recv.recv(fd)?;
+                    if got == 0 {
+                        break;
+                    }
+                    let t = mono_ns();
+                    last_rx = t;
+                    for i in 0..got {
+                        let probe = decode(recv.packet(i), self.raw);
+                        let current =
+                            probe.is_some_and(|p| first_seq.get(p.pair as usize).is_some_and(|&f| p.seq >= f));
+                        if let (Some(probe), true) = (probe, current) {
+                            received += 1;
+                            rx_bytes += size as u64;
+                            self.hist.record(t.saturating_sub(probe.sent_ns));
+                        }
+                    }
+                    if got < BURST_CAP {
+                        break;
+                    }
+                }
+            }
+        }
+        let seconds = spec.duration.as_secs_f64();
+        let wall = (mono_ns() - start) as f64 / 1e9;
+        let drops_after = kernel::socket_drops();
+        let ours = &self.ours;
+        let (drops_generator, drops_server) =
+            kernel::drops_split(&drops_before, &drops_after, &|port| ours.binary_search(&port).is_ok());
+        let tps = kernel::ticks_per_sec();
+        let server_cpu_pct = match (server_cpu_before, spec.server_pid.and_then(kernel::cpu_ticks)) {
+            (Some(b), Some(a)) => Some(100.0 * (a - b) as f64 / tps / wall),
+            _ => None,
+        };
+        let gen_cpu = kernel::cpu_ticks(std::process::id()).unwrap_or(0) - gen_cpu_before;
+        Ok(RunResult {
+            target_pps: spec.rate,
+            sent,
+            received,
+            seconds,
+            sent_pps: sent as f64 / seconds,
+            rx_pps: received as f64 / seconds,
+            mbps: rx_bytes as f64 * 8.0 / seconds / 1e6,
+            p50_us: self.hist.quantile_ns(0.5) as f64 / 1e3,
+            p99_us: self.hist.quantile_ns(0.99) as f64 / 1e3,
+            max_us: self.hist.max_ns() as f64 / 1e3,
+            udp: UdpCounters::read().since(&udp_before),
+            drops_generator,
+            drops_server,
+            server_cpu_pct,
+            generator_cpu_pct: 100.0 * gen_cpu as f64 / tps / wall,
+        })
+    }
+}
+
+impl Flows {
+    /// Discards what arrives until 300 ms pass without a datagram (at most 10 s).
+    fn settle(&mut self, recv: &mut RecvBatch, events: &mut [libc::epoll_event]) -> std::io::Result<()> {
+        let start = mono_ns();
+        let mut last = start;
+        loop {
+            let now = mono_ns();
+            if now - last > 300_000_000 || now - start > 10_000_000_000 {
+                return Ok(());
+            }
+            // SAFETY: events is a valid buffer of epoll_event for the call.
+            let ready = unsafe { libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, 50) };
+            for ev in events.iter().take(ready.max(0) as usize) {
+                let fd = self.pairs[ev.u64 as usize].b.as_raw_fd();
+                while recv.recv(fd)? > 0 {
+                    last = mono_ns();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Flows {
+    fn drop(&mut self) {
+        // SAFETY: closing the epoll fd we created.
+        unsafe { libc::close(self.epoll) };
+    }
+}
+
+/// Frames a probe padded to `size` bytes as `frame` says; returns the datagram's length.
+pub fn encode(frame: Frame, probe: Probe, size: usize, buf: &mut [u8]) -> usize {
+    match frame {
+        Frame::Raw => probe.write(buf, size),
+        Frame::Channel(channel) => {
+            let n = probe.write(&mut buf[codec::CHANNEL_DATA_HEADER_LEN..], size);
+            codec::ChannelData::write_header(channel, n, buf);
+            let padded = (n + 3) & !3;
+            buf[codec::CHANNEL_DATA_HEADER_LEN + n..codec::CHANNEL_DATA_HEADER_LEN + padded].fill(0);
+            codec::CHANNEL_DATA_HEADER_LEN + padded
+        }
+        Frame::Send(peer) => {
+            let mut data = [0u8; 2048];
+            let n = probe.write(&mut data, size);
+            let mut txid = [0u8; 12];
+            txid[..4].copy_from_slice(&probe.pair.to_be_bytes());
+            txid[4..].copy_from_slice(&probe.seq.to_be_bytes());
+            let mut build = || -> Result<usize, codec::EncodeError> {
+                let mut w = MessageWriter::new(buf, Method::SEND, Class::Indication, txid)?;
+                w.xor_address(attr::XOR_PEER_ADDRESS, peer)?;
+                w.bytes(attr::DATA, &data[..n])?;
+                Ok(w.finish())
+            };
+            build().unwrap_or(0)
+        }
+    }
+}
+
+/// The probe inside what B received: bare, in ChannelData, or in a Data indication.
+pub fn decode(bytes: &[u8], raw: bool) -> Option<Probe> {
+    if raw {
+        return Probe::read(bytes);
+    }
+    if codec::is_channel_data(bytes) {
+        return Probe::read(codec::ChannelData::decode(bytes)?.data);
+    }
+    let msg = Message::decode(bytes).ok()?;
+    if msg.method() != Method::DATA || msg.class() != Class::Indication {
+        return None;
+    }
+    Probe::read(msg.get(attr::DATA)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_back() {
+        let probe = Probe { pair: 3, seq: 9, sent_ns: 77 };
+        let peer: SocketAddr = "127.0.0.1:20000".parse().unwrap();
+        for (frame, raw) in [(Frame::Raw, true), (Frame::Channel(0x4000), false), (Frame::Send(peer), false)] {
+            let mut buf = [0u8; 2048];
+            let n = encode(frame, probe, 160, &mut buf);
+            assert!(n >= 160);
+            if let Frame::Send(_) = frame {
+                // The server turns a Send indication into a Data indication; same layout.
+                buf[1] = 0x17;
+            }
+            assert_eq!(decode(&buf[..n], raw), Some(probe), "{frame:?}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What the kernel says: UDP drop counters (global and per socket) and a process's memory and
+//! CPU time. Losses are pinned on the side whose socket dropped them.
+
+use std::collections::HashMap;
+
+/// The `Udp:` line of /proc/net/snmp that matters for loss.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UdpCounters {
+    pub in_datagrams: u64,
+    pub in_errors: u64,
+    pub rcvbuf_errors: u64,
+    pub sndbuf_errors: u64,
+}
+
+impl UdpCounters {
+    pub fn read() -> UdpCounters {
+        let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return UdpCounters::default() };
+        let map: HashMap<&str, u64> = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .filter_map(|(n, v)| Some((n, v.parse().ok()?)))
+            .collect();
+        let get = |k: &str| map.get(k).copied().unwrap_or(0);
+        UdpCounters {
+            in_datagrams: get("InDatagrams"),
+            in_errors: get("InErrors"),
+            rcvbuf_errors: get("RcvbufErrors"),
+            sndbuf_errors: get("SndbufErrors"),
+        }
+    }
+
+    pub fn since(&self, before: &UdpCounters) -> UdpCounters {
+        UdpCounters {
+            in_datagrams: self.in_datagrams.saturating_sub(before.in_datagrams),
+            in_errors: self.in_errors.saturating_sub(before.in_errors),
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
+            sndbuf_errors: self.sndbuf_errors.saturating_sub(before.sndbuf_errors),
+        }
+    }
+}
+
+/// Per-socket drop counters from /proc/net/udp and udp6, keyed by (local port, inode).
+pub fn socket_drops() -> HashMap<(u16, u64), u64> {
+    let mut out = HashMap::new();
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 13 {
+                continue;
+            }
+            let port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let inode = f[9].parse::<u64>().ok();
+            let drops = f[12].parse::<u64>().ok();
+            if let (Some(port), Some(inode), Some(drops)) = (port, inode, drops) {
+                out.insert((port, inode), drops);
+            }
+        }
+    }
+    out
+}
+
+/// Drops between two snapshots, split by whether the socket's port is one of `ours`.
+pub fn drops_split(
+    before: &HashMap<(u16, u64), u64>,
+    after: &HashMap<(u16, u64), u64>,
+    ours: &dyn Fn(u16) -> bool,
+) -> (u64, u64) {
+    let (mut mine, mut theirs) = (0, 0);
+    for (key, &d) in after {
+        let delta = d.saturating_sub(before.get(key).copied().unwrap_or(0));
+        if ours(key.0) {
+            mine += delta;
+        } else {
+            theirs += delta;
+        }
+    }
+    (mine, theirs)
+}
+
+/// VmRSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU time of a process (all threads) in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second (USER_HZ).
+pub fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}

@@ -1,0 +1,13 @@
+//! Measuring teletip-relay's data plane against other TURN servers and against the kernel.
+//!
+//! The load generator speaks standard TURN only (REST credentials, long-term auth, Allocate,
+//! ChannelBind, CreatePermission, ChannelData, Send/Data indications), so it drives any TURN
+//! server the same way; it reuses teletip's sans-IO codec for encoding and decoding, never its
+//! server. See docs/performance.md for the method and the results.
+
+pub mod flow;
+pub mod hist;
+pub mod kernel;
+pub mod mmsg;
+pub mod probe;
+pub mod turn;
