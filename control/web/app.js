@@ -1079,9 +1079,8 @@
     $("hangup").addEventListener("click", () => hangup());
     $("end").addEventListener("click", () => endConsultation());
     $("relay-only").addEventListener("change", onRelayOnlyChange);
-    window.addEventListener("pagehide", () => {
-      if (room.socket && room.joined) room.socket.emit("room:leave", {});
-    });
+    // No room:leave on pagehide: closing or reloading the tab is a dropped connection, which
+    // keeps my place for 60 s (a reload rejoins with resume and is not sent back to the lobby).
   }
 
   // A read-only view for tests and debugging: window.teletip.pc, window.teletip.state.

@@ -249,6 +249,28 @@ test("a relayed video consultation between two browsers", async () => {
     assert.ok((await mediaStats(pat)).framesDecoded > 0);
     await c.relogin();
 
+    // The patient reloads the page (the tokens live in memory only: log in again) and rejoins:
+    // same peer id, admitted (not back in the lobby), and the call comes back.
+    const peerBefore = await pat.evaluate(() => window.teletip.state.peerId);
+    const framesBefore = (await mediaStats(doc)).framesDecoded;
+    await pat.reload();
+    await logIn(pat, patient);
+    await openAppointmentAndJoin(pat, appointment.id);
+    const resumed = await until("the patient resuming", async () => {
+      const st = await pat.evaluate(() => window.teletip.state);
+      return { ok: st.joined, value: st };
+    });
+    assert.equal(resumed.peerId, peerBefore, "the same peer id after the reload");
+    assert.equal(resumed.roomState, "admitted", "not sent back to the lobby");
+    assert.equal(await pat.getByTestId("lobby").isVisible(), false);
+    for (const page of [doc, pat]) {
+      await until(`${page.label} decoding video again after the reload`, async () => {
+        const st = await mediaStats(page);
+        const more = page === doc ? st && st.framesDecoded > 0 && st.framesDecoded !== framesBefore : st && st.framesDecoded > 0;
+        return { ok: !!st && st.connectionState === "connected" && more && st.local === "relay" && st.remote === "relay", value: st };
+      }, 60000);
+    }
+
     // The practitioner ends the consultation; the patient is told.
     await doc.getByTestId("end").click();
     await pat.getByTestId("room-error").filter({ hasText: "ended" }).waitFor();
