@@ -31,6 +31,9 @@ const children = new Set();
 const tempDirs = [];
 const KEEP = process.env.TELETIP_KEEP_TMP === "1";
 
+// This test process itself, so that `run` can stop it (and through it, the browser).
+if (process.env.TELETIP_SIGNALING_TMP) appendFileSync(join(process.env.TELETIP_SIGNALING_TMP, "pids"), `${process.pid} node\n`);
+
 function track(child, what) {
   children.add(child);
   const pidFile = process.env.TELETIP_SIGNALING_TMP && join(process.env.TELETIP_SIGNALING_TMP, "pids");
