@@ -99,6 +99,18 @@ fn patient_from_row(r: &SqliteRow) -> Result<PatientRecord, sqlx::Error> {
     })
 }
 
+fn practitioner_from_row(r: &SqliteRow) -> Result<Practitioner, sqlx::Error> {
+    Ok(Practitioner {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        display_name: r.try_get("display_name")?,
+        specialty: r.try_get("specialty")?,
+        time_zone: r.try_get("time_zone")?,
+        created_at: from_micros(r.try_get("created_at")?),
+        updated_at: from_micros(r.try_get("updated_at")?),
+    })
+}
+
 fn appointment_from_row(r: &SqliteRow) -> Result<Appointment, sqlx::Error> {
     let status: String = r.try_get("status")?;
     Ok(Appointment {
@@ -450,19 +462,7 @@ impl Store for SqliteStore {
 
     async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>> {
         let row = sqlx::query("SELECT * FROM practitioners WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
-        Ok(row
-            .map(|r| -> Result<Practitioner, sqlx::Error> {
-                Ok(Practitioner {
-                    id: r.try_get("id")?,
-                    user_id: r.try_get("user_id")?,
-                    display_name: r.try_get("display_name")?,
-                    specialty: r.try_get("specialty")?,
-                    time_zone: r.try_get("time_zone")?,
-                    created_at: from_micros(r.try_get("created_at")?),
-                    updated_at: from_micros(r.try_get("updated_at")?),
-                })
-            })
-            .transpose()?)
+        Ok(row.as_ref().map(practitioner_from_row).transpose()?)
     }
 
     async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord> {

@@ -6,20 +6,8 @@ use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PostgresStore, is_unique_violation, patient_from_row, session_from_row};
+use super::{PostgresStore, is_unique_violation, patient_from_row, practitioner_from_row, session_from_row};
 use crate::store::*;
-
-fn practitioner_from_row(r: &PgRow) -> Result<Practitioner, sqlx::Error> {
-    Ok(Practitioner {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        display_name: r.try_get("display_name")?,
-        specialty: r.try_get("specialty")?,
-        time_zone: r.try_get("time_zone")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
 
 fn notice_from_row(r: &PgRow) -> Result<PrivacyNotice, sqlx::Error> {
     let purposes: String = r.try_get("purposes")?;

@@ -6,20 +6,10 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{SqliteStore, from_micros, is_unique_violation, micros, patient_from_row, session_from_row};
+use super::{
+    SqliteStore, from_micros, is_unique_violation, micros, patient_from_row, practitioner_from_row, session_from_row,
+};
 use crate::store::*;
-
-fn practitioner_from_row(r: &SqliteRow) -> Result<Practitioner, sqlx::Error> {
-    Ok(Practitioner {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        display_name: r.try_get("display_name")?,
-        specialty: r.try_get("specialty")?,
-        time_zone: r.try_get("time_zone")?,
-        created_at: from_micros(r.try_get("created_at")?),
-        updated_at: from_micros(r.try_get("updated_at")?),
-    })
-}
 
 fn notice_from_row(r: &SqliteRow) -> Result<PrivacyNotice, sqlx::Error> {
     let purposes: String = r.try_get("purposes")?;
