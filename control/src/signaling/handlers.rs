@@ -120,9 +120,9 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
 }
 
 /// Connected (events are registered by the middleware): start the connection's timers.
-pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>, io: SocketIo<A>) {
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>) {
     if let Some(conn) = s.extensions.get::<Conn>() {
-        tokio::spawn(timers(s.clone(), io, sig, conn));
+        tokio::spawn(timers(s.clone(), sig, conn));
     }
 }
 
@@ -234,7 +234,7 @@ async fn join<A: Adapter>(
     // Resume: the same user's place, if it is connected elsewhere (replaced) or was lost less
     // than the resume window ago.
     let existing = sig.directory.get(id, caller.user_id).await?;
-    let resumable = existing.filter(|p| {
+    let resumable = existing.clone().filter(|p| {
         req.resume
             && p.role == role
             && p.disconnected_at_ms.is_none_or(|t| now_ms() - t <= RESUME_WINDOW.whole_milliseconds() as i64)
@@ -247,7 +247,7 @@ async fn join<A: Adapter>(
             if role == Role::Practitioner { PeerState::Admitted } else { PeerState::Waiting },
         ),
     };
-    if let Some(old) = sig.directory.get(id, caller.user_id).await? {
+    if let Some(old) = existing {
         if old.socket_id != s.id.to_string() && old.disconnected_at_ms.is_none() {
             // A second connection replaces the first.
             let _ = rtc(io).to(rooms::peer(id, &old.peer_id)).disconnect().await;
@@ -614,7 +614,7 @@ async fn renew<A: Adapter>(
 
 /// Sends `auth:expired` (and disconnects) when the token runs out, `session:expiring` five
 /// minutes before the join window closes, and `room:ended {window-closed}` when it closes.
-async fn timers<A: Adapter>(s: SocketRef<A>, _io: SocketIo<A>, sig: Signaling, conn: Conn) {
+async fn timers<A: Adapter>(s: SocketRef<A>, sig: Signaling, conn: Conn) {
     loop {
         if !s.connected() {
             return;
