@@ -34,7 +34,39 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
     sc.max_credential_lifetime = c.max_credential_lifetime;
     sc.unauth_rate = c.unauth_rate;
     sc.unauth_burst = c.unauth_burst;
+    sc.same_relay_delivery = c.same_relay_delivery;
     sc
+}
+
+/// The relayed-socket pool of each worker: as configured, but all pools together hold at most
+/// half of the port range, so that EVEN-PORT requests and the other workers still find ports.
+fn pool_per_worker(config: &RelayConfig) -> usize {
+    let span = usize::from(config.max_port - config.min_port) + 1;
+    let cap = span / 2 / config.workers;
+    if config.relay_socket_pool > cap {
+        tracing::info!(
+            configured = config.relay_socket_pool,
+            pool = cap,
+            "relay-socket-pool capped at half of the port range shared by {} workers",
+            config.workers
+        );
+    }
+    config.relay_socket_pool.min(cap)
+}
+
+/// Lifts the soft open-file limit to the hard one: every allocation holds a socket, and the
+/// pools hold more (systemd's LimitNOFILE sets the hard limit).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -49,6 +81,16 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         metrics::describe();
     }
+    raise_open_file_limit();
+    if config.busy_poll_us > 0 {
+        tracing::info!(
+            "busy-poll-us = {}: idle workers keep polling that long after their last datagram (a core spins)",
+            config.busy_poll_us
+        );
+    }
+    if !config.same_relay_delivery {
+        tracing::info!("same-relay-delivery = false: datagrams between allocations go through the kernel");
+    }
     let server = Arc::new(server_config(&config));
     let quotas = Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota));
     let key_ids: Arc<[String]> = config.secrets.iter().map(|s| s.key_id.clone()).collect();
@@ -59,6 +101,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         min_port: config.min_port,
         max_port: config.max_port,
         tuning,
+        pool: pool_per_worker(&config),
     };
     let listen: Vec<SocketAddr> =
         config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
@@ -66,7 +109,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     let reservations = Reservations::default();
     let mut setups = Vec::new();
     for index in 0..config.workers {
-        setups.push(WorkerSetup::new(
+        let mut setup = WorkerSetup::new(
             index,
             &listen,
             tuning,
@@ -76,7 +119,9 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             reservations.clone(),
             stop.clone(),
             Publisher::new(key_ids.clone()),
-        )?);
+        )?;
+        setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
+        setups.push(setup);
     }
     let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();
     let heartbeats: Vec<_> = setups.iter().map(|s| s.heartbeat.clone()).collect();

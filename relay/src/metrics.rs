@@ -13,6 +13,8 @@ pub struct ShellStats {
     pub send_buffer_full: u64,
     pub send_errors: u64,
     pub recv_errors: u64,
+    /// Relayed sockets open and waiting for an allocation (a gauge).
+    pub relay_sockets_pooled: u64,
 }
 
 pub fn describe() {
@@ -36,6 +38,10 @@ pub fn describe() {
     describe_gauge!("teletip_permissions_active", "Permissions currently valid");
     describe_counter!("teletip_channels_bound_total", "Channels bound");
     describe_gauge!("teletip_channels_active", "Channel bindings currently valid");
+    describe_gauge!(
+        "teletip_relay_sockets_pooled",
+        "Relayed sockets open and waiting for the next allocation (relay-socket-pool)"
+    );
     describe_counter!("teletip_relayed_packets_total", "Datagrams relayed, by direction");
     describe_counter!("teletip_relayed_bytes_total", "Application bytes relayed, by direction");
     describe_counter!("teletip_dropped_packets_total", "Datagrams dropped without an answer, by reason");
@@ -45,7 +51,12 @@ pub fn describe() {
     );
     describe_counter!("teletip_stun_binding_total", "STUN Binding requests answered");
     // Gauges exist from the start, so that alert rules see 0 rather than no series.
-    for name in ["teletip_allocations_active", "teletip_permissions_active", "teletip_channels_active"] {
+    for name in [
+        "teletip_allocations_active",
+        "teletip_permissions_active",
+        "teletip_channels_active",
+        "teletip_relay_sockets_pooled",
+    ] {
         gauge!(name).set(0.0);
     }
 }
@@ -117,6 +128,7 @@ impl Publisher {
                 .increment(d(now.peer_denied[i], last.peer_denied[i]));
         }
         let ls = &self.last_shell;
+        gauge_delta("teletip_relay_sockets_pooled", shell.relay_sockets_pooled, ls.relay_sockets_pooled);
         counter!("teletip_dropped_packets_total", "reason" => "send_buffer_full")
             .increment(d(shell.send_buffer_full, ls.send_buffer_full));
         counter!("teletip_dropped_packets_total", "reason" => "send_error")

@@ -2,8 +2,9 @@
 //! with the worker's poller. Reservations (EVEN-PORT with R) are shared by all workers, since
 //! the Allocate that redeems one may arrive from a 5-tuple that hashes to another worker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use mio::net::UdpSocket;
@@ -46,6 +47,7 @@ impl Reservations {
 pub struct RelaySocket {
     pub socket: UdpSocket,
     pub ipv4: bool,
+    pub port: u16,
     /// Whether DF is currently set on the socket, so that it is toggled only on change.
     pub dont_fragment: bool,
 }
@@ -58,18 +60,89 @@ pub struct BinderSettings {
     pub min_port: u16,
     pub max_port: u16,
     pub tuning: SocketTuning,
+    /// Relayed sockets this worker keeps bound and registered while no allocation uses them.
+    pub pool: usize,
 }
 
 pub struct NetBinder {
     settings: BinderSettings,
     registry: mio::Registry,
+    /// Every relayed socket of the worker: the allocations' and the pooled ones. A pooled
+    /// socket that receives something (a late datagram for the allocation that just ended)
+    /// is read and dropped by the state machine as addressed to no allocation.
     pub sockets: Slab<RelaySocket>,
+    /// Sockets (slab keys) ready for the next Allocate, oldest release first so that a port
+    /// rests as long as possible before it relays for someone else. Measured: opening,
+    /// binding, registering and later closing a socket was about half of an Allocate's cost
+    /// (docs/performance.md).
+    pool: VecDeque<usize>,
     reservations: Reservations,
 }
 
 impl NetBinder {
+    /// A binder whose pool is filled to `settings.pool` sockets (fewer if the port range or the
+    /// descriptor limit runs out first: the rest are opened on demand, as without a pool).
     pub fn new(settings: BinderSettings, registry: mio::Registry, reservations: Reservations) -> Self {
-        NetBinder { settings, registry, sockets: Slab::new(), reservations }
+        let pool = VecDeque::with_capacity(settings.pool);
+        let mut binder = NetBinder { settings, registry, sockets: Slab::new(), pool, reservations };
+        binder.fill_pool();
+        binder
+    }
+
+    fn fill_pool(&mut self) {
+        while self.pool.len() < self.settings.pool {
+            let Some((_, socket, _)) = self.bind_free_port(false, false, false) else { break };
+            let Ok(id) = self.register(socket, false) else { break };
+            self.pool.push_back(id.0 as usize);
+        }
+        if self.pool.len() < self.settings.pool {
+            tracing::warn!(
+                pooled = self.pool.len(),
+                wanted = self.settings.pool,
+                "relay socket pool not filled (port range or open-file limit): the rest open on demand"
+            );
+        }
+    }
+
+    /// Sockets waiting in the pool.
+    pub fn pooled(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// A pooled socket, even-numbered if asked, with DF as asked and nothing queued.
+    fn take_pooled(&mut self, even: bool, dont_fragment: bool) -> Option<(RelayId, u16)> {
+        let position = if even {
+            self.pool.iter().position(|&key| self.sockets[key].port % 2 == 0)?
+        } else if self.pool.is_empty() {
+            return None;
+        } else {
+            0
+        };
+        let key = self.pool.remove(position)?;
+        let relay = &mut self.sockets[key];
+        // Whatever arrived since the worker last read this socket was meant for the previous
+        // allocation: it must not reach the new one.
+        drain(&relay.socket);
+        if relay.dont_fragment != dont_fragment
+            && socket::set_dont_fragment(&relay.socket, relay.ipv4, dont_fragment).is_ok()
+        {
+            relay.dont_fragment = dont_fragment;
+        }
+        Some((RelayId(key as u32), relay.port))
+    }
+
+    /// Closes every pooled socket: for an EVEN-PORT reservation that needs two adjacent free
+    /// ports, which the pool may be holding.
+    fn empty_pool(&mut self) {
+        while let Some(key) = self.pool.pop_front() {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut s) = self.sockets.try_remove(key) {
+            let _ = self.registry.deregister(&mut s.socket);
+        }
     }
 
     fn advertised(&self, port: u16) -> SocketAddr {
@@ -88,6 +161,12 @@ impl NetBinder {
         let (min, max) = (u32::from(self.settings.min_port), u32::from(self.settings.max_port));
         let span = max - min + 1;
         let start = rand::rng().random_range(0..span);
+        if !reserve_next {
+            let ports = (0..span).map(|step| (min + (start + step) % span) as u16).filter(|p| !even || p % 2 == 0);
+            let (port, socket) =
+                socket::relay_on_free_port(self.settings.relay_ip, ports, self.settings.tuning, dont_fragment)?;
+            return Some((port, socket, None));
+        }
         for step in 0..span {
             let port = (min + (start + step) % span) as u16;
             if even && port % 2 == 1 {
@@ -98,9 +177,6 @@ impl NetBinder {
             }
             let addr = SocketAddr::new(self.settings.relay_ip, port);
             let Ok(socket) = socket::relay(addr, self.settings.tuning, dont_fragment) else { continue };
-            if !reserve_next {
-                return Some((port, socket, None));
-            }
             let next = SocketAddr::new(self.settings.relay_ip, port + 1);
             if let Ok(held) = socket::relay(next, self.settings.tuning, false) {
                 return Some((port, socket, Some(held)));
@@ -110,13 +186,14 @@ impl NetBinder {
     }
 
     fn register(&mut self, socket: std::net::UdpSocket, dont_fragment: bool) -> Result<RelayId, BindError> {
-        let ipv4 = socket.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
+        let local = socket.local_addr().map_err(|_| BindError::NoPorts)?;
+        let (ipv4, port) = (local.is_ipv4(), local.port());
         let mut socket = UdpSocket::from_std(socket);
         let entry = self.sockets.vacant_entry();
         let token = mio::Token(RELAY_TOKEN_BASE + entry.key());
         self.registry.register(&mut socket, token, mio::Interest::READABLE).map_err(|_| BindError::NoPorts)?;
         let id = RelayId(entry.key() as u32);
-        entry.insert(RelaySocket { socket, ipv4, dont_fragment });
+        entry.insert(RelaySocket { socket, ipv4, port, dont_fragment });
         Ok(id)
     }
 }
@@ -136,9 +213,21 @@ impl RelayBinder for NetBinder {
             let id = self.register(socket, request.dont_fragment)?;
             return Ok(BoundRelay { id, addr: self.advertised(port), reservation_token: None });
         }
-        let (port, socket, held) = self
-            .bind_free_port(request.even_port || request.reserve_next, request.reserve_next, request.dont_fragment)
-            .ok_or(BindError::NoPorts)?;
+        if !request.reserve_next
+            && let Some((id, port)) = self.take_pooled(request.even_port, request.dont_fragment)
+        {
+            return Ok(BoundRelay { id, addr: self.advertised(port), reservation_token: None });
+        }
+        let even = request.even_port || request.reserve_next;
+        let fresh = self.bind_free_port(even, request.reserve_next, request.dont_fragment);
+        let (port, socket, held) = match fresh {
+            Some(bound) => bound,
+            None if !self.pool.is_empty() => {
+                self.empty_pool();
+                self.bind_free_port(even, request.reserve_next, request.dont_fragment).ok_or(BindError::NoPorts)?
+            }
+            None => return Err(BindError::NoPorts),
+        };
         let reservation_token = held.map(|held| {
             let token = rand::rng().random::<u64>();
             self.reservations.put(token, held, request.now);
@@ -149,8 +238,31 @@ impl RelayBinder for NetBinder {
     }
 
     fn release(&mut self, relay: RelayId) {
-        if let Some(mut s) = self.sockets.try_remove(relay.0 as usize) {
-            let _ = self.registry.deregister(&mut s.socket);
+        let key = relay.0 as usize;
+        if self.pool.len() < self.settings.pool && self.sockets.contains(key) {
+            self.pool.push_back(key);
+        } else {
+            self.close(key);
+        }
+    }
+}
+
+/// Reads and discards whatever is queued on a non-blocking socket.
+fn drain(socket: &UdpSocket) {
+    let mut scratch = [0u8; 1];
+    loop {
+        // SAFETY: a non-blocking recv into a valid buffer on a socket we own; MSG_TRUNC makes
+        // the 1-byte buffer enough for any datagram.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                scratch.as_mut_ptr().cast(),
+                scratch.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            return;
         }
     }
 }

@@ -14,13 +14,13 @@ pub struct SocketTuning {
 }
 
 fn new_udp(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Non-blocking from the start (SOCK_NONBLOCK): one syscall less per relayed socket.
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // One family per socket: an IPv4 peer must never reach an IPv6 relay through a mapped
         // address.
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
@@ -56,6 +56,31 @@ pub fn relay(addr: SocketAddr, tuning: SocketTuning, dont_fragment: bool) -> io:
         set_dont_fragment(&socket, addr.is_ipv4(), true)?;
     }
     Ok(socket)
+}
+
+/// A relayed socket on the first port of `ports` that is free: one socket tried on each port
+/// in turn, rather than a new socket per attempt (in a busy range most attempts fail, and
+/// creating and closing a socket costs more than a failed bind). `None` if none is free or no
+/// socket can be opened.
+pub fn relay_on_free_port(
+    ip: std::net::IpAddr,
+    ports: impl Iterator<Item = u16>,
+    tuning: SocketTuning,
+    dont_fragment: bool,
+) -> Option<(u16, std::net::UdpSocket)> {
+    let probe = SocketAddr::new(ip, 0);
+    let socket = new_udp(probe).ok()?;
+    tune(&socket, probe, tuning);
+    for port in ports {
+        if socket.bind(&SocketAddr::new(ip, port).into()).is_ok() {
+            let socket: std::net::UdpSocket = socket.into();
+            if dont_fragment && set_dont_fragment(&socket, ip.is_ipv4(), true).is_err() {
+                return None;
+            }
+            return Some((port, socket));
+        }
+    }
+    None
 }
 
 /// Sets or clears the DF bit for datagrams sent from `socket` (RFC 8656 DONT-FRAGMENT).

@@ -79,9 +79,11 @@ impl Relay {
             SECRET.into(),
             "--prometheus-port".into(),
             metrics_port.to_string(),
-            "--workers".into(),
-            "2".into(),
         ];
+        // Two workers unless the test asks for its own count.
+        if !extra.contains(&"--workers") {
+            args.extend(["--workers".into(), "2".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_teletip-relay"))
             .args(&args)

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub unauth_rate: u64,
     pub unauth_burst: u64,
     pub unauth_max_sources: usize,
+    /// Deliver a datagram addressed to another allocation of the same shard straight to that
+    /// allocation's client (see `local.rs`). Off only to measure or debug the kernel path.
+    pub same_relay_delivery: bool,
 }
 
 impl ServerConfig {
@@ -58,6 +61,7 @@ impl ServerConfig {
             unauth_rate: 50,
             unauth_burst: 200,
             unauth_max_sources: 65_536,
+            same_relay_delivery: true,
         }
     }
 

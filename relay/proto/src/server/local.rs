@@ -33,6 +33,9 @@ impl<B: RelayBinder> Shard<B> {
         data: &[u8],
         out: &mut [u8],
     ) -> Option<Action> {
+        if !self.config.same_relay_delivery {
+            return None;
+        }
         let &to = self.by_relay_addr.get(&peer)?;
         let source = self.allocations[from].relay_addr;
         self.stats.client_to_peer.add(data.len());

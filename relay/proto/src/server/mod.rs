@@ -247,6 +247,28 @@ impl<B: RelayBinder> Shard<B> {
         self.stats.permissions_active = permissions;
         self.stats.channels_active = channels;
         self.limiter.sweep(now);
+        self.compact();
+    }
+
+    /// Gives back table memory once most allocations are gone (after a peak, a quarter or
+    /// less of the capacity in use), so that a relay returns to its idle footprint after a
+    /// busy hour instead of keeping the peak's tables for ever. Only shrinks: a slab keeps its
+    /// keys, so the allocation table shrinks as far as its highest live entry allows.
+    fn compact(&mut self) {
+        const MIN_CAPACITY: usize = 64;
+        let sparse = |len: usize, capacity: usize| capacity > MIN_CAPACITY && len * 4 <= capacity;
+        if sparse(self.allocations.len(), self.allocations.capacity()) {
+            self.allocations.shrink_to_fit();
+        }
+        if sparse(self.by_client.len(), self.by_client.capacity()) {
+            self.by_client.shrink_to_fit();
+        }
+        if sparse(self.by_relay.len(), self.by_relay.capacity()) {
+            self.by_relay.shrink_to_fit();
+        }
+        if sparse(self.by_relay_addr.len(), self.by_relay_addr.capacity()) {
+            self.by_relay_addr.shrink_to_fit();
+        }
     }
 
     fn remove_allocation(&mut self, index: usize) {

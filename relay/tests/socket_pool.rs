@@ -1,0 +1,98 @@
+//! The relayed-socket pool (`relay-socket-pool`): sockets stay open between allocations, so
+//! the daemon must make sure that a reused relayed address carries nothing of its previous
+//! allocation, and that holding sockets never costs an EVEN-PORT reservation its ports.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use support::*;
+use teletip_turn_proto::codec::{self, Class, Method, attr};
+
+fn relayed(a: &Answer) -> SocketAddr {
+    assert_eq!(a.class(), Class::Success, "Allocate answered {:?}", a.error_code());
+    a.xor_addr(attr::XOR_RELAYED_ADDRESS).expect("XOR-RELAYED-ADDRESS")
+}
+
+fn release(c: &mut TurnClient) {
+    let a = c.call(Method::REFRESH, &|w| drop(w.u32(attr::LIFETIME, 0)));
+    assert_eq!(a.class(), Class::Success, "Refresh(0) answered {:?}", a.error_code());
+}
+
+fn permit(c: &mut TurnClient, peer: SocketAddr) {
+    let a = c.call(Method::CREATE_PERMISSION, &|w| drop(w.xor_address(attr::XOR_PEER_ADDRESS, peer)));
+    assert_eq!(a.class(), Class::Success, "CreatePermission answered {:?}", a.error_code());
+}
+
+/// The DATA of the next Data indication the client receives, if one comes within `wait`.
+fn next_data(c: &TurnClient, wait: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        c.socket
+            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
+        let Ok((n, _)) = c.socket.recv_from(&mut buf) else { return None };
+        let Ok(msg) = codec::Message::decode(&buf[..n]) else { continue };
+        if msg.method() == Method::DATA && msg.class() == Class::Indication {
+            return msg.get(attr::DATA).map(<[u8]>::to_vec);
+        }
+    }
+    None
+}
+
+/// With a pool of one socket, the second allocation gets the first one's relayed address back.
+/// What the old peer sent to it after the release, and what was queued when it was handed out,
+/// must never reach the new client, even once the new client permits that same peer.
+#[test]
+fn a_reused_relayed_address_hears_nothing_meant_for_its_previous_allocation() {
+    let relay =
+        Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "1", "--allowed-peer-ip", "127.0.0.1"]);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+
+    let mut first = TurnClient::new(relay.addr, "first");
+    let address = relayed(&first.allocate(&|_| {}));
+    permit(&mut first, peer_addr);
+    peer.send_to(b"to the first", address).unwrap();
+    assert_eq!(next_data(&first, Duration::from_secs(2)).as_deref(), Some(&b"to the first"[..]));
+    release(&mut first);
+    for _ in 0..20 {
+        peer.send_to(b"stale", address).unwrap();
+    }
+
+    let mut second = TurnClient::new(relay.addr, "second");
+    assert_eq!(relayed(&second.allocate(&|_| {})), address, "the pooled socket is reused");
+    permit(&mut second, peer_addr);
+    peer.send_to(b"fresh", address).unwrap();
+    assert_eq!(next_data(&second, Duration::from_secs(2)).as_deref(), Some(&b"fresh"[..]), "stale data came first");
+    assert_eq!(next_data(&second, Duration::from_millis(300)), None, "nothing else arrives");
+    assert!(relay.wait_metric("teletip_dropped_packets_total", "reason=\"no_allocation\"", 1.0) >= 1.0);
+}
+
+/// Every free port of the range sits in the pool; an Allocate with EVEN-PORT (R) needs two
+/// adjacent free ports and must still get them, from ports the pool gives up.
+#[test]
+fn an_even_port_reservation_gets_ports_the_pool_was_holding() {
+    // 40 ports, one worker: the pool may hold 20 (half the range).
+    let relay = Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "20"]);
+    let span = usize::from(relay.max_port - relay.min_port) + 1;
+    let mut clients: Vec<TurnClient> = (0..span).map(|i| TurnClient::new(relay.addr, &format!("u{i}"))).collect();
+    for c in &mut clients {
+        relayed(&c.allocate(&|_| {}));
+    }
+    // The range is full: the next one is refused (508 Insufficient Capacity).
+    let mut extra = TurnClient::new(relay.addr, "extra");
+    assert_eq!(extra.allocate(&|_| {}).error_code(), Some(508));
+    // Half of them end: their sockets go to the pool, which now holds every free port.
+    for c in clients.iter_mut().take(span / 2) {
+        release(c);
+    }
+    assert!(relay.wait_metric("teletip_relay_sockets_pooled", "", 20.0) >= 20.0);
+    let mut even = TurnClient::new(relay.addr, "even");
+    let a = even.allocate(&|w| drop(w.bytes(attr::EVEN_PORT, &[0x80])));
+    let address = relayed(&a);
+    assert_eq!(address.port() % 2, 0, "EVEN-PORT gives an even port");
+    assert!(a.msg().get(attr::RESERVATION_TOKEN).is_some(), "R reserves the next port");
+}
