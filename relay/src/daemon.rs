@@ -94,7 +94,8 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     let server = Arc::new(server_config(&config));
     let quotas = Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota));
     let key_ids: Arc<[String]> = config.secrets.iter().map(|s| s.key_id.clone()).collect();
-    let tuning = SocketTuning { buffer: config.udp_buffer, dscp: config.dscp };
+    let tuning =
+        SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
     let binder = BinderSettings {
         relay_ip: config.relay_ip,
         external_ip: config.external_ip,
@@ -121,6 +122,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             Publisher::new(key_ids.clone()),
         )?;
         setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
+        setup.max_queue_delay = std::time::Duration::from_millis(u64::from(config.max_queue_delay_ms));
         setups.push(setup);
     }
     let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();

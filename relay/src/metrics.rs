@@ -13,6 +13,8 @@ pub struct ShellStats {
     pub send_buffer_full: u64,
     pub send_errors: u64,
     pub recv_errors: u64,
+    /// Datagrams dropped by overload control (late in a queue that stayed long).
+    pub queue_delay_drops: u64,
     /// Relayed sockets open and waiting for an allocation (a gauge).
     pub relay_sockets_pooled: u64,
 }
@@ -135,6 +137,8 @@ impl Publisher {
             .increment(d(shell.send_errors, ls.send_errors));
         counter!("teletip_dropped_packets_total", "reason" => "recv_error")
             .increment(d(shell.recv_errors, ls.recv_errors));
+        counter!("teletip_dropped_packets_total", "reason" => "queue_delay")
+            .increment(d(shell.queue_delay_drops, ls.queue_delay_drops));
         self.last = now.clone();
         self.last_shell = shell.clone();
     }

@@ -77,7 +77,13 @@ pub struct RecvBatch {
     iov: Box<[libc::iovec]>,
     hdr: Box<[libc::mmsghdr]>,
     addr: Box<[libc::sockaddr_storage]>,
+    /// Ancillary data per slot: room for the SO_TIMESTAMPNS stamp (u64s for cmsghdr
+    /// alignment).
+    control: Box<[[u64; CONTROL_WORDS]]>,
 }
+
+/// CMSG_SPACE(sizeof(struct timespec)) is 32 bytes on 64-bit Linux; some to spare.
+const CONTROL_WORDS: usize = 8;
 
 impl RecvBatch {
     pub fn new(headroom: usize) -> Self {
@@ -89,6 +95,7 @@ impl RecvBatch {
             iov: (0..BATCH).map(|_| zeroed()).collect(),
             hdr: (0..BATCH).map(|_| zeroed()).collect(),
             addr: (0..BATCH).map(|_| zeroed()).collect(),
+            control: vec![[0u64; CONTROL_WORDS]; BATCH].into_boxed_slice(),
         }
     }
 
@@ -103,6 +110,8 @@ impl RecvBatch {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iov[i];
             h.msg_iovlen = 1;
+            h.msg_control = self.control[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
             h.msg_flags = 0;
         }
         loop {
@@ -120,6 +129,25 @@ impl RecvBatch {
                 _ => return Err(e),
             }
         }
+    }
+
+    /// When the kernel queued datagram `i` (nanoseconds since the Unix epoch), if the socket
+    /// has SO_TIMESTAMPNS on.
+    pub fn queued_at_ns(&self, i: usize) -> Option<u64> {
+        let h = &self.hdr[i].msg_hdr;
+        // SAFETY: the header and its control buffer were filled by the kernel in the last
+        // recvmmsg; the CMSG macros stay within msg_controllen.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(h);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                cmsg = libc::CMSG_NXTHDR(h, cmsg);
+            }
+        }
+        None
     }
 
     /// Receive slot `i`, headroom included.

@@ -2,5 +2,6 @@
 
 pub mod binder;
 pub mod mmsg;
+pub mod overload;
 pub mod socket;
 pub mod worker;

@@ -11,6 +11,8 @@ pub struct SocketTuning {
     pub buffer: usize,
     /// DSCP code point (6 bits); 0 leaves packets unmarked.
     pub dscp: u8,
+    /// Have the kernel stamp each received datagram (SO_TIMESTAMPNS), for overload control.
+    pub timestamps: bool,
 }
 
 fn new_udp(addr: SocketAddr) -> io::Result<Socket> {
@@ -29,6 +31,19 @@ fn tune(socket: &Socket, addr: SocketAddr, tuning: SocketTuning) {
     // appliance's sysctl settings raise. Failure here only costs headroom.
     let _ = socket.set_recv_buffer_size(tuning.buffer);
     let _ = socket.set_send_buffer_size(tuning.buffer);
+    if tuning.timestamps {
+        let on: libc::c_int = 1;
+        // SAFETY: a plain setsockopt with an int option value on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(socket),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     if tuning.dscp != 0 {
         let tos = u32::from(tuning.dscp) << 2;
         let _ = if addr.is_ipv4() { socket.set_tos_v4(tos) } else { socket.set_tclass_v6(tos) };

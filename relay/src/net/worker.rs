@@ -18,6 +18,7 @@ use teletip_turn_proto::time::Millis;
 
 use super::binder::{BinderSettings, NetBinder, RELAY_TOKEN_BASE, Reservations};
 use super::mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
+use super::overload::QueueDelayGuard;
 use super::socket::{self, SocketTuning};
 use crate::metrics::{Publisher, ShellStats};
 
@@ -43,6 +44,8 @@ pub struct WorkerSetup {
     pub heartbeat: Arc<AtomicU64>,
     /// How long to keep polling without sleeping after the last datagram (0: sleep at once).
     pub busy_poll: Duration,
+    /// Sojourn target of overload control (0: never drop for lateness); see `overload.rs`.
+    pub max_queue_delay: Duration,
 }
 
 impl WorkerSetup {
@@ -83,6 +86,7 @@ impl WorkerSetup {
             waker,
             heartbeat,
             busy_poll: Duration::ZERO,
+            max_queue_delay: Duration::ZERO,
         })
     }
 
@@ -103,11 +107,15 @@ impl WorkerSetup {
             listeners,
             heartbeat,
             busy_poll,
+            max_queue_delay,
             ..
         } = self;
         let registry = poll.registry().try_clone().expect("a poll registry can be cloned");
         let binder = NetBinder::new(binder, registry, reservations);
+        let target_ns = max_queue_delay.as_nanos() as u64;
         let mut w = Worker {
+            listener_guards: vec![QueueDelayGuard::new(target_ns); listeners.len()],
+            overload_control: target_ns > 0,
             shard: Shard::new(config, quotas, binder),
             listeners,
             rx: RecvBatch::new(HEADROOM),
@@ -192,6 +200,17 @@ struct Worker {
     /// allocation share a syscall).
     to_peers: SendBatch,
     shell: ShellStats,
+    /// Overload control per listener. Only where datagrams enter from clients: a datagram on a
+    /// relayed socket has usually been relayed once already by this worker (the kernel path
+    /// between two allocations), and its sojourn measures the worker's own turn, not the
+    /// offered load; dropping it there throws away work done and collapses throughput
+    /// (measured: 97 % loss at 1,000 pairs).
+    listener_guards: Vec<QueueDelayGuard>,
+    overload_control: bool,
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Worker {
@@ -207,13 +226,25 @@ impl Worker {
                     return false;
                 }
             };
+            let read_at = if self.overload_control { unix_ns() } else { 0 };
             for i in 0..n {
+                let queued_at = if self.overload_control { self.rx.queued_at_ns(i) } else { None };
                 let Some((slot, range, client)) = self.rx.datagram(i) else {
                     self.shell.recv_errors += 1;
                     continue;
                 };
                 let packet = &slot[range.clone()];
-                if is_request(packet) {
+                let request = is_request(packet);
+                // Requests are never dropped for lateness: they are few, and a lost Refresh
+                // could cost a call its allocation.
+                if !request
+                    && let Some(queued_at) = queued_at
+                    && !self.listener_guards[index].admit(read_at.saturating_sub(queued_at), read_at)
+                {
+                    self.shell.queue_delay_drops += 1;
+                    continue;
+                }
+                if request {
                     // A request can release a relayed socket (Refresh with lifetime 0) whose
                     // descriptor a queued datagram still names.
                     flush(&mut self.to_peers, &mut self.shell);
