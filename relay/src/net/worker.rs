@@ -130,6 +130,7 @@ impl WorkerSetup {
         let mut backlog: Vec<Token> = Vec::with_capacity(1024);
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut last_tick = now();
+        let mut memory = MemoryReturn::default();
         let mut last_traffic = Instant::now();
         tracing::debug!(worker = index, pooled_relay_sockets = w.shard.binder().pooled(), "worker started");
         while !stop.load(Ordering::Relaxed) {
@@ -166,6 +167,7 @@ impl WorkerSetup {
             w.flush_all();
             if now.0 >= last_tick.0 + 1000 {
                 w.shard.tick(now);
+                memory.after_tick(w.shard.allocation_count());
                 w.shell.relay_sockets_pooled = w.shard.binder().pooled() as u64;
                 publisher.publish(w.shard.stats(), &w.shell);
                 last_tick = now;
@@ -177,6 +179,36 @@ impl WorkerSetup {
         tracing::debug!(worker = index, "worker stopped");
     }
 }
+
+/// Gives freed heap back to the kernel after a peak: when a worker's allocations fall to a
+/// quarter of their peak (of at least 1,024), the tables have shrunk (`Shard::tick`) but the C
+/// allocator keeps the freed pages of many small blocks; `malloc_trim` returns them, so that
+/// the relay's RSS goes back down after a busy hour.
+#[derive(Default)]
+struct MemoryReturn {
+    peak: usize,
+}
+
+impl MemoryReturn {
+    fn after_tick(&mut self, allocations: usize) {
+        self.peak = self.peak.max(allocations);
+        if self.peak >= 1024 && allocations * 4 <= self.peak {
+            trim_heap();
+            self.peak = allocations;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the C allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 fn now() -> Millis {
     Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
