@@ -39,34 +39,43 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
 }
 
 /// The relayed-socket pool of each worker: as configured, but all pools together hold at most
-/// half of the port range, so that EVEN-PORT requests and the other workers still find ports.
-fn pool_per_worker(config: &RelayConfig) -> usize {
+/// half of the port range, so that EVEN-PORT requests and the other workers still find ports,
+/// and at most a quarter of the open-file limit, so that allocations beyond the pools, the
+/// metrics listener and its connections still get descriptors.
+fn pool_per_worker(config: &RelayConfig, open_file_limit: u64) -> usize {
     let span = usize::from(config.max_port - config.min_port) + 1;
-    let cap = span / 2 / config.workers;
+    let by_ports = span / 2 / config.workers;
+    let by_files = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX) / config.workers;
+    let cap = by_ports.min(by_files);
     if config.relay_socket_pool > cap {
         tracing::info!(
             configured = config.relay_socket_pool,
             pool = cap,
-            "relay-socket-pool capped at half of the port range shared by {} workers",
+            "relay-socket-pool capped at half of the port range and a quarter of the open-file limit ({open_file_limit}), shared by {} workers",
             config.workers
         );
     }
     config.relay_socket_pool.min(cap)
 }
 
-/// Lifts the soft open-file limit to the hard one: every allocation holds a socket, and the
-/// pools hold more (systemd's LimitNOFILE sets the hard limit).
-fn raise_open_file_limit() {
+/// Lifts the soft open-file limit to the hard one and returns it: every allocation holds a
+/// socket, and the pools hold more (systemd's LimitNOFILE sets the hard limit).
+fn raise_open_file_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::warn!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
             }
+            tracing::warn!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
         }
     }
+    limit.rlim_cur
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -81,7 +90,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         metrics::describe();
     }
-    raise_open_file_limit();
+    let open_file_limit = raise_open_file_limit();
     if config.busy_poll_us > 0 {
         tracing::info!(
             "busy-poll-us = {}: idle workers keep polling that long after their last datagram (a core spins)",
@@ -102,7 +111,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         min_port: config.min_port,
         max_port: config.max_port,
         tuning,
-        pool: pool_per_worker(&config),
+        pool: pool_per_worker(&config, open_file_limit),
     };
     let listen: Vec<SocketAddr> =
         config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
