@@ -11,7 +11,9 @@ pub struct SocketTuning {
     pub buffer: usize,
     /// DSCP code point (6 bits); 0 leaves packets unmarked.
     pub dscp: u8,
-    /// Have the kernel stamp each received datagram (SO_TIMESTAMPNS), for overload control.
+    /// Have the kernel stamp each datagram received on a listener (SO_TIMESTAMPNS), for
+    /// overload control. Relayed sockets are not guarded, so they are never stamped: the
+    /// stamp and its control message would be work per packet for nothing.
     pub timestamps: bool,
 }
 
@@ -31,19 +33,6 @@ fn tune(socket: &Socket, addr: SocketAddr, tuning: SocketTuning) {
     // appliance's sysctl settings raise. Failure here only costs headroom.
     let _ = socket.set_recv_buffer_size(tuning.buffer);
     let _ = socket.set_send_buffer_size(tuning.buffer);
-    if tuning.timestamps {
-        let on: libc::c_int = 1;
-        // SAFETY: a plain setsockopt with an int option value on a socket we own.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(socket),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
     if tuning.dscp != 0 {
         let tos = u32::from(tuning.dscp) << 2;
         let _ = if addr.is_ipv4() { socket.set_tos_v4(tos) } else { socket.set_tclass_v6(tos) };
@@ -57,6 +46,19 @@ pub fn listener(addr: SocketAddr, tuning: SocketTuning) -> io::Result<std::net::
     let socket = new_udp(addr)?;
     socket.set_reuse_port(true)?;
     tune(&socket, addr, tuning);
+    if tuning.timestamps {
+        let on: libc::c_int = 1;
+        // SAFETY: a plain setsockopt with an int option value on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
