@@ -250,7 +250,12 @@ impl Worker {
     fn serve_listener(&mut self, now: Millis, index: usize) -> bool {
         let fd = self.listeners[index].0.as_raw_fd();
         let server = self.listeners[index].1;
-        for _ in 0..TURN_BUDGET {
+        // Under overload, one batch per turn: the datagrams already admitted (queued on relayed
+        // sockets, on the kernel path) are relayed before more are read, so what is admitted
+        // is not left waiting a long turn. Measured at 1.3x the kernel path's capacity: the
+        // settled p99 fell from 11-12 ms to 4-6 ms, throughput within run-to-run noise.
+        let budget = if self.listener_guards[index].dropping() { 1 } else { TURN_BUDGET };
+        for _ in 0..budget {
             let n = match self.rx.recv(fd) {
                 Ok(n) => n,
                 Err(_) => {
