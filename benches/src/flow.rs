@@ -52,6 +52,10 @@ pub struct RunResult {
     pub mbps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The same for packets sent after the run's first quarter (at most 500 ms): at overload,
+    /// what the queue settles to, without the seconds it took a server's control to react.
+    pub p50_steady_us: f64,
+    pub p99_steady_us: f64,
     pub max_us: f64,
     pub udp: UdpCounters,
     /// Socket receive-queue drops on the generator's own sockets and on everyone else's (the
@@ -71,7 +75,7 @@ impl RunResult {
     pub fn result_line(&self, prefix: &str) -> String {
         format!(
             "RESULT {prefix} target_pps={:.0} sent={} received={} loss_pct={:.3} sent_pps={:.0} rx_pps={:.0} mbps={:.1} \
-             p50_us={:.1} p99_us={:.1} max_us={:.1} udp_in_errors={} udp_rcvbuf_errors={} drops_generator={} \
+             p50_us={:.1} p99_us={:.1} p50_steady_us={:.1} p99_steady_us={:.1} max_us={:.1} udp_in_errors={} udp_rcvbuf_errors={} drops_generator={} \
              drops_server={} server_cpu_pct={} generator_cpu_pct={:.0}",
             self.target_pps,
             self.sent,
@@ -82,6 +86,8 @@ impl RunResult {
             self.mbps,
             self.p50_us,
             self.p99_us,
+            self.p50_steady_us,
+            self.p99_steady_us,
             self.max_us,
             self.udp.in_errors,
             self.udp.rcvbuf_errors,
@@ -100,6 +106,7 @@ pub struct Flows {
     raw: bool,
     ours: Vec<u16>,
     hist: Histogram,
+    steady: Histogram,
     seq: Vec<u64>,
 }
 
@@ -126,7 +133,7 @@ impl Flows {
         }
         ours.sort_unstable();
         let seq = vec![0; pairs.len()];
-        Ok(Flows { pairs, epoll, raw, ours, hist: Histogram::default(), seq })
+        Ok(Flows { pairs, epoll, raw, ours, hist: Histogram::default(), steady: Histogram::default(), seq })
     }
 
     pub fn pairs(&self) -> usize {
@@ -141,6 +148,7 @@ impl Flows {
         let mut recv = RecvBatch::new(BURST_CAP, 2048);
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         self.hist.clear();
+        self.steady.clear();
         // What an earlier run left queued (an overloaded server can hold seconds of it in its
         // socket buffers) must neither load this run nor count in it.
         self.settle(&mut recv, &mut events)?;
@@ -152,6 +160,7 @@ impl Flows {
         let gen_cpu_before = kernel::cpu_ticks(std::process::id()).unwrap_or(0);
         let start = mono_ns();
         let end = start + spec.duration.as_nanos() as u64;
+        let steady_from = start + (spec.duration.as_nanos() as u64 / 4).min(500_000_000);
         let mut cursor = 0usize;
         let mut last_rx = start;
         loop {
@@ -203,7 +212,11 @@ impl Flows {
                         if let (Some(probe), true) = (probe, current) {
                             received += 1;
                             rx_bytes += size as u64;
-                            self.hist.record(t.saturating_sub(probe.sent_ns));
+                            let latency = t.saturating_sub(probe.sent_ns);
+                            self.hist.record(latency);
+                            if probe.sent_ns >= steady_from {
+                                self.steady.record(latency);
+                            }
                         }
                     }
                     if got < BURST_CAP {
@@ -234,6 +247,8 @@ impl Flows {
             mbps: rx_bytes as f64 * 8.0 / seconds / 1e6,
             p50_us: self.hist.quantile_ns(0.5) as f64 / 1e3,
             p99_us: self.hist.quantile_ns(0.99) as f64 / 1e3,
+            p50_steady_us: self.steady.quantile_ns(0.5) as f64 / 1e3,
+            p99_steady_us: self.steady.quantile_ns(0.99) as f64 / 1e3,
             max_us: self.hist.max_ns() as f64 / 1e3,
             udp: UdpCounters::read().since(&udp_before),
             drops_generator,

@@ -212,7 +212,7 @@ fn drive(mut flows: Flows, dest: SocketAddr, load: &LoadArgs, label: &str) -> Re
     let report = |kind: &str, r: &RunResult| {
         eprintln!(
             "{kind:>6}: target {:>9.0} pps  sent {:>9.0} pps  received {:>9.0} pps ({:.1} Mbit/s)  loss {:.2} %  \
-             p50 {:.1} us  p99 {:.1} us  max {:.0} us  drops gen/server {}/{}  cpu server {} %",
+             p50 {:.1} us  p99 {:.1} us (after warm-up {:.1} / {:.1})  max {:.0} us  drops gen/server {}/{}  cpu server {} %",
             r.target_pps,
             r.sent_pps,
             r.rx_pps,
@@ -220,6 +220,8 @@ fn drive(mut flows: Flows, dest: SocketAddr, load: &LoadArgs, label: &str) -> Re
             r.loss_pct(),
             r.p50_us,
             r.p99_us,
+            r.p50_steady_us,
+            r.p99_steady_us,
             r.max_us,
             r.drops_generator,
             r.drops_server,
