@@ -52,8 +52,9 @@ pub struct RunResult {
     pub mbps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
-    /// The same for packets sent after the run's first quarter (at most 500 ms): at overload,
-    /// what the queue settles to, without the seconds it took a server's control to react.
+    /// The same for packets sent after the run's first quarter (at most 1 s): at overload, what
+    /// the queue settles to, without the time a server's control takes to react (teletip's
+    /// waits 500 ms, to tell overload from swings near capacity).
     pub p50_steady_us: f64,
     pub p99_steady_us: f64,
     pub max_us: f64,
@@ -160,7 +161,7 @@ impl Flows {
         let gen_cpu_before = kernel::cpu_ticks(std::process::id()).unwrap_or(0);
         let start = mono_ns();
         let end = start + spec.duration.as_nanos() as u64;
-        let steady_from = start + (spec.duration.as_nanos() as u64 / 4).min(500_000_000);
+        let steady_from = start + (spec.duration.as_nanos() as u64 / 4).min(1_000_000_000);
         let mut cursor = 0usize;
         let mut last_rx = start;
         loop {

@@ -145,9 +145,9 @@ pub struct Settings {
     /// debug the kernel path.
     #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY")]
     pub same_relay_delivery: Option<bool>,
-    /// Overload control: once a socket queue has held datagrams longer than this for 100 ms,
-    /// datagrams that waited longer are dropped (loss instead of a growing delay) until the
-    /// queue has been short for a second. Milliseconds; default 3; 0 turns it off.
+    /// Overload control: once a listener's queue has held datagrams longer than this for
+    /// 500 ms, datagrams that waited longer are dropped (loss instead of a growing delay) until
+    /// nothing has been late for 100 ms. Milliseconds; default 3; 0 turns it off.
     #[arg(long = "max-queue-delay-ms", env = "TELETIP_RELAY_MAX_QUEUE_DELAY_MS")]
     pub max_queue_delay_ms: Option<u32>,
     /// Log format: text or json. Default text.
