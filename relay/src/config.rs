@@ -132,7 +132,10 @@ pub struct Settings {
     pub dscp: Option<u8>,
     /// Relayed sockets each worker opens at start and keeps open when allocations end, so that
     /// an Allocate takes a ready socket instead of socket() + bind() + epoll registration.
-    /// Default 256; 0 opens a socket per allocation and closes it when the allocation ends.
+    /// After a peak, released sockets beyond this are kept too (up to half the port range and
+    /// a quarter of the open-file limit over all workers) and closed gradually, a 32nd of the
+    /// surplus per second. Default 256; 0 opens a socket per allocation and closes it when the
+    /// allocation ends.
     #[arg(long = "relay-socket-pool", env = "TELETIP_RELAY_RELAY_SOCKET_POOL")]
     pub relay_socket_pool: Option<usize>,
     /// Microseconds a worker keeps polling its sockets after its last datagram before it

@@ -41,8 +41,10 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
 /// The relayed-socket pool of each worker: as configured, but all pools together hold at most
 /// half of the port range, so that EVEN-PORT requests and the other workers still find ports,
 /// and at most a quarter of the open-file limit, so that allocations beyond the pools, the
-/// metrics listener and its connections still get descriptors.
-fn pool_per_worker(config: &RelayConfig, open_file_limit: u64) -> usize {
+/// metrics listener and its connections still get descriptors. Returns the pool opened at
+/// start and the ceiling up to which released sockets are kept after a peak (that same cap;
+/// 0 when the pool is turned off).
+fn pool_per_worker(config: &RelayConfig, open_file_limit: u64) -> (usize, usize) {
     let span = usize::from(config.max_port - config.min_port) + 1;
     let by_ports = span / 2 / config.workers;
     let by_files = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX) / config.workers;
@@ -55,7 +57,8 @@ fn pool_per_worker(config: &RelayConfig, open_file_limit: u64) -> usize {
             config.workers
         );
     }
-    config.relay_socket_pool.min(cap)
+    let pool = config.relay_socket_pool.min(cap);
+    (pool, if pool == 0 { 0 } else { cap })
 }
 
 /// Lifts the soft open-file limit to the hard one and returns it: every allocation holds a
@@ -105,13 +108,15 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     let key_ids: Arc<[String]> = config.secrets.iter().map(|s| s.key_id.clone()).collect();
     let tuning =
         SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
+    let (pool, pool_ceiling) = pool_per_worker(&config, open_file_limit);
     let binder = BinderSettings {
         relay_ip: config.relay_ip,
         external_ip: config.external_ip,
         min_port: config.min_port,
         max_port: config.max_port,
         tuning,
-        pool: pool_per_worker(&config, open_file_limit),
+        pool,
+        pool_ceiling,
     };
     let listen: Vec<SocketAddr> =
         config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();

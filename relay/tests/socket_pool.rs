@@ -96,3 +96,39 @@ fn an_even_port_reservation_gets_ports_the_pool_was_holding() {
     assert_eq!(address.port() % 2, 0, "EVEN-PORT gives an even port");
     assert!(a.msg().get(attr::RESERVATION_TOKEN).is_some(), "R reserves the next port");
 }
+
+/// After a peak, the sockets released beyond the configured pool are kept for the next burst,
+/// and then closed gradually: a relay gives a peak's descriptors back instead of holding them.
+#[test]
+fn released_sockets_beyond_the_pool_are_kept_after_a_peak_and_then_closed() {
+    let relay = Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "2"]);
+    assert_eq!(relay.wait_metric("teletip_relay_sockets_pooled", "", 2.0), 2.0);
+    let mut clients: Vec<TurnClient> = (0..16).map(|i| TurnClient::new(relay.addr, &format!("peak-{i}"))).collect();
+    for c in clients.iter_mut() {
+        relayed(&c.allocate(&|_| {}));
+    }
+    for c in clients.iter_mut() {
+        release(c);
+    }
+    // All 16 come back to the pool (the ceiling is half of the test relay's 40 ports), then a
+    // 32nd of the surplus, rounded up (1 of 14), is closed each second; the gauge is published
+    // after the tick's trim, so it shows 15 at most.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut most = 0.0f64;
+    loop {
+        let pooled = relay.metric("teletip_relay_sockets_pooled", "");
+        most = most.max(pooled);
+        if most >= 12.0 && pooled < most && pooled >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pooled after the peak: {pooled}, at most {most} (2 would mean only the configured pool was kept, \
+             no decrease that the surplus was never closed)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And a new burst takes the kept sockets.
+    let mut again = TurnClient::new(relay.addr, "after-peak");
+    relayed(&again.allocate(&|_| {}));
+}

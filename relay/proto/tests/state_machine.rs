@@ -313,6 +313,25 @@ fn refresh_by_another_user_on_the_same_five_tuple_is_441() {
 }
 
 #[test]
+fn a_peak_between_two_looks_is_still_reported() {
+    let mut s = shard();
+    assert_eq!(s.take_allocation_peak(), 0);
+    let mut clients: Vec<Client> =
+        (0..3).map(|i| Client::new(&format!("198.51.100.30:{}", 6000 + i), &format!("u{i}"))).collect();
+    for c in clients.iter_mut() {
+        allocate(&mut s, T0, c);
+    }
+    // All three end before anyone looks (a burst shorter than a tick).
+    for c in clients.iter_mut() {
+        let r = call(&mut s, T0, c, Method::REFRESH, |w| drop(w.u32(attr::LIFETIME, 0)));
+        assert_eq!(r.class(), Class::Success);
+    }
+    assert_eq!(s.allocation_count(), 0);
+    assert_eq!(s.take_allocation_peak(), 3);
+    assert_eq!(s.take_allocation_peak(), 0, "a new period starts from what is held now");
+}
+
+#[test]
 fn allocations_expire_and_give_back_their_quota() {
     let mut s = shard_with(config(), SharedQuotas::new(1, 0, 0));
     let mut c = Client::new("198.51.100.20:5000", "x");

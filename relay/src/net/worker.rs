@@ -167,7 +167,9 @@ impl WorkerSetup {
             w.flush_all();
             if now.0 >= last_tick.0 + 1000 {
                 w.shard.tick(now);
-                memory.after_tick(w.shard.allocation_count());
+                w.shard.binder_mut().trim_pool();
+                let peak = w.shard.take_allocation_peak();
+                memory.after_tick(peak, w.shard.allocation_count());
                 w.shell.relay_sockets_pooled = w.shard.binder().pooled() as u64;
                 publisher.publish(w.shard.stats(), &w.shell);
                 last_tick = now;
@@ -190,8 +192,12 @@ struct MemoryReturn {
 }
 
 impl MemoryReturn {
-    fn after_tick(&mut self, allocations: usize) {
-        self.peak = self.peak.max(allocations);
+    /// `peak_since_last`: the most allocations held since the previous tick, so that a burst
+    /// that came and went within one second is seen (measured: a second round of 10,000
+    /// allocations, made and deleted in under a second, kept 14 MiB where the first gave
+    /// all but 1 MiB back).
+    fn after_tick(&mut self, peak_since_last: usize, allocations: usize) {
+        self.peak = self.peak.max(peak_since_last);
         if self.peak >= 1024 && allocations * 4 <= self.peak {
             trim_heap();
             self.peak = allocations;

@@ -143,6 +143,9 @@ pub struct Shard<B: RelayBinder> {
     by_relay_addr: FxHashMap<SocketAddr, usize>,
     limiter: UnauthLimiter,
     stats: Stats,
+    /// The most allocations held at once since `take_allocation_peak` last ran: a burst that
+    /// comes and goes between two ticks still counts as a peak.
+    allocation_peak: usize,
 }
 
 impl<B: RelayBinder> Shard<B> {
@@ -159,6 +162,7 @@ impl<B: RelayBinder> Shard<B> {
             by_relay_addr: FxHashMap::default(),
             limiter,
             stats,
+            allocation_peak: 0,
         }
     }
 
@@ -180,6 +184,12 @@ impl<B: RelayBinder> Shard<B> {
 
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// The most allocations held at once since the last call (or since the shard began), and
+    /// starts a new period from the current count.
+    pub fn take_allocation_peak(&mut self) -> usize {
+        std::mem::replace(&mut self.allocation_peak, self.allocations.len()).max(self.allocations.len())
     }
 
     pub fn allocations(&self) -> impl Iterator<Item = &Allocation> {

@@ -202,6 +202,7 @@ impl<B: RelayBinder> Shard<B> {
         self.by_relay_addr.insert(bound.addr, index);
         self.stats.allocations_created += 1;
         self.stats.allocations_active = self.allocations.len() as u64;
+        self.allocation_peak = self.allocation_peak.max(self.allocations.len());
         let a = &self.allocations[index];
         if refuse_additional {
             respond(out, msg, Class::Success, Some(&signer), |w| {
