@@ -94,7 +94,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         metrics::describe();
     }
     let open_file_limit = raise_open_file_limit();
-    crate::net::worker::fix_malloc_thresholds();
+    crate::net::memory::fix_malloc_thresholds();
     if config.busy_poll_us > 0 {
         tracing::info!(
             "busy-poll-us = {}: idle workers keep polling that long after their last datagram (a core spins)",
