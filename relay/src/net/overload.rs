@@ -27,7 +27,7 @@ const GRACE_NS: u64 = 500_000_000;
 /// ends the dropping soon after one, so that a later swing near capacity gets its grace again.
 const CALM_NS: u64 = 100_000_000;
 
-/// The overload state of one queue (a listener, or a worker's relayed sockets together).
+/// The overload state of one listener's queue (relayed sockets are not guarded: see worker.rs).
 #[derive(Debug, Clone)]
 pub struct QueueDelayGuard {
     target_ns: u64,
