@@ -151,6 +151,7 @@ impl WorkerSetup {
             ready.clear();
             ready.append(&mut backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
+            relayed_sockets_first(&mut ready);
             if !busy_poll.is_zero() && !ready.is_empty() {
                 last_traffic = Instant::now();
             }
@@ -187,6 +188,19 @@ impl WorkerSetup {
 
 fn now() -> Millis {
     Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// Orders a turn's sockets so that relayed sockets are served before listeners. What waits on
+/// a relayed socket was usually admitted through a listener already (the kernel path between
+/// two allocations sends it there), so finishing it before reading more keeps the work inside
+/// the relay bounded: a busy listener, served first from the backlog, used to make every
+/// admitted datagram wait another listener turn, and near capacity the queue then held above
+/// the overload target long enough to start dropping. Measured on the kernel path, 10 pairs,
+/// 160 B: the highest rate with <= 1 % loss rose from 74-80 to 84-94 kpps (docs/performance.md,
+/// optimisation 5); at 1.5x overload the settled p99 stayed at 3.9-4.4 ms.
+fn relayed_sockets_first(ready: &mut [Token]) {
+    // Unstable: no allocation, and the order among relayed sockets carries no meaning.
+    ready.sort_unstable_by_key(|t| t.0 < RELAY_TOKEN_BASE);
 }
 
 /// Batches read from one socket per turn before the others get theirs: mio is edge-triggered,
@@ -354,4 +368,20 @@ fn flush(batch: &mut SendBatch, shell: &mut ShellStats) {
 /// A STUN request (class bits 00), as opposed to ChannelData or an indication.
 fn is_request(packet: &[u8]) -> bool {
     packet.len() >= 2 && packet[0] & 0xC0 == 0 && u16::from_be_bytes([packet[0], packet[1]]) & 0x0110 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_sockets_are_served_before_listeners() {
+        let listener = Token(0);
+        let second_listener = Token(1);
+        let relayed = [Token(RELAY_TOKEN_BASE), Token(RELAY_TOKEN_BASE + 7), Token(RELAY_TOKEN_BASE + 3)];
+        let mut ready = vec![listener, relayed[0], second_listener, relayed[1], relayed[2]];
+        relayed_sockets_first(&mut ready);
+        assert!(ready[..3].iter().all(|t| relayed.contains(t)), "{ready:?}");
+        assert!(ready[3..].contains(&listener) && ready[3..].contains(&second_listener), "{ready:?}");
+    }
 }
