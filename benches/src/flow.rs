@@ -112,6 +112,8 @@ pub struct Flows {
 }
 
 const BURST_CAP: usize = 64;
+/// Datagrams sent per turn of the generator's loop at most, between two reads of its sockets.
+const FLAT_OUT_TURN: u64 = (BURST_CAP * 4) as u64;
 
 impl Flows {
     pub fn new(pairs: Vec<Pair>, raw: bool) -> std::io::Result<Flows> {
@@ -174,9 +176,13 @@ impl Flows {
                 let due = if spec.rate > 0.0 {
                     (((now - start) as f64 * spec.rate / 1e9) as u64).saturating_sub(sent)
                 } else {
-                    (BURST_CAP * 4) as u64
+                    FLAT_OUT_TURN
                 };
-                let mut budget = due.min(4096) as usize;
+                // At most what a flat-out turn sends: a generator that has fallen behind its pace
+                // (asked for more than it can send, or descheduled) catches up over several turns,
+                // reading in between, instead of sending thousands before it reads again, which
+                // left its own sockets unread for milliseconds and charged that to the server.
+                let mut budget = due.min(FLAT_OUT_TURN) as usize;
                 while budget > 0 {
                     let p = cursor;
                     cursor = (cursor + 1) % n;
