@@ -238,15 +238,22 @@ fn drive(mut flows: Flows, dest: SocketAddr, load: &LoadArgs, label: &str) -> Re
     let flat = flows.run(&spec(0.0))?;
     report("flat", &flat);
     let (mut lo, mut hi) = (0.0f64, flat.sent_pps.max(flat.rx_pps * 1.2));
-    let mut best: Option<RunResult> = None;
+    // The maximum is the highest rate *received* by any run within the loss bound, the flat-out
+    // run included, not the last passing probe: where the generator cannot send what a probe
+    // asks for (it is then at 100 % of its core), a higher offered rate can relay less, and the
+    // last passing probe would understate what the server was seen to do.
+    let passes = |r: &RunResult| r.loss_pct() <= load.max_loss;
+    let mut best: Option<RunResult> = passes(&flat).then(|| flat.clone());
     for _ in 0..load.steps {
         let mid = (lo + hi) / 2.0;
         std::thread::sleep(Duration::from_millis(200));
         let r = flows.run(&spec(mid))?;
         report("probe", &r);
-        if r.loss_pct() <= load.max_loss {
+        if passes(&r) {
             lo = mid;
-            best = Some(r);
+            if best.as_ref().is_none_or(|b| r.rx_pps > b.rx_pps) {
+                best = Some(r);
+            }
         } else {
             hi = mid;
         }
