@@ -197,7 +197,7 @@ fn now() -> Millis {
 /// admitted datagram wait another listener turn, and near capacity the queue then held above
 /// the overload target long enough to start dropping. Measured on the kernel path, 10 pairs,
 /// 160 B: the highest rate with <= 1 % loss rose from 74-80 to 84-94 kpps (docs/performance.md,
-/// optimisation 5); at 1.5x overload the settled p99 stayed at 3.9-4.4 ms.
+/// optimisation 7); at 1.5x overload the settled p99 stayed at 3.9-4.4 ms.
 fn relayed_sockets_first(ready: &mut [Token]) {
     // Unstable: no allocation, and the order among relayed sockets carries no meaning.
     ready.sort_unstable_by_key(|t| t.0 < RELAY_TOKEN_BASE);
