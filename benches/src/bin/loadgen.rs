@@ -277,9 +277,14 @@ fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Resu
     let mut peak = before;
     let jobs: Vec<(usize, Request)> = (0..count).map(|i| (i, Request::Allocate)).collect();
     let cpu_before = pid.and_then(kernel::cpu_ticks);
+    let gen_cpu_before = kernel::cpu_ticks(std::process::id()).unwrap_or(0);
     let start = Instant::now();
     run_transactions(&mut clients, &jobs, window, &mut || peak = peak.max(rss()))?;
     let secs = start.elapsed().as_secs_f64();
+    // The generator's own CPU, so that a rate it could not drive faster is not taken for the
+    // server's.
+    let gen_cpu = kernel::cpu_ticks(std::process::id()).unwrap_or(0) - gen_cpu_before;
+    let generator_cpu = 100.0 * gen_cpu as f64 / kernel::ticks_per_sec() / secs;
     let server_cpu = match (cpu_before, pid.and_then(kernel::cpu_ticks)) {
         (Some(b), Some(a)) => format!("{:.0}", 100.0 * (a - b) as f64 / kernel::ticks_per_sec() / secs),
         _ => "na".into(),
@@ -302,7 +307,7 @@ fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Resu
     );
     println!(
         "RESULT mode=alloc count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} rss_before_kib={before} \
-         rss_peak_kib={peak} rss_held_kib={held} bytes_per_alloc={per_alloc:.0} rss_released_kib={released} server_cpu_pct={server_cpu}",
+         rss_peak_kib={peak} rss_held_kib={held} bytes_per_alloc={per_alloc:.0} rss_released_kib={released} server_cpu_pct={server_cpu} generator_cpu_pct={generator_cpu:.0}",
         count as f64 / secs
     );
     Ok(())
