@@ -101,6 +101,12 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             config.busy_poll_us
         );
     }
+    if let Some(warning) = crate::net::idle::slow_wake_up_warning(
+        crate::net::idle::read_guest_halt_poll_ns().as_deref(),
+        config.busy_poll_us,
+    ) {
+        tracing::warn!("{warning}");
+    }
     if !config.same_relay_delivery {
         tracing::info!("same-relay-delivery = false: datagrams between allocations go through the kernel");
     }

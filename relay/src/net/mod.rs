@@ -1,6 +1,7 @@
 //! The network layer: sockets, relayed-port binding and the per-worker event loops.
 
 pub mod binder;
+pub mod idle;
 pub mod memory;
 pub mod mmsg;
 pub mod overload;
