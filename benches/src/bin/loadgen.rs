@@ -283,7 +283,7 @@ fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Resu
     let secs = start.elapsed().as_secs_f64();
     // The generator's own CPU, so that a rate it could not drive faster is not taken for the
     // server's.
-    let gen_cpu = kernel::cpu_ticks(std::process::id()).unwrap_or(0) - gen_cpu_before;
+    let gen_cpu = kernel::cpu_ticks(std::process::id()).unwrap_or(0).saturating_sub(gen_cpu_before);
     let generator_cpu = 100.0 * gen_cpu as f64 / kernel::ticks_per_sec() / secs;
     let server_cpu = match (cpu_before, pid.and_then(kernel::cpu_ticks)) {
         (Some(b), Some(a)) => format!("{:.0}", 100.0 * (a - b) as f64 / kernel::ticks_per_sec() / secs),

@@ -200,8 +200,8 @@ fn now() -> Millis {
 /// optimisation 7); at 1.5x overload the settled p99 stayed at 3.9-4.4 ms.
 ///
 /// Each socket is also served once per turn: a socket left on the backlog by the last turn and
-/// woken again by a new event would otherwise be served twice, the second time for an empty
-/// read (a wasted `recvmmsg`).
+/// woken again by a new event would otherwise be served twice, which is either twice its
+/// budget ahead of the others or, once it is empty, a wasted `recvmmsg`.
 fn order_turn(ready: &mut Vec<Token>) {
     // Unstable: no allocation. Within each group the order carries no meaning, so sorting by
     // token too brings duplicates together for dedup.
