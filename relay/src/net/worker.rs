@@ -160,7 +160,9 @@ impl WorkerSetup {
                     Token(t) if t < RELAY_TOKEN_BASE => w.serve_listener(now, t),
                     Token(t) => w.serve_relay(now, t - RELAY_TOKEN_BASE),
                 };
-                if more && !backlog.contains(&token) {
+                // `ready` holds each socket once and the backlog was emptied into it, so a
+                // socket cannot be on the backlog twice.
+                if more {
                     backlog.push(token);
                 }
             }
