@@ -10,4 +10,5 @@ pub mod hist;
 pub mod kernel;
 pub mod mmsg;
 pub mod probe;
+pub mod report;
 pub mod turn;
