@@ -94,7 +94,7 @@ impl RunResult {
             self.udp.rcvbuf_errors,
             self.drops_generator,
             self.drops_server,
-            self.server_cpu_pct.map_or("na".into(), |c| format!("{c:.0}")),
+            self.server_cpu_pct.map_or("na".into(), |c| format!("{c:.1}")),
             self.generator_cpu_pct,
         )
     }

@@ -61,6 +61,17 @@ impl Report {
         self.at(server, size, pairs).find(|r| r.is("kind", "run") && r.is("label", label))
     }
 
+    /// Microseconds of the server's CPU per relayed packet in its fixed-rate run (label "cpu"),
+    /// `None` if it lost more than 1 %: a server dropping packets is past the rate compared.
+    pub fn cpu_us_per_packet(&self, server: &str, size: u32, pairs: u32) -> Option<f64> {
+        let run = self.run(server, "cpu", size, pairs)?;
+        if run.num("loss_pct")? > 1.0 {
+            return None;
+        }
+        let (cpu, pps) = (run.num("server_cpu_pct")?, run.num("rx_pps")?);
+        (pps > 0.0).then(|| cpu * 10_000.0 / pps)
+    }
+
     /// Allocation rounds of `server` (named `server#1`, `server#2`...), in order.
     pub fn alloc_rounds<'a>(&'a self, server: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
         self.records
@@ -135,6 +146,8 @@ teletip mode=channel label=- pairs=10 size=160 rx_pps=175300 kind=max\n\
 coturn mode=channel label=- pairs=10 size=160 rx_pps=68100 kind=max\n\
 teletip mode=channel label=- pairs=1 size=1200 rx_pps=120000 kind=max\n\
 teletip-kernel mode=channel label=overload pairs=10 size=160 p99_steady_us=4296.3 kind=run\n\
+teletip mode=channel label=cpu pairs=10 size=160 rx_pps=50000 loss_pct=0.000 server_cpu_pct=51.5 kind=run\n\
+coturn mode=channel label=cpu pairs=10 size=160 rx_pps=40000 loss_pct=20.000 server_cpu_pct=99.0 kind=run\n\
 teletip#1 mode=alloc count=10000 allocs_per_sec=26938\n\
 teletip#2 mode=alloc count=10000 allocs_per_sec=47561\n\
 teletip/pool-10000#1 mode=alloc count=10000 allocs_per_sec=41000\n\
@@ -144,7 +157,7 @@ teletip/pool-10000#1 mode=alloc count=10000 allocs_per_sec=41000\n\
     fn reads_the_raw_lines_of_a_report() {
         let report = Report::parse(REPORT).unwrap();
         assert_eq!(report.title, "Results (2026-11-25 09:28 UTC, 2 cores)");
-        assert_eq!(report.records.len(), 7, "markup and table lines are not records");
+        assert_eq!(report.records.len(), 9, "markup and table lines are not records");
         assert_eq!(report.max_kpps("teletip", 160, 10), Some(175.3));
         assert_eq!(report.max_kpps("coturn", 160, 10), Some(68.1));
         assert_eq!(report.max_kpps("coturn", 160, 1), None);
@@ -152,6 +165,8 @@ teletip/pool-10000#1 mode=alloc count=10000 allocs_per_sec=41000\n\
         let overload = report.run("teletip-kernel", "overload", 160, 10).unwrap();
         assert_eq!(overload.num("p99_steady_us"), Some(4296.3));
         assert!(report.run("teletip-kernel", "light", 160, 10).is_none());
+        assert_eq!(report.cpu_us_per_packet("teletip", 160, 10), Some(10.3));
+        assert_eq!(report.cpu_us_per_packet("coturn", 160, 10), None, "20 % loss: past the rate compared");
     }
 
     #[test]
