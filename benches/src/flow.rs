@@ -159,8 +159,8 @@ impl Flows {
         let (mut sent, mut received, mut rx_bytes) = (0u64, 0u64, 0u64);
         let udp_before = UdpCounters::read();
         let drops_before = kernel::socket_drops();
-        let server_cpu_before = spec.server_pid.and_then(kernel::cpu_ticks);
-        let gen_cpu_before = kernel::cpu_ticks(std::process::id()).unwrap_or(0);
+        let server_cpu_before = spec.server_pid.and_then(kernel::cpu_seconds);
+        let gen_cpu_before = kernel::cpu_seconds(std::process::id()).unwrap_or(0.0);
         let start = mono_ns();
         let end = start + spec.duration.as_nanos() as u64;
         let steady_from = start + (spec.duration.as_nanos() as u64 / 4).min(1_000_000_000);
@@ -238,12 +238,11 @@ impl Flows {
         let ours = &self.ours;
         let (drops_generator, drops_server) =
             kernel::drops_split(&drops_before, &drops_after, &|port| ours.binary_search(&port).is_ok());
-        let tps = kernel::ticks_per_sec();
-        let server_cpu_pct = match (server_cpu_before, spec.server_pid.and_then(kernel::cpu_ticks)) {
-            (Some(b), Some(a)) => Some(100.0 * (a - b) as f64 / tps / wall),
+        let server_cpu_pct = match (server_cpu_before, spec.server_pid.and_then(kernel::cpu_seconds)) {
+            (Some(b), Some(a)) => Some(100.0 * (a - b) / wall),
             _ => None,
         };
-        let gen_cpu = kernel::cpu_ticks(std::process::id()).unwrap_or(0) - gen_cpu_before;
+        let gen_cpu = (kernel::cpu_seconds(std::process::id()).unwrap_or(0.0) - gen_cpu_before).max(0.0);
         Ok(RunResult {
             target_pps: spec.rate,
             sent,
@@ -261,7 +260,7 @@ impl Flows {
             drops_generator,
             drops_server,
             server_cpu_pct,
-            generator_cpu_pct: 100.0 * gen_cpu as f64 / tps / wall,
+            generator_cpu_pct: 100.0 * gen_cpu / wall,
         })
     }
 }

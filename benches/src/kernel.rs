@@ -87,13 +87,30 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// User + system CPU time of a process (all threads) in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
+/// CPU time of process `pid` so far, in seconds, all its threads: the sum of each thread's run
+/// time in `/proc/PID/task/*/schedstat` (nanoseconds, kept by the scheduler), or, where that is
+/// missing, user+system clock ticks from `/proc/PID/stat`. The ticks are samples at USER_HZ
+/// (100 per second): over a 4-s run at 60 % of a core, 240 of them, a few per cent of noise,
+/// which is more than the differences the fixed-rate CPU comparison looks for.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    if let Some(ns) = thread_run_ns(pid) {
+        return Some(ns as f64 / 1e9);
+    }
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / ticks_per_sec())
+}
+
+fn thread_run_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Clock ticks per second (USER_HZ).

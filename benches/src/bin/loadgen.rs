@@ -276,17 +276,17 @@ fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Resu
     let before = rss();
     let mut peak = before;
     let jobs: Vec<(usize, Request)> = (0..count).map(|i| (i, Request::Allocate)).collect();
-    let cpu_before = pid.and_then(kernel::cpu_ticks);
-    let gen_cpu_before = kernel::cpu_ticks(std::process::id()).unwrap_or(0);
+    let cpu_before = pid.and_then(kernel::cpu_seconds);
+    let gen_cpu_before = kernel::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let start = Instant::now();
     run_transactions(&mut clients, &jobs, window, &mut || peak = peak.max(rss()))?;
     let secs = start.elapsed().as_secs_f64();
     // The generator's own CPU, so that a rate it could not drive faster is not taken for the
     // server's.
-    let gen_cpu = kernel::cpu_ticks(std::process::id()).unwrap_or(0).saturating_sub(gen_cpu_before);
-    let generator_cpu = 100.0 * gen_cpu as f64 / kernel::ticks_per_sec() / secs;
-    let server_cpu = match (cpu_before, pid.and_then(kernel::cpu_ticks)) {
-        (Some(b), Some(a)) => format!("{:.0}", 100.0 * (a - b) as f64 / kernel::ticks_per_sec() / secs),
+    let gen_cpu = (kernel::cpu_seconds(std::process::id()).unwrap_or(0.0) - gen_cpu_before).max(0.0);
+    let generator_cpu = 100.0 * gen_cpu / secs;
+    let server_cpu = match (cpu_before, pid.and_then(kernel::cpu_seconds)) {
+        (Some(b), Some(a)) => format!("{:.0}", 100.0 * (a - b) / secs),
         _ => "na".into(),
     };
     std::thread::sleep(Duration::from_millis(1500));

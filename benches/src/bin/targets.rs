@@ -104,6 +104,9 @@ impl Target {
             .map(|r| {
                 let values: Vec<f64> =
                     self.runs.get(r).map(|v| v.iter().copied().flatten().collect()).unwrap_or_default();
+                if values.is_empty() {
+                    return "–".to_owned();
+                }
                 format!("{} of {}", values.iter().filter(|&&v| self.meets(v)).count(), values.len())
             })
             .collect();
