@@ -94,8 +94,17 @@ impl Report {
 
     /// The (size, pairs) points at which `server` has a maximum, in the report's order.
     pub fn points(&self, server: &str) -> Vec<(u32, u32)> {
+        self.points_where(server, |r| r.is("kind", "max"))
+    }
+
+    /// The (size, pairs) points at which `server` has a fixed-rate run labelled `label`.
+    pub fn run_points(&self, server: &str, label: &str) -> Vec<(u32, u32)> {
+        self.points_where(server, |r| r.is("kind", "run") && r.is("label", label))
+    }
+
+    fn points_where(&self, server: &str, keep: impl Fn(&Record) -> bool) -> Vec<(u32, u32)> {
         let mut points = Vec::new();
-        for r in self.records.iter().filter(|r| r.server == server && r.is("kind", "max")) {
+        for r in self.records.iter().filter(|r| r.server == server && keep(r)) {
             if let (Some(size), Some(pairs)) = (r.num("size"), r.num("pairs")) {
                 let point = (size as u32, pairs as u32);
                 if !points.contains(&point) {
@@ -162,6 +171,7 @@ teletip/pool-10000#1 mode=alloc count=10000 allocs_per_sec=41000\n\
         assert_eq!(report.max_kpps("coturn", 160, 10), Some(68.1));
         assert_eq!(report.max_kpps("coturn", 160, 1), None);
         assert_eq!(report.points("teletip"), vec![(160, 10), (1200, 1)]);
+        assert_eq!(report.run_points("teletip", "cpu"), vec![(160, 10)]);
         let overload = report.run("teletip-kernel", "overload", 160, 10).unwrap();
         assert_eq!(overload.num("p99_steady_us"), Some(4296.3));
         assert!(report.run("teletip-kernel", "light", 160, 10).is_none());

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use teletip_benches::report::{Record, Report, median};
+use teletip_benches::report::{Report, median};
 
 /// How a target's values read.
 #[derive(Clone, Copy)]
@@ -175,9 +175,7 @@ fn targets(reports: &[Report]) -> Vec<Target> {
     for (ours, theirs, name) in cpu {
         let mut t = Target::new(name.to_owned(), Unit::Ratio, 0.9, true);
         for (r, report) in reports.iter().enumerate() {
-            for rec in report.records.iter().filter(|x| is_run(x, ours, "cpu")) {
-                let (Some(size), Some(pairs)) = (rec.num("size"), rec.num("pairs")) else { continue };
-                let (size, pairs) = (size as u32, pairs as u32);
+            for (size, pairs) in report.run_points(ours, "cpu") {
                 let ratio = report
                     .cpu_us_per_packet(theirs, size, pairs)
                     .zip(report.cpu_us_per_packet(ours, size, pairs))
@@ -191,9 +189,8 @@ fn targets(reports: &[Report]) -> Vec<Target> {
     let runs_of = |server: &str, label: &str, key: &str, name: &str, unit, threshold, at_least| {
         let mut t = Target::new(name.to_owned(), unit, threshold, at_least);
         for (r, report) in reports.iter().enumerate() {
-            for rec in report.records.iter().filter(|x| is_run(x, server, label)) {
-                let (Some(size), Some(pairs)) = (rec.num("size"), rec.num("pairs")) else { continue };
-                t.record(r, point(size as u32, pairs as u32), rec.num(key));
+            for (size, pairs) in report.run_points(server, label) {
+                t.record(r, point(size, pairs), report.run(server, label, size, pairs).and_then(|x| x.num(key)));
             }
         }
         t
@@ -276,10 +273,6 @@ fn targets(reports: &[Report]) -> Vec<Target> {
     // A server a report did not measure (turn-rs not installed, say) leaves its rows out.
     out.retain(|t| t.runs.iter().flatten().any(Option::is_some));
     out
-}
-
-fn is_run(r: &Record, server: &str, label: &str) -> bool {
-    r.server == server && r.get("kind") == Some("run") && r.get("label") == Some(label)
 }
 
 fn main() -> ExitCode {
