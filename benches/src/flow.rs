@@ -54,7 +54,7 @@ pub struct RunResult {
     pub p99_us: f64,
     /// The same for packets sent after the run's first quarter (at most 1 s): at overload, what
     /// the queue settles to, without the time a server's control takes to react (teletip's
-    /// waits 500 ms, to tell overload from swings near capacity).
+    /// waits 20 ms by default, `overload-grace-ms`, to tell overload from a hiccup).
     pub p50_steady_us: f64,
     pub p99_steady_us: f64,
     pub max_us: f64,

@@ -149,10 +149,15 @@ pub struct Settings {
     #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY")]
     pub same_relay_delivery: Option<bool>,
     /// Overload control: once a listener's queue has held datagrams longer than this for
-    /// 500 ms, datagrams that waited longer are dropped (loss instead of a growing delay) until
-    /// nothing has been late for 100 ms. Milliseconds; default 3; 0 turns it off.
+    /// `overload-grace-ms`, datagrams that waited longer are dropped (loss instead of a growing
+    /// delay) until nothing has been late for 100 ms. Milliseconds; default 3; 0 turns it off.
     #[arg(long = "max-queue-delay-ms", env = "TELETIP_RELAY_MAX_QUEUE_DELAY_MS")]
     pub max_queue_delay_ms: Option<u32>,
+    /// Overload control: how long a listener's queue must stay above `max-queue-delay-ms`
+    /// before late datagrams are dropped (shorter reacts sooner; longer rides out swings near
+    /// capacity). Milliseconds; default 20.
+    #[arg(long = "overload-grace-ms", env = "TELETIP_RELAY_OVERLOAD_GRACE_MS")]
+    pub overload_grace_ms: Option<u32>,
     /// Log format: text or json. Default text.
     #[arg(long = "log-format", env = "TELETIP_RELAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -196,7 +201,7 @@ impl Settings {
         pick!(listening_port, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
             client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
-            workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
+            workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
             listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip,
             metrics_allowed_network, firewall_allowed_tcp_port)
     }
@@ -252,6 +257,7 @@ pub struct RelayConfig {
     pub busy_poll_us: u32,
     pub same_relay_delivery: bool,
     pub max_queue_delay_ms: u32,
+    pub overload_grace_ms: u32,
     pub log_format: LogFormat,
 }
 
@@ -385,6 +391,9 @@ impl RelayConfig {
             busy_poll_us: s.busy_poll_us.unwrap_or(0),
             same_relay_delivery: s.same_relay_delivery.unwrap_or(true),
             max_queue_delay_ms: s.max_queue_delay_ms.unwrap_or(3),
+            overload_grace_ms: s
+                .overload_grace_ms
+                .unwrap_or((crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32),
             log_format: s.log_format.unwrap_or(LogFormat::Text),
         })
     }
@@ -480,6 +489,7 @@ impl RelayConfig {
         line("busy-poll-us", self.busy_poll_us.to_string());
         line("same-relay-delivery", self.same_relay_delivery.to_string());
         line("max-queue-delay-ms", self.max_queue_delay_ms.to_string());
+        line("overload-grace-ms", self.overload_grace_ms.to_string());
         line("log-format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" }));
         out
     }

@@ -144,6 +144,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         )?;
         setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
         setup.max_queue_delay = std::time::Duration::from_millis(u64::from(config.max_queue_delay_ms));
+        setup.overload_grace = std::time::Duration::from_millis(u64::from(config.overload_grace_ms));
         setups.push(setup);
     }
     let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();

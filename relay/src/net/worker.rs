@@ -47,6 +47,8 @@ pub struct WorkerSetup {
     pub busy_poll: Duration,
     /// Sojourn target of overload control (0: never drop for lateness); see `overload.rs`.
     pub max_queue_delay: Duration,
+    /// How long the queue must stay above that target before late datagrams are dropped.
+    pub overload_grace: Duration,
 }
 
 impl WorkerSetup {
@@ -88,6 +90,7 @@ impl WorkerSetup {
             heartbeat,
             busy_poll: Duration::ZERO,
             max_queue_delay: Duration::ZERO,
+            overload_grace: Duration::from_nanos(super::overload::DEFAULT_GRACE_NS),
         })
     }
 
@@ -109,13 +112,14 @@ impl WorkerSetup {
             heartbeat,
             busy_poll,
             max_queue_delay,
+            overload_grace,
             ..
         } = self;
         let registry = poll.registry().try_clone().expect("a poll registry can be cloned");
         let binder = NetBinder::new(binder, registry, reservations);
         let target_ns = max_queue_delay.as_nanos() as u64;
         let mut w = Worker {
-            listener_guards: vec![QueueDelayGuard::new(target_ns); listeners.len()],
+            listener_guards: vec![QueueDelayGuard::new(target_ns, overload_grace.as_nanos() as u64); listeners.len()],
             overload_control: target_ns > 0,
             shard: Shard::new(config, quotas, binder),
             listeners,
