@@ -25,7 +25,7 @@ pub fn describe() {
     describe_counter!("teletip_allocations_failed_total", "Authenticated Allocate requests refused, by reason");
     describe_counter!(
         "teletip_allocations_ended_total",
-        "Allocations ended, by how (expired or deleted by the client)"
+        "Allocations ended, by how (expired, deleted by the client, or connection_closed: its TCP/TLS connection closed)"
     );
     describe_counter!(
         "teletip_auth_challenges_total",
@@ -92,6 +92,8 @@ impl Publisher {
             .increment(d(now.allocations_expired, last.allocations_expired));
         counter!("teletip_allocations_ended_total", "how" => "deleted")
             .increment(d(now.allocations_deleted, last.allocations_deleted));
+        counter!("teletip_allocations_ended_total", "how" => "connection_closed")
+            .increment(d(now.allocations_closed, last.allocations_closed));
         gauge_delta("teletip_allocations_active", now.allocations_active, last.allocations_active);
         gauge_delta("teletip_permissions_active", now.permissions_active, last.permissions_active);
         gauge_delta("teletip_channels_active", now.channels_active, last.channels_active);

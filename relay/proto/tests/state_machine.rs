@@ -907,3 +907,19 @@ fn same_relay_counts_what_the_kernel_path_counts_and_delivers_the_same_bytes() {
         assert_eq!(s1.dropped(*reason), ka.dropped(*reason) + kb.dropped(*reason), "{reason:?}");
     }
 }
+
+#[test]
+fn a_closed_stream_ends_its_allocation_and_frees_the_port() {
+    let mut s = shard();
+    let mut c = Client::new("198.51.100.20:5000", "over-tcp");
+    c.tuple.transport = teletip_turn_proto::server::Transport::Tcp;
+    allocate(&mut s, T0, &mut c);
+    let mut other = Client::new("198.51.100.20:5000", "over-udp");
+    allocate(&mut s, T0, &mut other);
+    assert_eq!(s.allocation_count(), 2, "a UDP and a TCP 5-tuple from one address are two clients");
+    assert!(s.client_closed(&c.tuple));
+    assert_eq!(s.allocation_count(), 1);
+    assert!(s.allocation_for(&other.tuple).is_some(), "the UDP allocation stays");
+    assert_eq!(s.stats().allocations_closed, 1);
+    assert!(!s.client_closed(&c.tuple), "closing again finds nothing");
+}

@@ -291,6 +291,16 @@ impl<B: RelayBinder> Shard<B> {
         self.stats.allocations_active = self.allocations.len() as u64;
     }
 
+    /// The client's stream (TCP or TLS) closed: its allocation, if it has one, ends with it
+    /// (RFC 8656 §3.1: an allocation over a stream lives as long as the connection). Returns
+    /// whether there was one.
+    pub fn client_closed(&mut self, tuple: &FiveTuple) -> bool {
+        let Some(&index) = self.by_client.get(tuple) else { return false };
+        self.remove_allocation(index);
+        self.stats.allocations_closed += 1;
+        true
+    }
+
     /// Removes every allocation (shutdown), releasing sockets and quotas.
     pub fn clear(&mut self) {
         let all: Vec<usize> = self.allocations.iter().map(|(i, _)| i).collect();

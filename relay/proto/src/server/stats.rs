@@ -94,6 +94,8 @@ pub struct Stats {
     pub allocations_created: u64,
     pub allocations_expired: u64,
     pub allocations_deleted: u64,
+    /// Allocations that ended because their client's TCP or TLS connection closed.
+    pub allocations_closed: u64,
     pub permissions_created: u64,
     pub channels_bound: u64,
     pub client_to_peer: Flow,
