@@ -21,6 +21,27 @@ pub struct Settings {
     /// UDP port for STUN/TURN. Default 3478.
     #[arg(long = "listening-port", short = 'p', env = "TELETIP_RELAY_LISTENING_PORT")]
     pub listening_port: Option<u16>,
+    /// Do not listen for TURN over TCP on listening-port (coturn's name). Default false: TCP is
+    /// served, for networks that let no UDP out.
+    #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP")]
+    pub no_tcp: Option<bool>,
+    /// TCP port for TURN over TLS (`turns:`), served when cert and pkey are set. Default 5349;
+    /// 443 gets through most firewalls.
+    #[arg(long = "tls-listening-port", env = "TELETIP_RELAY_TLS_LISTENING_PORT")]
+    pub tls_listening_port: Option<u16>,
+    /// PEM certificate chain for TURN over TLS, leaf first.
+    #[arg(long, env = "TELETIP_RELAY_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "TELETIP_RELAY_PKEY")]
+    pub pkey: Option<PathBuf>,
+    /// Do not serve TURN over TLS even though cert and pkey are set (coturn's name).
+    #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS")]
+    pub no_tls: Option<bool>,
+    /// Client connections over TCP and TLS held at once; more are closed as they arrive.
+    /// Default 10000.
+    #[arg(long = "max-tcp-connections", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS")]
+    pub max_tcp_connections: Option<usize>,
     /// Address relayed sockets bind to. Default: the first listening IP.
     #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP")]
     pub relay_ip: Option<IpAddr>,
@@ -198,7 +219,7 @@ impl Settings {
                 }
             };
         }
-        pick!(listening_port, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
+        pick!(listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
             client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
             workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
@@ -210,6 +231,13 @@ impl Settings {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), Box::new(e)))
     }
+}
+
+/// The certificate chain and key TURN over TLS is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A secret with its key id, as loaded.
@@ -224,6 +252,12 @@ pub struct NamedSecret {
 pub struct RelayConfig {
     pub listening_ips: Vec<IpAddr>,
     pub listening_port: u16,
+    /// TURN over TCP on listening-port.
+    pub tcp: bool,
+    /// TURN over TLS on tls-listening-port, with these files.
+    pub tls: Option<TlsFiles>,
+    pub tls_listening_port: u16,
+    pub max_tcp_connections: usize,
     pub relay_ip: IpAddr,
     pub external_ip: Option<IpAddr>,
     pub min_port: u16,
@@ -281,6 +315,10 @@ pub enum ConfigError {
     Dscp(u8),
     #[error("{0} must be at least {1}")]
     TooSmall(&'static str, u64),
+    #[error("cert and pkey go together: TURN over TLS needs both (or neither, with no TLS)")]
+    TlsHalf,
+    #[error("tls-listening-port {0} is listening-port too, which serves plain TCP: pick another port, or set no-tcp")]
+    TlsPortClash(u16),
 }
 
 impl RelayConfig {
@@ -350,6 +388,25 @@ impl RelayConfig {
         if s.firewall_allowed_tcp_port.contains(&0) {
             return Err(ConfigError::TooSmall("firewall-allowed-tcp-port", 1));
         }
+        let listening_port = s.listening_port.unwrap_or(3478);
+        let tcp = !s.no_tcp.unwrap_or(false);
+        let tls = match (s.cert, s.pkey) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsHalf),
+        }
+        .filter(|_| !s.no_tls.unwrap_or(false));
+        let tls_listening_port = s.tls_listening_port.unwrap_or(5349);
+        if tls_listening_port == 0 {
+            return Err(ConfigError::TooSmall("tls-listening-port", 1));
+        }
+        if tls.is_some() && tcp && tls_listening_port == listening_port {
+            return Err(ConfigError::TlsPortClash(tls_listening_port));
+        }
+        let max_tcp_connections = s.max_tcp_connections.unwrap_or(10_000);
+        if max_tcp_connections == 0 && (tcp || tls.is_some()) {
+            return Err(ConfigError::TooSmall("max-tcp-connections (or set no-tcp and leave out cert)", 1));
+        }
         let prometheus = s.prometheus.unwrap_or(true).then(|| {
             SocketAddr::new(
                 s.prometheus_address.unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -358,7 +415,11 @@ impl RelayConfig {
         });
         Ok(RelayConfig {
             listening_ips,
-            listening_port: s.listening_port.unwrap_or(3478),
+            listening_port,
+            tcp,
+            tls,
+            tls_listening_port,
+            max_tcp_connections,
             relay_ip,
             external_ip: s.external_ip,
             min_port,
@@ -438,6 +499,16 @@ impl RelayConfig {
         let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
         line("listening-ip", format!("[{}]", ips(&self.listening_ips)));
         line("listening-port", self.listening_port.to_string());
+        line("no-tcp", (!self.tcp).to_string());
+        line("tls-listening-port", self.tls_listening_port.to_string());
+        match &self.tls {
+            Some(files) => {
+                line("cert", format!("{:?}", files.cert.display().to_string()));
+                line("pkey", format!("{:?}", files.key.display().to_string()));
+            }
+            None => line("no-tls", "true".into()),
+        }
+        line("max-tcp-connections", self.max_tcp_connections.to_string());
         line("relay-ip", format!("\"{}\"", self.relay_ip));
         if let Some(e) = self.external_ip {
             line("external-ip", format!("\"{e}\""));
@@ -597,6 +668,26 @@ mod tests {
         let c = RelayConfig::from_settings(loud).unwrap();
         assert_eq!(c.unsafe_settings().len(), 2);
         assert!(c.effective_allowed_peers().iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn tcp_is_on_tls_needs_both_files_and_its_own_port() {
+        let base = "static-auth-secret = \"0123456789abcdef\"\n";
+        let c = RelayConfig::from_settings(settings(base)).unwrap();
+        assert!(c.tcp && c.tls.is_none(), "TCP by default, TLS only with a certificate");
+        assert_eq!((c.tls_listening_port, c.max_tcp_connections), (5349, 10_000));
+        let half = settings(&format!("{base}cert = \"/etc/relay.crt\""));
+        assert!(matches!(RelayConfig::from_settings(half), Err(ConfigError::TlsHalf)));
+        let both = format!("{base}cert = \"/etc/relay.crt\"\npkey = \"/etc/relay.key\"\ntls-listening-port = 443\n");
+        let c = RelayConfig::from_settings(settings(&both)).unwrap();
+        assert_eq!(c.tls, Some(TlsFiles { cert: "/etc/relay.crt".into(), key: "/etc/relay.key".into() }));
+        assert!(c.to_redacted_toml().contains("tls-listening-port = 443\ncert = \"/etc/relay.crt\"\n"));
+        let off = RelayConfig::from_settings(settings(&format!("{both}no-tls = true\nno-tcp = true"))).unwrap();
+        assert!(!off.tcp && off.tls.is_none());
+        let clash = format!("{base}cert = \"a\"\npkey = \"b\"\ntls-listening-port = 3478\n");
+        assert!(matches!(RelayConfig::from_settings(settings(&clash)), Err(ConfigError::TlsPortClash(3478))));
+        let alone = RelayConfig::from_settings(settings(&format!("{clash}no-tcp = true"))).unwrap();
+        assert!(alone.tls.is_some(), "without plain TCP the TLS listener may take the port");
     }
 
     #[test]

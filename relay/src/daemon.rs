@@ -127,6 +127,19 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     };
     let listen: Vec<SocketAddr> =
         config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
+    let tls = match &config.tls {
+        Some(files) => Some(crate::net::tls::server_config(&files.cert, &files.key)?),
+        None => None,
+    };
+    let mut stream_listen: Vec<(SocketAddr, Option<Arc<rustls::ServerConfig>>)> = Vec::new();
+    if config.tcp {
+        stream_listen.extend(listen.iter().map(|a| (*a, None)));
+    }
+    if let Some(tls) = &tls {
+        stream_listen.extend(
+            config.listening_ips.iter().map(|ip| (SocketAddr::new(*ip, config.tls_listening_port), Some(tls.clone()))),
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let reservations = Reservations::default();
     let mut setups = Vec::new();
@@ -145,15 +158,21 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
         setup.max_queue_delay = std::time::Duration::from_millis(u64::from(config.max_queue_delay_ms));
         setup.overload_grace = std::time::Duration::from_millis(u64::from(config.overload_grace_ms));
+        for (addr, tls) in &stream_listen {
+            setup.listen_stream(*addr, tls.clone())?;
+        }
+        setup.max_connections = config.max_tcp_connections.div_ceil(config.workers);
         setups.push(setup);
     }
     let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();
     let heartbeats: Vec<_> = setups.iter().map(|s| s.heartbeat.clone()).collect();
     let handles = setups.into_iter().map(|s| s.spawn()).collect::<Result<Vec<_>, _>>()?;
-    let listening = listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let mut listening = listen.iter().map(|a| format!("udp {a}")).collect::<Vec<_>>();
+    listening.extend(stream_listen.iter().map(|(a, tls)| format!("{} {a}", if tls.is_some() { "tls" } else { "tcp" })));
+    let listening = listening.join(", ");
     let advertised = config.external_ip.unwrap_or(config.relay_ip);
     tracing::info!(
-        "teletip-relay {} listening on udp {listening} with {} workers; relaying on {}:{}-{} (advertised as {advertised}); realm {:?}; {} secret(s); metrics {}",
+        "teletip-relay {} listening on {listening} with {} workers; relaying on {}:{}-{} (advertised as {advertised}); realm {:?}; {} secret(s); metrics {}",
         env!("CARGO_PKG_VERSION"),
         config.workers,
         config.relay_ip,

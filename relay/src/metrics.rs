@@ -7,6 +7,8 @@ use std::sync::Arc;
 use teletip_turn_proto::policy::DenyClass;
 use teletip_turn_proto::server::{AllocFailure, AuthFailure, DropReason, Stats};
 
+use crate::net::stream::CloseReason;
+
 /// What the I/O shell counts itself (the core never sees sends).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShellStats {
@@ -17,6 +19,20 @@ pub struct ShellStats {
     pub queue_delay_drops: u64,
     /// Relayed sockets open and waiting for an allocation (a gauge).
     pub relay_sockets_pooled: u64,
+    /// Client connections over TCP and over TLS open now (gauges).
+    pub tcp_open: u64,
+    pub tls_open: u64,
+    /// Client connections accepted over TCP and over TLS.
+    pub tcp_accepted: u64,
+    pub tls_accepted: u64,
+    /// Connections closed at once because max-tcp-connections were open.
+    pub stream_refused: u64,
+    /// Connections closed, indexed like `CloseReason::ALL`.
+    pub stream_closed: [u64; CloseReason::ALL.len()],
+    /// Messages to a stream client dropped because its connection was too far behind.
+    pub stream_backlog_drops: u64,
+    /// Messages from a stream client longer than the relay forwards, skipped.
+    pub stream_too_large: u64,
 }
 
 pub fn describe() {
@@ -52,6 +68,16 @@ pub fn describe() {
         "Peers refused by the peer policy (403 to CreatePermission/ChannelBind, or a dropped Send), by address class"
     );
     describe_counter!("teletip_stun_binding_total", "STUN Binding requests answered");
+    describe_gauge!("teletip_stream_connections", "Client connections open, by transport (tcp or tls)");
+    describe_counter!("teletip_stream_connections_accepted_total", "Client connections accepted, by transport");
+    describe_counter!(
+        "teletip_stream_connections_refused_total",
+        "Client connections closed at once because max-tcp-connections were open"
+    );
+    describe_counter!(
+        "teletip_stream_connections_closed_total",
+        "Client connections closed, by reason (peer_closed, error, framing, tls, unallocated_timeout)"
+    );
     // Gauges exist from the start, so that alert rules see 0 rather than no series.
     for name in [
         "teletip_allocations_active",
@@ -60,6 +86,9 @@ pub fn describe() {
         "teletip_relay_sockets_pooled",
     ] {
         gauge!(name).set(0.0);
+    }
+    for transport in ["tcp", "tls"] {
+        gauge!("teletip_stream_connections", "transport" => transport).set(0.0);
     }
 }
 
@@ -141,6 +170,26 @@ impl Publisher {
             .increment(d(shell.recv_errors, ls.recv_errors));
         counter!("teletip_dropped_packets_total", "reason" => "queue_delay")
             .increment(d(shell.queue_delay_drops, ls.queue_delay_drops));
+        counter!("teletip_dropped_packets_total", "reason" => "stream_backlog")
+            .increment(d(shell.stream_backlog_drops, ls.stream_backlog_drops));
+        counter!("teletip_dropped_packets_total", "reason" => "too_large")
+            .increment(d(shell.stream_too_large, ls.stream_too_large));
+        for (transport, open, last_open, accepted, last_accepted) in [
+            ("tcp", shell.tcp_open, ls.tcp_open, shell.tcp_accepted, ls.tcp_accepted),
+            ("tls", shell.tls_open, ls.tls_open, shell.tls_accepted, ls.tls_accepted),
+        ] {
+            if open != last_open {
+                gauge!("teletip_stream_connections", "transport" => transport)
+                    .increment(open as f64 - last_open as f64);
+            }
+            counter!("teletip_stream_connections_accepted_total", "transport" => transport)
+                .increment(d(accepted, last_accepted));
+        }
+        counter!("teletip_stream_connections_refused_total").increment(d(shell.stream_refused, ls.stream_refused));
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            counter!("teletip_stream_connections_closed_total", "reason" => reason.label())
+                .increment(d(shell.stream_closed[i], ls.stream_closed[i]));
+        }
         self.last = now.clone();
         self.last_shell = shell.clone();
     }

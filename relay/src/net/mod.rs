@@ -6,4 +6,6 @@ pub mod memory;
 pub mod mmsg;
 pub mod overload;
 pub mod socket;
+pub mod stream;
+pub mod tls;
 pub mod worker;

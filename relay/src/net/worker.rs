@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
-use teletip_turn_proto::codec::CHANNEL_DATA_HEADER_LEN;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use teletip_turn_proto::codec::{CHANNEL_DATA_HEADER_LEN, Next};
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::{Action, FiveTuple, Payload, RelayId, ServerConfig, Shard, Transport};
 use teletip_turn_proto::time::Millis;
@@ -21,9 +23,18 @@ use super::memory::{MemoryReturn, trim_heap};
 use super::mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
 use super::overload::QueueDelayGuard;
 use super::socket::{self, SocketTuning};
+use super::stream::{CloseReason, Connection, StreamListener, UNALLOCATED_TIMEOUT_MS};
 use crate::metrics::{Publisher, ShellStats};
 
 const WAKER: Token = Token(RELAY_TOKEN_BASE - 1);
+/// TCP and TLS listeners: tokens from here (UDP listeners count up from 0).
+const STREAM_LISTENER_BASE: usize = 1 << 16;
+/// Client connections: this plus the connection's slab key, below the waker.
+const CONNECTION_BASE: usize = 1 << 17;
+/// The most connections one worker can hold with tokens below the waker's.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = RELAY_TOKEN_BASE - 1 - CONNECTION_BASE;
+/// Connections accepted from one listener per turn.
+const ACCEPT_BUDGET: usize = 64;
 /// Room in front of a received peer datagram for the ChannelData header.
 const HEADROOM: usize = CHANNEL_DATA_HEADER_LEN;
 
@@ -49,6 +60,9 @@ pub struct WorkerSetup {
     pub max_queue_delay: Duration,
     /// How long the queue must stay above that target before late datagrams are dropped.
     pub overload_grace: Duration,
+    stream_listeners: Vec<StreamListener>,
+    /// Client connections this worker holds at most; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl WorkerSetup {
@@ -91,7 +105,20 @@ impl WorkerSetup {
             busy_poll: Duration::ZERO,
             max_queue_delay: Duration::ZERO,
             overload_grace: Duration::from_nanos(super::overload::DEFAULT_GRACE_NS),
+            stream_listeners: Vec::new(),
+            max_connections: MAX_CONNECTIONS_PER_WORKER,
         })
+    }
+
+    /// Listens for TURN over TCP on `addr`, or over TLS with `tls`.
+    pub fn listen_stream(&mut self, addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
+        let kind = if tls.is_some() { "tls" } else { "tcp" };
+        let mut listener = StreamListener::bind(addr, tls)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {kind} {addr}: {e}")))?;
+        let token = Token(STREAM_LISTENER_BASE + self.stream_listeners.len());
+        self.poll.registry().register(&mut listener.socket, token, Interest::READABLE)?;
+        self.stream_listeners.push(listener);
+        Ok(())
     }
 
     pub fn spawn(self) -> io::Result<std::thread::JoinHandle<()>> {
@@ -113,9 +140,13 @@ impl WorkerSetup {
             busy_poll,
             max_queue_delay,
             overload_grace,
+            stream_listeners,
+            max_connections,
             ..
         } = self;
         let registry = poll.registry().try_clone().expect("a poll registry can be cloned");
+        let stream_registry = poll.registry().try_clone().expect("a poll registry can be cloned");
+        let dscp = binder.tuning.dscp;
         let binder = NetBinder::new(binder, registry, reservations);
         let target_ns = max_queue_delay.as_nanos() as u64;
         let mut w = Worker {
@@ -128,6 +159,15 @@ impl WorkerSetup {
             to_clients: SendBatch::default(),
             to_peers: SendBatch::default(),
             shell: ShellStats::default(),
+            streams: Streams {
+                listeners: stream_listeners,
+                connections: Slab::new(),
+                by_tuple: FxHashMap::default(),
+                dirty: Vec::new(),
+                max: max_connections.min(MAX_CONNECTIONS_PER_WORKER),
+                registry: stream_registry,
+                dscp,
+            },
         };
         let mut events = Events::with_capacity(1024);
         // Sockets that still had datagrams when their turn's budget ran out, served again on
@@ -161,7 +201,9 @@ impl WorkerSetup {
             }
             for &token in &ready {
                 let more = match token {
-                    Token(t) if t < RELAY_TOKEN_BASE => w.serve_listener(now, t),
+                    Token(t) if t < STREAM_LISTENER_BASE => w.serve_listener(now, t),
+                    Token(t) if t < CONNECTION_BASE => w.accept_streams(t - STREAM_LISTENER_BASE),
+                    Token(t) if t < RELAY_TOKEN_BASE => w.serve_connection(now, t - CONNECTION_BASE),
                     Token(t) => w.serve_relay(now, t - RELAY_TOKEN_BASE),
                 };
                 // `ready` holds each socket once and the backlog was emptied into it, so a
@@ -175,6 +217,7 @@ impl WorkerSetup {
             w.flush_all();
             if now.0 >= last_tick.0 + 1000 {
                 w.shard.tick(now);
+                w.close_unallocated_connections(now);
                 w.shard.binder_mut().trim_pool();
                 let peak = w.shard.take_allocation_peak();
                 if memory.after_tick(peak, w.shard.allocation_count()) {
@@ -240,6 +283,28 @@ struct Worker {
     /// (measured: 97 % loss at 1,000 pairs).
     listener_guards: Vec<QueueDelayGuard>,
     overload_control: bool,
+    streams: Streams,
+}
+
+/// The worker's TCP and TLS side: its listeners and the client connections it accepted.
+struct Streams {
+    listeners: Vec<StreamListener>,
+    connections: Slab<Connection>,
+    by_tuple: FxHashMap<FiveTuple, usize>,
+    /// Connections with bytes to write at the end of the turn.
+    dirty: Vec<usize>,
+    max: usize,
+    registry: Registry,
+    dscp: u8,
+}
+
+/// Where the bytes a `Payload::Input` range points into are.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Receive slot `i`, from `offset` on (a datagram).
+    Slot { offset: usize, i: usize },
+    /// A message read from a stream.
+    Frame(&'a [u8]),
 }
 
 fn unix_ns() -> u64 {
@@ -289,8 +354,7 @@ impl Worker {
                 }
                 let tuple = FiveTuple { client, server, transport: Transport::Udp };
                 let action = self.shard.handle_client(now, tuple, packet, &mut self.out);
-                let offset = range.start;
-                self.perform(action, offset, i);
+                self.perform(action, Input::Slot { offset: range.start, i });
             }
             if n < BATCH {
                 return false;
@@ -316,7 +380,7 @@ impl Worker {
                     continue;
                 };
                 let action = self.shard.handle_peer(now, RelayId(slot as u32), peer, buf, range, &mut self.out);
-                self.perform(action, 0, i);
+                self.perform(action, Input::Slot { offset: 0, i });
             }
             if n < BATCH {
                 return false;
@@ -326,10 +390,27 @@ impl Worker {
     }
 
     /// Queues what the state machine asked for. `Payload::Input` ranges are relative to the
-    /// buffer handed to the shard, which starts `offset` bytes into receive slot `i`.
-    fn perform(&mut self, action: Action, offset: usize, i: usize) {
+    /// buffer handed to the shard: the receive slot from `offset` on, or the stream message.
+    fn perform(&mut self, action: Action, input: Input<'_>) {
         match action {
             Action::None => {}
+            Action::ToClient { tuple, payload } if tuple.transport != Transport::Udp => {
+                let Some(&key) = self.streams.by_tuple.get(&tuple) else {
+                    self.shell.send_errors += 1;
+                    return;
+                };
+                let bytes = match payload {
+                    Payload::Output(n) => &self.out[..n],
+                    Payload::Input(range) => input_bytes(&self.rx, input, range),
+                };
+                let connection = &mut self.streams.connections[key];
+                if !connection.queue(bytes) {
+                    self.shell.stream_backlog_drops += 1;
+                } else if !connection.dirty {
+                    connection.dirty = true;
+                    self.streams.dirty.push(key);
+                }
+            }
             Action::ToClient { tuple, payload } => {
                 let Some((socket, _)) = self.listeners.iter().find(|(_, addr)| *addr == tuple.server) else { return };
                 let fd = socket.as_raw_fd();
@@ -338,7 +419,7 @@ impl Worker {
                 }
                 let bytes = match payload {
                     Payload::Output(n) => &self.out[..n],
-                    Payload::Input(range) => &self.rx.slot(i)[offset + range.start..offset + range.end],
+                    Payload::Input(range) => input_bytes(&self.rx, input, range),
                 };
                 if !self.to_clients.push(fd, tuple.client, bytes) {
                     self.shell.send_errors += 1;
@@ -357,7 +438,7 @@ impl Worker {
                         r.dont_fragment = dont_fragment;
                     }
                 }
-                let bytes = &self.rx.slot(i)[offset + payload.start..offset + payload.end];
+                let bytes = input_bytes(&self.rx, input, payload);
                 if !self.to_peers.push(fd, peer, bytes) {
                     self.shell.send_errors += 1;
                 }
@@ -368,6 +449,161 @@ impl Worker {
     fn flush_all(&mut self) {
         flush(&mut self.to_clients, &mut self.shell);
         flush(&mut self.to_peers, &mut self.shell);
+        self.flush_connections();
+    }
+
+    /// Accepts waiting connections on stream listener `index`; true if some are left.
+    fn accept_streams(&mut self, index: usize) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
+            let listener = &self.streams.listeners[index];
+            let (stream, client) = match listener.socket.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors, typically: what waits stays queued in the kernel
+                    // until the next connection wakes the listener.
+                    tracing::warn!(error = %e, listener = %listener.addr, "cannot accept a connection");
+                    return false;
+                }
+            };
+            let transport = listener.transport();
+            if self.streams.connections.len() >= self.streams.max {
+                self.shell.stream_refused += 1;
+                continue; // dropping the stream closes it
+            }
+            // Media rides these connections: no Nagle delay, and the same DSCP as over UDP.
+            let _ = stream.set_nodelay(true);
+            if self.streams.dscp != 0 {
+                let tos = u32::from(self.streams.dscp) << 2;
+                let s = socket2::SockRef::from(&stream);
+                let _ = if client.is_ipv4() { s.set_tos_v4(tos) } else { s.set_tclass_v6(tos) };
+            }
+            let server = stream.local_addr().unwrap_or(listener.addr);
+            let tuple = FiveTuple { client, server, transport };
+            let Ok(mut connection) = Connection::new(stream, tuple, listener.tls.as_ref()) else {
+                self.shell.stream_closed[CloseReason::Tls as usize] += 1;
+                continue;
+            };
+            let entry = self.streams.connections.vacant_entry();
+            let token = Token(CONNECTION_BASE + entry.key());
+            if self
+                .streams
+                .registry
+                .register(&mut connection.stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.shell.stream_closed[CloseReason::Error as usize] += 1;
+                continue;
+            }
+            self.streams.by_tuple.insert(tuple, entry.key());
+            entry.insert(connection);
+            match transport {
+                Transport::Tls => (self.shell.tls_accepted += 1, self.shell.tls_open += 1),
+                _ => (self.shell.tcp_accepted += 1, self.shell.tcp_open += 1),
+            };
+        }
+        true
+    }
+
+    /// Reads from connection `key` and handles every whole message; true if bytes are left.
+    fn serve_connection(&mut self, now: Millis, key: usize) -> bool {
+        let Some(connection) = self.streams.connections.get_mut(key) else { return false };
+        let outcome = connection.fill();
+        let tuple = connection.tuple;
+        // Out of the table while its messages are handled: answers may go to this same
+        // connection, and same-relay data to any other.
+        let inbox = std::mem::take(&mut connection.inbox);
+        let mut framer = connection.framer.clone();
+        let mut closed = outcome.closed;
+        let mut pos = 0;
+        loop {
+            match framer.next(&inbox, &mut pos) {
+                Ok(Next::Frame(range)) => {
+                    let message = &inbox[range];
+                    if is_request(message) {
+                        // As over UDP: a request can release a relayed socket that a queued
+                        // datagram still names.
+                        flush(&mut self.to_peers, &mut self.shell);
+                    }
+                    let action = self.shard.handle_client(now, tuple, message, &mut self.out);
+                    self.perform(action, Input::Frame(message));
+                }
+                Ok(Next::Oversized) => self.shell.stream_too_large += 1,
+                Ok(Next::NeedMore) => break,
+                Err(_) => {
+                    closed = Some(CloseReason::Framing);
+                    break;
+                }
+            }
+        }
+        let connection = &mut self.streams.connections[key];
+        connection.inbox = inbox;
+        connection.framer = framer;
+        connection.consume(pos);
+        if connection.has_output() && !connection.dirty {
+            connection.dirty = true;
+            self.streams.dirty.push(key);
+        }
+        if let Some(reason) = closed {
+            self.close_connection(key, reason);
+            return false;
+        }
+        outcome.more
+    }
+
+    /// Writes what the turn queued for each connection.
+    fn flush_connections(&mut self) {
+        let mut dirty = std::mem::take(&mut self.streams.dirty);
+        for key in dirty.drain(..) {
+            let Some(connection) = self.streams.connections.get_mut(key) else { continue };
+            connection.dirty = false;
+            if let Err(reason) = connection.flush() {
+                self.close_connection(key, reason);
+            }
+        }
+        self.streams.dirty = dirty;
+    }
+
+    /// Closes connection `key` and ends its allocation.
+    fn close_connection(&mut self, key: usize, reason: CloseReason) {
+        let Some(mut connection) = self.streams.connections.try_remove(key) else { return };
+        // Datagrams queued from the allocation's relayed socket leave before it is released.
+        flush(&mut self.to_peers, &mut self.shell);
+        let _ = self.streams.registry.deregister(&mut connection.stream);
+        self.streams.by_tuple.remove(&connection.tuple);
+        self.shard.client_closed(&connection.tuple);
+        self.shell.stream_closed[reason as usize] += 1;
+        match connection.tuple.transport {
+            Transport::Tls => self.shell.tls_open -= 1,
+            _ => self.shell.tcp_open -= 1,
+        }
+    }
+
+    /// Closes connections that have held no allocation for `UNALLOCATED_TIMEOUT_MS`.
+    fn close_unallocated_connections(&mut self, now: Millis) {
+        let mut expired = Vec::new();
+        for (key, connection) in self.streams.connections.iter_mut() {
+            if self.shard.allocation_for(&connection.tuple).is_some() {
+                connection.unallocated_since = None;
+            } else {
+                let since = *connection.unallocated_since.get_or_insert(now);
+                if now.0.saturating_sub(since.0) >= UNALLOCATED_TIMEOUT_MS {
+                    expired.push(key);
+                }
+            }
+        }
+        for key in expired {
+            self.close_connection(key, CloseReason::Unallocated);
+        }
+    }
+}
+
+/// The bytes a `Payload::Input` range names.
+fn input_bytes<'a>(rx: &'a RecvBatch, input: Input<'a>, range: std::ops::Range<usize>) -> &'a [u8] {
+    match input {
+        Input::Slot { offset, i } => &rx.slot(i)[offset + range.start..offset + range.end],
+        Input::Frame(frame) => &frame[range],
     }
 }
 

@@ -20,7 +20,7 @@ pub use channel_data::{
 };
 pub use integrity::{IntegrityKey, IntegrityKind, fingerprint_of};
 pub use message::{Attribute, Class, DecodeError, MAX_ATTRIBUTES, Message, Method, is_stun};
-pub use stream::{FramingError, frame_len, stream_padding};
+pub use stream::{Framer, FramingError, Next, frame_len, stream_padding};
 pub use writer::{EncodeError, MessageWriter};
 
 /// The magic cookie every RFC 5389/8489 message carries at bytes 4..8.

@@ -30,6 +30,59 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FramingError> {
     }
 }
 
+/// What [`Framer::next`] found at the read position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// A whole message (padding included) at this range of the buffer.
+    Frame(std::ops::Range<usize>),
+    /// A message longer than the framer's limit began here: it is being skipped whole, so
+    /// that the stream keeps its framing (drop it and count it, like an oversized datagram).
+    Oversized,
+    /// The rest has not arrived yet.
+    NeedMore,
+}
+
+/// Cuts a stream's buffered bytes into messages, skipping any longer than `max_frame` without
+/// holding them (a peer cannot make the relay buffer 64 KiB per connection by declaring it).
+#[derive(Debug, Clone)]
+pub struct Framer {
+    max_frame: usize,
+    /// Bytes of an oversized message still to come and be thrown away.
+    skipping: usize,
+}
+
+impl Framer {
+    pub fn new(max_frame: usize) -> Self {
+        Framer { max_frame, skipping: 0 }
+    }
+
+    /// The next message of `buf` from `*pos`, advancing `*pos` past what it consumed.
+    pub fn next(&mut self, buf: &[u8], pos: &mut usize) -> Result<Next, FramingError> {
+        if self.skipping > 0 {
+            let n = self.skipping.min(buf.len() - *pos);
+            *pos += n;
+            self.skipping -= n;
+            if self.skipping > 0 {
+                return Ok(Next::NeedMore);
+            }
+        }
+        let rest = &buf[*pos..];
+        match frame_len(rest)? {
+            None => Ok(Next::NeedMore),
+            Some(len) if len > self.max_frame => {
+                self.skipping = len;
+                Ok(Next::Oversized)
+            }
+            Some(len) if len > rest.len() => Ok(Next::NeedMore),
+            Some(len) => {
+                let start = *pos;
+                *pos += len;
+                Ok(Next::Frame(start..start + len))
+            }
+        }
+    }
+}
+
 /// Bytes of zero padding a message of `len` bytes needs on a stream to end on a multiple of
 /// four (only ChannelData can need any).
 pub const fn stream_padding(len: usize) -> usize {
@@ -71,6 +124,46 @@ mod tests {
         // magic cookie.
         let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
         assert_eq!(frame_len(&hello), Err(FramingError(0x16)));
+    }
+
+    fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+        let mut v = channel.to_be_bytes().to_vec();
+        v.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        v.extend_from_slice(data);
+        v.resize(v.len() + stream_padding(data.len()), 0);
+        v
+    }
+
+    #[test]
+    fn the_framer_cuts_pipelined_messages_and_waits_for_split_ones() {
+        let mut stream = channel_data(0x4001, b"hello");
+        stream.extend(channel_data(0x4002, b"four"));
+        stream.extend(channel_data(0x4003, b"split across reads"));
+        let mut f = Framer::new(1500);
+        let mut pos = 0;
+        let cut = stream.len() - 5;
+        assert_eq!(f.next(&stream[..cut], &mut pos), Ok(Next::Frame(0..12)));
+        assert_eq!(f.next(&stream[..cut], &mut pos), Ok(Next::Frame(12..20)));
+        assert_eq!(f.next(&stream[..cut], &mut pos), Ok(Next::NeedMore));
+        assert_eq!(pos, 20, "an incomplete message is not consumed");
+        assert_eq!(f.next(&stream, &mut pos), Ok(Next::Frame(20..stream.len())));
+        assert_eq!(f.next(&stream, &mut pos), Ok(Next::NeedMore));
+    }
+
+    #[test]
+    fn an_oversized_message_is_skipped_across_reads_and_the_next_one_is_found() {
+        let big = channel_data(0x4001, &[7u8; 2000]);
+        let small = channel_data(0x4002, b"ok");
+        let mut f = Framer::new(1500);
+        let (mut pos, first) = (0, &big[..1000]);
+        assert_eq!(f.next(first, &mut pos), Ok(Next::Oversized));
+        assert_eq!(f.next(first, &mut pos), Ok(Next::NeedMore));
+        assert_eq!(pos, 1000, "what arrived of it is dropped at once");
+        // The next read: the rest of the big one, then a small one.
+        let mut second = big[1000..].to_vec();
+        second.extend(&small);
+        let mut pos = 0;
+        assert_eq!(f.next(&second, &mut pos), Ok(Next::Frame(1004..1004 + small.len())));
     }
 
     #[test]
