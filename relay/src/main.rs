@@ -74,6 +74,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             teletip_relay::daemon::run(config)
         }
         Command::CheckConfig => {
+            // The daemon reads them at start: a bad certificate must fail here, not there.
+            if let Some(files) = &config.tls {
+                teletip_relay::net::tls::server_config(&files.cert, &files.key)?;
+            }
             print!("{}", config.to_redacted_toml());
             for warning in config.unsafe_settings() {
                 eprintln!("warning: UNSAFE SETTING: {warning}");
@@ -95,9 +99,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 let host = config.external_ip.unwrap_or(config.listening_ips[0]);
                 let host = if host.is_ipv6() { format!("[{host}]") } else { host.to_string() };
+                let mut uris = vec![format!("\"turn:{host}:{}?transport=udp\"", config.listening_port)];
+                if config.tcp {
+                    uris.push(format!("\"turn:{host}:{}?transport=tcp\"", config.listening_port));
+                }
+                if config.tls.is_some() {
+                    // Browsers check the certificate against this host: with a DNS name in the
+                    // certificate, hand out that name instead of the address.
+                    uris.push(format!("\"turns:{host}:{}?transport=tcp\"", config.tls_listening_port));
+                }
                 println!(
-                    "{{\"username\":\"{username}\",\"password\":\"{password}\",\"ttl\":{ttl},\"uris\":[\"turn:{host}:{}?transport=udp\"]}}",
-                    config.listening_port
+                    "{{\"username\":\"{username}\",\"password\":\"{password}\",\"ttl\":{ttl},\"uris\":[{}]}}",
+                    uris.join(",")
                 );
             } else {
                 println!("username: {username}\npassword: {password}");

@@ -85,6 +85,12 @@ fn generated_rulesets_pass_nft_check() {
                 "10.20.30.40",
                 "--metrics-allowed-network",
                 "10.9.0.0/24,192.0.2.7/32",
+                "--cert",
+                "/etc/teletip-relay/tls/relay.crt",
+                "--pkey",
+                "/etc/teletip-relay/tls/relay.key",
+                "--tls-listening-port",
+                "443",
             ],
         ),
         (
@@ -328,10 +334,10 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
     let above_range = udp_in(&server, addr(SERVER_V4, 40100));
     let metrics_udp = udp_in(&server, addr(SERVER_V4, 9641));
     let other_v6 = udp_in(&server, addr(SERVER_V6, 5000));
-    let tcp_listeners: Vec<TcpListener> = in_ns(&server, || {
-        [9641, 22, 2222].into_iter().map(|p| TcpListener::bind(addr(SERVER_V4, p)).unwrap()).collect()
-    });
-    let [metrics, ssh, other_tcp] = [9641, 22, 2222].map(|p| addr(SERVER_V4, p));
+    let tcp_ports = [9641, 22, 2222, 3478, 5349];
+    let tcp_listeners: Vec<TcpListener> =
+        in_ns(&server, move || tcp_ports.into_iter().map(|p| TcpListener::bind(addr(SERVER_V4, p)).unwrap()).collect());
+    let [metrics, ssh, other_tcp, turn_tcp, turn_tls] = tcp_ports.map(|p| addr(SERVER_V4, p));
 
     // Control: without the firewall everything arrives, so every "dropped" below is real.
     for (name, rx, from) in [
@@ -380,6 +386,11 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
             &burst.to_string(),
             "--firewall-allowed-tcp-port",
             "22",
+            // TURN over TLS on 5349 (the files are only read by the daemon, not by `firewall`).
+            "--cert",
+            "/nonexistent/relay.crt",
+            "--pkey",
+            "/nonexistent/relay.key",
             "--static-auth-secret",
             SECRET,
             "firewall",
@@ -413,6 +424,8 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
     assert!(tcp_connects(&client, MONITOR_V4, metrics), "metrics from metrics-allowed-network is accepted");
     assert!(tcp_connects(&client, CLIENT_V4, ssh), "firewall-allowed-tcp-port stays open");
     assert!(!tcp_connects(&client, CLIENT_V4, other_tcp), "other tcp to the relay address is dropped");
+    assert!(tcp_connects(&client, CLIENT_V4, turn_tcp), "TURN over TCP on the listening port is accepted");
+    assert!(tcp_connects(&client, CLIENT_V4, turn_tls), "TURN over TLS on tls-listening-port is accepted");
 
     // A flood of new flows from one source: the burst gets through, then about `rate` per
     // second. The limit is per source: another address still gets in at once.

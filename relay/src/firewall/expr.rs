@@ -127,7 +127,7 @@ pub(super) fn ipv6_slash64(saddr: Expression<'static>) -> Expression<'static> {
 /// key's own token bucket is empty. The timeout lets idle sources leave the meter, so that it
 /// does not fill up with every address ever seen.
 pub(super) fn meter_over(
-    name: &'static str,
+    name: String,
     key: Expression<'static>,
     timeout_s: u32,
     rate: u32,

@@ -158,11 +158,19 @@ impl Firewall {
     }
 }
 
-/// The TURN listener, per family: new flows over the rate are dropped, the rest accepted.
-/// A wildcard listener (0.0.0.0 or ::) receives on every local address of its family, so its
-/// rules name no address. IPv6 listeners are IPV6_V6ONLY, so `::` means IPv6 only.
+/// The TURN listeners (UDP, and TCP and TLS when served), per family: new flows over the rate
+/// are dropped, the rest accepted. A wildcard listener (0.0.0.0 or ::) receives on every local
+/// address of its family, so its rules name no address. IPv6 listeners are IPV6_V6ONLY, so `::`
+/// means IPv6 only.
 fn listener_rules(rules: &mut Rules, config: &RelayConfig) {
-    let (rate, burst, port) = (config.firewall_new_flow_rate, config.firewall_new_flow_burst, config.listening_port);
+    let (rate, burst) = (config.firewall_new_flow_rate, config.firewall_new_flow_burst);
+    let mut listeners = vec![("udp", config.listening_port, "TURN listener")];
+    if config.tcp {
+        listeners.push(("tcp", config.listening_port, "TURN listener"));
+    }
+    if config.tls.is_some() {
+        listeners.push(("tcp", config.tls_listening_port, "TURN over TLS listener"));
+    }
     for family in [Family::V4, Family::V6] {
         let mut ips: Vec<IpAddr> =
             config.listening_ips.iter().copied().filter(|ip| Family::of(*ip) == family).collect();
@@ -176,28 +184,40 @@ fn listener_rules(rules: &mut Rules, config: &RelayConfig) {
         } else {
             expr::one_of(family.daddr(), ips.into_iter().map(expr::addr).collect())
         };
-        let dport = || expr::eq(expr::payload("udp", "dport"), expr::port(port));
-        // A UDP flow stays "new" until the relay answers it, so a source spraying unanswered
-        // datagrams or fresh source ports is counted packet by packet.
-        let (meter, key, unit) = match family {
-            Family::V4 => ("new_flows_v4", family.saddr(), "address"),
-            Family::V6 => ("new_flows_v6", expr::ipv6_slash64(family.saddr()), "/64"),
-        };
-        rules.add(
-            &format!(
-                "TURN listener udp/{port}: new flows over {rate}/s burst {burst} per source {unit} ({})",
-                family.label()
-            ),
-            vec![
-                scope.clone(),
-                dport(),
-                expr::ct_state(&["new"]),
-                expr::meter_over(meter, key, METER_TIMEOUT_S, rate, burst),
-                expr::counter(),
-                expr::drop(),
-            ],
-        );
-        rules.add(&format!("TURN listener udp/{port} ({})", family.label()), vec![scope, dport(), expr::accept()]);
+        for &(protocol, port, name) in &listeners {
+            let dport = || expr::eq(expr::payload(protocol, "dport"), expr::port(port));
+            // A UDP flow stays "new" until the relay answers it, so a source spraying unanswered
+            // datagrams or fresh source ports is counted packet by packet; a TCP flow is new for
+            // its SYN, so the same meter counts connection attempts. UDP flows and TCP
+            // connections each have their own meter.
+            let v = if family == Family::V4 { "v4" } else { "v6" };
+            let (kind, meter) = match protocol {
+                "udp" => ("flows", format!("new_flows_{v}")),
+                _ => ("connections", format!("new_connections_{port}_{v}")),
+            };
+            let (key, unit) = match family {
+                Family::V4 => (family.saddr(), "address"),
+                Family::V6 => (expr::ipv6_slash64(family.saddr()), "/64"),
+            };
+            rules.add(
+                &format!(
+                    "{name} {protocol}/{port}: new {kind} over {rate}/s burst {burst} per source {unit} ({})",
+                    family.label()
+                ),
+                vec![
+                    scope.clone(),
+                    dport(),
+                    expr::ct_state(&["new"]),
+                    expr::meter_over(meter, key, METER_TIMEOUT_S, rate, burst),
+                    expr::counter(),
+                    expr::drop(),
+                ],
+            );
+            rules.add(
+                &format!("{name} {protocol}/{port} ({})", family.label()),
+                vec![scope.clone(), dport(), expr::accept()],
+            );
+        }
     }
 }
 
