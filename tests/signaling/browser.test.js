@@ -70,8 +70,8 @@ async function openPage(name, viewport) {
   return page;
 }
 
-async function logIn(page, user) {
-  await page.goto(control.url("/"));
+async function logIn(page, user, via = control) {
+  await page.goto(via.url("/"));
   await page.getByLabel("E-mail").fill(user.email);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
@@ -109,6 +109,8 @@ function mediaStats(page) {
       local: local && local.candidateType,
       remote: remote && remote.candidateType,
       localAddress: local && (local.address || local.ip),
+      // How the browser reaches its relay: udp, tcp or tls.
+      relayProtocol: local && local.relayProtocol,
     };
   });
 }
@@ -144,6 +146,66 @@ test("the control plane serves control/web as it is, under the strict CSP", asyn
     ]) {
       assert.ok(csp.split(";").map((d) => d.trim()).includes(directive), `${path}: CSP ${csp} lacks ${directive}`);
     }
+  }
+});
+
+// Hospital networks that let no UDP out: the control plane offers only `turn:…?transport=tcp`,
+// so both browsers must reach the relay over TCP, and the call must still carry video.
+test("a consultation relayed over TURN/TCP when only TCP is offered", async () => {
+  const dir = tempDir("teletip-browser-tcp-");
+  const port = await freeUdpPort();
+  const tcpControl = await Control.start({
+    name: "browser-tcp",
+    dir,
+    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\ntcp-port = ${port}\nstun = false\n`,
+  });
+  tcpControl.createAdmin();
+  // Its own relay, with this control plane's secret; TCP is served on the UDP port number.
+  const tcpRelay = await Relay.start({ secretFile: join(tcpControl.dataDir, "relay.secret"), port, dir });
+  const clinic = await Clinic.open({ control: tcpControl });
+  const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Can Demir", patient: "Zeynep Arslan" });
+  const doc = await openPage("practitioner over tcp", { width: 1280, height: 860 });
+  const pat = await openPage("patient over tcp", { width: 360, height: 780 });
+  try {
+    await logIn(pat, patient, tcpControl);
+    await logIn(doc, practitioner, tcpControl);
+    const servers = await pat.evaluate(() => window.teletip.pc?.getConfiguration().iceServers ?? null);
+    await openAppointmentAndJoin(pat, appointment.id);
+    await openAppointmentAndJoin(doc, appointment.id);
+    const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
+    await waiting.waitFor();
+    await waiting.getByTestId("admit").click();
+    for (const page of [doc, pat]) {
+      const s = await until(`${page.label} decoding video over TURN/TCP`, async () => {
+        const st = await mediaStats(page);
+        return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay", value: st, st };
+      });
+      const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
+      assert.ok(urls.length > 0 && urls.every((u) => u.endsWith("?transport=tcp")), `${page.label}: only TCP offered: ${urls} (before join: ${JSON.stringify(servers)})`);
+      assert.equal(s.relayProtocol, "tcp", `${page.label}: reaches the relay over ${s.relayProtocol}`);
+      assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
+      assert.ok(s.framesDecoded > 0);
+    }
+    // The relay saw the two browsers' connections and carried the media over them.
+    const accepted = await until("the relay counting TCP connections", async () => {
+      const n = await tcpRelay.counter("teletip_stream_connections_accepted_total");
+      return { ok: n >= 2, value: n };
+    });
+    assert.ok(accepted >= 2, `teletip_stream_connections_accepted_total ${accepted}`);
+    const bytes = await until("the relay counting relayed bytes", async () => {
+      const n = await tcpRelay.counter("teletip_relayed_bytes_total");
+      return { ok: n > 10000, value: n };
+    });
+    assert.ok(bytes > 10000);
+  } catch (e) {
+    await doc.screenshot({ path: join(ARTIFACTS, "practitioner-tcp-failed.png"), fullPage: true }).catch(() => {});
+    await pat.screenshot({ path: join(ARTIFACTS, "patient-tcp-failed.png"), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await doc.context().close();
+    await pat.context().close();
+    await tcpRelay.stop();
+    await tcpControl.stop();
   }
 });
 
