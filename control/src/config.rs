@@ -206,7 +206,8 @@ impl Default for IceConfig {
             relays: vec![RelayEntry {
                 host: "127.0.0.1".into(),
                 udp_port: Some(3478),
-                tcp_port: None,
+                // teletip-relay serves TCP on its UDP port by default (no-tcp = false).
+                tcp_port: Some(3478),
                 tls_port: None,
                 stun: true,
             }],

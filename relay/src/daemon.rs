@@ -81,6 +81,24 @@ fn raise_open_file_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// SIGHUP: serves the certificate and key files as they are now, from the next TLS handshake
+/// on; on an error, keeps the one served so far.
+fn reload_certificate(served: Option<&crate::net::tls::ServedCertificate>) {
+    let Some(served) = served else {
+        tracing::warn!("SIGHUP: no TLS certificate to reload; other configuration changes need a restart");
+        return;
+    };
+    let (cert, key) = served.files();
+    match served.reload() {
+        Ok(()) => tracing::info!(
+            cert = %cert.display(),
+            key = %key.display(),
+            "SIGHUP: TLS certificate reloaded for new connections; other configuration changes need a restart"
+        ),
+        Err(e) => tracing::error!("SIGHUP: TLS certificate NOT reloaded, still serving the previous one: {e}"),
+    }
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     for warning in config.unsafe_settings() {
@@ -127,9 +145,12 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     };
     let listen: Vec<SocketAddr> =
         config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
-    let tls = match &config.tls {
-        Some(files) => Some(crate::net::tls::server_config(&files.cert, &files.key)?),
-        None => None,
+    let (tls, served_certificate) = match &config.tls {
+        Some(files) => {
+            let (tls, served) = crate::net::tls::server_config(&files.cert, &files.key)?;
+            (Some(tls), Some(served))
+        }
+        None => (None, None),
     };
     let mut stream_listen: Vec<(SocketAddr, Option<Arc<rustls::ServerConfig>>)> = Vec::new();
     if config.tcp {
@@ -217,8 +238,10 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => return anyhow::Ok("SIGTERM"),
                 _ = int.recv() => return anyhow::Ok("SIGINT"),
-                // Without a handler SIGHUP would kill the relay and every call on it.
-                _ = hup.recv() => tracing::warn!("SIGHUP ignored: configuration reload is not supported yet; restart to apply changes"),
+                // Without a handler SIGHUP would kill the relay and every call on it. It reloads
+                // the TLS certificate (renewals come every few weeks; a restart would end the
+                // calls in progress); the rest of the configuration needs a restart.
+                _ = hup.recv() => reload_certificate(served_certificate.as_deref()),
             }
         }
     })?;

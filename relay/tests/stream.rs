@@ -21,7 +21,11 @@ fn free_tcp_port() -> u16 {
 
 /// A self-signed EC certificate for the relay, made with openssl (installed by .ci/install).
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("relay.crt"), dir.join("relay.key"));
+    certificate_named(dir, "relay")
+}
+
+fn certificate_named(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
     let out = Command::new("openssl")
         .args(["req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=relay.test"])
         .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout"])
@@ -279,4 +283,58 @@ fn check_config_refuses_a_certificate_the_daemon_could_not_serve() {
     assert!(stderr.contains("nope.crt"), "the error names the file: {stderr}");
     let swapped = check(&key, &cert);
     assert!(!swapped.status.success(), "a key where the certificate belongs is refused");
+}
+
+/// The SHA-256 fingerprint of the certificate a TLS handshake on `port` gets, by openssl.
+fn served_fingerprint(port: u16) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    );
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn file_fingerprint(cert: &Path) -> String {
+    let out =
+        Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(cert).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn sighup_serves_a_renewed_certificate_and_keeps_the_old_one_if_the_new_one_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let (renewed_cert, renewed_key) = certificate_named(dir.path(), "renewed");
+    let port = free_tcp_port();
+    let flags = ["--cert", cert.to_str().unwrap(), "--pkey", key.to_str().unwrap(), "--tls-listening-port"];
+    let port_text = port.to_string();
+    let relay = Relay::start("127.0.0.1", &[&flags[..], &[port_text.as_str()]].concat());
+    let first = file_fingerprint(&cert);
+    assert!(first.contains("Fingerprint="), "{first}");
+    assert_eq!(served_fingerprint(port), first);
+    // A client on TLS before the renewal keeps its connection across it.
+    let before = TcpStream::connect(("127.0.0.1", port)).unwrap();
+
+    // The renewal lands in place (as certbot's deploy hook or the Ansible role would copy it).
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    assert_eq!(served_fingerprint(port), first, "nothing changes before the signal");
+    relay.signal(libc::SIGHUP);
+    let renewed = file_fingerprint(&renewed_cert);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while served_fingerprint(port) != renewed {
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate is not served after SIGHUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A broken renewal (the key file is not a key) is refused and changes nothing.
+    std::fs::write(&key, "not a key").unwrap();
+    relay.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(served_fingerprint(port), renewed, "the certificate served before the broken reload stays");
+    let mut before = before;
+    before.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 1];
+    let still_open = matches!(before.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
+    assert!(still_open, "a connection opened before the reloads is still open");
 }

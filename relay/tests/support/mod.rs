@@ -155,6 +155,12 @@ impl Relay {
         }
     }
 
+    /// Sends `signal` to the relay (SIGHUP, say) and leaves it running.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;
