@@ -113,8 +113,10 @@ pub struct Connection {
     pub stream: TcpStream,
     pub tuple: FiveTuple,
     tls: Option<Box<rustls::ServerConnection>>,
-    /// Bytes received and not yet handled (at most one partial message once handled).
-    pub inbox: Vec<u8>,
+    /// The start of a message whose rest has not arrived yet (usually empty: reads land in the
+    /// worker's buffer, and only a partial message is kept here between turns, so an idle
+    /// connection holds no read buffer).
+    pub partial: Vec<u8>,
     pub framer: Framer,
     /// Bytes for the client that the socket has not taken yet (plaintext, under TLS).
     outbox: Vec<u8>,
@@ -140,7 +142,7 @@ impl Connection {
             stream,
             tuple,
             tls,
-            inbox: Vec::new(),
+            partial: Vec::new(),
             framer: Framer::new(MAX_FRAME),
             outbox: Vec::new(),
             tls_pending: 0,
@@ -149,13 +151,14 @@ impl Connection {
         })
     }
 
-    /// Reads what is waiting, up to the turn's budget, onto the end of the inbox.
-    pub fn fill(&mut self) -> ReadOutcome {
+    /// Reads what is waiting, up to the turn's budget, onto the end of `inbox` (the worker's
+    /// buffer, holding this connection's partial message first).
+    pub fn fill(&mut self, inbox: &mut Vec<u8>) -> ReadOutcome {
         let mut total = 0;
         while total < READ_BUDGET {
             let step = match &mut self.tls {
-                None => read_plain(&mut self.stream, &mut self.inbox),
-                Some(tls) => read_tls(tls, &mut self.stream, &mut self.inbox),
+                None => read_plain(&mut self.stream, inbox),
+                Some(tls) => read_tls(tls, &mut self.stream, inbox),
             };
             match step {
                 Ok(0) => return ReadOutcome { more: false, closed: None },
@@ -239,11 +242,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Drops the handled bytes at the front of the inbox.
-    pub fn consume(&mut self, handled: usize) {
-        self.inbox.drain(..handled);
-        if self.inbox.is_empty() && self.inbox.capacity() > 2 * READ_CHUNK {
-            self.inbox = Vec::new();
+    /// Keeps what is left of `inbox` after the handled bytes: a partial message, for the next
+    /// turn.
+    pub fn keep_partial(&mut self, inbox: &[u8], handled: usize) {
+        self.partial.clear();
+        if handled < inbox.len() {
+            self.partial.extend_from_slice(&inbox[handled..]);
+        } else if self.partial.capacity() > 0 {
+            self.partial = Vec::new();
         }
     }
 }

@@ -164,6 +164,7 @@ impl WorkerSetup {
                 connections: Slab::new(),
                 by_tuple: FxHashMap::default(),
                 dirty: Vec::new(),
+                inbox: Vec::new(),
                 max: max_connections.min(MAX_CONNECTIONS_PER_WORKER),
                 registry: stream_registry,
                 dscp,
@@ -293,6 +294,8 @@ struct Streams {
     by_tuple: FxHashMap<FiveTuple, usize>,
     /// Connections with bytes to write at the end of the turn.
     dirty: Vec<usize>,
+    /// Where connections' bytes are read and cut into messages, one connection at a time.
+    inbox: Vec<u8>,
     max: usize,
     registry: Registry,
     dscp: u8,
@@ -509,11 +512,14 @@ impl Worker {
     /// Reads from connection `key` and handles every whole message; true if bytes are left.
     fn serve_connection(&mut self, now: Millis, key: usize) -> bool {
         let Some(connection) = self.streams.connections.get_mut(key) else { return false };
-        let outcome = connection.fill();
+        // The worker's read buffer, out of `self` while its messages are handled (answers may
+        // go to this same connection, and same-relay data to any other): the partial message
+        // left from the last turn, then what arrives now.
+        let mut inbox = std::mem::take(&mut self.streams.inbox);
+        inbox.clear();
+        inbox.extend_from_slice(&connection.partial);
+        let outcome = connection.fill(&mut inbox);
         let tuple = connection.tuple;
-        // Out of the table while its messages are handled: answers may go to this same
-        // connection, and same-relay data to any other.
-        let inbox = std::mem::take(&mut connection.inbox);
         let mut framer = connection.framer.clone();
         let mut closed = outcome.closed;
         let mut pos = 0;
@@ -538,9 +544,9 @@ impl Worker {
             }
         }
         let connection = &mut self.streams.connections[key];
-        connection.inbox = inbox;
+        connection.keep_partial(&inbox, pos);
         connection.framer = framer;
-        connection.consume(pos);
+        self.streams.inbox = inbox;
         if connection.has_output() && !connection.dirty {
             connection.dirty = true;
             self.streams.dirty.push(key);
