@@ -42,6 +42,11 @@ pub struct Settings {
     /// Default 10000.
     #[arg(long = "max-tcp-connections", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS")]
     pub max_tcp_connections: Option<usize>,
+    /// Client connections over TCP and TLS from one IP address held at once; more are closed as
+    /// they arrive, so that one source cannot take max-tcp-connections. Default 128; 0 =
+    /// unlimited.
+    #[arg(long = "max-tcp-connections-per-ip", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS_PER_IP")]
+    pub max_tcp_connections_per_ip: Option<usize>,
     /// Address relayed sockets bind to. Default: the first listening IP.
     #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP")]
     pub relay_ip: Option<IpAddr>,
@@ -219,7 +224,7 @@ impl Settings {
                 }
             };
         }
-        pick!(listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
+        pick!(listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, max_tcp_connections_per_ip, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
             client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
             workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
@@ -258,6 +263,8 @@ pub struct RelayConfig {
     pub tls: Option<TlsFiles>,
     pub tls_listening_port: u16,
     pub max_tcp_connections: usize,
+    /// 0: no limit per address.
+    pub max_tcp_connections_per_ip: usize,
     pub relay_ip: IpAddr,
     pub external_ip: Option<IpAddr>,
     pub min_port: u16,
@@ -420,6 +427,7 @@ impl RelayConfig {
             tls,
             tls_listening_port,
             max_tcp_connections,
+            max_tcp_connections_per_ip: s.max_tcp_connections_per_ip.unwrap_or(128),
             relay_ip,
             external_ip: s.external_ip,
             min_port,
@@ -485,6 +493,12 @@ impl RelayConfig {
         if self.max_credential_lifetime == 0 {
             warnings.push("max-credential-lifetime = 0: credentials valid for any length of time are accepted".into());
         }
+        if self.max_tcp_connections_per_ip == 0 && (self.tcp || self.tls.is_some()) {
+            warnings.push(format!(
+                "max-tcp-connections-per-ip = 0: one address may hold all {} TCP/TLS connections",
+                self.max_tcp_connections
+            ));
+        }
         if let Some(addr) = self.prometheus.filter(|a| !a.ip().is_loopback()) {
             warnings.push(format!("prometheus listens on {addr}: firewall it to the monitoring network"));
         }
@@ -509,6 +523,7 @@ impl RelayConfig {
             None => line("no-tls", "true".into()),
         }
         line("max-tcp-connections", self.max_tcp_connections.to_string());
+        line("max-tcp-connections-per-ip", self.max_tcp_connections_per_ip.to_string());
         line("relay-ip", format!("\"{}\"", self.relay_ip));
         if let Some(e) = self.external_ip {
             line("external-ip", format!("\"{e}\""));
@@ -675,7 +690,7 @@ mod tests {
         let base = "static-auth-secret = \"0123456789abcdef\"\n";
         let c = RelayConfig::from_settings(settings(base)).unwrap();
         assert!(c.tcp && c.tls.is_none(), "TCP by default, TLS only with a certificate");
-        assert_eq!((c.tls_listening_port, c.max_tcp_connections), (5349, 10_000));
+        assert_eq!((c.tls_listening_port, c.max_tcp_connections, c.max_tcp_connections_per_ip), (5349, 10_000, 128));
         let half = settings(&format!("{base}cert = \"/etc/relay.crt\""));
         assert!(matches!(RelayConfig::from_settings(half), Err(ConfigError::TlsHalf)));
         let both = format!("{base}cert = \"/etc/relay.crt\"\npkey = \"/etc/relay.key\"\ntls-listening-port = 443\n");

@@ -183,6 +183,12 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             setup.listen_stream(*addr, tls.clone())?;
         }
         setup.max_connections = config.max_tcp_connections.div_ceil(config.workers);
+        // The kernel spreads one address's connections over the workers by their source port,
+        // so each worker holds its share of the per-address limit.
+        setup.max_connections_per_ip = match config.max_tcp_connections_per_ip {
+            0 => usize::MAX,
+            n => n.div_ceil(config.workers),
+        };
         setups.push(setup);
     }
     let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();

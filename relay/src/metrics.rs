@@ -27,6 +27,8 @@ pub struct ShellStats {
     pub tls_accepted: u64,
     /// Connections closed at once because max-tcp-connections were open.
     pub stream_refused: u64,
+    /// Connections closed at once because max-tcp-connections-per-ip were open from that address.
+    pub stream_refused_per_ip: u64,
     /// Connections closed, indexed like `CloseReason::ALL`.
     pub stream_closed: [u64; CloseReason::ALL.len()],
     /// Messages to a stream client dropped because its connection was too far behind.
@@ -72,7 +74,7 @@ pub fn describe() {
     describe_counter!("teletip_stream_connections_accepted_total", "Client connections accepted, by transport");
     describe_counter!(
         "teletip_stream_connections_refused_total",
-        "Client connections closed at once because max-tcp-connections were open"
+        "Client connections closed at once, by limit reached (max_tcp_connections, or max_tcp_connections_per_ip from that address)"
     );
     describe_counter!(
         "teletip_stream_connections_closed_total",
@@ -185,7 +187,10 @@ impl Publisher {
             counter!("teletip_stream_connections_accepted_total", "transport" => transport)
                 .increment(d(accepted, last_accepted));
         }
-        counter!("teletip_stream_connections_refused_total").increment(d(shell.stream_refused, ls.stream_refused));
+        counter!("teletip_stream_connections_refused_total", "limit" => "max_tcp_connections")
+            .increment(d(shell.stream_refused, ls.stream_refused));
+        counter!("teletip_stream_connections_refused_total", "limit" => "max_tcp_connections_per_ip")
+            .increment(d(shell.stream_refused_per_ip, ls.stream_refused_per_ip));
         for (i, reason) in CloseReason::ALL.iter().enumerate() {
             counter!("teletip_stream_connections_closed_total", "reason" => reason.label())
                 .increment(d(shell.stream_closed[i], ls.stream_closed[i]));

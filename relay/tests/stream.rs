@@ -338,3 +338,31 @@ fn sighup_serves_a_renewed_certificate_and_keeps_the_old_one_if_the_new_one_is_b
     let still_open = matches!(before.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
     assert!(still_open, "a connection opened before the reloads is still open");
 }
+
+#[test]
+fn connections_beyond_the_per_address_limit_are_closed_at_once() {
+    let relay = Relay::start("127.0.0.1", &["--max-tcp-connections-per-ip", "4", "--workers", "1"]);
+    let mut held: Vec<StreamClient> = (0..4).map(|_| StreamClient::connect(&relay, "one-source")).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        c.stream.write_all(&binding_request(i as u8)).unwrap();
+        assert_eq!(Answer(c.read_message()).class(), Class::Success, "connection {i} within the limit");
+    }
+    let mut fifth = TcpStream::connect(relay.addr).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = fifth.write_all(&binding_request(5));
+    let mut buf = [0u8; 64];
+    let refused = match fifth.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(refused, "the fifth connection from one address is closed without an answer");
+    let counted = relay.wait_metric("teletip_stream_connections_refused_total", "max_tcp_connections_per_ip", 1.0);
+    assert_eq!(counted, 1.0);
+    // One closes: there is room again.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = StreamClient::connect(&relay, "one-source");
+    again.stream.write_all(&binding_request(6)).unwrap();
+    assert_eq!(Answer(again.read_message()).class(), Class::Success);
+}

@@ -63,6 +63,8 @@ pub struct WorkerSetup {
     stream_listeners: Vec<StreamListener>,
     /// Client connections this worker holds at most; more are closed at once.
     pub max_connections: usize,
+    /// Client connections from one IP address this worker holds at most.
+    pub max_connections_per_ip: usize,
 }
 
 impl WorkerSetup {
@@ -107,6 +109,7 @@ impl WorkerSetup {
             overload_grace: Duration::from_nanos(super::overload::DEFAULT_GRACE_NS),
             stream_listeners: Vec::new(),
             max_connections: MAX_CONNECTIONS_PER_WORKER,
+            max_connections_per_ip: usize::MAX,
         })
     }
 
@@ -142,6 +145,7 @@ impl WorkerSetup {
             overload_grace,
             stream_listeners,
             max_connections,
+            max_connections_per_ip,
             ..
         } = self;
         let registry = poll.registry().try_clone().expect("a poll registry can be cloned");
@@ -166,6 +170,8 @@ impl WorkerSetup {
                 dirty: Vec::new(),
                 inbox: Vec::new(),
                 max: max_connections.min(MAX_CONNECTIONS_PER_WORKER),
+                max_per_ip: max_connections_per_ip,
+                per_ip: FxHashMap::default(),
                 registry: stream_registry,
                 dscp,
             },
@@ -297,6 +303,9 @@ struct Streams {
     /// Where connections' bytes are read and cut into messages, one connection at a time.
     inbox: Vec<u8>,
     max: usize,
+    max_per_ip: usize,
+    /// Connections held per client IP address (addresses with none are removed).
+    per_ip: FxHashMap<std::net::IpAddr, usize>,
     registry: Registry,
     dscp: u8,
 }
@@ -475,6 +484,11 @@ impl Worker {
                 self.shell.stream_refused += 1;
                 continue; // dropping the stream closes it
             }
+            let from_this_ip = self.streams.per_ip.get(&client.ip()).copied().unwrap_or(0);
+            if from_this_ip >= self.streams.max_per_ip {
+                self.shell.stream_refused_per_ip += 1;
+                continue;
+            }
             // Media rides these connections: no Nagle delay, and the same DSCP as over UDP.
             let _ = stream.set_nodelay(true);
             if self.streams.dscp != 0 {
@@ -500,6 +514,7 @@ impl Worker {
                 continue;
             }
             self.streams.by_tuple.insert(tuple, entry.key());
+            *self.streams.per_ip.entry(client.ip()).or_insert(0) += 1;
             entry.insert(connection);
             match transport {
                 Transport::Tls => (self.shell.tls_accepted += 1, self.shell.tls_open += 1),
@@ -578,6 +593,13 @@ impl Worker {
         flush(&mut self.to_peers, &mut self.shell);
         let _ = self.streams.registry.deregister(&mut connection.stream);
         self.streams.by_tuple.remove(&connection.tuple);
+        let ip = connection.tuple.client.ip();
+        if let Some(n) = self.streams.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.streams.per_ip.remove(&ip);
+            }
+        }
         self.shard.client_closed(&connection.tuple);
         self.shell.stream_closed[reason as usize] += 1;
         match connection.tuple.transport {
