@@ -43,21 +43,10 @@ fn run_uclient(relay: &Relay, extra: &[&str]) -> String {
     text
 }
 
-/// Parses "tot_send_msgs=N, tot_recv_msgs=M" and "Total lost packets L" from uclient's summary.
-fn summary(text: &str) -> (u64, u64, u64) {
-    let totals = text.lines().rfind(|l| l.contains("start_mclient: tot_send_msgs=")).expect("a summary line");
-    let num = |key: &str, line: &str| -> u64 {
-        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
-        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
-    };
-    let lost_line = text.lines().find(|l| l.contains("Total lost packets")).expect("a loss line");
-    (num("tot_send_msgs=", totals), num("tot_recv_msgs=", totals), num("Total lost packets ", lost_line))
-}
-
 fn check(extra: &[&str], mode: &str) {
     let relay = Relay::start("127.0.0.1", &["--allow-loopback-peers", "true", "--user-quota", "0", "--max-bps", "0"]);
     let text = run_uclient(&relay, extra);
-    let (sent, received, lost) = summary(&text);
+    let (sent, received, lost) = uclient_summary(&text);
     println!("uclient {mode}: sent {sent}, received {received}, lost {lost}");
     assert!(sent >= 500, "at least 10 clients x 50 messages, got {sent}");
     assert_eq!(received, sent);

@@ -50,17 +50,6 @@ fn run_uclient(port: u16, extra: &[&str]) -> String {
     text
 }
 
-/// "tot_send_msgs=N, tot_recv_msgs=M" and "Total lost packets L" from uclient's summary.
-fn summary(text: &str) -> (u64, u64, u64) {
-    let num = |key: &str, line: &str| -> u64 {
-        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
-        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
-    };
-    let totals = text.lines().rfind(|l| l.contains("start_mclient: tot_send_msgs=")).expect("a summary line");
-    let lost = text.lines().find(|l| l.contains("Total lost packets")).expect("a loss line");
-    (num("tot_send_msgs=", totals), num("tot_recv_msgs=", totals), num("Total lost packets ", lost))
-}
-
 fn uclient_loses_nothing(tls: bool, extra: &[&str], mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
@@ -77,7 +66,7 @@ fn uclient_loses_nothing(tls: bool, extra: &[&str], mode: &str) {
         args.push("-S");
     }
     let text = run_uclient(port, &args);
-    let (sent, received, lost) = summary(&text);
+    let (sent, received, lost) = uclient_summary(&text);
     println!("uclient {mode}: sent {sent}, received {received}, lost {lost}");
     assert!(sent >= 500, "at least 10 clients x 50 messages, got {sent}");
     assert_eq!((received, lost), (sent, 0), "{text}");

@@ -296,6 +296,18 @@ impl TurnClient {
     }
 }
 
+/// (sent, received, lost) from `turnutils_uclient`'s summary: the last "tot_send_msgs=N,
+/// tot_recv_msgs=M" line and "Total lost packets L".
+pub fn uclient_summary(text: &str) -> (u64, u64, u64) {
+    let num = |key: &str, line: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+    };
+    let totals = text.lines().rfind(|l| l.contains("start_mclient: tot_send_msgs=")).expect("a summary line");
+    let lost = text.lines().find(|l| l.contains("Total lost packets")).expect("a loss line");
+    (num("tot_send_msgs=", totals), num("tot_recv_msgs=", totals), num("Total lost packets ", lost))
+}
+
 /// Whether `turnutils_uclient` is installed. In CI its absence is an error (the script
 /// installs coturn); elsewhere the test says it is skipping.
 pub fn have_tool(tool: &str, test: &str) -> bool {
