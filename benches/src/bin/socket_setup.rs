@@ -1,7 +1,8 @@
 //! What opening a relayed socket costs, step by step, in a tight loop: `socket`, the two buffer
 //! `setsockopt`s, `bind`, `epoll_ctl(ADD)`, and later `close`, as `teletip-relay` does for an
-//! Allocate that finds no pooled socket (relay/src/net/socket.rs, binder.rs). The relay's own
-//! cost per such Allocate is read against this in docs/performance.md ("the first round").
+//! Allocate that finds no pooled socket (relay/src/net/socket.rs, binder.rs), with `dscp 0` as
+//! benches/compare runs it (a DSCP mark adds a third `setsockopt`). docs/performance.md reads the
+//! relay's cost per such Allocate against this ("What an Allocate without a pooled socket costs").
 //!
 //!     taskset -c 1 benches/target/release/socket_setup --count 10000
 
