@@ -345,11 +345,15 @@ async fn leave<A: Adapter>(
     _data: Value,
 ) -> EventResult {
     let j = joined(conn)?;
-    let me = sig.directory.get(j.appointment, conn.caller().user_id).await?;
-    sig.directory.remove(j.appointment, conn.caller().user_id).await?;
+    let socket_id = s.id.to_string();
+    let mine = |p: &Participant| p.socket_id == socket_id;
+    let me = sig.directory.remove_if(j.appointment, conn.caller().user_id, mine).await?;
     leave_rooms(s, j.appointment, &j.peer_id);
     conn.set_joined(None);
-    announce_gone(s, &j, me.map_or(PeerState::Waiting, |p| p.state), "left").await;
+    // Nothing to announce if a newer connection holds the place, or the room has ended.
+    if let Some(me) = me {
+        announce_gone(s, &j, me.state, "left").await;
+    }
     Ok(Value::Null)
 }
 
@@ -360,12 +364,13 @@ async fn disconnected<A: Adapter>(
     conn: &Conn,
 ) -> Result<(), Refusal> {
     let Some(j) = conn.joined() else { return Ok(()) };
-    let Some(mut me) = sig.directory.get(j.appointment, conn.caller().user_id).await? else { return Ok(()) };
-    if me.socket_id != s.id.to_string() {
-        return Ok(()); // replaced by a newer connection, which holds the place now
-    }
-    me.disconnected_at_ms = Some(now_ms());
-    sig.directory.put(j.appointment, &me).await?;
+    let socket_id = s.id.to_string();
+    let at = now_ms();
+    // Only while this connection holds the place: a newer one (perhaps on another instance,
+    // joining at this very moment) keeps it.
+    let mark =
+        |p: &Participant| (p.socket_id == socket_id).then(|| Participant { disconnected_at_ms: Some(at), ..p.clone() });
+    let Some(me) = sig.directory.update(j.appointment, conn.caller().user_id, mark).await? else { return Ok(()) };
     announce_gone(s, &j, me.state, "disconnected").await;
     Ok(())
 }
@@ -496,7 +501,11 @@ async fn waiting_patient(sig: &Signaling, j: &Joined, peer_id: &str) -> Result<P
         .await?
         .into_iter()
         .find(|p| p.peer_id == peer_id && p.state == PeerState::Waiting)
-        .ok_or_else(|| Refusal::new(Code::NotFound, "no such peer waiting in the lobby"))
+        .ok_or_else(no_such_waiting_peer)
+}
+
+fn no_such_waiting_peer() -> Refusal {
+    Refusal::new(Code::NotFound, "no such peer waiting in the lobby")
 }
 
 async fn admit<A: Adapter>(
@@ -508,9 +517,11 @@ async fn admit<A: Adapter>(
 ) -> EventResult {
     let req: PeerRequest = parse(data)?;
     let j = practitioner_in_room(conn)?;
-    let mut patient = waiting_patient(sig, &j, &req.peer_id).await?;
-    patient.state = PeerState::Admitted;
-    sig.directory.put(j.appointment, &patient).await?;
+    let waiting = waiting_patient(sig, &j, &req.peer_id).await?;
+    let still_waiting = |p: &Participant| p.peer_id == req.peer_id && p.state == PeerState::Waiting;
+    let admitted = |p: &Participant| still_waiting(p).then(|| Participant { state: PeerState::Admitted, ..p.clone() });
+    let patient =
+        sig.directory.update(j.appointment, waiting.user_id, admitted).await?.ok_or_else(no_such_waiting_peer)?;
     let id = j.appointment;
     let peer_room = rooms::peer(id, &patient.peer_id);
     // Announce to the members first, so the newcomer is not told about itself.
@@ -547,8 +558,13 @@ async fn deny<A: Adapter>(
 ) -> EventResult {
     let req: PeerRequest = parse(data)?;
     let j = practitioner_in_room(conn)?;
-    let patient = waiting_patient(sig, &j, &req.peer_id).await?;
-    sig.directory.remove(j.appointment, patient.user_id).await?;
+    let waiting = waiting_patient(sig, &j, &req.peer_id).await?;
+    let still_waiting = |p: &Participant| p.peer_id == req.peer_id && p.state == PeerState::Waiting;
+    let patient = sig
+        .directory
+        .remove_if(j.appointment, waiting.user_id, still_waiting)
+        .await?
+        .ok_or_else(no_such_waiting_peer)?;
     let peer_room = rooms::peer(j.appointment, &patient.peer_id);
     let _ = rtc(io).to(peer_room.clone()).emit("lobby:denied", &json!({ "peerId": patient.peer_id })).await;
     let gone = json!({ "peerId": patient.peer_id, "reason": "denied" });
@@ -631,7 +647,9 @@ async fn timers<A: Adapter>(s: SocketRef<A>, sig: Signaling, conn: Conn) {
             if now >= j.closes_at {
                 let _ = s.emit("room:ended", &json!({ "reason": "window-closed" }));
                 leave_rooms(&s, j.appointment, &j.peer_id);
-                let _ = sig.directory.remove(j.appointment, conn.caller().user_id).await;
+                let socket_id = s.id.to_string();
+                let mine = |p: &Participant| p.socket_id == socket_id;
+                let _ = sig.directory.remove_if(j.appointment, conn.caller().user_id, mine).await;
                 conn.set_joined(None);
                 continue;
             }
