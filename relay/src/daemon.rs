@@ -10,6 +10,7 @@ use teletip_turn_proto::credentials::Secret;
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::nonce::NonceIssuer;
 use teletip_turn_proto::policy::PeerPolicy;
+use teletip_turn_proto::secrets::SecretRing;
 use teletip_turn_proto::server::ServerConfig;
 
 use crate::config::RelayConfig;
@@ -18,9 +19,14 @@ use crate::net::binder::{BinderSettings, Reservations};
 use crate::net::socket::SocketTuning;
 use crate::net::worker::WorkerSetup;
 
+/// The secrets as the state machine takes them.
+fn proto_secrets(c: &RelayConfig) -> Vec<Secret> {
+    c.secrets.iter().map(|s| Secret::new(s.key_id.clone(), s.value.as_bytes().to_vec())).collect()
+}
+
 /// The protocol settings the state machine gets from the daemon's configuration.
 pub fn server_config(c: &RelayConfig) -> ServerConfig {
-    let secrets = c.secrets.iter().map(|s| Secret::new(s.key_id.clone(), s.value.as_bytes().to_vec())).collect();
+    let secrets = proto_secrets(c);
     let nonce_key: [u8; 32] = rand::rng().random();
     let mut sc = ServerConfig::new(c.realm.clone(), secrets, nonce_key);
     sc.nonces = NonceIssuer::new(nonce_key, c.stale_nonce);
@@ -85,7 +91,7 @@ fn raise_open_file_limit() -> u64 {
 /// on; on an error, keeps the one served so far.
 fn reload_certificate(served: Option<&crate::net::tls::ServedCertificate>) {
     let Some(served) = served else {
-        tracing::warn!("SIGHUP: no TLS certificate to reload; other configuration changes need a restart");
+        tracing::warn!("SIGHUP: no TLS certificate to reload; configuration changes other than secrets need a restart");
         return;
     };
     let (cert, key) = served.files();
@@ -93,14 +99,40 @@ fn reload_certificate(served: Option<&crate::net::tls::ServedCertificate>) {
         Ok(()) => tracing::info!(
             cert = %cert.display(),
             key = %key.display(),
-            "SIGHUP: TLS certificate reloaded for new connections; other configuration changes need a restart"
+            "SIGHUP: TLS certificate reloaded for new connections; configuration changes other than secrets need a restart"
         ),
         Err(e) => tracing::error!("SIGHUP: TLS certificate NOT reloaded, still serving the previous one: {e}"),
     }
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub fn run(config: RelayConfig) -> anyhow::Result<()> {
+/// SIGHUP: reads the configuration again (file, secret files) and publishes its secrets to every
+/// worker, so that a rotation needs no restart (a restart ends every call). A configuration
+/// that no longer validates changes nothing. Logs key ids, never values.
+fn reload_secrets(ring: &SecretRing, reread: &dyn Fn() -> anyhow::Result<RelayConfig>) {
+    let config = match reread() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("SIGHUP: secrets NOT reloaded, still accepting the previous ones: {e:#}");
+            return;
+        }
+    };
+    let rotation = ring.replace(proto_secrets(&config));
+    if rotation.added.is_empty() && rotation.removed.is_empty() && rotation.changed.is_empty() {
+        tracing::info!(current = %rotation.current, "SIGHUP: secrets reloaded, unchanged");
+    } else {
+        tracing::info!(
+            current = %rotation.current,
+            added = ?rotation.added,
+            removed = ?rotation.removed,
+            changed = ?rotation.changed,
+            "SIGHUP: secrets reloaded; allocations made under a removed secret keep running until their credential expires"
+        );
+    }
+}
+
+/// Runs until SIGTERM or SIGINT. `reread` reads the configuration again as at start (SIGHUP
+/// applies its secrets).
+pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>) -> anyhow::Result<()> {
     for warning in config.unsafe_settings() {
         tracing::warn!("UNSAFE SETTING: {warning}");
     }
@@ -130,7 +162,6 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     }
     let server = Arc::new(server_config(&config));
     let quotas = Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota));
-    let key_ids: Arc<[String]> = config.secrets.iter().map(|s| s.key_id.clone()).collect();
     let tuning =
         SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
     let (pool, pool_ceiling) = pool_per_worker(&config, open_file_limit);
@@ -174,7 +205,7 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
             binder.clone(),
             reservations.clone(),
             stop.clone(),
-            Publisher::new(key_ids.clone()),
+            Publisher::new(server.secrets.clone()),
         )?;
         setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
         setup.max_queue_delay = std::time::Duration::from_millis(u64::from(config.max_queue_delay_ms));
@@ -245,9 +276,13 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
                 _ = term.recv() => return anyhow::Ok("SIGTERM"),
                 _ = int.recv() => return anyhow::Ok("SIGINT"),
                 // Without a handler SIGHUP would kill the relay and every call on it. It reloads
-                // the TLS certificate (renewals come every few weeks; a restart would end the
-                // calls in progress); the rest of the configuration needs a restart.
-                _ = hup.recv() => reload_certificate(served_certificate.as_deref()),
+                // the secrets and the TLS certificate (rotations and renewals come every few
+                // weeks; a restart would end the calls in progress); the rest of the
+                // configuration needs a restart.
+                _ = hup.recv() => {
+                    reload_secrets(&server.secrets, reread);
+                    reload_certificate(served_certificate.as_deref());
+                }
             }
         }
     })?;

@@ -1,7 +1,7 @@
 //! The `teletip-relay` command: run the relay, check a configuration, mint a credential, or
 //! build its firewall.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -62,16 +62,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let file = match &cli.config {
+/// The configuration as the file, flags and environment give it now.
+fn load(config_file: Option<&Path>, flags: &Settings) -> anyhow::Result<RelayConfig> {
+    let file = match config_file {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    let config = RelayConfig::from_settings(cli.settings.over(file)).context("invalid configuration")?;
+    RelayConfig::from_settings(flags.clone().over(file)).context("invalid configuration")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load(cli.config.as_deref(), &cli.settings)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             init_logging(config.log_format);
-            teletip_relay::daemon::run(config)
+            // SIGHUP reads the file and the secret files again; flags and variables stay.
+            let reread = || load(cli.config.as_deref(), &cli.settings);
+            teletip_relay::daemon::run(config, &reread)
         }
         Command::CheckConfig => {
             // The daemon reads them at start: a bad certificate must fail here, not there.

@@ -5,6 +5,7 @@
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use std::sync::Arc;
 use teletip_turn_proto::policy::DenyClass;
+use teletip_turn_proto::secrets::SecretRing;
 use teletip_turn_proto::server::{AllocFailure, AuthFailure, DropReason, Stats};
 
 use crate::net::stream::CloseReason;
@@ -98,16 +99,13 @@ pub fn describe() {
 pub struct Publisher {
     last: Stats,
     last_shell: ShellStats,
-    key_ids: Arc<[String]>,
+    /// Names the success counters' slots, including key ids a rotation brought or removed.
+    secrets: Arc<SecretRing>,
 }
 
 impl Publisher {
-    pub fn new(key_ids: Arc<[String]>) -> Self {
-        Publisher {
-            last: Stats { auth_by_secret: vec![0; key_ids.len()], ..Stats::default() },
-            last_shell: ShellStats::default(),
-            key_ids,
-        }
+    pub fn new(secrets: Arc<SecretRing>) -> Self {
+        Publisher { last: Stats::default(), last_shell: ShellStats::default(), secrets }
     }
 
     pub fn publish(&mut self, now: &Stats, shell: &ShellStats) {
@@ -138,9 +136,10 @@ impl Publisher {
             counter!("teletip_auth_failures_total", "reason" => r.label())
                 .increment(d(now.auth_failures[i], last.auth_failures[i]));
         }
-        for (i, key_id) in self.key_ids.iter().enumerate() {
-            counter!("teletip_auth_success_total", "key_id" => key_id.clone())
-                .increment(d(now.auth_by_secret[i], last.auth_by_secret[i]));
+        let key_ids = &self.secrets.current().key_ids;
+        for (slot, key_id) in key_ids.iter().enumerate() {
+            let count = |s: &Stats| s.auth_by_secret.get(slot).copied().unwrap_or(0);
+            counter!("teletip_auth_success_total", "key_id" => key_id.clone()).increment(d(count(now), count(last)));
         }
         counter!("teletip_auth_challenges_total").increment(d(now.challenges, last.challenges));
         counter!("teletip_stun_binding_total").increment(d(now.bindings, last.bindings));

@@ -337,3 +337,76 @@ fn check_config_redacts_secrets_and_credential_prints_a_working_pair() {
     let mut c = TurnClient::with_credentials(relay.addr, (username, password));
     assert_eq!(c.allocate(&|_| {}).class(), Class::Success);
 }
+
+/// Secret rotation without a restart: the operator rewrites the secret file and sends SIGHUP.
+/// New credentials under the retired secret are refused from then on, the allocation made
+/// under it keeps refreshing (its call goes on), the new secret works for an independent client
+/// (the `turn` crate), and a file that no longer validates changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_secrets_without_ending_allocations() {
+    const RETIRED: &str = "k1-secret-rotated-out-0123456789";
+    const NEXT: &str = "k2-secret-rotated-in-9876543210";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, format!("k1={RETIRED}\n")).unwrap();
+    let relay = Relay::start("127.0.0.1", &["--static-auth-secret-file", file.to_str().unwrap()]);
+    let under = |secret: &str, id: &str| issue(secret.as_bytes(), id, unix_now() + 600);
+
+    let mut in_call = TurnClient::with_credentials(relay.addr, under(RETIRED, "in-call"));
+    assert_eq!(in_call.allocate(&|_| {}).class(), Class::Success, "k1 accepted at start");
+    let mut early = TurnClient::with_credentials(relay.addr, under(NEXT, "early"));
+    assert_eq!(early.allocate(&|_| {}).error_code(), Some(401), "k2 not yet accepted");
+
+    std::fs::write(&file, format!("k2={NEXT}\n")).unwrap();
+    relay.signal(libc::SIGHUP);
+    // The signal is handled asynchronously: wait until a k2 credential is accepted (the set is
+    // swapped as a whole, so k1 is gone from then on).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut probe = TurnClient::with_credentials(relay.addr, under(NEXT, "probe"));
+        if probe.allocate(&|_| {}).class() == Class::Success {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "k2 not accepted 5 s after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut late = TurnClient::with_credentials(relay.addr, under(RETIRED, "late"));
+    assert_eq!(late.allocate(&|_| {}).error_code(), Some(401), "a new k1 credential is refused");
+    let refreshed = in_call.call(Method::REFRESH, &|w| drop(w.u32(attr::LIFETIME, 600)));
+    assert_eq!(refreshed.class(), Class::Success, "the allocation made under k1 keeps refreshing");
+    assert_eq!(in_call.allocate(&|_| {}).error_code(), Some(437), "and it is still there (437: already allocated)");
+
+    let (username, password) = under(NEXT, "turn-crate");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: relay.addr.to_string(),
+        turn_serv_addr: relay.addr.to_string(),
+        username,
+        password,
+        realm: REALM.into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    client.listen().await.unwrap();
+    let relayed = client.allocate().await.expect("the turn crate allocates under k2");
+    let relayed = webrtc_util::Conn::local_addr(&relayed).unwrap();
+    assert!((relay.min_port..=relay.max_port).contains(&relayed.port()), "relayed port {relayed} in range");
+    client.close().await.unwrap();
+
+    // A secret file that no longer validates (a secret under 16 bytes) is refused as a whole.
+    std::fs::write(&file, "k3=too-short\n").unwrap();
+    relay.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut still = TurnClient::with_credentials(relay.addr, under(NEXT, "still"));
+    assert_eq!(still.allocate(&|_| {}).class(), Class::Success, "k2 still accepted after a bad reload");
+
+    // k2: the probe, the turn crate and `still`; k1: `in_call`'s Allocate only (its Refresh
+    // reuses the allocation's key).
+    assert_eq!(relay.wait_metric("teletip_auth_success_total", "key_id=\"k2\"", 3.0), 3.0, "k2 counted");
+    assert_eq!(relay.metric("teletip_auth_success_total", "key_id=\"k1\""), 1.0, "k1's count kept");
+    assert!(relay.stop().success());
+}

@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use support::*;
 use teletip_turn_proto::codec::{self, Class, Message, Method, attr};
-use teletip_turn_proto::credentials::PasswordAlgorithm;
+use teletip_turn_proto::credentials::{PasswordAlgorithm, Secret};
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::{Action, AllocFailure, AuthFailure, DropReason, Payload, RelayId};
 use teletip_turn_proto::time::Millis;
@@ -143,6 +143,35 @@ fn a_previous_secret_still_works_during_rotation() {
     let mut c = Client::with_secret("198.51.100.20:5000", "x", OLD_SECRET, T0.unix_secs() + 600);
     allocate(&mut s, T0, &mut c);
     assert_eq!(s.stats().auth_by_secret, vec![0, 1], "counted under the old key id");
+}
+
+#[test]
+fn a_rotation_takes_effect_at_once_and_ends_no_allocation() {
+    let mut s = shard();
+    let mut under_k1 = Client::with_secret("198.51.100.20:5000", "x", OLD_SECRET, T0.unix_secs() + 600);
+    allocate(&mut s, T0, &mut under_k1);
+    // The operator retires k1 (keeps k2) and brings in k3, while the shard runs.
+    let rotation = s
+        .config()
+        .secrets
+        .replace(vec![Secret::new("k3", b"next-secret-value".to_vec()), Secret::new("k2", SECRET.to_vec())]);
+    assert_eq!((rotation.added, rotation.removed), (vec!["k3".to_string()], vec!["k1".to_string()]));
+
+    // The allocation made under k1 refreshes with the key it derived then.
+    let later = T0.plus_secs(60);
+    assert_eq!(call(&mut s, later, &mut under_k1, Method::REFRESH, |_| {}).class(), Class::Success);
+    // New credentials under k1 are refused from the next request on.
+    let mut new_under_k1 = Client::with_secret("198.51.100.21:5000", "y", OLD_SECRET, T0.unix_secs() + 600);
+    learn_nonce(&mut s, later, &mut new_under_k1);
+    assert_eq!(call(&mut s, later, &mut new_under_k1, Method::ALLOCATE, requested_udp).error_code(), Some(401));
+    // k3 and k2 are accepted; k3 is counted in a new slot, after the retired k1's.
+    let mut under_k3 = Client::with_secret("198.51.100.22:5000", "z", b"next-secret-value", T0.unix_secs() + 600);
+    allocate(&mut s, later, &mut under_k3);
+    let mut under_k2 = Client::new("198.51.100.23:5000", "w");
+    allocate(&mut s, later, &mut under_k2);
+    assert_eq!(s.stats().auth_by_secret, vec![1, 1, 1], "k2, k1 and k3 by slot");
+    assert_eq!(s.config().secrets.current().key_ids, vec!["k2", "k1", "k3"]);
+    assert_eq!(s.allocation_count(), 3);
 }
 
 #[test]

@@ -44,7 +44,10 @@ pub struct Allocation {
     /// requests on the same 5-tuple so that a Refresh costs one HMAC, not a derivation per
     /// secret.
     pub(crate) key: (PasswordAlgorithm, IntegrityKey),
-    pub(crate) secret_index: usize,
+    /// The counter slot of the key id whose secret signed the Allocate. The key above stays
+    /// valid for this allocation after that secret is rotated out; the credential's own
+    /// expiry still ends it.
+    pub(crate) secret_slot: usize,
     pub expires: Millis,
     /// The Allocate transaction, so that its retransmission gets the same success again.
     pub(crate) txid: TransactionId,

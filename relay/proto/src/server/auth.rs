@@ -15,7 +15,8 @@ pub(crate) struct Authenticated<'m> {
     pub algorithm: PasswordAlgorithm,
     pub key: IntegrityKey,
     pub kind: IntegrityKind,
-    pub secret_index: usize,
+    /// The counter slot of the secret's key id (`SecretRing`).
+    pub secret_slot: usize,
 }
 
 impl Authenticated<'_> {
@@ -69,17 +70,20 @@ impl<B: RelayBinder> Shard<B> {
             let a = &self.allocations[index];
             if &*a.username == username && a.key.0 == algorithm {
                 if let Some(kind) = msg.verify_integrity(&a.key.1) {
-                    let (key, secret_index) = (a.key.1.clone(), a.secret_index);
-                    return Ok(Authenticated { username, user_id: rest.id, algorithm, key, kind, secret_index });
+                    let (key, secret_slot) = (a.key.1.clone(), a.secret_slot);
+                    return Ok(Authenticated { username, user_id: rest.id, algorithm, key, kind, secret_slot });
                 }
             }
         }
-        for (secret_index, secret) in self.config.secrets.iter().enumerate() {
-            let password = rest_password(secret.value(), username);
+        // The set as it is now: a rotation published meanwhile applies from the next request.
+        let secrets = self.config.secrets.current();
+        for accepted in &secrets.accepted {
+            let password = rest_password(accepted.secret.value(), username);
             let key = long_term_key(algorithm, username, &self.config.realm, &password);
             if let Some(kind) = msg.verify_integrity(&key) {
-                self.stats.auth_by_secret[secret_index] += 1;
-                return Ok(Authenticated { username, user_id: rest.id, algorithm, key, kind, secret_index });
+                self.stats.count_auth_success(accepted.slot);
+                let secret_slot = accepted.slot;
+                return Ok(Authenticated { username, user_id: rest.id, algorithm, key, kind, secret_slot });
             }
         }
         Err(self.refuse(now, tuple, msg, out, AuthFailure::BadIntegrity))

@@ -1,15 +1,19 @@
 //! What the state machine needs to know: realm, secrets, lifetimes, limits, peer policy.
 
+use std::sync::Arc;
+
 use crate::credentials::Secret;
 use crate::nonce::NonceIssuer;
 use crate::policy::PeerPolicy;
+use crate::secrets::SecretRing;
 
 /// Protocol settings shared (read-only) by every shard.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub realm: String,
     /// Accepted REST API secrets; the first is the current one, the others still verify.
-    pub secrets: Vec<Secret>,
+    /// Replaceable while the relay runs (`SecretRing::replace`).
+    pub secrets: Arc<SecretRing>,
     pub nonces: NonceIssuer,
     pub policy: PeerPolicy,
     /// Allocation lifetime when the client asks for none or for less (RFC 8656: 600 s).
@@ -46,7 +50,7 @@ impl ServerConfig {
     pub fn new(realm: impl Into<String>, secrets: Vec<Secret>, nonce_key: [u8; 32]) -> Self {
         ServerConfig {
             realm: realm.into(),
-            secrets,
+            secrets: Arc::new(SecretRing::new(secrets)),
             nonces: NonceIssuer::new(nonce_key, 600),
             policy: PeerPolicy::default(),
             default_lifetime: 600,

@@ -151,7 +151,7 @@ pub struct Shard<B: RelayBinder> {
 impl<B: RelayBinder> Shard<B> {
     pub fn new(config: Arc<ServerConfig>, quotas: Arc<SharedQuotas>, binder: B) -> Self {
         let limiter = UnauthLimiter::new(config.unauth_rate, config.unauth_burst, config.unauth_max_sources);
-        let stats = Stats { auth_by_secret: vec![0; config.secrets.len()], ..Stats::default() };
+        let stats = Stats { auth_by_secret: vec![0; config.secrets.current().key_ids.len()], ..Stats::default() };
         Shard {
             config,
             quotas,

@@ -186,7 +186,7 @@ impl<B: RelayBinder> Shard<B> {
             username: auth.username.into(),
             user_id: auth.user_id.into(),
             key: (auth.algorithm, auth.key.clone()),
-            secret_index: auth.secret_index,
+            secret_slot: auth.secret_slot,
             expires: now.plus_secs(u64::from(lifetime)),
             txid: msg.transaction_id(),
             lifetime,

@@ -87,7 +87,8 @@ pub struct Stats {
     pub auth_failures: [u64; AuthFailure::COUNT],
     pub alloc_failures: [u64; AllocFailure::COUNT],
     pub peer_denied: [u64; DenyClass::ALL.len()],
-    /// Successful authentications per secret, indexed like the configured secrets.
+    /// Successful authentications per key id, indexed by the key id's slot in the `SecretRing`
+    /// (it grows when a rotation brings a new key id).
     pub auth_by_secret: Vec<u64>,
     pub challenges: u64,
     pub bindings: u64,
@@ -113,6 +114,15 @@ impl Stats {
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
+    }
+
+    /// A credential verified against the secret in `slot`.
+    pub fn count_auth_success(&mut self, slot: usize) {
+        if self.auth_by_secret.len() <= slot {
+            // Only when a rotation brought a key id this shard had not counted yet.
+            self.auth_by_secret.resize(slot + 1, 0);
+        }
+        self.auth_by_secret[slot] += 1;
     }
 
     pub fn auth_failed(&mut self, reason: AuthFailure) {
