@@ -79,6 +79,16 @@ pub struct Settings {
     #[arg(long = "allowed-peer-ip", env = "TELETIP_RELAY_ALLOWED_PEER_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
     pub allowed_peer_ip: Vec<String>,
+    /// Where a draining relay (SIGUSR1) sends new clients over UDP and TCP: 300 Try Alternate
+    /// with ALTERNATE-SERVER, the first of the client's address family (ip:port, a list).
+    /// Without one, a draining relay answers 508.
+    #[arg(long = "alternate-server", env = "TELETIP_RELAY_ALTERNATE_SERVER", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub alternate_server: Vec<SocketAddr>,
+    /// The same for clients over TLS (the alternate's TLS port).
+    #[arg(long = "tls-alternate-server", env = "TELETIP_RELAY_TLS_ALTERNATE_SERVER", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub tls_alternate_server: Vec<SocketAddr>,
     /// Peer ranges denied in addition to the built-in policy.
     #[arg(long = "denied-peer-ip", env = "TELETIP_RELAY_DENIED_PEER_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
@@ -229,7 +239,7 @@ impl Settings {
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
             workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
             listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip,
-            metrics_allowed_network, firewall_allowed_tcp_port)
+            metrics_allowed_network, firewall_allowed_tcp_port, alternate_server, tls_alternate_server)
     }
 
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
@@ -267,6 +277,9 @@ pub struct RelayConfig {
     pub max_tcp_connections_per_ip: usize,
     pub relay_ip: IpAddr,
     pub external_ip: Option<IpAddr>,
+    /// Where a draining relay sends new clients (UDP and TCP; TLS).
+    pub alternate_servers: Vec<SocketAddr>,
+    pub tls_alternate_servers: Vec<SocketAddr>,
     pub min_port: u16,
     pub max_port: u16,
     pub realm: String,
@@ -430,6 +443,8 @@ impl RelayConfig {
             max_tcp_connections_per_ip: s.max_tcp_connections_per_ip.unwrap_or(128),
             relay_ip,
             external_ip: s.external_ip,
+            alternate_servers: s.alternate_server,
+            tls_alternate_servers: s.tls_alternate_server,
             min_port,
             max_port,
             realm: s.realm.unwrap_or_else(|| "teletip".into()),
@@ -528,6 +543,9 @@ impl RelayConfig {
         if let Some(e) = self.external_ip {
             line("external-ip", format!("\"{e}\""));
         }
+        let addrs = |v: &[SocketAddr]| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        line("alternate-server", format!("[{}]", addrs(&self.alternate_servers)));
+        line("tls-alternate-server", format!("[{}]", addrs(&self.tls_alternate_servers)));
         line("min-port", self.min_port.to_string());
         line("max-port", self.max_port.to_string());
         line("realm", format!("{:?}", self.realm));

@@ -41,6 +41,8 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
     sc.unauth_rate = c.unauth_rate;
     sc.unauth_burst = c.unauth_burst;
     sc.same_relay_delivery = c.same_relay_delivery;
+    sc.alternate_servers = c.alternate_servers.clone();
+    sc.tls_alternate_servers = c.tls_alternate_servers.clone();
     sc
 }
 
@@ -127,6 +129,25 @@ fn reload_secrets(ring: &SecretRing, reread: &dyn Fn() -> anyhow::Result<RelayCo
             changed = ?rotation.changed,
             "SIGHUP: secrets reloaded; allocations made under a removed secret keep running until their credential expires"
         );
+    }
+}
+
+/// SIGUSR1 starts a drain, SIGUSR2 ends it: while draining, new Allocates are sent to an
+/// alternate server (300) or refused (508), and the allocations in place carry on, so the
+/// operator can empty a relay before maintenance without cutting a call.
+fn set_draining(server: &ServerConfig, draining: bool) {
+    let was = server.draining.swap(draining, Ordering::Relaxed);
+    ::metrics::gauge!("teletip_draining").set(if draining { 1.0 } else { 0.0 });
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(if draining { "draining" } else { "relaying" })]);
+    match (was, draining) {
+        (false, true) => tracing::warn!(
+            alternates = ?server.alternate_servers,
+            tls_alternates = ?server.tls_alternate_servers,
+            "SIGUSR1: draining: new allocations are sent to an alternate server (300) or refused (508); allocations in place carry on (SIGUSR2 ends the drain)"
+        ),
+        (true, false) => tracing::info!("SIGUSR2: drain ended: new allocations are accepted again"),
+        (true, true) => tracing::info!("SIGUSR1: already draining"),
+        (false, false) => tracing::info!("SIGUSR2: not draining"),
     }
 }
 
@@ -271,6 +292,8 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
         loop {
             tokio::select! {
                 _ = term.recv() => return anyhow::Ok("SIGTERM"),
@@ -283,6 +306,8 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
                     reload_secrets(&server.secrets, reread);
                     reload_certificate(served_certificate.as_deref());
                 }
+                _ = usr1.recv() => set_draining(&server, true),
+                _ = usr2.recv() => set_draining(&server, false),
             }
         }
     })?;

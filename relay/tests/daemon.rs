@@ -410,3 +410,47 @@ async fn sighup_rotates_secrets_without_ending_allocations() {
     assert_eq!(relay.metric("teletip_auth_success_total", "key_id=\"k1\""), 1.0, "k1's count kept");
     assert!(relay.stop().success());
 }
+
+/// Draining for maintenance: after SIGUSR1 a new Allocate gets a signed 300 Try Alternate
+/// naming the configured alternate server, the allocation already in place keeps refreshing,
+/// and `teletip_draining` says so; SIGUSR2 ends the drain.
+#[test]
+fn sigusr1_drains_new_allocations_to_the_alternate_and_sigusr2_ends_it() {
+    let relay = Relay::start("127.0.0.1", &["--alternate-server", "192.0.2.9:3478,[2001:db8::9]:3478"]);
+    let mut in_call = TurnClient::new(relay.addr, "in-call");
+    assert_eq!(in_call.allocate(&|_| {}).class(), Class::Success);
+    assert_eq!(relay.metric("teletip_draining", ""), 0.0);
+
+    relay.signal(libc::SIGUSR1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let turned_away = loop {
+        let mut fresh = TurnClient::new(relay.addr, "fresh");
+        let answer = fresh.allocate(&|_| {});
+        if answer.error_code() == Some(300) {
+            break answer;
+        }
+        assert_eq!(answer.class(), Class::Success, "before the drain begins");
+        assert!(std::time::Instant::now() < deadline, "no 300 within 5 s of SIGUSR1");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // ALTERNATE-SERVER in the plain MAPPED-ADDRESS form: the IPv4 alternate for an IPv4 client.
+    assert_eq!(turned_away.msg().get(attr::ALTERNATE_SERVER), Some(&[0, 1, 0x0D, 0x96, 192, 0, 2, 9][..]));
+    assert!(turned_away.msg().has_integrity(), "the 300 is signed");
+    let refreshed = in_call.call(Method::REFRESH, &|w| drop(w.u32(attr::LIFETIME, 600)));
+    assert_eq!(refreshed.class(), Class::Success, "the allocation in place carries on");
+    assert_eq!(relay.wait_metric("teletip_draining", "", 1.0), 1.0);
+    assert!(relay.wait_metric("teletip_allocations_failed_total", "reason=\"draining\"", 1.0) >= 1.0);
+
+    relay.signal(libc::SIGUSR2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut after = TurnClient::new(relay.addr, "after");
+        if after.allocate(&|_| {}).class() == Class::Success {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still turned away 5 s after SIGUSR2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(relay.metric("teletip_draining", ""), 0.0);
+    assert!(relay.stop().success());
+}

@@ -175,6 +175,52 @@ fn a_rotation_takes_effect_at_once_and_ends_no_allocation() {
 }
 
 #[test]
+fn a_draining_relay_turns_new_allocations_away_and_keeps_the_old_ones() {
+    let mut config = config();
+    config.alternate_servers = vec!["[2001:db8::9]:3478".parse().unwrap(), "192.0.2.9:3478".parse().unwrap()];
+    let draining = config.draining.clone();
+    let mut s = shard_with(config, SharedQuotas::new(0, 0, 0));
+    let mut before = Client::new("198.51.100.20:5000", "x");
+    allocate(&mut s, T0, &mut before);
+
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    // A new client: 300 Try Alternate, signed, naming the alternate of its own family, in the
+    // plain (not XOR-ed) address form.
+    let mut new = Client::new("198.51.100.21:5000", "y");
+    learn_nonce(&mut s, T0, &mut new);
+    let a = call(&mut s, T0, &mut new, Method::ALLOCATE, requested_udp);
+    assert_eq!(a.error_code(), Some(300));
+    assert!(a.msg().verify_integrity(&new.key()).is_some(), "the 300 is signed");
+    assert_eq!(a.msg().get(attr::ALTERNATE_SERVER), Some(&[0, codec::FAMILY_IPV4, 0x0D, 0x96, 192, 0, 2, 9][..]));
+    assert_eq!(s.allocation_count(), 1);
+    assert_eq!(s.stats().alloc_failures[AllocFailure::Draining as usize], 1);
+    // The allocation made before the drain refreshes.
+    assert_eq!(call(&mut s, T0.plus_secs(1), &mut before, Method::REFRESH, |_| {}).class(), Class::Success);
+
+    // Drain over: allocations again.
+    draining.store(false, std::sync::atomic::Ordering::Relaxed);
+    allocate(&mut s, T0.plus_secs(2), &mut new);
+    assert_eq!(s.allocation_count(), 2);
+
+    // With no alternate of the client's family: 508.
+    let only_v6 = config_with_alternates(vec!["[2001:db8::9]:3478".parse().unwrap()]);
+    only_v6.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut s = shard_with(only_v6, SharedQuotas::new(0, 0, 0));
+    let mut c = Client::new("198.51.100.22:5000", "z");
+    learn_nonce(&mut s, T0, &mut c);
+    let a = call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp);
+    assert_eq!(a.error_code(), Some(508));
+    assert!(a.msg().get(attr::ALTERNATE_SERVER).is_none());
+    assert_eq!(s.allocation_count(), 0);
+}
+
+fn config_with_alternates(alternates: Vec<SocketAddr>) -> teletip_turn_proto::server::ServerConfig {
+    let mut c = config();
+    c.alternate_servers = alternates;
+    c
+}
+
+#[test]
 fn nonces_expire_and_do_not_travel_to_another_five_tuple() {
     let mut s = shard();
     let mut c = Client::new("198.51.100.20:5000", "x");

@@ -52,6 +52,26 @@ pub fn encode_xor_address_value(addr: SocketAddr, txid: &TransactionId, out: &mu
     }
 }
 
+/// Writes a plain (not XOR-ed) address value, the MAPPED-ADDRESS form that ALTERNATE-SERVER
+/// uses (RFC 8489 §14.1, §14.15), into `out` and returns its length (8 or 20). `out` must hold
+/// at least 20 bytes.
+pub fn encode_address_value(addr: SocketAddr, out: &mut [u8]) -> usize {
+    out[0] = 0;
+    out[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out[1] = FAMILY_IPV4;
+            out[4..8].copy_from_slice(&ip.octets());
+            8
+        }
+        IpAddr::V6(ip) => {
+            out[1] = FAMILY_IPV6;
+            out[4..20].copy_from_slice(&ip.octets());
+            20
+        }
+    }
+}
+
 fn xor_key_v6(txid: &TransactionId) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());

@@ -13,7 +13,7 @@ mod message;
 mod stream;
 mod writer;
 
-pub use addr::{decode_xor_address, encode_xor_address_value};
+pub use addr::{decode_xor_address, encode_address_value, encode_xor_address_value};
 pub use attr::*;
 pub use channel_data::{
     CHANNEL_DATA_HEADER_LEN, ChannelData, RFC5766_MAX_CHANNEL, RFC8656_MAX_CHANNEL, is_channel_data, is_channel_number,

@@ -2,8 +2,8 @@
 
 use super::integrity::{IntegrityKind, hmac_sha1_with_length, hmac_sha256_with_length};
 use super::{
-    Class, HEADER_LEN, IntegrityKey, MAGIC_COOKIE, Method, TransactionId, attr, encode_xor_address_value,
-    fingerprint_of,
+    Class, HEADER_LEN, IntegrityKey, MAGIC_COOKIE, Method, TransactionId, attr, encode_address_value,
+    encode_xor_address_value, fingerprint_of,
 };
 use std::net::SocketAddr;
 use thiserror::Error;
@@ -77,6 +77,13 @@ impl<'b> MessageWriter<'b> {
     pub fn xor_address(&mut self, attr_type: u16, addr: SocketAddr) -> Result<&mut Self, EncodeError> {
         let mut value = [0u8; 20];
         let n = encode_xor_address_value(addr, &self.txid, &mut value);
+        self.bytes(attr_type, &value[..n])
+    }
+
+    /// A plain address attribute (ALTERNATE-SERVER).
+    pub fn address(&mut self, attr_type: u16, addr: SocketAddr) -> Result<&mut Self, EncodeError> {
+        let mut value = [0u8; 20];
+        let n = encode_address_value(addr, &mut value);
         self.bytes(attr_type, &value[..n])
     }
 

@@ -1,6 +1,8 @@
 //! What the state machine needs to know: realm, secrets, lifetimes, limits, peer policy.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::credentials::Secret;
 use crate::nonce::NonceIssuer;
@@ -42,6 +44,15 @@ pub struct ServerConfig {
     /// Deliver a datagram addressed to another allocation of the same shard straight to that
     /// allocation's client (see `local.rs`). Off only to measure or debug the kernel path.
     pub same_relay_delivery: bool,
+    /// While set, the relay drains: new Allocates are turned away (300 Try Alternate to an
+    /// alternate server, else 508) and existing allocations carry on. The daemon sets and
+    /// clears it (SIGUSR1, SIGUSR2); read once per Allocate.
+    pub draining: Arc<AtomicBool>,
+    /// Where a draining relay sends new clients over UDP and TCP (ALTERNATE-SERVER), the first
+    /// of the client's address family.
+    pub alternate_servers: Vec<SocketAddr>,
+    /// The same for clients over TLS.
+    pub tls_alternate_servers: Vec<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -66,6 +77,9 @@ impl ServerConfig {
             unauth_burst: 200,
             unauth_max_sources: 65_536,
             same_relay_delivery: true,
+            draining: Arc::new(AtomicBool::new(false)),
+            alternate_servers: Vec::new(),
+            tls_alternate_servers: Vec::new(),
         }
     }
 

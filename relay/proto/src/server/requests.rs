@@ -7,7 +7,7 @@ use super::auth::Authenticated;
 use super::reply::{Signer, respond, respond_error};
 use super::{
     Action, AllocFailure, AuthFailure, BindError, BindRequest, DropReason, Family, FiveTuple, Payload, RelayBinder,
-    Shard,
+    Shard, Transport,
 };
 use crate::codec::{self, Class, Message, MessageWriter, Method, attr, decode_xor_address};
 use crate::limits::{QuotaRefusal, TokenBucket};
@@ -115,6 +115,9 @@ impl<B: RelayBinder> Shard<B> {
             }
             return self.allocate_failed(out, msg, &signer, AllocFailure::Mismatch, 437);
         }
+        if self.config.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.turn_away_while_draining(tuple, msg, &signer, out);
+        }
         let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
             return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400);
         };
@@ -218,6 +221,31 @@ impl<B: RelayBinder> Shard<B> {
             })
         } else {
             allocate_success(out, msg, &signer, a, now)
+        }
+    }
+
+    /// A draining relay's answer to a new Allocate: 300 Try Alternate with ALTERNATE-SERVER
+    /// (RFC 8489 §10, RFC 8656 §7.2) when an alternate of the client's address family is
+    /// configured for its transport, else 508 Insufficient Capacity; either way the client
+    /// moves on to another server.
+    fn turn_away_while_draining(
+        &mut self,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        signer: &Signer<'_>,
+        out: &mut [u8],
+    ) -> Handled {
+        self.stats.alloc_failed(AllocFailure::Draining);
+        let alternates = match tuple.transport {
+            Transport::Tls => &self.config.tls_alternate_servers,
+            Transport::Udp | Transport::Tcp => &self.config.alternate_servers,
+        };
+        // ALTERNATE-SERVER's family must be the request's source's (RFC 8489 §14.15).
+        match alternates.iter().find(|a| a.is_ipv4() == tuple.client.is_ipv4()) {
+            Some(&alternate) => {
+                respond_error(out, msg, 300, Some(signer), |w| w.address(attr::ALTERNATE_SERVER, alternate).map(drop))
+            }
+            None => respond_error(out, msg, 508, Some(signer), |_| Ok(())),
         }
     }
 

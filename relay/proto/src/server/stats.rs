@@ -62,6 +62,7 @@ reason_enum!(
         IpQuota => "ip_quota",
         Capacity => "capacity",
         UnknownAttribute => "unknown_attribute",
+        Draining => "draining",
     }
 );
 
