@@ -51,9 +51,10 @@ impl SecretRing {
         SecretRing { set: ArcSwap::from_pointee(set) }
     }
 
-    /// The set as it is now; hold it only for one authentication.
-    pub fn current(&self) -> Arc<SecretSet> {
-        self.set.load_full()
+    /// The set as it is now; hold it only for one authentication (arc-swap's guard: no
+    /// reference count is touched, so workers on several cores do not contend on it).
+    pub fn current(&self) -> arc_swap::Guard<Arc<SecretSet>> {
+        self.set.load()
     }
 
     /// Publishes `secrets` in place of the current set and says what changed. Allocations
