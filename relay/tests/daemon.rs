@@ -16,29 +16,13 @@ use teletip_turn_proto::credentials::issue;
 /// their relayed addresses, both ways; the relay counts the bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_crate_clients_relay_to_each_other() {
-    use turn::client::{Client, ClientConfig};
     use webrtc_util::Conn;
 
     let relay = Relay::start("127.0.0.1", &["--allow-loopback-peers", "true"]);
     let mut conns = Vec::new();
     let mut clients = Vec::new();
     for id in ["practitioner-session", "patient-session"] {
-        let (username, password) = issue(SECRET.as_bytes(), id, unix_now() + 600);
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let client = Client::new(ClientConfig {
-            stun_serv_addr: relay.addr.to_string(),
-            turn_serv_addr: relay.addr.to_string(),
-            username,
-            password,
-            realm: REALM.into(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: Arc::new(socket),
-            vnet: None,
-        })
-        .await
-        .unwrap();
-        client.listen().await.unwrap();
+        let client = turn_crate_client(&relay, issue(SECRET.as_bytes(), id, unix_now() + 600)).await;
         let mapped = client.send_binding_request().await.unwrap();
         assert_eq!(mapped.ip().to_string(), "127.0.0.1");
         conns.push(client.allocate().await.unwrap());
@@ -77,6 +61,26 @@ async fn turn_crate_clients_relay_to_each_other() {
     for c in &clients {
         c.close().await.unwrap();
     }
+}
+
+/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening.
+async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: relay.addr.to_string(),
+        turn_serv_addr: relay.addr.to_string(),
+        username,
+        password,
+        realm: REALM.into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    client.listen().await.unwrap();
+    client
 }
 
 fn sink(bind: &str) -> (UdpSocket, u16) {
@@ -376,22 +380,7 @@ async fn sighup_rotates_secrets_without_ending_allocations() {
     assert_eq!(refreshed.class(), Class::Success, "the allocation made under k1 keeps refreshing");
     assert_eq!(in_call.allocate(&|_| {}).error_code(), Some(437), "and it is still there (437: already allocated)");
 
-    let (username, password) = under(NEXT, "turn-crate");
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.addr.to_string(),
-        turn_serv_addr: relay.addr.to_string(),
-        username,
-        password,
-        realm: REALM.into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
+    let client = turn_crate_client(&relay, under(NEXT, "turn-crate")).await;
     let relayed = client.allocate().await.expect("the turn crate allocates under k2");
     let relayed = webrtc_util::Conn::local_addr(&relayed).unwrap();
     assert!((relay.min_port..=relay.max_port).contains(&relayed.port()), "relayed port {relayed} in range");

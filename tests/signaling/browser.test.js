@@ -126,6 +126,34 @@ async function until(what, fn, timeoutMs = 45000) {
   }
 }
 
+/**
+ * A practitioner's and a patient's page for one test: `fn(doc, pat)` runs with both; on a
+ * failure both are photographed as `<role>-<tag>-failed.png`; both are closed in any case.
+ */
+async function withTwoPages(tag, fn) {
+  const doc = await openPage(`practitioner ${tag}`, { width: 1280, height: 860 });
+  const pat = await openPage(`patient ${tag}`, { width: 360, height: 780 });
+  try {
+    await fn(doc, pat);
+  } catch (e) {
+    await doc.screenshot({ path: join(ARTIFACTS, `practitioner-${tag}-failed.png`), fullPage: true }).catch(() => {});
+    await pat.screenshot({ path: join(ARTIFACTS, `patient-${tag}-failed.png`), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await doc.context().close();
+    await pat.context().close();
+  }
+}
+
+/** Both join the appointment (relay only), and the practitioner admits the patient. */
+async function joinAndAdmit(doc, pat, appointmentId) {
+  await openAppointmentAndJoin(pat, appointmentId);
+  await openAppointmentAndJoin(doc, appointmentId);
+  const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
+  await waiting.waitFor();
+  await waiting.getByTestId("admit").click();
+}
+
 test("the control plane serves control/web as it is, under the strict CSP", async () => {
   const files = { "/": "index.html", "/app.js": "app.js", "/app.css": "app.css", "/vendor/socket.io.min.js": "vendor/socket.io.min.js" };
   for (const [path, file] of Object.entries(files)) {
@@ -164,48 +192,101 @@ test("a consultation relayed over TURN/TCP when only TCP is offered", async () =
   const tcpRelay = await Relay.start({ secretFile: join(tcpControl.dataDir, "relay.secret"), port, dir });
   const clinic = await Clinic.open({ control: tcpControl });
   const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Can Demir", patient: "Zeynep Arslan" });
-  const doc = await openPage("practitioner over tcp", { width: 1280, height: 860 });
-  const pat = await openPage("patient over tcp", { width: 360, height: 780 });
   try {
-    await logIn(pat, patient, tcpControl);
-    await logIn(doc, practitioner, tcpControl);
-    const servers = await pat.evaluate(() => window.teletip.pc?.getConfiguration().iceServers ?? null);
-    await openAppointmentAndJoin(pat, appointment.id);
-    await openAppointmentAndJoin(doc, appointment.id);
-    const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
-    await waiting.waitFor();
-    await waiting.getByTestId("admit").click();
-    for (const page of [doc, pat]) {
-      const s = await until(`${page.label} decoding video over TURN/TCP`, async () => {
-        const st = await mediaStats(page);
-        return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay", value: st, st };
+    await withTwoPages("tcp", async (doc, pat) => {
+      await logIn(pat, patient, tcpControl);
+      await logIn(doc, practitioner, tcpControl);
+      const servers = await pat.evaluate(() => window.teletip.pc?.getConfiguration().iceServers ?? null);
+      await joinAndAdmit(doc, pat, appointment.id);
+      for (const page of [doc, pat]) {
+        const s = await until(`${page.label} decoding video over TURN/TCP`, async () => {
+          const st = await mediaStats(page);
+          return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay", value: st, st };
+        });
+        const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
+        assert.ok(urls.length > 0 && urls.every((u) => u.endsWith("?transport=tcp")), `${page.label}: only TCP offered: ${urls} (before join: ${JSON.stringify(servers)})`);
+        assert.equal(s.relayProtocol, "tcp", `${page.label}: reaches the relay over ${s.relayProtocol}`);
+        assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
+        assert.ok(s.framesDecoded > 0);
+      }
+      // The relay saw the two browsers' connections and carried the media over them.
+      const accepted = await until("the relay counting TCP connections", async () => {
+        const n = await tcpRelay.counter("teletip_stream_connections_accepted_total");
+        return { ok: n >= 2, value: n };
       });
-      const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
-      assert.ok(urls.length > 0 && urls.every((u) => u.endsWith("?transport=tcp")), `${page.label}: only TCP offered: ${urls} (before join: ${JSON.stringify(servers)})`);
-      assert.equal(s.relayProtocol, "tcp", `${page.label}: reaches the relay over ${s.relayProtocol}`);
-      assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
-      assert.ok(s.framesDecoded > 0);
-    }
-    // The relay saw the two browsers' connections and carried the media over them.
-    const accepted = await until("the relay counting TCP connections", async () => {
-      const n = await tcpRelay.counter("teletip_stream_connections_accepted_total");
-      return { ok: n >= 2, value: n };
+      assert.ok(accepted >= 2, `teletip_stream_connections_accepted_total ${accepted}`);
+      const bytes = await until("the relay counting relayed bytes", async () => {
+        const n = await tcpRelay.counter("teletip_relayed_bytes_total");
+        return { ok: n > 10000, value: n };
+      });
+      assert.ok(bytes > 10000);
     });
-    assert.ok(accepted >= 2, `teletip_stream_connections_accepted_total ${accepted}`);
-    const bytes = await until("the relay counting relayed bytes", async () => {
-      const n = await tcpRelay.counter("teletip_relayed_bytes_total");
-      return { ok: n > 10000, value: n };
-    });
-    assert.ok(bytes > 10000);
-  } catch (e) {
-    await doc.screenshot({ path: join(ARTIFACTS, "practitioner-tcp-failed.png"), fullPage: true }).catch(() => {});
-    await pat.screenshot({ path: join(ARTIFACTS, "patient-tcp-failed.png"), fullPage: true }).catch(() => {});
-    throw e;
   } finally {
-    await doc.context().close();
-    await pat.context().close();
     await tcpRelay.stop();
     await tcpControl.stop();
+  }
+});
+
+test("a draining relay sends the browsers to its alternate, where the call runs", async () => {
+  const dir = tempDir("teletip-browser-drain-");
+  const [drainingPort, alternatePort] = [await freeUdpPort(), await freeUdpPort()];
+  const drainControl = await Control.start({
+    name: "browser-drain",
+    dir,
+    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${drainingPort}\nstun = false\n`,
+  });
+  drainControl.createAdmin();
+  const secretFile = join(drainControl.dataDir, "relay.secret");
+  const alternate = await Relay.start({ secretFile, port: alternatePort, dir, name: "alternate" });
+  const draining = await Relay.start({
+    secretFile,
+    port: drainingPort,
+    dir,
+    name: "draining",
+    extraArgs: ["--alternate-server", `127.0.0.1:${alternatePort}`],
+  });
+  draining.signal("SIGUSR1");
+  await until("the relay draining", async () => {
+    const n = await draining.counter("teletip_draining");
+    return { ok: n === 1, value: n };
+  });
+  const clinic = await Clinic.open({ control: drainControl });
+  const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Elif Şahin", patient: "John Miller" });
+  try {
+    await withTwoPages("drain", async (doc, pat) => {
+      await logIn(pat, patient, drainControl);
+      await logIn(doc, practitioner, drainControl);
+      await joinAndAdmit(doc, pat, appointment.id);
+      for (const page of [doc, pat]) {
+        const s = await until(`${page.label} decoding video through the alternate relay`, async () => {
+          const st = await mediaStats(page);
+          return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay", value: st, st };
+        });
+        const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
+        assert.ok(urls.every((u) => u.includes(`:${drainingPort}`)), `${page.label}: only the draining relay offered: ${urls}`);
+        assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
+      }
+      // The alternate carried the media; the draining relay turned the Allocates away and
+      // relayed nothing.
+      const bytes = await until("the alternate relay counting relayed bytes", async () => {
+        const n = await alternate.counter("teletip_relayed_bytes_total");
+        return { ok: n > 10000, value: n };
+      });
+      assert.ok(bytes > 10000, `alternate relayed ${bytes} bytes`);
+      const turnedAway = await until("the draining relay counting turned-away Allocates", async () => {
+        const text = await (await fetch(draining.metricsUrl())).text();
+        const m = /^teletip_allocations_failed_total\{reason="draining"\} (\S+)$/m.exec(text);
+        const n = m ? Number(m[1]) : 0;
+        return { ok: n >= 2, value: n };
+      });
+      assert.ok(turnedAway >= 2, `draining relay turned away ${turnedAway} Allocates`);
+      assert.equal(await draining.counter("teletip_allocations_created_total"), 0, "the draining relay allocated nothing");
+      assert.equal(await draining.counter("teletip_relayed_bytes_total"), 0, "the draining relay relayed nothing");
+    });
+  } finally {
+    await draining.stop();
+    await alternate.stop();
+    await drainControl.stop();
   }
 });
 

@@ -186,14 +186,14 @@ function safeRead(p) {
 
 /** teletip-relay on loopback with the control plane's generated relay secret. */
 export class Relay {
-  static async start({ secretFile, port, dir = tempDir("teletip-relay-") }) {
+  static async start({ secretFile, port, dir = tempDir("teletip-relay-"), name = "relay", extraArgs = [] }) {
     port = port || (await freeUdpPort());
     const metricsPort = await freePort();
     // Relay ports above the kernel's ephemeral range (32768-60999), so they never collide
     // with the browsers' own sockets; a random slice so that parallel runs rarely meet.
     const minPort = 61000 + Math.floor(Math.random() * 40) * 100;
     const maxPort = minPort + 99;
-    const logPath = join(dir, "relay.log");
+    const logPath = join(dir, `${name}.log`);
     const log = createWriteStream(logPath);
     const args = [
       "--static-auth-secret-file", secretFile,
@@ -205,6 +205,7 @@ export class Relay {
       "--allow-loopback-peers", "true",
       "--prometheus-port", String(metricsPort),
       "--workers", "1",
+      ...extraArgs,
     ];
     const child = spawn(join(BIN, "teletip-relay"), args, { env: { ...process.env, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
     track(child, "teletip-relay");
@@ -229,6 +230,11 @@ export class Relay {
 
   metricsUrl() {
     return `http://127.0.0.1:${this.metricsPort}/metrics`;
+  }
+
+  /** Sends a signal (SIGUSR1: drain, SIGUSR2: end the drain, SIGHUP: reload). */
+  signal(name) {
+    this.child.kill(name);
   }
 
   /** Sum of a counter over all its label sets. */
