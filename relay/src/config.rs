@@ -89,6 +89,11 @@ pub struct Settings {
     #[arg(long = "tls-alternate-server", env = "TELETIP_RELAY_TLS_ALTERNATE_SERVER", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
     pub tls_alternate_server: Vec<SocketAddr>,
+    /// A file whose contents (at least 32 characters) key the nonces, instead of a random key
+    /// per start. Relays that send clients to each other (alternate-server) share it, so that a
+    /// redirected client's nonce is valid at the alternate (browsers do not retry a 438 there).
+    #[arg(long = "nonce-key-file", env = "TELETIP_RELAY_NONCE_KEY_FILE")]
+    pub nonce_key_file: Option<PathBuf>,
     /// Peer ranges denied in addition to the built-in policy.
     #[arg(long = "denied-peer-ip", env = "TELETIP_RELAY_DENIED_PEER_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
@@ -234,7 +239,7 @@ impl Settings {
                 }
             };
         }
-        pick!(listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, max_tcp_connections_per_ip, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
+        pick!(nonce_key_file, listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, max_tcp_connections_per_ip, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
             client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
             workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
@@ -253,6 +258,25 @@ impl Settings {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The key nonces are made with when relays share one (nonce-key-file).
+#[derive(Clone)]
+pub struct NonceKey {
+    pub path: PathBuf,
+    pub key: [u8; 32],
+}
+
+impl NonceKey {
+    fn read(path: &Path) -> Result<NonceKey, ConfigError> {
+        use sha2::Digest;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let text = text.trim();
+        if text.len() < 32 {
+            return Err(ConfigError::WeakNonceKey(path.to_owned()));
+        }
+        Ok(NonceKey { path: path.to_owned(), key: sha2::Sha256::digest(text.as_bytes()).into() })
+    }
 }
 
 /// A secret with its key id, as loaded.
@@ -280,6 +304,8 @@ pub struct RelayConfig {
     /// Where a draining relay sends new clients (UDP and TCP; TLS).
     pub alternate_servers: Vec<SocketAddr>,
     pub tls_alternate_servers: Vec<SocketAddr>,
+    /// The nonce key from nonce-key-file (SHA-256 of its contents), or none: random per start.
+    pub nonce_key: Option<NonceKey>,
     pub min_port: u16,
     pub max_port: u16,
     pub realm: String,
@@ -335,6 +361,8 @@ pub enum ConfigError {
     Dscp(u8),
     #[error("{0} must be at least {1}")]
     TooSmall(&'static str, u64),
+    #[error("nonce-key-file {0}: at least 32 characters are needed (openssl rand -hex 32)")]
+    WeakNonceKey(PathBuf),
     #[error("cert and pkey go together: TURN over TLS needs both (or neither, with no TLS)")]
     TlsHalf,
     #[error("tls-listening-port {0} is listening-port too, which serves plain TCP: pick another port, or set no-tcp")]
@@ -445,6 +473,10 @@ impl RelayConfig {
             external_ip: s.external_ip,
             alternate_servers: s.alternate_server,
             tls_alternate_servers: s.tls_alternate_server,
+            nonce_key: match &s.nonce_key_file {
+                Some(path) => Some(NonceKey::read(path)?),
+                None => None,
+            },
             min_port,
             max_port,
             realm: s.realm.unwrap_or_else(|| "teletip".into()),
@@ -546,6 +578,9 @@ impl RelayConfig {
         let addrs = |v: &[SocketAddr]| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
         line("alternate-server", format!("[{}]", addrs(&self.alternate_servers)));
         line("tls-alternate-server", format!("[{}]", addrs(&self.tls_alternate_servers)));
+        if let Some(key) = &self.nonce_key {
+            line("nonce-key-file", format!("{:?}", key.path.display().to_string()));
+        }
         line("min-port", self.min_port.to_string());
         line("max-port", self.max_port.to_string());
         line("realm", format!("{:?}", self.realm));
@@ -701,6 +736,25 @@ mod tests {
         let c = RelayConfig::from_settings(loud).unwrap();
         assert_eq!(c.unsafe_settings().len(), 2);
         assert!(c.effective_allowed_peers().iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn a_nonce_key_file_keys_nonces_alike_on_every_relay_that_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonce.key");
+        let with = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let toml =
+                format!("static-auth-secret = \"0123456789abcdef\"\nnonce-key-file = {:?}", path.display().to_string());
+            RelayConfig::from_settings(settings(&toml))
+        };
+        assert!(matches!(with("too-short\n"), Err(ConfigError::WeakNonceKey(_))));
+        let a = with("0123456789abcdef0123456789abcdef\n").unwrap().nonce_key.unwrap().key;
+        let b = with("  0123456789abcdef0123456789abcdef  ").unwrap().nonce_key.unwrap().key;
+        assert_eq!(a, b, "surrounding whitespace does not change the key");
+        assert_ne!(a, with("fedcba9876543210fedcba9876543210").unwrap().nonce_key.unwrap().key);
+        let without = RelayConfig::from_settings(settings("static-auth-secret = \"0123456789abcdef\"")).unwrap();
+        assert!(without.nonce_key.is_none(), "random per start unless configured");
     }
 
     #[test]

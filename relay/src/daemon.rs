@@ -27,7 +27,9 @@ fn proto_secrets(c: &RelayConfig) -> Vec<Secret> {
 /// The protocol settings the state machine gets from the daemon's configuration.
 pub fn server_config(c: &RelayConfig) -> ServerConfig {
     let secrets = proto_secrets(c);
-    let nonce_key: [u8; 32] = rand::rng().random();
+    // Shared with the alternates when configured, so that their redirected clients' nonces
+    // hold there; otherwise random per start.
+    let nonce_key: [u8; 32] = c.nonce_key.as_ref().map_or_else(|| rand::rng().random(), |k| k.key);
     let mut sc = ServerConfig::new(c.realm.clone(), secrets, nonce_key);
     sc.nonces = NonceIssuer::new(nonce_key, c.stale_nonce);
     sc.policy = PeerPolicy::new(c.effective_allowed_peers(), c.denied_peer_ip.clone());

@@ -8,7 +8,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { Clinic } from "./lib/clinic.js";
@@ -227,7 +229,19 @@ test("a consultation relayed over TURN/TCP when only TCP is offered", async () =
   }
 });
 
-test("a draining relay sends the browsers to its alternate, where the call runs", async () => {
+// Maintenance on a relay: it drains (SIGUSR1) with another relay as its alternate-server. The
+// control plane still offers only the draining relay; Chromium's Allocate gets 300 Try Alternate,
+// follows ALTERNATE-SERVER to the other relay, and the call runs there, relay only. Chromium
+// refuses a redirect to a loopback address (libwebrtc TurnPort::SetAlternateServer), so the
+// alternate listens on this host's own non-loopback address.
+test("a draining relay sends the browsers to its alternate, where the call runs", async (t) => {
+  const hostIp = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+  if (!hostIp) {
+    t.skip("SKIPPED: this host has no non-loopback IPv4 address, and Chromium follows no redirect to loopback");
+    return;
+  }
   const dir = tempDir("teletip-browser-drain-");
   const [drainingPort, alternatePort] = [await freeUdpPort(), await freeUdpPort()];
   const drainControl = await Control.start({
@@ -237,13 +251,25 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
   });
   drainControl.createAdmin();
   const secretFile = join(drainControl.dataDir, "relay.secret");
-  const alternate = await Relay.start({ secretFile, port: alternatePort, dir, name: "alternate" });
+  // The two relays share a nonce key, so the nonce the 300 hands over holds at the alternate.
+  const nonceKeyFile = join(dir, "nonce.key");
+  writeFileSync(nonceKeyFile, `${randomBytes(32).toString("hex")}\n`);
+  // Its relayed addresses are on hostIp too: the browsers' relay candidates are each other's
+  // peers there, which the deny-by-default policy refuses unless allowed (a test-only setting).
+  const alternate = await Relay.start({
+    secretFile,
+    port: alternatePort,
+    dir,
+    name: "alternate",
+    ip: hostIp,
+    extraArgs: ["--allowed-peer-ip", `${hostIp}/32`, "--nonce-key-file", nonceKeyFile],
+  });
   const draining = await Relay.start({
     secretFile,
     port: drainingPort,
     dir,
     name: "draining",
-    extraArgs: ["--alternate-server", `127.0.0.1:${alternatePort}`],
+    extraArgs: ["--alternate-server", `${hostIp}:${alternatePort}`, "--nonce-key-file", nonceKeyFile],
   });
   draining.signal("SIGUSR1");
   await until("the relay draining", async () => {
@@ -257,10 +283,19 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
       await logIn(pat, patient, drainControl);
       await logIn(doc, practitioner, drainControl);
       await joinAndAdmit(doc, pat, appointment.id);
+      // What each relay saw, for the message when the call does not come up.
+      const relays = async () => {
+        const pick = async (r) =>
+          (await (await fetch(r.metricsUrl())).text())
+            .split("\n")
+            .filter((l) => /^teletip_(allocations_(created|failed)_total|auth_(failures|challenges)_total)/.test(l) && !/ 0$/.test(l));
+        return { draining: await pick(draining), alternate: await pick(alternate) };
+      };
       for (const page of [doc, pat]) {
         const s = await until(`${page.label} decoding video through the alternate relay`, async () => {
           const st = await mediaStats(page);
-          return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay", value: st, st };
+          const ok = !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay";
+          return { ok, value: st, st, relays: ok ? null : await relays() };
         });
         const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
         assert.ok(urls.every((u) => u.includes(`:${drainingPort}`)), `${page.label}: only the draining relay offered: ${urls}`);

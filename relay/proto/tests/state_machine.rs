@@ -176,10 +176,10 @@ fn a_rotation_takes_effect_at_once_and_ends_no_allocation() {
 
 #[test]
 fn a_draining_relay_turns_new_allocations_away_and_keeps_the_old_ones() {
-    let mut config = config();
-    config.alternate_servers = vec!["[2001:db8::9]:3478".parse().unwrap(), "192.0.2.9:3478".parse().unwrap()];
-    let draining = config.draining.clone();
-    let mut s = shard_with(config, SharedQuotas::new(0, 0, 0));
+    let with_alternates =
+        config_with_alternates(vec!["[2001:db8::9]:3478".parse().unwrap(), "192.0.2.9:3478".parse().unwrap()]);
+    let draining = with_alternates.draining.clone();
+    let mut s = shard_with(with_alternates, SharedQuotas::new(0, 0, 0));
     let mut before = Client::new("198.51.100.20:5000", "x");
     allocate(&mut s, T0, &mut before);
 
@@ -194,6 +194,18 @@ fn a_draining_relay_turns_new_allocations_away_and_keeps_the_old_ones() {
     assert_eq!(a.msg().get(attr::ALTERNATE_SERVER), Some(&[0, codec::FAMILY_IPV4, 0x0D, 0x96, 192, 0, 2, 9][..]));
     assert_eq!(s.allocation_count(), 1);
     assert_eq!(s.stats().alloc_failures[AllocFailure::Draining as usize], 1);
+    // Like libwebrtc: take the 300's realm and nonce to the alternate and send the Allocate
+    // there once. An alternate that shares the nonce key (here: the same test config) grants
+    // it; one with a key of its own answers 438, on which a browser gives up.
+    assert_eq!(a.msg().get(attr::REALM), Some(REALM.as_bytes()));
+    new.nonce = Some(a.msg().get(attr::NONCE).expect("the 300 carries a nonce").to_vec());
+    let redirected = new.request(Method::ALLOCATE, requested_udp);
+    let mut alternate = shard();
+    assert_eq!(send(&mut alternate, T0, &new, &redirected).unwrap().class(), Class::Success);
+    let mut own_key = config();
+    own_key.nonces = teletip_turn_proto::nonce::NonceIssuer::new([7; 32], 600);
+    let mut stranger = shard_with(own_key, SharedQuotas::new(0, 0, 0));
+    assert_eq!(send(&mut stranger, T0, &new, &redirected).unwrap().error_code(), Some(438));
     // The allocation made before the drain refreshes.
     assert_eq!(call(&mut s, T0.plus_secs(1), &mut before, Method::REFRESH, |_| {}).class(), Class::Success);
 

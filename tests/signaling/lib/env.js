@@ -186,7 +186,7 @@ function safeRead(p) {
 
 /** teletip-relay on loopback with the control plane's generated relay secret. */
 export class Relay {
-  static async start({ secretFile, port, dir = tempDir("teletip-relay-"), name = "relay", extraArgs = [] }) {
+  static async start({ secretFile, port, dir = tempDir("teletip-relay-"), name = "relay", ip = "127.0.0.1", extraArgs = [] }) {
     port = port || (await freeUdpPort());
     const metricsPort = await freePort();
     // Relay ports above the kernel's ephemeral range (32768-60999), so they never collide
@@ -197,7 +197,7 @@ export class Relay {
     const log = createWriteStream(logPath);
     const args = [
       "--static-auth-secret-file", secretFile,
-      "--listening-ip", "127.0.0.1",
+      "--listening-ip", ip,
       "--listening-port", String(port),
       "--min-port", String(minPort),
       "--max-port", String(maxPort),

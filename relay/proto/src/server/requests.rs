@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::allocation::{Allocation, Channel};
 use super::auth::Authenticated;
-use super::reply::{Signer, respond, respond_error};
+use super::reply::{Signer, challenge_attributes, respond, respond_error};
 use super::{
     Action, AllocFailure, AuthFailure, BindError, BindRequest, DropReason, Family, FiveTuple, Payload, RelayBinder,
     Shard, Transport,
@@ -116,7 +116,7 @@ impl<B: RelayBinder> Shard<B> {
             return self.allocate_failed(out, msg, &signer, AllocFailure::Mismatch, 437);
         }
         if self.config.draining.load(std::sync::atomic::Ordering::Relaxed) {
-            return self.turn_away_while_draining(tuple, msg, &signer, out);
+            return self.turn_away_while_draining(now, tuple, msg, &signer, out);
         }
         let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
             return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400);
@@ -230,6 +230,7 @@ impl<B: RelayBinder> Shard<B> {
     /// moves on to another server.
     fn turn_away_while_draining(
         &mut self,
+        now: Millis,
         tuple: &FiveTuple,
         msg: &Message<'_>,
         signer: &Signer<'_>,
@@ -243,7 +244,16 @@ impl<B: RelayBinder> Shard<B> {
         // ALTERNATE-SERVER's family must be the request's source's (RFC 8489 §14.15).
         match alternates.iter().find(|a| a.is_ipv4() == tuple.client.is_ipv4()) {
             Some(&alternate) => {
-                respond_error(out, msg, 300, Some(signer), |w| w.address(attr::ALTERNATE_SERVER, alternate).map(drop))
+                // A fresh nonce and the realm too: libwebrtc takes them from the 300 into its
+                // Allocate at the alternate, and gives up on a 438 there. The alternate accepts
+                // the nonce when the relays share nonce-key-file.
+                let mut nonce = [0u8; 64];
+                let n = self.config.nonces.issue(now, tuple.transport.code(), tuple.client, &mut nonce);
+                let realm = &self.config.realm;
+                respond_error(out, msg, 300, Some(signer), |w| {
+                    w.address(attr::ALTERNATE_SERVER, alternate)?;
+                    challenge_attributes(w, realm, &nonce[..n])
+                })
             }
             None => respond_error(out, msg, 508, Some(signer), |_| Ok(())),
         }
