@@ -138,16 +138,35 @@ impl KeyExtractor for AccountKey {
     type Key = String;
 
     fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, tower_governor::GovernorError> {
-        let subject = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|t| self.0.jwt().verify(t.trim()).ok())
-            .map(|claims| claims.sub.to_string());
-        match subject {
+        match bearer_subject(&self.0, req.headers()) {
             Some(s) => Ok(s),
             None => PeerIpKeyExtractor.extract(req).map(|ip| ip.to_string()),
+        }
+    }
+}
+
+/// The account of a valid bearer token (verified: a forged token cannot spend someone else's
+/// budget).
+pub(crate) fn bearer_subject(state: &AppState, headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| state.jwt().verify(t.trim()).ok())
+        .map(|claims| claims.sub.to_string())
+}
+
+/// With `redis-url`, the same limits once more, shared by every instance (`ratelimit.rs`).
+fn shared_limits(state: &AppState) -> Option<Arc<crate::ratelimit::SharedLimits>> {
+    let url = state.config().redis_url.as_deref()?;
+    match redis::Client::open(url) {
+        Ok(client) => {
+            tracing::info!("rate limits are shared with the other instances through Redis");
+            Some(crate::ratelimit::SharedLimits::new(client))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "redis-url: rate limits are NOT shared; each instance keeps its own");
+            None
         }
     }
 }
@@ -176,14 +195,32 @@ pub fn router(state: AppState) -> Router {
             .finish()
             .expect("valid rate limit"),
     );
-    let limited_by_ip = Router::new()
+    let mut limited_by_ip = Router::new()
         .route("/v1/auth/login", post(crate::auth::login))
         .route("/v1/auth/refresh", post(crate::auth::refresh))
         .layer(GovernorLayer { config: per_ip.clone() });
-    let credentials = Router::new()
+    let mut credentials = Router::new()
         .route("/v1/ice/credentials", post(crate::ice::issue))
         .layer(GovernorLayer { config: per_account })
         .layer(GovernorLayer { config: per_ip });
+    if let Some(limits) = shared_limits(&state) {
+        use crate::ratelimit::{KeyBy, Limit, SharedLimit, enforce};
+        let by_ip = SharedLimit {
+            limits: limits.clone(),
+            limit: Limit::new("ip", rl.per_ip_per_second, rl.per_ip_burst),
+            key_by: KeyBy::PeerIp,
+        };
+        let by_account = SharedLimit {
+            limits,
+            limit: Limit::new("account", rl.per_account_per_second, rl.per_account_burst),
+            key_by: KeyBy::Account(state.clone()),
+        };
+        // Outermost, like the per-instance layers: the per-IP bucket first, then the account's.
+        limited_by_ip = limited_by_ip.layer(middleware::from_fn_with_state(by_ip.clone(), enforce));
+        credentials = credentials
+            .layer(middleware::from_fn_with_state(by_account, enforce))
+            .layer(middleware::from_fn_with_state(by_ip, enforce));
+    }
     Router::new()
         .merge(limited_by_ip)
         .merge(credentials)

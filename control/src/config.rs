@@ -24,8 +24,8 @@ pub struct ControlConfig {
     pub retention: RetentionConfig,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
-    /// Redis for signaling across several control instances (`redis://host:port/`). Unset:
-    /// one instance, rooms in memory.
+    /// Redis for several control instances (`redis://host:port/`): signaling rooms and events,
+    /// and the rate-limit buckets. Unset: one instance, all in memory.
     pub redis_url: Option<String>,
 }
 

@@ -13,6 +13,7 @@ pub mod ice;
 pub mod keys;
 pub mod privacy;
 pub mod problem;
+pub mod ratelimit;
 pub mod scheduling;
 pub mod signaling;
 pub mod store;
