@@ -7,7 +7,9 @@
 //!
 //! If Redis does not answer within `REDIS_TIMEOUT`, the request passes this layer (logged) and
 //! the per-instance buckets still hold: losing Redis must not lock everyone out of logging in.
-//! Keys are hashed: no client address or account id is written to Redis.
+//! Keys carry a SHA-256 of the client address or account id, not the value itself, and expire
+//! once their bucket is full again (an IPv4 address could still be found by trying them all;
+//! the entries live for seconds).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
