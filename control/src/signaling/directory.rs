@@ -40,7 +40,8 @@ pub enum DirectoryError {
 
 pub enum Directory {
     Memory(Mutex<HashMap<Uuid, HashMap<Uuid, Participant>>>),
-    Redis(redis::aio::MultiplexedConnection),
+    /// Reconnects by itself after Redis restarts.
+    Redis(redis::aio::ConnectionManager),
 }
 
 /// Room entries outlive the longest join window by this much, then Redis drops them.
@@ -69,7 +70,7 @@ impl Directory {
     }
 
     pub async fn redis(client: &redis::Client) -> Result<Directory, DirectoryError> {
-        Ok(Directory::Redis(client.get_multiplexed_async_connection().await?))
+        Ok(Directory::Redis(redis::aio::ConnectionManager::new(client.clone()).await?))
     }
 
     pub async fn list(&self, appointment: Uuid) -> Result<Vec<Participant>, DirectoryError> {

@@ -8,6 +8,7 @@
 mod conn;
 pub mod directory;
 mod handlers;
+mod redis_driver;
 mod reply;
 mod rooms;
 
@@ -56,14 +57,16 @@ pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router,
     };
     let redis_error = |source| SignalingError::Redis { url: url.clone(), source };
     let client = redis::Client::open(resp3.as_str()).map_err(redis_error)?;
-    let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis(&client).await.map_err(redis_error)?;
+    let driver = redis_driver::ReconnectingDriver::connect(client.clone()).await.map_err(redis_error)?;
+    let adapter = socketioxide_redis::RedisAdapterCtr::new_with_driver(driver, Default::default());
     let directory = Arc::new(Directory::redis(&client).await?);
     let state = Signaling { app, directory };
     let (layer, io) = SocketIo::builder()
         .with_state(state)
-        .with_adapter::<socketioxide_redis::RedisAdapter<_>>(adapter)
+        .with_adapter::<socketioxide_redis::CustomRedisAdapter<_, redis_driver::ReconnectingDriver>>(adapter)
         .build_layer();
-    type Redis = socketioxide_redis::RedisAdapter<socketioxide::adapter::Emitter>;
+    type Redis =
+        socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, redis_driver::ReconnectingDriver>;
     if let Err(e) = io.ns("/rtc", handlers::on_connect::<Redis>.with(handlers::authenticate::<Redis>)).await {
         tracing::error!(error = %e, "signaling namespace could not join the Redis adapter");
     }

@@ -5,7 +5,7 @@
 // $TELETIP_SIGNALING_TMP/pids so that `run` can kill it even if this process dies.
 
 import { spawn, spawnSync } from "node:child_process";
-import { createWriteStream, mkdtempSync, appendFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, mkdtempSync, appendFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -262,21 +262,46 @@ export class Relay {
 /** The runner's Redis, or one of our own. */
 export async function redisUrl() {
   if (process.env.TELETIP_REDIS_URL) return process.env.TELETIP_REDIS_URL;
-  const port = await freePort();
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
-  track(child, "redis-server");
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((r) => {
-      const s = new Socket();
-      s.once("error", () => r(false));
-      s.connect(port, "127.0.0.1", () => {
-        s.end();
-        r(true);
-      });
-    });
-    if (ok) return `redis://127.0.0.1:${port}/`;
-    await sleep(100);
+  return (await RedisServer.start()).url;
+}
+
+/** A redis-server of a test's own, which the test may stop and start again on the same port. */
+export class RedisServer {
+  static async start({ port, dir } = {}) {
+    const r = new RedisServer();
+    r.port = port || (await freePort());
+    r.dir = dir || tempDir("teletip-redis-");
+    mkdirSync(r.dir, { recursive: true });
+    r.url = `redis://127.0.0.1:${r.port}/`;
+    await r.restart();
+    return r;
   }
-  throw new Error("redis-server did not start");
+
+  /** Starts it (again): an append-only file in `dir` keeps the data over a restart. */
+  async restart() {
+    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--dir", this.dir];
+    this.child = spawn("redis-server", args, { stdio: "ignore" });
+    track(this.child, "redis-server");
+    for (let i = 0; i < 100; i++) {
+      const ok = await new Promise((r) => {
+        const s = new Socket();
+        s.once("error", () => r(false));
+        s.connect(this.port, "127.0.0.1", () => {
+          s.end();
+          r(true);
+        });
+      });
+      if (ok) return;
+      await sleep(100);
+    }
+    throw new Error("redis-server did not start");
+  }
+
+  async stop() {
+    if (!this.child || this.child.exitCode !== null) return;
+    const done = new Promise((r) => this.child.once("exit", r));
+    this.child.kill("SIGTERM");
+    await done;
+  }
 }
 
