@@ -232,9 +232,11 @@ test("a consultation relayed over TURN/TCP when only TCP is offered", async () =
 // Maintenance on a relay: it drains (SIGUSR1) with another relay as its alternate-server. The
 // control plane still offers only the draining relay; Chromium's Allocate gets 300 Try Alternate,
 // follows ALTERNATE-SERVER to the other relay, and the call runs there, relay only. Chromium
-// refuses a redirect to a loopback address (libwebrtc TurnPort::SetAlternateServer), so the
-// alternate listens on this host's own non-loopback address.
-test("a draining relay sends the browsers to its alternate, where the call runs", async (t) => {
+// refuses a redirect to a loopback address (libwebrtc TurnPort::SetAlternateServer), so both
+// relays listen on this host's own non-loopback address, and the browsers reach both from it,
+// as a client reaches two relays of one site from the same public address.
+/** A call through a draining relay offered over `transport` (udp or tcp). */
+async function callThroughDrainingRelay(t, transport) {
   const hostIp = Object.values(networkInterfaces())
     .flat()
     .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
@@ -242,12 +244,12 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
     t.skip("SKIPPED: this host has no non-loopback IPv4 address, and Chromium follows no redirect to loopback");
     return;
   }
-  const dir = tempDir("teletip-browser-drain-");
+  const dir = tempDir(`teletip-browser-drain-${transport}-`);
   const [drainingPort, alternatePort] = [await freeUdpPort(), await freeUdpPort()];
   const drainControl = await Control.start({
-    name: "browser-drain",
+    name: `browser-drain-${transport}`,
     dir,
-    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${drainingPort}\nstun = false\n`,
+    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "${hostIp}"\n${transport}-port = ${drainingPort}\nstun = false\n`,
   });
   drainControl.createAdmin();
   const secretFile = join(drainControl.dataDir, "relay.secret");
@@ -269,6 +271,7 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
     port: drainingPort,
     dir,
     name: "draining",
+    ip: hostIp,
     extraArgs: ["--alternate-server", `${hostIp}:${alternatePort}`, "--nonce-key-file", nonceKeyFile],
   });
   draining.signal("SIGUSR1");
@@ -279,7 +282,7 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
   const clinic = await Clinic.open({ control: drainControl });
   const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Elif Şahin", patient: "John Miller" });
   try {
-    await withTwoPages("drain", async (doc, pat) => {
+    await withTwoPages(`drain-${transport}`, async (doc, pat) => {
       await logIn(pat, patient, drainControl);
       await logIn(doc, practitioner, drainControl);
       await joinAndAdmit(doc, pat, appointment.id);
@@ -298,8 +301,9 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
           return { ok, value: st, st, relays: ok ? null : await relays() };
         });
         const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
-        assert.ok(urls.every((u) => u.includes(`:${drainingPort}`)), `${page.label}: only the draining relay offered: ${urls}`);
+        assert.ok(urls.every((u) => u.includes(`:${drainingPort}`) && u.endsWith(`?transport=${transport}`)), `${page.label}: only the draining relay offered, over ${transport}: ${urls}`);
         assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
+        assert.equal(s.relayProtocol, transport, `${page.label}: reaches the alternate over ${s.relayProtocol}`);
       }
       // The alternate carried the media; the draining relay turned the Allocates away and
       // relayed nothing.
@@ -323,7 +327,13 @@ test("a draining relay sends the browsers to its alternate, where the call runs"
     await alternate.stop();
     await drainControl.stop();
   }
-});
+}
+
+test("a draining relay sends the browsers to its alternate, where the call runs (UDP)", (t) => callThroughDrainingRelay(t, "udp"));
+
+// Over TCP the browser opens a new connection to the alternate, from a new port: the nonce the
+// 300 handed over is bound to the address, not the port, over TCP and TLS.
+test("a draining relay sends the browsers to its alternate, where the call runs (TCP)", (t) => callThroughDrainingRelay(t, "tcp"));
 
 test("a relayed video consultation between two browsers", async () => {
   await c.relogin();

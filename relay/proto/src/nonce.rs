@@ -2,10 +2,13 @@
 //! unauthenticated requests costs the relay no memory.
 //!
 //! A nonce is `"obMatJos2" + features + base64(expiry ‖ MAC)`, where the MAC is
-//! HMAC-SHA256 over the expiry and the client's transport, source address and port, keyed with
-//! a per-process random key. It therefore expires (438 Stale Nonce) and cannot be used from
-//! another client address, port or transport (the server address is not bound: one relay
-//! process answers on all of its listening addresses with the same key).
+//! HMAC-SHA256 over the expiry and the client's transport, source address and (over UDP) port,
+//! keyed with a per-process random key, or one the relays share (nonce-key-file). It therefore
+//! expires (438 Stale Nonce) and cannot be used from another client address or transport, nor
+//! over UDP from another port (the server address is not bound: one relay process answers on
+//! all of its listening addresses with the same key). Over TCP and TLS the port is left out:
+//! a client redirected by a draining relay (300) opens a new connection, from a new port, to
+//! the alternate and brings the nonce the 300 gave it (libwebrtc does not retry a 438 there).
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -20,6 +23,8 @@ pub const NONCE_PREFIX: &str = "obMatJos2AAAB";
 /// 64 bits: enough against online forgery of a 10-minute value, and it keeps the 401 challenge
 /// (the largest answer an unauthenticated source can get) small.
 const MAC_LEN: usize = 8;
+/// The transport code (IP protocol number) of UDP, whose nonces are bound to the port.
+const UDP: u8 = 17;
 const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
 /// Issues and checks nonces.
@@ -89,7 +94,9 @@ impl NonceIssuer {
             std::net::IpAddr::V4(ip) => mac.update(&ip.octets()),
             std::net::IpAddr::V6(ip) => mac.update(&ip.octets()),
         }
-        mac.update(&client.port().to_be_bytes());
+        // UDP (17): the 5-tuple's port too. A stream's port changes with each connection.
+        let port = if transport == UDP { client.port() } else { 0 };
+        mac.update(&port.to_be_bytes());
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full[..MAC_LEN]);
@@ -131,5 +138,21 @@ mod tests {
         assert_eq!(NonceIssuer::new([8; 32], 600).check(now, 17, client, nonce), NonceCheck::Invalid);
         assert_eq!(issuer().check(now, 17, client, b"obMatJos2AAABgarbage"), NonceCheck::Invalid);
         assert_eq!(issuer().check(now, 17, client, b"f//499k954d6OL34oL9FSTvy64sA"), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn over_tcp_and_tls_a_nonce_holds_for_a_new_connection_from_the_same_address() {
+        let client: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let next_connection: SocketAddr = "198.51.100.7:40123".parse().unwrap();
+        let other_host: SocketAddr = "198.51.100.8:40000".parse().unwrap();
+        let now = Millis::from_secs(1_700_000_000);
+        for transport in [6, 56] {
+            let mut buf = [0u8; 64];
+            let n = issuer().issue(now, transport, client, &mut buf);
+            let nonce = &buf[..n];
+            assert_eq!(issuer().check(now, transport, next_connection, nonce), NonceCheck::Valid);
+            assert_eq!(issuer().check(now, transport, other_host, nonce), NonceCheck::Invalid);
+            assert_eq!(issuer().check(now, 17, client, nonce), NonceCheck::Invalid, "not over UDP");
+        }
     }
 }
