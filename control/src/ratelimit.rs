@@ -19,6 +19,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
 use crate::problem::ApiError;
 
@@ -57,41 +58,30 @@ impl Limit {
     }
 }
 
-/// The Redis side: connected on first use, and again after a failure (a Redis restart).
+/// The Redis side: connected on first use (so that an instance starts while Redis is away);
+/// from then on redis's `ConnectionManager` reconnects by itself after a Redis restart.
 pub struct SharedLimits {
     client: redis::Client,
-    conn: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    conn: OnceCell<redis::aio::ConnectionManager>,
 }
 
 impl SharedLimits {
     pub fn new(client: redis::Client) -> Arc<SharedLimits> {
-        Arc::new(SharedLimits { client, conn: std::sync::Mutex::new(None) })
+        Arc::new(SharedLimits { client, conn: OnceCell::new() })
     }
 
     /// Whether one more request under `limit` for `key` is allowed, across every instance.
     pub async fn allow(&self, limit: &Limit, key: &str) -> Result<bool, redis::RedisError> {
-        let held = self.conn.lock().expect("redis connection slot").clone();
-        let mut conn = match held {
-            Some(conn) => conn,
-            None => {
-                let conn = self.client.get_multiplexed_async_connection().await?;
-                *self.conn.lock().expect("redis connection slot") = Some(conn.clone());
-                conn
-            }
-        };
-        let answer: Result<i64, _> = redis::cmd("EVAL")
+        let conn = self.conn.get_or_try_init(|| redis::aio::ConnectionManager::new(self.client.clone())).await?;
+        let allowed: i64 = redis::cmd("EVAL")
             .arg(GCRA)
             .arg(1)
             .arg(bucket(limit, key))
             .arg(limit.interval_ms)
             .arg(limit.burst)
-            .query_async(&mut conn)
-            .await;
-        if answer.is_err() {
-            // Connect afresh next time.
-            *self.conn.lock().expect("redis connection slot") = None;
-        }
-        Ok(answer? == 1)
+            .query_async(&mut conn.clone())
+            .await?;
+        Ok(allowed == 1)
     }
 }
 
