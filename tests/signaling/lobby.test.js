@@ -3,7 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Clinic, Peer, okData, errorOf } from "./lib/clinic.js";
+import { Clinic, Peer, okData, errorOf, Peers } from "./lib/clinic.js";
 import { sleep } from "./lib/env.js";
 
 let c;
@@ -14,14 +14,10 @@ after(async () => {
   await c?.control.stop();
 });
 
-const open = [];
-async function peer(user, name) {
-  const p = await Peer.connect(c.control.base, user.token, { name });
-  open.push(p);
-  return p;
-}
+const peers = new Peers();
+const peer = (user, name) => peers.connect(c.control, user, name);
 after(() => {
-  for (const p of open) p.close();
+  peers.closeAll();
 });
 
 const SDP = (tag) => `v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=${tag}\r\nt=0 0\r\n`;

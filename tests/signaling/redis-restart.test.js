@@ -5,14 +5,14 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Clinic, Peer, okData } from "./lib/clinic.js";
+import { Clinic, okData, Peers } from "./lib/clinic.js";
 import { Control, RedisServer, tempDir, freshDatabase, sleep } from "./lib/env.js";
 
 let redis;
 let a;
 let b;
 let ca;
-const open = [];
+const peers = new Peers();
 before(async () => {
   const dir = tempDir("teletip-redis-restart-");
   redis = await RedisServer.start({ dir: join(dir, "redis") });
@@ -24,17 +24,13 @@ before(async () => {
   ca = await Clinic.open({ control: a });
 });
 after(async () => {
-  for (const p of open) p.close();
+  peers.closeAll();
   await a?.stop();
   await b?.stop();
   await redis?.stop();
 });
 
-async function peer(control, user, name) {
-  const p = await Peer.connect(control.base, user.token, { name });
-  open.push(p);
-  return p;
-}
+const peer = (control, user, name) => peers.connect(control, user, name);
 
 test("after a Redis restart, a patient on A reaches the practitioner on B again", async () => {
   const { practitioner, patient, appointment } = await ca.pair();

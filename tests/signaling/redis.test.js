@@ -5,14 +5,14 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Clinic, Peer, okData, errorOf } from "./lib/clinic.js";
+import { Clinic, okData, errorOf, Peers } from "./lib/clinic.js";
 import { Control, redisUrl, tempDir, freshDatabase, sleep } from "./lib/env.js";
 
 let a;
 let b;
 let ca;
 let cb;
-const open = [];
+const peers = new Peers();
 before(async () => {
   const redis = await redisUrl();
   const dir = tempDir("teletip-redis-");
@@ -25,16 +25,12 @@ before(async () => {
   cb = await ca.via(b);
 });
 after(async () => {
-  for (const p of open) p.close();
+  peers.closeAll();
   await a?.stop();
   await b?.stop();
 });
 
-async function peer(control, user, name) {
-  const p = await Peer.connect(control.base, user.token, { name });
-  open.push(p);
-  return p;
-}
+const peer = (control, user, name) => peers.connect(control, user, name);
 
 test("both instances use Redis", async () => {
   for (const inst of [a, b]) assert.match(await inst.output(), /Redis/i, `${inst.name} says it fans out through Redis`);

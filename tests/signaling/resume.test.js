@@ -4,24 +4,20 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Clinic, Peer, okData, errorOf } from "./lib/clinic.js";
+import { Clinic, okData, errorOf, Peers } from "./lib/clinic.js";
 import { sleep } from "./lib/env.js";
 
 let c;
-const open = [];
+const peers = new Peers();
 before(async () => {
   c = await Clinic.open({ name: "resume" });
 });
 after(async () => {
-  for (const p of open) p.close();
+  peers.closeAll();
   await c?.control.stop();
 });
 
-async function peer(user, name) {
-  const p = await Peer.connect(c.control.base, user.token, { name });
-  open.push(p);
-  return p;
-}
+const peer = (user, name) => peers.connect(c.control, user, name);
 
 async function admittedRoom() {
   const pair = await c.pair();

@@ -140,6 +140,23 @@ export class Clinic {
 // ---------------------------------------------------------------------------------------------
 
 /** A /rtc client that records every server event it receives. */
+/** The peers one test file opens, closed together when it ends. */
+export class Peers {
+  constructor() {
+    this.open = [];
+  }
+
+  async connect(control, user, name) {
+    const p = await Peer.connect(control.base, user.token, { name });
+    this.open.push(p);
+    return p;
+  }
+
+  closeAll() {
+    for (const p of this.open) p.close();
+  }
+}
+
 export class Peer {
   constructor(base, token, { name = "peer", transports = ["websocket"] } = {}) {
     this.name = name;
