@@ -184,7 +184,26 @@ impl Namespaces {
             ns.ip(side, &["link", "set", dev, "up"]);
             ns.ip(side, &["link", "set", "lo", "up"]);
         }
+        ns.wait_until_up(&ns.server, &veth_s);
+        ns.wait_until_up(&ns.client, &veth_c);
         ns
+    }
+
+    /// Waits until `dev` is operationally up. `link set up` returns before the kernel has
+    /// activated the device: until linkwatch sees the carrier (it may wait up to a second) the
+    /// device sends through the noop qdisc, which drops everything, and a probe sent then is
+    /// lost without any firewall (CI once saw exactly that).
+    fn wait_until_up(&self, ns: &str, dev: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = run(Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", dev]));
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            if line.contains("state UP") && !line.contains("qdisc noop") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{dev} in {ns} not up after 5 s: {line}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn ip(&self, ns: &str, args: &[&str]) {
@@ -348,7 +367,10 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
         ("udp to the metrics port", &metrics_udp, CLIENT_V4),
         ("other v6 port", &other_v6, CLIENT_V6),
     ] {
-        assert!(udp_arrives(&client, from, rx), "before the firewall: {name} unreachable, the test setup is broken");
+        // A few tries: this checks the setup (neighbour discovery may still be running), not
+        // the firewall, whose probes below get one datagram each.
+        let reachable = (0..5).any(|_| udp_arrives(&client, from, rx));
+        assert!(reachable, "before the firewall: {name} unreachable, the test setup is broken");
     }
     for to in [metrics, other_tcp] {
         assert!(tcp_connects(&client, CLIENT_V4, to), "before the firewall: tcp {to} unreachable");
