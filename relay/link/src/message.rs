@@ -1,0 +1,80 @@
+//! What relays and the control plane say to each other.
+
+use serde::{Deserialize, Serialize};
+
+/// Relay → control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum RelayToControl {
+    /// The first frame of a connection.
+    Register(Registration),
+    /// Sent every `report_every_ms` and at once when something changes (a drain).
+    Load(Load),
+}
+
+/// Control plane → relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ControlToRelay {
+    /// The answer to `Register`: the name the control plane knows the node by (from its
+    /// certificate) and how often it wants a load report.
+    Registered { node: String, report_every_ms: u64 },
+    /// Start (`true`) or end (`false`) a drain: new allocations go to an alternate server or are
+    /// refused, those in place carry on.
+    Drain { draining: bool },
+}
+
+/// How clients reach the relay, as ICE servers are built from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// teletip-relay's version.
+    pub version: String,
+    /// A free-form region or site name ("istanbul-1"), for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Host name or address clients use (the TLS certificate's name when `tls_port` is set).
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
+    /// The most allocations the relay takes (its total-quota; 0: no limit).
+    pub capacity: u32,
+    /// Whether it is draining already (SIGUSR1 before the link came up).
+    pub draining: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Load {
+    /// Allocations in place.
+    pub allocations: u32,
+    pub draining: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json_an_operator_can_read() {
+        let drain = serde_json::to_string(&ControlToRelay::Drain { draining: true }).unwrap();
+        assert_eq!(drain, r#"{"type":"drain","draining":true}"#);
+        let load = serde_json::to_string(&RelayToControl::Load(Load { allocations: 7, draining: false })).unwrap();
+        assert_eq!(load, r#"{"type":"load","allocations":7,"draining":false}"#);
+        let register: RelayToControl = serde_json::from_str(
+            r#"{"type":"register","version":"0.1.0","host":"relay1.example","udpPort":3478,"capacity":10000,"draining":false}"#,
+        )
+        .unwrap();
+        let RelayToControl::Register(r) = register else { panic!("not a registration") };
+        assert_eq!((r.udp_port, r.tcp_port, r.region), (Some(3478), None, None));
+    }
+
+    #[test]
+    fn an_unknown_message_type_is_an_error_not_a_default() {
+        assert!(serde_json::from_str::<ControlToRelay>(r#"{"type":"self-destruct"}"#).is_err());
+    }
+}
