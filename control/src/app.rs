@@ -32,6 +32,8 @@ struct Inner {
     fields: crate::crypto::FieldKeys,
     /// A real Argon2id hash of nothing, verified against when an e-mail is unknown.
     dummy_hash: String,
+    /// The relay nodes connected through the relay link (empty without one).
+    relays: crate::relays::Registry,
 }
 
 #[derive(Clone)]
@@ -47,7 +49,13 @@ impl AppState {
         fields: crate::crypto::FieldKeys,
     ) -> AppState {
         let dummy_hash = crate::auth::password::hash("not a password of anybody");
-        AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, fields, dummy_hash }))
+        let stale_after = config.relay_link.as_ref().map_or(15, |l| l.stale_after_seconds);
+        let relays = crate::relays::Registry::new(std::time::Duration::from_secs(stale_after));
+        AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, fields, dummy_hash, relays }))
+    }
+
+    pub fn relays(&self) -> &crate::relays::Registry {
+        &self.0.relays
     }
 
     /// Keys for patient identifying fields.
@@ -229,6 +237,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users", get(crate::users::list).post(crate::users::create))
         .route("/v1/users/{id}", get(crate::users::get).merge(patch(crate::users::update)))
         .route("/v1/audit", get(crate::audit::list))
+        .route("/v1/relays", get(crate::relays::routes::list))
+        .route("/v1/relays/{node}/drain", post(crate::relays::routes::drain))
+        .route("/v1/relays/{node}/resume", post(crate::relays::routes::resume))
         .route("/v1/practitioners", get(crate::scheduling::practitioners::list).post(crate::scheduling::practitioners::create))
         .route("/v1/practitioners/{id}", get(crate::scheduling::practitioners::get))
         .route("/v1/practitioners/{id}/availability", axum::routing::put(crate::scheduling::schedule::set))
@@ -285,11 +296,13 @@ pub fn router(state: AppState) -> Router {
         crate::privacy::notices::get, crate::privacy::consents::record, crate::privacy::consents::mine,
         crate::privacy::consents::of_user, crate::privacy::export::export, crate::privacy::erasure::erase_me,
         crate::privacy::erasure::erase_patient, crate::privacy::retention::run_now,
+        crate::relays::routes::list, crate::relays::routes::drain, crate::relays::routes::resume,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, sessions"), (name = "users", description = "Accounts"),
-         (name = "ice", description = "Relay credentials"), (name = "audit", description = "Audit trail"),
+         (name = "ice", description = "Relay credentials"),
+         (name = "relays", description = "Relay nodes: registry, load, drain"), (name = "audit", description = "Audit trail"),
          (name = "scheduling", description = "Practitioners, patients, appointments"),
          (name = "privacy", description = "KVKK / HIPAA: notices, consents, export, erasure, retention"),
          (name = "ops", description = "Health"))

@@ -27,6 +27,38 @@ pub struct ControlConfig {
     /// Redis for several control instances (`redis://host:port/`): signaling rooms and events,
     /// and the rate-limit buckets. Unset: one instance, all in memory.
     pub redis_url: Option<String>,
+    /// The QUIC server relay nodes dial to register and report their load. Unset: no relay
+    /// link; ICE credentials name the static `ice.relays`.
+    pub relay_link: Option<RelayLinkConfig>,
+}
+
+/// The control link's server side (mutual TLS: every relay presents a certificate signed by
+/// `client-ca`; its DNS name, else its common name, is the node's name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RelayLinkConfig {
+    /// UDP address to listen on, e.g. `0.0.0.0:7443`.
+    pub listen: SocketAddr,
+    /// The control plane's certificate chain (PEM), which relays verify with their control-ca.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM) relay node certificates must chain to.
+    pub client_ca: PathBuf,
+    /// How often relays report their load, in seconds.
+    #[serde(default = "five")]
+    pub report_seconds: u64,
+    /// A relay that has not reported for this long is left out of ICE answers, in seconds.
+    #[serde(default = "fifteen")]
+    pub stale_after_seconds: u64,
+}
+
+fn five() -> u64 {
+    5
+}
+
+fn fifteen() -> u64 {
+    15
 }
 
 /// How long records are kept (KVKK art. 7, HIPAA 164.316(b)(2)). The retention job applies
@@ -101,6 +133,7 @@ impl Default for ControlConfig {
             retention: RetentionConfig::default(),
             max_body_bytes: 64 * 1024,
             redis_url: None,
+            relay_link: None,
         }
     }
 }
@@ -276,7 +309,19 @@ impl ControlConfig {
                 && self.ice.default_ttl <= self.ice.max_ttl,
             "ice: need 1 <= min-ttl <= default-ttl <= max-ttl"
         );
-        anyhow::ensure!(!self.ice.relays.is_empty(), "ice.relays: at least one relay");
+        // With a relay link the relays register themselves; the static list is then only what
+        // is handed out while none has.
+        anyhow::ensure!(
+            !self.ice.relays.is_empty() || self.relay_link.is_some(),
+            "ice.relays: at least one relay (or a [relay-link] the relays register through)"
+        );
+        if let Some(link) = &self.relay_link {
+            anyhow::ensure!(link.report_seconds >= 1, "relay-link.report-seconds must be at least 1");
+            anyhow::ensure!(
+                link.stale_after_seconds > link.report_seconds,
+                "relay-link.stale-after-seconds must be longer than report-seconds"
+            );
+        }
         for r in &self.ice.relays {
             anyhow::ensure!(!r.host.trim().is_empty(), "ice.relays: a relay without a host");
             anyhow::ensure!(

@@ -93,6 +93,26 @@ pub async fn issue(
     Ok(Json(credentials(&state, &ip, &caller, expires_at, req.relay_only, None).await?))
 }
 
+/// The relays registered through the relay link that are healthy and not draining, least
+/// loaded first; while there are none (no link, or none registered since this instance
+/// started), the static `ice.relays`.
+fn relays_to_offer(state: &AppState) -> ApiResult<Vec<RelayEntry>> {
+    let live = state.relays().ice_relays(std::time::Instant::now());
+    if !live.is_empty() {
+        metrics::counter!("teletip_ice_relay_source_total", "source" => "registry").increment(1);
+        return Ok(live);
+    }
+    let configured = &state.config().ice.relays;
+    if configured.is_empty() {
+        metrics::counter!("teletip_ice_relay_source_total", "source" => "none").increment(1);
+        return Err(ApiError::Unavailable(
+            "no relay is available: none has registered, and ice.relays is empty".into(),
+        ));
+    }
+    metrics::counter!("teletip_ice_relay_source_total", "source" => "static").increment(1);
+    Ok(configured.clone())
+}
+
 /// Issues relay credentials valid until `expires_at` (already bounded by the caller), audited
 /// under the caller, optionally naming what they are for (an appointment).
 pub async fn credentials(
@@ -103,7 +123,6 @@ pub async fn credentials(
     relay_only: bool,
     purpose: Option<String>,
 ) -> ApiResult<IceResponse> {
-    let cfg = &state.config().ice;
     let now = crate::clock::now();
     // Rounded up: the caller's clock read came a moment before this one.
     let ttl = (((expires_at - now).whole_milliseconds() + 999) / 1000).max(1) as u64;
@@ -113,9 +132,9 @@ pub async fn credentials(
     let (secret_id, secret) = state.ice_secret();
     let (username, password) =
         teletip_turn_proto::credentials::issue(secret, &session_id, expires_at.unix_timestamp() as u64);
+    let relays = relays_to_offer(state)?;
     let mut servers = Vec::new();
-    let stun: Vec<String> = cfg
-        .relays
+    let stun: Vec<String> = relays
         .iter()
         .filter(|r| r.stun)
         .filter_map(|r| r.udp_port.map(|p| format!("stun:{}:{p}", host(&r.host))))
@@ -123,7 +142,7 @@ pub async fn credentials(
     if !stun.is_empty() && !relay_only {
         servers.push(IceServer { urls: stun, username: None, credential: None });
     }
-    for relay in &cfg.relays {
+    for relay in &relays {
         servers.push(IceServer {
             urls: turn_urls(relay),
             username: Some(username.clone()),

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod privacy;
 pub mod problem;
 pub mod ratelimit;
+pub mod relays;
 pub mod scheduling;
 pub mod signaling;
 pub mod store;

@@ -157,6 +157,24 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
     let state = state(config, store)?;
     tokio::spawn(teletip_control::scheduling::sweeper::run(state.clone()));
     tokio::spawn(teletip_control::privacy::retention::run(state.clone()));
+    let mut link_endpoint = None;
+    if let Some(link) = state.config().relay_link.clone() {
+        let tls = teletip_link::tls::server_config(&link.cert, &link.key, &link.client_ca)
+            .context("relay-link: cannot build the TLS configuration")?;
+        let endpoint = quinn::Endpoint::server(tls, link.listen)
+            .with_context(|| format!("relay-link: cannot listen on udp {}", link.listen))?;
+        tracing::info!(
+            "relay link listening on udp {} (QUIC, relays must present a certificate signed by {})",
+            endpoint.local_addr()?,
+            link.client_ca.display()
+        );
+        link_endpoint = Some(endpoint.clone());
+        tokio::spawn(teletip_control::relays::link::serve(
+            endpoint,
+            state.relays().clone(),
+            std::time::Duration::from_secs(link.report_seconds),
+        ));
+    }
     let app = teletip_control::signaling::attach(router(state.clone()), state).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
@@ -189,5 +207,10 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
             tracing::info!("shutting down");
         })
         .await?;
+    if let Some(endpoint) = link_endpoint {
+        // Tells the relays at once, so that they redial instead of waiting out the idle timeout.
+        endpoint.close(0u32.into(), b"control plane stopping");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod support;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::http::*;
+use support::relay::{relay_binary, turn_allocate};
 use support::{Engine, engines};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,47 +370,6 @@ async fn audit_chain_verifies_and_shows_tampering() {
     }
 }
 
-fn relay_binary() -> std::path::PathBuf {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let path = dir.join("teletip-relay");
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO")).args(["build", "-p", "teletip-relay"]).status().unwrap();
-        assert!(status.success());
-    }
-    path
-}
-
-async fn turn_allocate(
-    relay: std::net::SocketAddr,
-    username: &str,
-    password: &str,
-) -> Result<std::net::SocketAddr, String> {
-    use webrtc_util::Conn;
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.to_string(),
-        turn_serv_addr: relay.to_string(),
-        username: username.into(),
-        password: password.into(),
-        realm: "teletip.test".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: std::sync::Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    client.listen().await.map_err(|e| e.to_string())?;
-    let result = tokio::time::timeout(std::time::Duration::from_secs(10), client.allocate()).await;
-    let addr = match result {
-        Ok(Ok(conn)) => Ok(conn.local_addr().unwrap()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
-    };
-    let _ = client.close().await;
-    addr
-}
-
 /// Credentials from the control plane, over HTTP, allocate on the real relay (sharing the
 /// generated secret file), and stop working when they expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,7 +440,14 @@ async fn openapi_is_served_and_the_docs_copy_is_current() {
     let (s, served) = e.get("/openapi.json", None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/v1/auth/login", "/v1/auth/refresh", "/v1/ice/credentials", "/v1/audit", "/v1/users/{id}"] {
+    for path in [
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/ice/credentials",
+        "/v1/audit",
+        "/v1/users/{id}",
+        "/v1/relays/{node}/drain",
+    ] {
         assert!(served["paths"].get(path).is_some(), "{path} documented");
     }
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");

@@ -6,6 +6,7 @@
 
 pub mod clinic;
 pub mod http;
+pub mod relay;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,134 @@
+//! The QUIC server relay nodes dial (mutual TLS, see `teletip_link::tls`): a node registers,
+//! then reports its load every few seconds and takes drain orders until the connection ends.
+
+use std::time::{Duration, Instant};
+
+use teletip_link::{ControlToRelay, FrameError, RelayToControl, read_frame, write_frame};
+use tokio::sync::mpsc;
+
+use super::Registry;
+
+/// A node that has not registered this long after its handshake is dropped.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("its certificate names no node (a DNS name or common name of letters, digits, '.', '-', '_')")]
+    NoIdentity,
+    #[error("it did not register within {REGISTER_TIMEOUT:?}")]
+    RegisterTimeout,
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
+impl SessionError {
+    fn reason(&self) -> &'static str {
+        match self {
+            SessionError::NoIdentity => "identity",
+            SessionError::RegisterTimeout => "register_timeout",
+            SessionError::Protocol(_) | SessionError::Frame(_) => "protocol",
+            SessionError::Connection(_) => "connection",
+        }
+    }
+}
+
+/// Accepts relay connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, report_every: Duration) {
+    while let Some(incoming) = endpoint.accept().await {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Most often a certificate the relay CA did not sign.
+                    tracing::warn!(%remote, "relay link: handshake refused: {e}");
+                    metrics::counter!("teletip_relay_link_refused_total", "reason" => "handshake").increment(1);
+                    return;
+                }
+            };
+            let ended = session(&connection, &registry, report_every).await;
+            // A frame error on a closed connection only says "connection lost"; why it closed
+            // (the relay stopping, or its idle timeout) says more.
+            let ended = match (ended, connection.close_reason()) {
+                (Err(SessionError::Frame(_)), Some(reason)) => Err(SessionError::Connection(reason)),
+                (ended, _) => ended,
+            };
+            if let Err(e) = ended {
+                use quinn::ConnectionError::{ApplicationClosed, LocallyClosed};
+                let quiet = matches!(&e, SessionError::Connection(ApplicationClosed(_) | LocallyClosed));
+                if quiet {
+                    // The relay stopping, or this control plane.
+                    tracing::info!(%remote, "relay link closed: {e}");
+                } else {
+                    tracing::warn!(%remote, "relay link ended: {e}");
+                    metrics::counter!("teletip_relay_link_refused_total", "reason" => e.reason()).increment(1);
+                }
+                connection.close(1u32.into(), e.reason().as_bytes());
+            }
+        });
+    }
+}
+
+async fn session(
+    connection: &quinn::Connection,
+    registry: &Registry,
+    report_every: Duration,
+) -> Result<(), SessionError> {
+    let node = teletip_link::tls::peer_node(connection).ok_or(SessionError::NoIdentity)?;
+    let (registration, mut send, mut recv) = tokio::time::timeout(REGISTER_TIMEOUT, async {
+        let (send, mut recv) = connection.accept_bi().await?;
+        match read_frame::<_, RelayToControl>(&mut recv).await? {
+            Some(RelayToControl::Register(r)) => Ok((r, send, recv)),
+            Some(_) => Err(SessionError::Protocol("the first frame must be register")),
+            None => Err(SessionError::Protocol("the stream ended before register")),
+        }
+    })
+    .await
+    .map_err(|_| SessionError::RegisterTimeout)??;
+    if registration.host.trim().is_empty()
+        || (registration.udp_port, registration.tcp_port, registration.tls_port) == (None, None, None)
+    {
+        return Err(SessionError::Protocol("a registration needs a host and at least one port"));
+    }
+    let (commands, mut outbox) = mpsc::unbounded_channel::<ControlToRelay>();
+    let (this, pending) = registry.connect(&node, registration.clone(), commands, Instant::now());
+    tracing::info!(
+        node,
+        remote = %connection.remote_address(),
+        host = registration.host,
+        region = ?registration.region,
+        version = registration.version,
+        draining = registration.draining,
+        "relay registered"
+    );
+    let registered =
+        ControlToRelay::Registered { node: node.clone(), report_every_ms: report_every.as_millis() as u64 };
+    write_frame(&mut send, &registered).await?;
+    for command in pending {
+        write_frame(&mut send, &command).await?;
+    }
+    // Writes on their own task: a read cut short by a select! would lose part of a frame.
+    let writer = tokio::spawn(async move {
+        while let Some(command) = outbox.recv().await {
+            write_frame(&mut send, &command).await?;
+        }
+        Ok::<(), FrameError>(())
+    });
+    let ended = loop {
+        match read_frame::<_, RelayToControl>(&mut recv).await {
+            Ok(Some(RelayToControl::Load(load))) => registry.report(&node, this, load, Instant::now()),
+            Ok(Some(RelayToControl::Register(_))) => break Err(SessionError::Protocol("register sent twice")),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    writer.abort();
+    registry.disconnect(&node, this);
+    tracing::info!(node, "relay disconnected");
+    ended
+}

@@ -1,0 +1,77 @@
+//! `GET /v1/relays`, `POST /v1/relays/{node}/drain`, `POST /v1/relays/{node}/resume`: admins
+//! see every relay node and empty one before maintenance without logging in to it.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use super::registry::{RegistryError, RelayNode};
+use crate::app::{AppState, ClientIp};
+use crate::audit::Audit;
+use crate::auth::extract::Caller;
+use crate::problem::{ApiError, ApiResult};
+use crate::store::Role;
+
+/// The relay nodes that have connected since this instance started, by name.
+#[utoipa::path(get, path = "/v1/relays", tag = "relays", security(("bearer" = [])),
+    responses((status = 200, body = Vec<RelayNode>), (status = 403, body = crate::problem::Problem)))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<RelayNode>>> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(state.relays().list(Instant::now())))
+}
+
+/// Drain a relay: new allocations go to its alternate server or are refused, calls in place
+/// carry on, and ICE credentials stop naming it. Applied at once if it is connected, else
+/// when it reconnects.
+#[utoipa::path(post, path = "/v1/relays/{node}/drain", tag = "relays", security(("bearer" = [])),
+    params(("node" = String, Path, description = "The node's name (from its certificate)")),
+    responses((status = 200, body = RelayNode), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem)))]
+pub async fn drain(
+    state: State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    node: Path<String>,
+) -> ApiResult<Json<RelayNode>> {
+    set_drain(state, ip, caller, node, true).await
+}
+
+/// End a relay's drain.
+#[utoipa::path(post, path = "/v1/relays/{node}/resume", tag = "relays", security(("bearer" = [])),
+    params(("node" = String, Path, description = "The node's name (from its certificate)")),
+    responses((status = 200, body = RelayNode), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem)))]
+pub async fn resume(
+    state: State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    node: Path<String>,
+) -> ApiResult<Json<RelayNode>> {
+    set_drain(state, ip, caller, node, false).await
+}
+
+async fn set_drain(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    Path(node): Path<String>,
+    draining: bool,
+) -> ApiResult<Json<RelayNode>> {
+    caller.require(&[Role::Admin])?;
+    let delivered = state.relays().set_drain(&node, draining).map_err(|e| match e {
+        RegistryError::UnknownNode(_) => ApiError::NotFound,
+    })?;
+    let action = if draining { "relay.drain" } else { "relay.resume" };
+    let outcome = if delivered { "success" } else { "success:pending-reconnection" };
+    state.audit(Audit::new(action, &ip).actor(caller.user_id).target(format!("relay:{node}")).outcome(outcome)).await?;
+    tracing::warn!(
+        node,
+        draining,
+        delivered,
+        "relay drain {} by an admin",
+        if draining { "requested" } else { "ended" }
+    );
+    let view = state.relays().list(Instant::now()).into_iter().find(|n| n.node == node).ok_or(ApiError::NotFound)?;
+    Ok(Json(view))
+}
