@@ -202,6 +202,32 @@ pub struct Settings {
     /// Log format: text or json. Default text.
     #[arg(long = "log-format", env = "TELETIP_RELAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// The control plane's relay link (`host:port`, UDP, QUIC): the relay registers there,
+    /// reports its load and takes drain orders. It keeps relaying when the control plane is
+    /// down. Needs control-ca, control-cert and control-key.
+    #[arg(long = "control-server", env = "TELETIP_RELAY_CONTROL_SERVER")]
+    pub control_server: Option<String>,
+    /// The name the control plane's certificate must carry. Default: control-server's host.
+    #[arg(long = "control-server-name", env = "TELETIP_RELAY_CONTROL_SERVER_NAME")]
+    pub control_server_name: Option<String>,
+    /// PEM CA that signed the control plane's certificate.
+    #[arg(long = "control-ca", env = "TELETIP_RELAY_CONTROL_CA")]
+    pub control_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM), signed by the control plane's relay CA; its DNS
+    /// name (else common name) is the node's name there.
+    #[arg(long = "control-cert", env = "TELETIP_RELAY_CONTROL_CERT")]
+    pub control_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long = "control-key", env = "TELETIP_RELAY_CONTROL_KEY")]
+    pub control_key: Option<PathBuf>,
+    /// The host name or address clients reach this relay by, as the control plane hands it
+    /// out (the TLS certificate's name when TURN over TLS is served). Default: external-ip,
+    /// else relay-ip.
+    #[arg(long = "public-host", env = "TELETIP_RELAY_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+    /// A region or site name reported to the control plane (for operators).
+    #[arg(long, env = "TELETIP_RELAY_REGION")]
+    pub region: Option<String>,
 }
 
 fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -242,7 +268,8 @@ impl Settings {
         pick!(nonce_key_file, listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, max_tcp_connections_per_ip, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
             client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
             max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
-            workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst;
+            workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst,
+            control_server, control_server_name, control_ca, control_cert, control_key, public_host, region;
             listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip,
             metrics_allowed_network, firewall_allowed_tcp_port, alternate_server, tls_alternate_server)
     }
@@ -277,6 +304,17 @@ impl NonceKey {
         }
         Ok(NonceKey { path: path.to_owned(), key: sha2::Sha256::digest(text.as_bytes()).into() })
     }
+}
+
+/// How the relay reaches the control plane's relay link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlLink {
+    /// `host:port`, resolved at every connection attempt.
+    pub server: String,
+    pub server_name: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A secret with its key id, as loaded.
@@ -339,6 +377,10 @@ pub struct RelayConfig {
     pub max_queue_delay_ms: u32,
     pub overload_grace_ms: u32,
     pub log_format: LogFormat,
+    pub control_link: Option<ControlLink>,
+    /// Host name or address clients reach this relay by (reported on the control link).
+    pub public_host: String,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -365,12 +407,50 @@ pub enum ConfigError {
     WeakNonceKey(PathBuf),
     #[error("cert and pkey go together: TURN over TLS needs both (or neither, with no TLS)")]
     TlsHalf,
+    #[error(
+        "control-server, control-ca, control-cert and control-key go together (the link is mutual TLS); missing: {0}"
+    )]
+    ControlLinkHalf(String),
+    #[error("control-server {0:?} is not host:port")]
+    ControlServer(String),
     #[error("tls-listening-port {0} is listening-port too, which serves plain TCP: pick another port, or set no-tcp")]
     TlsPortClash(u16),
 }
 
+/// The control link's settings: all four or none.
+fn control_link(s: &Settings) -> Result<Option<ControlLink>, ConfigError> {
+    let parts = [
+        ("control-server", s.control_server.is_some()),
+        ("control-ca", s.control_ca.is_some()),
+        ("control-cert", s.control_cert.is_some()),
+        ("control-key", s.control_key.is_some()),
+    ];
+    if parts.iter().all(|(_, set)| !set) {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = parts.iter().filter(|(_, set)| !set).map(|(name, _)| *name).collect();
+    if !missing.is_empty() {
+        return Err(ConfigError::ControlLinkHalf(missing.join(", ")));
+    }
+    let server = s.control_server.clone().expect("checked above");
+    let host = match server.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            host.trim_start_matches('[').trim_end_matches(']').to_owned()
+        }
+        _ => return Err(ConfigError::ControlServer(server)),
+    };
+    Ok(Some(ControlLink {
+        server_name: s.control_server_name.clone().unwrap_or(host),
+        server,
+        ca: s.control_ca.clone().expect("checked above"),
+        cert: s.control_cert.clone().expect("checked above"),
+        key: s.control_key.clone().expect("checked above"),
+    }))
+}
+
 impl RelayConfig {
     pub fn from_settings(s: Settings) -> Result<RelayConfig, ConfigError> {
+        let control_link = control_link(&s)?;
         let listening_ips = if s.listening_ip.is_empty() { vec![IpAddr::from([127, 0, 0, 1])] } else { s.listening_ip };
         let relay_ip = s.relay_ip.unwrap_or(listening_ips[0]);
         if relay_ip.is_unspecified() {
@@ -380,6 +460,7 @@ impl RelayConfig {
         if min_port > max_port {
             return Err(ConfigError::PortRange(min_port, max_port));
         }
+        let public_host = s.public_host.clone().unwrap_or_else(|| s.external_ip.unwrap_or(relay_ip).to_string());
         let mut secrets: Vec<NamedSecret> = s
             .static_auth_secret
             .iter()
@@ -511,6 +592,9 @@ impl RelayConfig {
                 .overload_grace_ms
                 .unwrap_or((crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32),
             log_format: s.log_format.unwrap_or(LogFormat::Text),
+            control_link,
+            public_host,
+            region: s.region,
         })
     }
 
@@ -630,6 +714,17 @@ impl RelayConfig {
         line("max-queue-delay-ms", self.max_queue_delay_ms.to_string());
         line("overload-grace-ms", self.overload_grace_ms.to_string());
         line("log-format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" }));
+        line("public-host", format!("{:?}", self.public_host));
+        if let Some(region) = &self.region {
+            line("region", format!("{region:?}"));
+        }
+        if let Some(link) = &self.control_link {
+            line("control-server", format!("{:?}", link.server));
+            line("control-server-name", format!("{:?}", link.server_name));
+            line("control-ca", format!("{:?}", link.ca.display().to_string()));
+            line("control-cert", format!("{:?}", link.cert.display().to_string()));
+            line("control-key", format!("{:?}", link.key.display().to_string()));
+        }
         out
     }
 }

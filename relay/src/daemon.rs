@@ -48,6 +48,20 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
     sc
 }
 
+/// How clients reach this relay, as the control link registers it.
+fn registration(config: &RelayConfig) -> teletip_link::Registration {
+    teletip_link::Registration {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        region: config.region.clone(),
+        host: config.public_host.clone(),
+        udp_port: Some(config.listening_port),
+        tcp_port: config.tcp.then_some(config.listening_port),
+        tls_port: config.tls.as_ref().map(|_| config.tls_listening_port),
+        capacity: config.total_quota,
+        draining: false,
+    }
+}
+
 /// The relayed-socket pool of each worker: as configured, but all pools together hold at most
 /// half of the port range, so that EVEN-PORT requests and the other workers still find ports,
 /// and at most a quarter of the open-file limit, so that allocations beyond the pools, the
@@ -134,10 +148,11 @@ fn reload_secrets(ring: &SecretRing, reread: &dyn Fn() -> anyhow::Result<RelayCo
     }
 }
 
-/// SIGUSR1 starts a drain, SIGUSR2 ends it: while draining, new Allocates are sent to an
-/// alternate server (300) or refused (508), and the allocations in place carry on, so the
-/// operator can empty a relay before maintenance without cutting a call.
-fn set_draining(server: &ServerConfig, draining: bool) {
+/// SIGUSR1 (or the control plane) starts a drain, SIGUSR2 (or the control plane) ends it:
+/// while draining, new Allocates are sent to an alternate server (300) or refused (508), and
+/// the allocations in place carry on, so the operator can empty a relay before maintenance
+/// without cutting a call. `by` names who asked, for the log.
+pub(crate) fn set_draining(server: &ServerConfig, draining: bool, by: &str) {
     let was = server.draining.swap(draining, Ordering::Relaxed);
     ::metrics::gauge!("teletip_draining").set(if draining { 1.0 } else { 0.0 });
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(if draining { "draining" } else { "relaying" })]);
@@ -145,11 +160,11 @@ fn set_draining(server: &ServerConfig, draining: bool) {
         (false, true) => tracing::warn!(
             alternates = ?server.alternate_servers,
             tls_alternates = ?server.tls_alternate_servers,
-            "SIGUSR1: draining: new allocations are sent to an alternate server (300) or refused (508); allocations in place carry on (SIGUSR2 ends the drain)"
+            "{by}: draining: new allocations are sent to an alternate server (300) or refused (508); allocations in place carry on (SIGUSR2 ends the drain)"
         ),
-        (true, false) => tracing::info!("SIGUSR2: drain ended: new allocations are accepted again"),
-        (true, true) => tracing::info!("SIGUSR1: already draining"),
-        (false, false) => tracing::info!("SIGUSR2: not draining"),
+        (true, false) => tracing::info!("{by}: drain ended: new allocations are accepted again"),
+        (true, true) => tracing::info!("{by}: already draining"),
+        (false, false) => tracing::info!("{by}: not draining"),
     }
 }
 
@@ -265,6 +280,27 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     );
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (stop_link, link_stopped) = tokio::sync::watch::channel(false);
+    let link = match &config.control_link {
+        Some(link) => {
+            let client = teletip_link::tls::client_config(&link.cert, &link.key, &link.ca)
+                .context("control link: cannot build the TLS configuration")?;
+            let context = crate::control_link::LinkContext {
+                link: link.clone(),
+                client,
+                registration: registration(&config),
+                server: server.clone(),
+                quotas: quotas.clone(),
+            };
+            tracing::info!(
+                server = link.server,
+                server_name = link.server_name,
+                "control link: dialling the control plane"
+            );
+            Some(runtime.spawn(crate::control_link::run(context, link_stopped)))
+        }
+        None => None,
+    };
     // systemd (Type=notify): ready once every worker listens; the watchdog is fed only while
     // every worker's loop keeps turning, so a wedged worker gets the relay restarted.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("relaying")]);
@@ -308,12 +344,17 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
                     reload_secrets(&server.secrets, reread);
                     reload_certificate(served_certificate.as_deref());
                 }
-                _ = usr1.recv() => set_draining(&server, true),
-                _ = usr2.recv() => set_draining(&server, false),
+                _ = usr1.recv() => set_draining(&server, true, "SIGUSR1"),
+                _ = usr2.recv() => set_draining(&server, false, "SIGUSR2"),
             }
         }
     })?;
     tracing::info!("{signal} received: closing allocations and stopping");
+    if let Some(link) = link {
+        // Tells the control plane at once, so that it stops handing this relay out.
+        let _ = stop_link.send(true);
+        let _ = runtime.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), link).await });
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
     for w in &wakers {

@@ -3,6 +3,7 @@
 //! metrics and the command line.
 
 pub mod config;
+pub mod control_link;
 pub mod daemon;
 pub mod firewall;
 pub mod metrics;

@@ -85,6 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(files) = &config.tls {
                 teletip_relay::net::tls::server_config(&files.cert, &files.key)?;
             }
+            if let Some(link) = &config.control_link {
+                teletip_link::tls::client_config(&link.cert, &link.key, &link.ca)
+                    .context("control link: cannot build the TLS configuration")?;
+            }
             print!("{}", config.to_redacted_toml());
             for warning in config.unsafe_settings() {
                 eprintln!("warning: UNSAFE SETTING: {warning}");

@@ -42,6 +42,11 @@ pub fn describe() {
     describe_gauge!("teletip_allocations_active", "Allocations currently open");
     describe_gauge!("teletip_draining", "1 while the relay drains (SIGUSR1): new allocations are turned away");
     gauge!("teletip_draining").set(0.0);
+    describe_gauge!(
+        "teletip_control_link_up",
+        "1 while registered with the control plane over the control link (0 also when none is configured)"
+    );
+    gauge!("teletip_control_link_up").set(0.0);
     describe_counter!("teletip_allocations_created_total", "Allocations granted");
     describe_counter!("teletip_allocations_failed_total", "Authenticated Allocate requests refused, by reason");
     describe_counter!(

@@ -1,0 +1,335 @@
+//! The control link, whole: real `teletip-relay` processes dial a real `teletip-control` over
+//! QUIC with certificates made by openssl, register, report their load, are handed out least
+//! loaded first, drain on an admin's order, leave at once when they stop, keep relaying while
+//! the control plane is down and register again when it is back. A relay whose certificate
+//! the relay CA did not sign is refused.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::http::*;
+use support::relay::{allocate_and_hold, relay_binary, turn_allocate};
+use support::{Control, Engine};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA named `ca` in `dir` (ca.pem, ca.key).
+fn make_ca(dir: &Path, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+        ],
+    );
+}
+
+/// `name`.pem and `name`.key, signed by CA `ca`, for a server (`serverAuth`) or a relay node
+/// (`clientAuth`), naming `name` as its DNS name.
+fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=DNS:{name}\nextendedKeyUsage={usage}\n"))
+        .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running teletip-relay with a control link.
+struct Relay {
+    child: Child,
+    port: u16,
+    metrics: u16,
+}
+
+impl Relay {
+    fn start(pki: &Path, node: &str, link_port: u16, secret_file: &Path, ports: (u16, u16)) -> Relay {
+        let (port, metrics) = (free_udp_port(), free_tcp_port());
+        let child = Command::new(relay_binary())
+            .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
+            .args(["--listening-port", &port.to_string(), "--prometheus-port", &metrics.to_string()])
+            .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
+            .args(["--region", "istanbul-1", "--total-quota", "100"])
+            .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
+            .arg("--control-ca")
+            .arg(pki.join("ca.pem"))
+            .arg("--control-cert")
+            .arg(pki.join(format!("{node}.pem")))
+            .arg("--control-key")
+            .arg(pki.join(format!("{node}.key")))
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start teletip-relay");
+        Relay { child, port, metrics }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// One value of the relay's own metrics (None while the endpoint is not up).
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Polls `check` every 100 ms until it is true, or fails saying `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn nodes(e: &Env, admin: &str) -> Vec<Value> {
+    let (s, body) = e.get("/v1/relays", Some(admin)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+fn node<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|n| n["node"] == name)
+}
+
+/// The TURN URLs' ports of an ICE answer, in order, and its first credential.
+async fn offered(e: &Env, token: &str) -> (Vec<String>, String, String) {
+    let (s, body) = e.post("/v1/ice/credentials", Some(token), json!({"relayOnly": true})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let servers = body["iceServers"].as_array().unwrap();
+    let urls = servers.iter().map(|s| s["urls"][0].as_str().unwrap().to_owned()).collect();
+    (urls, servers[0]["username"].as_str().unwrap().into(), servers[0]["credential"].as_str().unwrap().into())
+}
+
+fn link_config(pki: &Path, link_port: u16) -> String {
+    format!(
+        "{RELAXED_LIMITS}\n[[ice.relays]]\nhost = \"static.invalid\"\nudp-port = 3478\n\
+         [relay-link]\nlisten = \"127.0.0.1:{link_port}\"\ncert = \"{cert}\"\nkey = \"{key}\"\nclient-ca = \"{ca}\"\n\
+         report-seconds = 1\nstale-after-seconds = 3\n",
+        cert = pki.join("control.test.pem").display(),
+        key = pki.join("control.test.key").display(),
+        ca = pki.join("ca.pem").display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_register_report_load_drain_on_order_and_outlive_the_control_plane() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca");
+    make_cert(pki, "ca", "control.test", "serverAuth");
+    make_cert(pki, "ca", "relay-a.test", "clientAuth");
+    make_cert(pki, "ca", "relay-b.test", "clientAuth");
+    make_ca(pki, "rogue-ca");
+    make_cert(pki, "rogue-ca", "relay-rogue.test", "clientAuth");
+    // The rogue node trusts the real control plane; only its own certificate is wrong.
+    let link_port = free_udp_port();
+    let e = env_with(Engine::Sqlite, &link_config(pki, link_port)).await;
+    let admin = e.admin().await;
+    let (patient, _) = e.user_token(&admin, "patient.link@example.org", "patient").await;
+
+    // No relay yet: the static list.
+    let (urls, _, _) = offered(&e, &patient).await;
+    assert_eq!(urls, ["turn:static.invalid:3478?transport=udp"]);
+
+    let secret = e.control.dir.join("data/relay.secret");
+    let mut a = Relay::start(pki, "relay-a.test", link_port, &secret, (24100, 24139));
+    let mut b = Relay::start(pki, "relay-b.test", link_port, &secret, (24140, 24179));
+    let rogue = Relay::start(pki, "relay-rogue.test", link_port, &secret, (24180, 24199));
+    eventually(Duration::from_secs(20), "both relays registered and healthy", || async {
+        let list = nodes(&e, &admin).await;
+        ["relay-a.test", "relay-b.test"].iter().all(|n| node(&list, n).is_some_and(|n| n["healthy"] == true))
+    })
+    .await;
+    let list = nodes(&e, &admin).await;
+    assert_eq!(list.len(), 2, "the rogue node is not listed: {list:?}");
+    let listed_a = node(&list, "relay-a.test").unwrap();
+    assert_eq!(listed_a["region"], "istanbul-1");
+    assert_eq!(listed_a["host"], "127.0.0.1");
+    assert_eq!(listed_a["udpPort"], a.port);
+    assert_eq!(listed_a["tcpPort"], a.port, "TCP is served on the UDP port by default");
+    assert_eq!(listed_a["capacity"], 100);
+    assert_eq!(listed_a["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(a.metric("teletip_control_link_up").await, Some(1.0));
+    eventually(Duration::from_secs(10), "the rogue relay's link stays down and is counted as refused", || async {
+        let refused = e.http.get(e.control.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        rogue.metric("teletip_control_link_up").await == Some(0.0)
+            && refused.contains("teletip_relay_link_refused_total{reason=\"handshake\"}")
+    })
+    .await;
+
+    // Admins only; an unknown node is a 404 problem.
+    assert_eq!(e.get("/v1/relays", Some(&patient)).await.0, StatusCode::FORBIDDEN);
+    let (s, p) = e.post("/v1/relays/relay-a.test/drain", Some(&patient), json!({})).await;
+    assert_problem(s, &p, StatusCode::FORBIDDEN, "a patient cannot drain a relay");
+    let (s, p) = e.post("/v1/relays/relay-zz.test/drain", Some(&admin), json!({})).await;
+    assert_problem(s, &p, StatusCode::NOT_FOUND, "unknown node");
+
+    // An allocation on A: once reported, B (idle) is offered first.
+    let (_, user, pass) = offered(&e, &patient).await;
+    let held = allocate_and_hold(a.addr(), &user, &pass).await.expect("the issued credential allocates on A");
+    eventually(Duration::from_secs(10), "A reports its allocation", || async {
+        node(&nodes(&e, &admin).await, "relay-a.test").unwrap()["allocations"] == 1
+    })
+    .await;
+    let (urls, _, _) = offered(&e, &patient).await;
+    let (port_a, port_b) = (format!(":{}?", a.port), format!(":{}?", b.port));
+    assert!(urls.len() == 2 && urls[0].contains(&port_b) && urls[1].contains(&port_a), "least loaded first: {urls:?}");
+
+    // Drain A from the control plane: the relay drains (its own metric), refuses a new
+    // allocation, keeps the one in place, and is no longer offered.
+    let (s, drained) = e.post("/v1/relays/relay-a.test/drain", Some(&admin), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{drained}");
+    assert_eq!(drained["drainRequested"], true);
+    eventually(Duration::from_secs(5), "A drains", || async { a.metric("teletip_draining").await == Some(1.0) }).await;
+    let (urls, user, pass) = offered(&e, &patient).await;
+    assert!(urls.len() == 1 && urls[0].contains(&port_b), "a draining relay is not offered: {urls:?}");
+    let refused = turn_allocate(a.addr(), &user, &pass).await;
+    assert!(refused.is_err(), "a draining relay without an alternate refuses new allocations: {refused:?}");
+    eventually(Duration::from_secs(5), "A reports draining, its allocation still in place", || async {
+        let list = nodes(&e, &admin).await;
+        let a = node(&list, "relay-a.test").unwrap();
+        a["draining"] == true && a["allocations"] == 1
+    })
+    .await;
+    let (_, audit) = e.get("/v1/audit?action=relay.drain", Some(&admin)).await;
+    let events = audit["events"].as_array().unwrap();
+    assert!(events.len() == 1 && events[0]["target"] == "relay:relay-a.test", "{audit}");
+
+    let (s, resumed) = e.post("/v1/relays/relay-a.test/resume", Some(&admin), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{resumed}");
+    eventually(Duration::from_secs(5), "A's drain ends", || async { a.metric("teletip_draining").await == Some(0.0) })
+        .await;
+    let (_, user, pass) = offered(&e, &patient).await;
+    assert!(turn_allocate(a.addr(), &user, &pass).await.is_ok(), "A takes allocations again");
+
+    // B stops: it says so on its way out, so it leaves the offer at once, not after
+    // stale-after.
+    b.terminate();
+    eventually(Duration::from_secs(2), "B is no longer connected", || async {
+        node(&nodes(&e, &admin).await, "relay-b.test").unwrap()["connected"] == false
+    })
+    .await;
+    let (urls, user, pass) = offered(&e, &patient).await;
+    assert!(urls.len() == 1 && urls[0].contains(&port_a), "only A is left: {urls:?}");
+
+    // The control plane goes away: A keeps relaying (a credential issued before allocates),
+    // and registers again when the control plane is back.
+    let config = e.control.config_path.clone();
+    let Env { control, http, _dir, .. } = e;
+    let (dir, database_url) = (control.dir.clone(), control.database_url.clone());
+    control.stop();
+    // It closes the link on its way out: A knows at once, not after the 15 s idle timeout.
+    eventually(Duration::from_secs(5), "A notices the control plane is gone", || async {
+        a.metric("teletip_control_link_up").await == Some(0.0)
+    })
+    .await;
+    assert!(turn_allocate(a.addr(), &user, &pass).await.is_ok(), "A relays without the control plane");
+    held.close().await;
+    let control = restart(&dir, &database_url, &config);
+    let e = Env { control, http, engine: Engine::Sqlite, _dir };
+    let admin = e.admin().await;
+    eventually(Duration::from_secs(40), "A registers with the new control plane", || async {
+        nodes(&e, &admin).await.iter().any(|n| n["node"] == "relay-a.test" && n["healthy"] == true)
+    })
+    .await;
+    a.terminate();
+}
+
+/// The same control plane again (same configuration file, database and data directory).
+fn restart(dir: &Path, database_url: &str, config: &PathBuf) -> Control {
+    let extra = std::fs::read_to_string(config).unwrap();
+    // Control::start writes listen, database-url and data-dir itself, first.
+    let extra: String = extra.lines().skip(3).map(|l| format!("{l}\n")).collect();
+    Control::start(dir, database_url, &extra)
+}

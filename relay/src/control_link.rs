@@ -1,0 +1,167 @@
+//! The relay's end of the control link: dial the control plane (QUIC, mutual TLS), register,
+//! report the load every few seconds and at once after a change, and apply drain orders.
+//!
+//! The link is a convenience, never a dependency: while it is down the relay keeps relaying
+//! with the secrets it has, and it redials with a capped backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use teletip_link::{ControlToRelay, FrameError, Load, Registration, RelayToControl, read_frame, write_frame};
+use teletip_turn_proto::limits::SharedQuotas;
+use teletip_turn_proto::server::ServerConfig;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::ControlLink;
+
+/// The control plane must answer a registration within this long.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redial backoff bounds: fast after a blip, at most this slow while the control plane is away.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("{0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("the control plane did not answer the registration within {REGISTER_TIMEOUT:?}")]
+    RegisterTimeout,
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+}
+
+/// What the relay needs to report and to obey.
+pub struct LinkContext {
+    pub link: ControlLink,
+    pub client: quinn::ClientConfig,
+    /// The registration, `draining` filled in at each connection.
+    pub registration: Registration,
+    pub server: Arc<ServerConfig>,
+    pub quotas: Arc<SharedQuotas>,
+}
+
+/// Keeps the link up until `stop` turns true, then closes it so that the control plane stops
+/// handing this relay out at once rather than after its stale-after.
+pub async fn run(context: LinkContext, mut stop: watch::Receiver<bool>) {
+    let mut backoff = FIRST_RETRY;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = session(&context) => outcome,
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        ::metrics::gauge!("teletip_control_link_up").set(0.0);
+        match outcome {
+            Ok(()) => tracing::warn!("control link closed by the control plane; relaying carries on, redialling"),
+            Err(e) => tracing::warn!(
+                server = context.link.server,
+                "control link down: {e}; relaying carries on with the secrets it has, redialling in {backoff:?}"
+            ),
+        }
+        if started.elapsed() > LAST_RETRY {
+            backoff = FIRST_RETRY;
+        }
+        // Jitter, so that relays cut off together do not redial together.
+        let wait = backoff + Duration::from_millis(rand::rng().random_range(0..=backoff.as_millis() as u64 / 4));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        backoff = (backoff * 2).min(LAST_RETRY);
+    }
+}
+
+fn load(context: &LinkContext) -> RelayToControl {
+    RelayToControl::Load(Load {
+        allocations: context.quotas.active(),
+        draining: context.server.draining.load(Ordering::Relaxed),
+    })
+}
+
+async fn session(context: &LinkContext) -> Result<(), LinkError> {
+    let link = &context.link;
+    let addr: SocketAddr = tokio::net::lookup_host(&link.server)
+        .await
+        .map_err(|e| LinkError::Resolve(link.server.clone(), e))?
+        .next()
+        .ok_or_else(|| LinkError::Resolve(link.server.clone(), std::io::ErrorKind::NotFound.into()))?;
+    let bind = SocketAddr::new(
+        if addr.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() },
+        0,
+    );
+    let endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Socket)?;
+    let connection = endpoint.connect_with(context.client.clone(), addr, &link.server_name)?.await?;
+    let result = registered_session(context, &connection, addr).await;
+    // A frame error on a closed connection only says "connection lost": the reason the
+    // connection closed (the control plane refused this node's certificate, or is stopping)
+    // tells the operator more.
+    let result = match (result, connection.close_reason()) {
+        (Err(LinkError::Frame(_)), Some(reason)) => Err(LinkError::Connection(reason)),
+        (result, _) => result,
+    };
+    connection.close(0u32.into(), b"relay leaving");
+    // Lets the close reach the control plane (bounded: it may be gone).
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    result
+}
+
+async fn registered_session(
+    context: &LinkContext,
+    connection: &quinn::Connection,
+    addr: SocketAddr,
+) -> Result<(), LinkError> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    let mut registration = context.registration.clone();
+    registration.draining = context.server.draining.load(Ordering::Relaxed);
+    write_frame(&mut send, &RelayToControl::Register(registration)).await?;
+    let answer = tokio::time::timeout(REGISTER_TIMEOUT, read_frame::<_, ControlToRelay>(&mut recv))
+        .await
+        .map_err(|_| LinkError::RegisterTimeout)??;
+    let Some(ControlToRelay::Registered { node, report_every_ms }) = answer else {
+        return Err(LinkError::Protocol("the control plane's first frame must be registered"));
+    };
+    let report_every = Duration::from_millis(report_every_ms).max(Duration::from_secs(1));
+    tracing::info!(node, control = %addr, "registered with the control plane; reporting load every {report_every:?}");
+    ::metrics::gauge!("teletip_control_link_up").set(1.0);
+
+    // Orders are read on their own task: a read cut short by the select! below would lose
+    // part of a frame. It pings `changed` so that the new state is reported at once.
+    let (changed, mut changes) = mpsc::unbounded_channel::<()>();
+    let server = context.server.clone();
+    let mut orders = tokio::spawn(async move {
+        loop {
+            match read_frame::<_, ControlToRelay>(&mut recv).await? {
+                Some(ControlToRelay::Drain { draining }) => {
+                    crate::daemon::set_draining(&server, draining, "the control plane");
+                    let _ = changed.send(());
+                }
+                Some(ControlToRelay::Registered { .. }) => return Err(LinkError::Protocol("registered sent twice")),
+                None => return Ok(()),
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(report_every);
+    let ended = loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = changes.recv() => {}
+            ended = &mut orders => break ended.unwrap_or(Err(LinkError::Protocol("the order reader stopped"))),
+        }
+        if let Err(e) = write_frame(&mut send, &load(context)).await {
+            break Err(e.into());
+        }
+    };
+    orders.abort();
+    ended
+}
