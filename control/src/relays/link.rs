@@ -90,10 +90,13 @@ async fn session(
     })
     .await
     .map_err(|_| SessionError::RegisterTimeout)??;
-    if registration.host.trim().is_empty()
-        || (registration.udp_port, registration.tcp_port, registration.tls_port) == (None, None, None)
+    if !plausible_host(&registration.host) {
+        return Err(SessionError::Protocol("a registration's host must be a host name or an IP address"));
+    }
+    if (registration.udp_port, registration.tcp_port, registration.tls_port) == (None, None, None)
+        || [registration.udp_port, registration.tcp_port, registration.tls_port].contains(&Some(0))
     {
-        return Err(SessionError::Protocol("a registration needs a host and at least one port"));
+        return Err(SessionError::Protocol("a registration needs at least one port, none of them 0"));
     }
     let (commands, mut outbox) = mpsc::unbounded_channel::<ControlToRelay>();
     let (this, pending) = registry.connect(&node, registration.clone(), commands, Instant::now());
@@ -131,4 +134,38 @@ async fn session(
     registry.disconnect(&node, this);
     tracing::info!(node, "relay disconnected");
     ended
+}
+
+/// Whether `host` can go into a `turn:` URL as it is: a DNS name or an IP address (IPv6 without
+/// brackets). Anything else (spaces, `?`, `@`, `/`) would let a relay shape the URLs clients get.
+fn plausible_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_host;
+
+    #[test]
+    fn registered_hosts_are_names_or_addresses_and_nothing_that_reshapes_a_url() {
+        for ok in ["turn.hosp.example", "relay-1", "203.0.113.10", "2001:db8::10", "127.0.0.1"] {
+            assert!(plausible_host(ok), "{ok}");
+        }
+        for bad in
+            ["", "turn.hosp.example:443", "a b", "evil.example?transport=tcp", "x@y", "-a.example", "a..b", "[::1]"]
+        {
+            assert!(!plausible_host(bad), "{bad}");
+        }
+    }
 }

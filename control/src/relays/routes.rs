@@ -22,8 +22,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 }
 
 /// Drain a relay: new allocations go to its alternate server or are refused, calls in place
-/// carry on, and ICE credentials stop naming it. Applied at once if it is connected, else
-/// when it reconnects.
+/// carry on, and ICE credentials stop naming it (while another registered relay is usable).
+/// Applied at once if it is connected, else when it reconnects.
 #[utoipa::path(post, path = "/v1/relays/{node}/drain", tag = "relays", security(("bearer" = [])),
     params(("node" = String, Path, description = "The node's name (from its certificate)")),
     responses((status = 200, body = RelayNode), (status = 403, body = crate::problem::Problem),
