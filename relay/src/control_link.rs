@@ -5,17 +5,20 @@
 //! with the secrets it has, and it redials with a capped backoff.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use teletip_link::{ControlToRelay, FrameError, Load, Registration, RelayToControl, read_frame, write_frame};
+use teletip_link::{
+    ControlToRelay, FrameError, Load, PushedSecret, Registration, RelayToControl, read_frame, write_frame,
+};
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::ServerConfig;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ControlLink;
+use crate::secret_sources::SecretSources;
 
 /// The control plane must answer a registration within this long.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +52,8 @@ pub struct LinkContext {
     pub registration: Registration,
     pub server: Arc<ServerConfig>,
     pub quotas: Arc<SharedQuotas>,
+    /// Where pushed secrets go (besides the secret files').
+    pub secrets: Arc<Mutex<SecretSources>>,
 }
 
 /// Keeps the link up until `stop` turns true, then closes it so that the control plane stops
@@ -139,6 +144,7 @@ async fn registered_session(
     // part of a frame. It pings `changed` so that the new state is reported at once.
     let (changed, mut changes) = mpsc::unbounded_channel::<()>();
     let server = context.server.clone();
+    let secrets = context.secrets.clone();
     let mut orders = tokio::spawn(async move {
         loop {
             match read_frame::<_, ControlToRelay>(&mut recv).await? {
@@ -146,6 +152,7 @@ async fn registered_session(
                     crate::daemon::set_draining(&server, draining, "the control plane");
                     let _ = changed.send(());
                 }
+                Some(ControlToRelay::Secrets { secrets: pushed }) => accept_pushed_secrets(&secrets, pushed),
                 Some(ControlToRelay::Registered { .. }) => return Err(LinkError::Protocol("registered sent twice")),
                 None => return Ok(()),
             }
@@ -164,4 +171,26 @@ async fn registered_session(
     };
     orders.abort();
     ended
+}
+
+/// Publishes the secrets the control plane pushed, beside the secret files'. A secret the
+/// relay would refuse in its own files (a short value, a key id that is not a plain name) is
+/// left out and logged; the others still apply.
+fn accept_pushed_secrets(sources: &Mutex<SecretSources>, pushed: Vec<PushedSecret>) {
+    let mut accepted = Vec::new();
+    for secret in pushed {
+        let plain_id = !secret.key_id.is_empty()
+            && secret.key_id.len() <= 64
+            && secret.key_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !plain_id || secret.secret.len() < 16 {
+            tracing::error!(
+                key_id = secret.key_id.escape_debug().to_string(),
+                "the control plane pushed a secret this relay refuses (key ids: letters, digits, '-', '_', '.'; values: 16 bytes or more); left out"
+            );
+            continue;
+        }
+        accepted.push(teletip_turn_proto::credentials::Secret::new(secret.key_id, secret.secret.into_bytes()));
+    }
+    let published = sources.lock().expect("secret sources lock").replace_pushed(accepted);
+    crate::daemon::log_secrets_published("secrets pushed by the control plane", &published);
 }

@@ -1,8 +1,8 @@
 //! Starting and stopping the relay: workers, metrics endpoint, signals.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use rand::Rng;
@@ -10,7 +10,6 @@ use teletip_turn_proto::credentials::Secret;
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::nonce::NonceIssuer;
 use teletip_turn_proto::policy::PeerPolicy;
-use teletip_turn_proto::secrets::SecretRing;
 use teletip_turn_proto::server::ServerConfig;
 
 use crate::config::RelayConfig;
@@ -18,6 +17,7 @@ use crate::metrics::{self, Publisher};
 use crate::net::binder::{BinderSettings, Reservations};
 use crate::net::socket::SocketTuning;
 use crate::net::worker::WorkerSetup;
+use crate::secret_sources::{Published, SecretSources};
 
 /// The secrets as the state machine takes them.
 fn proto_secrets(c: &RelayConfig) -> Vec<Secret> {
@@ -125,8 +125,8 @@ fn reload_certificate(served: Option<&crate::net::tls::ServedCertificate>) {
 
 /// SIGHUP: reads the configuration again (file, secret files) and publishes its secrets to every
 /// worker, so that a rotation needs no restart (a restart ends every call). A configuration
-/// that no longer validates changes nothing. Logs key ids, never values.
-fn reload_secrets(ring: &SecretRing, reread: &dyn Fn() -> anyhow::Result<RelayConfig>) {
+/// that no longer validates changes nothing. Secrets pushed by the control plane stay.
+fn reload_secrets(sources: &Mutex<SecretSources>, reread: &dyn Fn() -> anyhow::Result<RelayConfig>) {
     let config = match reread() {
         Ok(config) => config,
         Err(e) => {
@@ -134,16 +134,28 @@ fn reload_secrets(ring: &SecretRing, reread: &dyn Fn() -> anyhow::Result<RelayCo
             return;
         }
     };
-    let rotation = ring.replace(proto_secrets(&config));
+    let published = sources.lock().expect("secret sources lock").replace_files(proto_secrets(&config));
+    log_secrets_published("SIGHUP: secrets reloaded", &published);
+}
+
+/// Logs what a change of the accepted secrets did: key ids, never values.
+pub(crate) fn log_secrets_published(what: &str, published: &Published) {
+    let rotation = &published.rotation;
     if rotation.added.is_empty() && rotation.removed.is_empty() && rotation.changed.is_empty() {
-        tracing::info!(current = %rotation.current, "SIGHUP: secrets reloaded, unchanged");
+        tracing::info!(current = %rotation.current, "{what}, unchanged");
     } else {
         tracing::info!(
             current = %rotation.current,
             added = ?rotation.added,
             removed = ?rotation.removed,
             changed = ?rotation.changed,
-            "SIGHUP: secrets reloaded; allocations made under a removed secret keep running until their credential expires"
+            "{what}; allocations made under a removed secret keep running until their credential expires"
+        );
+    }
+    if !published.conflicts.is_empty() {
+        tracing::warn!(
+            key_ids = ?published.conflicts,
+            "the control plane pushes these key ids with other values than the secret files: the files' values are kept, so credentials the control plane issues under them are refused here"
         );
     }
 }
@@ -230,6 +242,8 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
             config.listening_ips.iter().map(|ip| (SocketAddr::new(*ip, config.tls_listening_port), Some(tls.clone()))),
         );
     }
+    // The files' secrets and, with a control link, the ones the control plane pushes.
+    let secret_sources = Arc::new(Mutex::new(SecretSources::new(server.secrets.clone(), proto_secrets(&config))));
     let stop = Arc::new(AtomicBool::new(false));
     let reservations = Reservations::default();
     let mut setups = Vec::new();
@@ -291,6 +305,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
                 registration: registration(&config),
                 server: server.clone(),
                 quotas: quotas.clone(),
+                secrets: secret_sources.clone(),
             };
             tracing::info!(
                 server = link.server,
@@ -341,7 +356,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
                 // weeks; a restart would end the calls in progress); the rest of the
                 // configuration needs a restart.
                 _ = hup.recv() => {
-                    reload_secrets(&server.secrets, reread);
+                    reload_secrets(&secret_sources, reread);
                     reload_certificate(served_certificate.as_deref());
                 }
                 _ = usr1.recv() => set_draining(&server, true, "SIGUSR1"),

@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod firewall;
 pub mod metrics;
 pub mod net;
+pub mod secret_sources;

@@ -1,5 +1,6 @@
 //! The control link: relay nodes dial the control plane over QUIC with mutual TLS, register
-//! the addresses clients reach them on, report their load, and take drain orders.
+//! the addresses clients reach them on, report their load, take drain orders, and receive the
+//! secrets the control plane issues credentials with.
 //!
 //! One bidirectional stream per connection, opened by the relay, carrying length-prefixed JSON
 //! frames ([`frame`]). JSON and not a binary encoding: a frame every few seconds per relay is
@@ -11,7 +12,7 @@ pub mod message;
 pub mod tls;
 
 pub use frame::{FrameError, read_frame, write_frame};
-pub use message::{ControlToRelay, Load, Registration, RelayToControl};
+pub use message::{ControlToRelay, Load, PushedSecret, Registration, RelayToControl};
 
 /// ALPN protocol id of this link; a peer speaking anything else is refused in the handshake.
 pub const ALPN: &[u8] = b"teletip-link/1";

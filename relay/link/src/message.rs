@@ -22,6 +22,24 @@ pub enum ControlToRelay {
     /// Start (`true`) or end (`false`) a drain: new allocations go to an alternate server or are
     /// refused, those in place carry on.
     Drain { draining: bool },
+    /// The REST API secrets the control plane issues credentials with, current first. The relay
+    /// accepts them besides its own secret files, so that a rotation needs no change on the
+    /// relays. Sent after `Registered` and whenever they change.
+    Secrets { secrets: Vec<PushedSecret> },
+}
+
+/// One secret as pushed. Its value never appears in `Debug` output (logs).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushedSecret {
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for PushedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushedSecret").field("key_id", &self.key_id).field("secret", &"<redacted>").finish()
+    }
 }
 
 /// How clients reach the relay, as ICE servers are built from it.
@@ -71,6 +89,18 @@ mod tests {
         .unwrap();
         let RelayToControl::Register(r) = register else { panic!("not a registration") };
         assert_eq!((r.udp_port, r.tcp_port, r.region), (Some(3478), None, None));
+    }
+
+    #[test]
+    fn pushed_secrets_travel_but_never_show_in_debug_output() {
+        let message = ControlToRelay::Secrets {
+            secrets: vec![PushedSecret { key_id: "k2026-12".into(), secret: "s3cr3t-s3cr3t-s3cr3t".into() }],
+        };
+        let json = serde_json::to_string(&message).unwrap();
+        assert_eq!(json, r#"{"type":"secrets","secrets":[{"keyId":"k2026-12","secret":"s3cr3t-s3cr3t-s3cr3t"}]}"#);
+        assert_eq!(serde_json::from_str::<ControlToRelay>(&json).unwrap(), message);
+        let debug = format!("{message:?}");
+        assert!(debug.contains("k2026-12") && !debug.contains("s3cr3t"), "{debug}");
     }
 
     #[test]
