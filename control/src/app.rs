@@ -79,6 +79,11 @@ impl AppState {
         &self.0.dummy_hash
     }
 
+    /// Every ICE secret, the issuing one first.
+    pub fn ice_secrets(&self) -> &[(String, Vec<u8>)] {
+        &self.0.ice_secrets
+    }
+
     pub fn ice_secret(&self) -> (&str, &[u8]) {
         let (id, secret) = &self.0.ice_secrets[0];
         (id, secret)

@@ -51,6 +51,10 @@ pub struct RelayLinkConfig {
     /// A relay that has not reported for this long is left out of ICE answers, in seconds.
     #[serde(default = "fifteen")]
     pub stale_after_seconds: u64,
+    /// Send the `[ice]` secrets to every relay that registers, which then accepts them beside
+    /// its own secret files: a rotation is then done here alone.
+    #[serde(default = "yes")]
+    pub push_secrets: bool,
 }
 
 fn five() -> u64 {

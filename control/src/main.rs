@@ -169,11 +169,12 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
             link.client_ca.display()
         );
         link_endpoint = Some(endpoint.clone());
-        tokio::spawn(teletip_control::relays::link::serve(
-            endpoint,
-            state.relays().clone(),
-            std::time::Duration::from_secs(link.report_seconds),
-        ));
+        let secrets = link.push_secrets.then(|| pushed_secrets(state.ice_secrets())).transpose()?;
+        let settings = teletip_control::relays::link::LinkSettings {
+            report_every: std::time::Duration::from_secs(link.report_seconds),
+            secrets,
+        };
+        tokio::spawn(teletip_control::relays::link::serve(endpoint, state.relays().clone(), settings));
     }
     let app = teletip_control::signaling::attach(router(state.clone()), state).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -213,4 +214,17 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     }
     Ok(())
+}
+
+/// The ICE secrets as the relay link pushes them (secrets are read from text files, so they
+/// are UTF-8).
+fn pushed_secrets(secrets: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<teletip_link::PushedSecret>> {
+    secrets
+        .iter()
+        .map(|(key_id, value)| {
+            let secret = String::from_utf8(value.clone())
+                .with_context(|| format!("relay-link.push-secrets: ICE secret {key_id:?} is not UTF-8 text"))?;
+            Ok(teletip_link::PushedSecret { key_id: key_id.clone(), secret })
+        })
+        .collect()
 }

@@ -179,7 +179,11 @@ async fn relays_register_report_load_drain_on_order_and_outlive_the_control_plan
 
     let secret = e.control.dir.join("data/relay.secret");
     let mut a = Relay::start(pki, "relay-a.test", link_port, &secret, (24100, 24139));
-    let mut b = Relay::start(pki, "relay-b.test", link_port, &secret, (24140, 24179));
+    // B has a secret file of its own: it accepts the control plane's credentials only because
+    // the control plane pushes its secrets over the link.
+    let b_secret = pki.join("relay-b.secrets");
+    std::fs::write(&b_secret, "b-own=b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0\n").unwrap();
+    let mut b = Relay::start(pki, "relay-b.test", link_port, &b_secret, (24140, 24179));
     let rogue = Relay::start(pki, "relay-rogue.test", link_port, &secret, (24180, 24199));
     eventually(Duration::from_secs(20), "both relays registered and healthy", || async {
         let list = nodes(&e, &admin).await;
@@ -220,6 +224,19 @@ async fn relays_register_report_load_drain_on_order_and_outlive_the_control_plan
     let (urls, _, _) = offered(&e, &patient).await;
     let (port_a, port_b) = (format!(":{}?", a.port), format!(":{}?", b.port));
     assert!(urls.len() == 2 && urls[0].contains(&port_b) && urls[1].contains(&port_a), "least loaded first: {urls:?}");
+    let (_, user, pass) = offered(&e, &patient).await;
+    let pushed = turn_allocate(b.addr(), &user, &pass).await;
+    assert!(pushed.is_ok(), "B accepts the control plane's credential through the pushed secret: {pushed:?}");
+    // A SIGHUP re-reads B's own secret file and keeps the pushed secret.
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(b.child.id() as i32, 1) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_reload = turn_allocate(b.addr(), &user, &pass).await;
+    assert!(after_reload.is_ok(), "after a SIGHUP B still accepts it: {after_reload:?}");
+    eventually(Duration::from_secs(5), "B counts the successes under the pushed key id", || async {
+        b.metric("teletip_auth_success_total{key_id=\"local\"}").await.is_some_and(|n| n >= 2.0)
+    })
+    .await;
 
     // Drain A from the control plane: the relay drains (its own metric), refuses a new
     // allocation, keeps the one in place, and is no longer offered.

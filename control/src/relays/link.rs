@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use teletip_link::{ControlToRelay, FrameError, RelayToControl, read_frame, write_frame};
+use teletip_link::{ControlToRelay, FrameError, PushedSecret, RelayToControl, read_frame, write_frame};
 use tokio::sync::mpsc;
 
 use super::Registry;
@@ -36,10 +36,19 @@ impl SessionError {
     }
 }
 
+/// What every session sends a relay besides its orders.
+#[derive(Clone)]
+pub struct LinkSettings {
+    pub report_every: Duration,
+    /// The ICE secrets to push after registration (`push-secrets`), or none.
+    pub secrets: Option<Vec<PushedSecret>>,
+}
+
 /// Accepts relay connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, report_every: Duration) {
+pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, settings: LinkSettings) {
     while let Some(incoming) = endpoint.accept().await {
         let registry = registry.clone();
+        let settings = settings.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let connection = match incoming.await {
@@ -51,7 +60,7 @@ pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, report_every: 
                     return;
                 }
             };
-            let ended = session(&connection, &registry, report_every).await;
+            let ended = session(&connection, &registry, &settings).await;
             // A frame error on a closed connection only says "connection lost"; why it closed
             // (the relay stopping, or its idle timeout) says more.
             let ended = match (ended, connection.close_reason()) {
@@ -77,7 +86,7 @@ pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, report_every: 
 async fn session(
     connection: &quinn::Connection,
     registry: &Registry,
-    report_every: Duration,
+    settings: &LinkSettings,
 ) -> Result<(), SessionError> {
     let node = teletip_link::tls::peer_node(connection).ok_or(SessionError::NoIdentity)?;
     let (registration, mut send, mut recv) = tokio::time::timeout(REGISTER_TIMEOUT, async {
@@ -110,8 +119,11 @@ async fn session(
         "relay registered"
     );
     let registered =
-        ControlToRelay::Registered { node: node.clone(), report_every_ms: report_every.as_millis() as u64 };
+        ControlToRelay::Registered { node: node.clone(), report_every_ms: settings.report_every.as_millis() as u64 };
     write_frame(&mut send, &registered).await?;
+    if let Some(secrets) = &settings.secrets {
+        write_frame(&mut send, &ControlToRelay::Secrets { secrets: secrets.clone() }).await?;
+    }
     for command in pending {
         write_frame(&mut send, &command).await?;
     }
