@@ -4,7 +4,7 @@
 //! The link is a convenience, never a dependency: while it is down the relay keeps relaying
 //! with the secrets it has, and it redials with a capped backoff.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,19 +94,35 @@ fn load(context: &LinkContext) -> RelayToControl {
     })
 }
 
-async fn session(context: &LinkContext) -> Result<(), LinkError> {
+/// Connects to the first address of `control-server` that answers: a name with several
+/// addresses (several control plane instances) still gets the relay registered when one of
+/// them is down.
+async fn connect(context: &LinkContext) -> Result<(quinn::Endpoint, quinn::Connection, SocketAddr), LinkError> {
     let link = &context.link;
-    let addr: SocketAddr = tokio::net::lookup_host(&link.server)
-        .await
-        .map_err(|e| LinkError::Resolve(link.server.clone(), e))?
-        .next()
-        .ok_or_else(|| LinkError::Resolve(link.server.clone(), std::io::ErrorKind::NotFound.into()))?;
-    let bind = SocketAddr::new(
-        if addr.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() },
-        0,
-    );
-    let endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Socket)?;
-    let connection = endpoint.connect_with(context.client.clone(), addr, &link.server_name)?.await?;
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host(&link.server).await.map_err(|e| LinkError::Resolve(link.server.clone(), e))?.collect();
+    let mut last = LinkError::Resolve(link.server.clone(), std::io::ErrorKind::NotFound.into());
+    for addr in addrs {
+        let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        let endpoint = quinn::Endpoint::client(SocketAddr::new(any, 0)).map_err(LinkError::Socket)?;
+        // An address that does not answer costs the link's idle timeout (15 s) before the next.
+        let attempt = match endpoint.connect_with(context.client.clone(), addr, &link.server_name) {
+            Ok(connecting) => connecting.await.map_err(LinkError::from),
+            Err(e) => Err(e.into()),
+        };
+        match attempt {
+            Ok(connection) => return Ok((endpoint, connection, addr)),
+            Err(e) => {
+                tracing::debug!(%addr, "control link: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn session(context: &LinkContext) -> Result<(), LinkError> {
+    let (endpoint, connection, addr) = connect(context).await?;
     let result = registered_session(context, &connection, addr).await;
     // A frame error on a closed connection only says "connection lost": the reason the
     // connection closed (the control plane refused this node's certificate, or is stopping)
