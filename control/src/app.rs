@@ -33,7 +33,7 @@ struct Inner {
     /// A real Argon2id hash of nothing, verified against when an e-mail is unknown.
     dummy_hash: String,
     /// The relay nodes connected through the relay link (empty without one).
-    relays: crate::relays::Registry,
+    relays: Arc<crate::relays::Relays>,
 }
 
 #[derive(Clone)]
@@ -50,11 +50,19 @@ impl AppState {
     ) -> AppState {
         let dummy_hash = crate::auth::password::hash("not a password of anybody");
         let stale_after = config.relay_link.as_ref().map_or(15, |l| l.stale_after_seconds);
-        let relays = crate::relays::Registry::new(std::time::Duration::from_secs(stale_after));
+        // With Redis, instances share what they know of the relays (relays/shared.rs).
+        let redis = config.redis_url.as_deref().and_then(|url| match redis::Client::open(url) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::error!(error = %e, "redis-url: the relay registry is NOT shared; each instance knows its own relays");
+                None
+            }
+        });
+        let relays = Arc::new(crate::relays::Relays::new(std::time::Duration::from_secs(stale_after), redis));
         AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, fields, dummy_hash, relays }))
     }
 
-    pub fn relays(&self) -> &crate::relays::Registry {
+    pub fn relays(&self) -> &Arc<crate::relays::Relays> {
         &self.0.relays
     }
 

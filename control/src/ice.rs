@@ -96,8 +96,8 @@ pub async fn issue(
 /// The relays registered through the relay link that are healthy and not draining, least
 /// loaded first; while there are none (no link, or none registered since this instance
 /// started), the static `ice.relays`.
-fn relays_to_offer(state: &AppState) -> ApiResult<Vec<RelayEntry>> {
-    let live = state.relays().ice_relays(std::time::Instant::now());
+async fn relays_to_offer(state: &AppState) -> ApiResult<Vec<RelayEntry>> {
+    let live = state.relays().ice_relays().await;
     if !live.is_empty() {
         metrics::counter!("teletip_ice_relay_source_total", "source" => "registry").increment(1);
         return Ok(live);
@@ -132,7 +132,7 @@ pub async fn credentials(
     let (secret_id, secret) = state.ice_secret();
     let (username, password) =
         teletip_turn_proto::credentials::issue(secret, &session_id, expires_at.unix_timestamp() as u64);
-    let relays = relays_to_offer(state)?;
+    let relays = relays_to_offer(state).await?;
     let mut servers = Vec::new();
     let stun: Vec<String> = relays
         .iter()

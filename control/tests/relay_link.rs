@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::http::*;
+use support::redis_server::redis_server;
 use support::relay::{allocate_and_hold, relay_binary, turn_allocate};
 use support::{Control, Engine};
 
@@ -304,4 +305,71 @@ fn restart(dir: &Path, database_url: &str, config: &PathBuf) -> Control {
     // Control::start writes listen, database-url and data-dir itself, first.
     let extra: String = extra.lines().skip(3).map(|l| format!("{l}\n")).collect();
     Control::start(dir, database_url, &extra)
+}
+
+/// Two control instances sharing one Redis: a relay connected to the first is named in the
+/// second's ICE answers and drained through the second's API; the drain request outlives the
+/// relay's restart (it is kept in Redis, not in an instance's memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_any_instance_names_and_drains_a_relay_connected_to_another() {
+    let Some(redis) = redis_server() else { return };
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca");
+    make_cert(pki, "ca", "control.test", "serverAuth");
+    make_cert(pki, "ca", "relay-a.test", "clientAuth");
+    // One ICE secret for both instances, as a deployment behind a load balancer has.
+    let secret = pki.join("ice.secret");
+    std::fs::write(&secret, "shared=5ba5ba5ba5ba5ba5ba5ba5ba5ba5ba5ba5\n").unwrap();
+    let shared = format!(
+        "redis-url = \"{}\"\n[[ice.secrets]]\nkey-id = \"shared\"\nsecret-file = \"{}\"\n",
+        redis.url,
+        secret.display()
+    );
+    let (port_1, port_2) = (free_udp_port(), free_udp_port());
+    // Top-level keys before the tables of link_config.
+    let one = env_with(Engine::Sqlite, &format!("{shared}{}", link_config(pki, port_1))).await;
+    let two = env_with(Engine::Sqlite, &format!("{shared}{}", link_config(pki, port_2))).await;
+    let admin_1 = one.admin().await;
+    let admin_2 = two.admin().await;
+    let (patient_2, _) = two.user_token(&admin_2, "patient.two@example.org", "patient").await;
+
+    let mut a = Relay::start(pki, "relay-a.test", port_1, &secret, (24200, 24239));
+    eventually(Duration::from_secs(20), "the second instance lists A, connected to the first, as healthy", || async {
+        nodes(&two, &admin_2).await.iter().any(|n| n["node"] == "relay-a.test" && n["healthy"] == true)
+    })
+    .await;
+    let (urls, user, pass) = offered(&two, &patient_2).await;
+    let port_a = format!(":{}?", a.port);
+    assert!(urls.len() == 1 && urls[0].contains(&port_a), "the second instance names A: {urls:?}");
+    assert!(turn_allocate(a.addr(), &user, &pass).await.is_ok(), "its credential allocates on A");
+
+    // Drained through the second instance: A gets the order from the first at its next report.
+    let (s, drained) = two.post("/v1/relays/relay-a.test/drain", Some(&admin_2), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{drained}");
+    assert_eq!(drained["drainRequested"], true);
+    eventually(Duration::from_secs(5), "A drains", || async { a.metric("teletip_draining").await == Some(1.0) }).await;
+    let (urls, _, _) = offered(&two, &patient_2).await;
+    assert_eq!(urls, ["turn:static.invalid:3478?transport=udp"], "a drained relay is not named");
+
+    // A restarts (not draining any more) and registers again: the request, kept in Redis, is
+    // applied at once.
+    a.terminate();
+    let mut a = Relay::start(pki, "relay-a.test", port_1, &secret, (24200, 24239));
+    eventually(Duration::from_secs(20), "the restarted A drains again", || async {
+        a.metric("teletip_control_link_up").await == Some(1.0) && a.metric("teletip_draining").await == Some(1.0)
+    })
+    .await;
+
+    // Resumed through the first instance.
+    let (s, resumed) = one.post("/v1/relays/relay-a.test/resume", Some(&admin_1), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{resumed}");
+    eventually(Duration::from_secs(5), "A's drain ends", || async { a.metric("teletip_draining").await == Some(0.0) })
+        .await;
+    let port_a = format!(":{}?", a.port); // the restarted A listens on another port
+    eventually(Duration::from_secs(5), "the second instance names A again", || async {
+        offered(&two, &patient_2).await.0.iter().any(|u| u.contains(&port_a))
+    })
+    .await;
+    a.terminate();
 }

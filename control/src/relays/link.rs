@@ -1,12 +1,14 @@
 //! The QUIC server relay nodes dial (mutual TLS, see `teletip_link::tls`): a node registers,
 //! then reports its load every few seconds and takes drain orders until the connection ends.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use teletip_link::{ControlToRelay, FrameError, PushedSecret, RelayToControl, read_frame, write_frame};
 use tokio::sync::mpsc;
 
-use super::Registry;
+use super::Relays;
+use super::registry::now_ms;
 
 /// A node that has not registered this long after its handshake is dropped.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,9 +47,9 @@ pub struct LinkSettings {
 }
 
 /// Accepts relay connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, settings: LinkSettings) {
+pub async fn serve(endpoint: quinn::Endpoint, relays: Arc<Relays>, settings: LinkSettings) {
     while let Some(incoming) = endpoint.accept().await {
-        let registry = registry.clone();
+        let relays = relays.clone();
         let settings = settings.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
@@ -60,7 +62,7 @@ pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, settings: Link
                     return;
                 }
             };
-            let ended = session(&connection, &registry, &settings).await;
+            let ended = session(&connection, &relays, &settings).await;
             // A frame error on a closed connection only says "connection lost"; why it closed
             // (the relay stopping, or its idle timeout) says more.
             let ended = match (ended, connection.close_reason()) {
@@ -83,11 +85,7 @@ pub async fn serve(endpoint: quinn::Endpoint, registry: Registry, settings: Link
     }
 }
 
-async fn session(
-    connection: &quinn::Connection,
-    registry: &Registry,
-    settings: &LinkSettings,
-) -> Result<(), SessionError> {
+async fn session(connection: &quinn::Connection, relays: &Relays, settings: &LinkSettings) -> Result<(), SessionError> {
     let node = teletip_link::tls::peer_node(connection).ok_or(SessionError::NoIdentity)?;
     let (registration, mut send, mut recv) = tokio::time::timeout(REGISTER_TIMEOUT, async {
         let (send, mut recv) = connection.accept_bi().await?;
@@ -108,7 +106,9 @@ async fn session(
         return Err(SessionError::Protocol("a registration needs at least one port, none of them 0"));
     }
     let (commands, mut outbox) = mpsc::unbounded_channel::<ControlToRelay>();
-    let (this, pending) = registry.connect(&node, registration.clone(), commands, Instant::now());
+    let drain_requested = relays.drain_requested(&node).await;
+    let (this, pending) = relays.local().connect(&node, registration.clone(), commands, drain_requested, now_ms());
+    relays.publish(relays.local().snapshots().into_iter().find(|s| s.node == node)).await;
     tracing::info!(
         node,
         remote = %connection.remote_address(),
@@ -136,14 +136,20 @@ async fn session(
     });
     let ended = loop {
         match read_frame::<_, RelayToControl>(&mut recv).await {
-            Ok(Some(RelayToControl::Load(load))) => registry.report(&node, this, load, Instant::now()),
+            Ok(Some(RelayToControl::Load(load))) => {
+                relays.publish(relays.local().report(&node, this, load, now_ms())).await;
+                // A drain asked on another instance reaches the node here.
+                if let Some(requested) = relays.drain_requested(&node).await {
+                    relays.local().reconcile_drain(&node, this, requested);
+                }
+            }
             Ok(Some(RelayToControl::Register(_))) => break Err(SessionError::Protocol("register sent twice")),
             Ok(None) => break Ok(()),
             Err(e) => break Err(e.into()),
         }
     };
     writer.abort();
-    registry.disconnect(&node, this);
+    relays.publish(relays.local().disconnect(&node, this)).await;
     tracing::info!(node, "relay disconnected");
     ended
 }

@@ -1,24 +1,24 @@
 //! `GET /v1/relays`, `POST /v1/relays/{node}/drain`, `POST /v1/relays/{node}/resume`: admins
 //! see every relay node and empty one before maintenance without logging in to it.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::registry::{RegistryError, RelayNode};
+use super::SetDrainError;
+use super::registry::RelayNode;
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiResult};
 use crate::store::Role;
 
-/// The relay nodes that have connected since this instance started, by name.
+/// The relay nodes that have connected since this instance started (with Redis: to any
+/// instance, within the last hour), by name.
 #[utoipa::path(get, path = "/v1/relays", tag = "relays", security(("bearer" = [])),
     responses((status = 200, body = Vec<RelayNode>), (status = 403, body = crate::problem::Problem)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<RelayNode>>> {
     caller.require(&[Role::Admin])?;
-    Ok(Json(state.relays().list(Instant::now())))
+    Ok(Json(state.relays().list().await))
 }
 
 /// Drain a relay: new allocations go to its alternate server or are refused, calls in place
@@ -59,11 +59,12 @@ async fn set_drain(
     draining: bool,
 ) -> ApiResult<Json<RelayNode>> {
     caller.require(&[Role::Admin])?;
-    let delivered = state.relays().set_drain(&node, draining).map_err(|e| match e {
-        RegistryError::UnknownNode(_) => ApiError::NotFound,
+    let delivered = state.relays().set_drain(&node, draining).await.map_err(|e| match e {
+        SetDrainError::Unknown(_) => ApiError::NotFound,
+        SetDrainError::Shared(e) => ApiError::Unavailable(format!("the shared relay registry did not answer: {e}")),
     })?;
     let action = if draining { "relay.drain" } else { "relay.resume" };
-    let outcome = if delivered { "success" } else { "success:pending-reconnection" };
+    let outcome = if delivered { "success" } else { "success:pending" };
     state.audit(Audit::new(action, &ip).actor(caller.user_id).target(format!("relay:{node}")).outcome(outcome)).await?;
     tracing::warn!(
         node,
@@ -72,6 +73,6 @@ async fn set_drain(
         "relay drain {} by an admin",
         if draining { "requested" } else { "ended" }
     );
-    let view = state.relays().list(Instant::now()).into_iter().find(|n| n.node == node).ok_or(ApiError::NotFound)?;
+    let view = state.relays().list().await.into_iter().find(|n| n.node == node).ok_or(ApiError::NotFound)?;
     Ok(Json(view))
 }

@@ -6,6 +6,7 @@
 
 pub mod clinic;
 pub mod http;
+pub mod redis_server;
 pub mod relay;
 
 use std::io::{BufRead, BufReader, Write};
