@@ -729,6 +729,12 @@ impl RelayConfig {
     }
 }
 
+/// Whether `id` may be a key id: 1-64 letters, digits, `-`, `_` or `.` (key ids appear in logs
+/// and metric labels).
+pub fn is_plain_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// One line of a secret file: `key-id=secret`, or a bare secret whose key id becomes
 /// `file:line`. Only a plausible key id before the first `=` with a full-length secret after it
 /// counts as the first form, so that a bare base64 secret (which ends in `=` padding) is never
@@ -736,10 +742,7 @@ impl RelayConfig {
 pub fn parse_secret_line(line: &str, location: &str) -> NamedSecret {
     if let Some((id, value)) = line.split_once('=') {
         let (id, value) = (id.trim(), value.trim());
-        let plausible_id = !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if plausible_id && value.len() >= 16 {
+        if is_plain_key_id(id) && value.len() >= 16 {
             return NamedSecret { key_id: id.to_owned(), value: value.to_owned() };
         }
     }

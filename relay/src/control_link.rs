@@ -195,10 +195,7 @@ async fn registered_session(
 fn accept_pushed_secrets(sources: &Mutex<SecretSources>, pushed: Vec<PushedSecret>) {
     let mut accepted = Vec::new();
     for secret in pushed {
-        let plain_id = !secret.key_id.is_empty()
-            && secret.key_id.len() <= 64
-            && secret.key_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !plain_id || secret.secret.len() < 16 {
+        if !crate::config::is_plain_key_id(&secret.key_id) || secret.secret.len() < 16 {
             tracing::error!(
                 key_id = secret.key_id.escape_debug().to_string(),
                 "the control plane pushed a secret this relay refuses (key ids: letters, digits, '-', '_', '.'; values: 16 bytes or more); left out"

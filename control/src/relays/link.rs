@@ -107,8 +107,9 @@ async fn session(connection: &quinn::Connection, relays: &Relays, settings: &Lin
     }
     let (commands, mut outbox) = mpsc::unbounded_channel::<ControlToRelay>();
     let drain_requested = relays.drain_requested(&node).await;
-    let (this, pending) = relays.local().connect(&node, registration.clone(), commands, drain_requested, now_ms());
-    relays.publish(relays.local().snapshots().into_iter().find(|s| s.node == node)).await;
+    let (this, pending, snapshot) =
+        relays.local().connect(&node, registration.clone(), commands, drain_requested, now_ms());
+    relays.publish(Some(snapshot)).await;
     tracing::info!(
         node,
         remote = %connection.remote_address(),

@@ -160,8 +160,8 @@ impl Registry {
 
     /// A node (re)connected: records it, replacing any earlier connection of the same node,
     /// and returns the commands to send it first (a drain an admin asked for while it was
-    /// away). `drain_requested` is what is known of that beyond this instance (Redis), if
-    /// anything.
+    /// away), and its snapshot to publish. `drain_requested` is what is known of that beyond
+    /// this instance (Redis), if anything.
     pub fn connect(
         &self,
         node: &str,
@@ -169,7 +169,7 @@ impl Registry {
         commands: mpsc::UnboundedSender<ControlToRelay>,
         drain_requested: Option<bool>,
         now_ms: i64,
-    ) -> (Connection, Vec<ControlToRelay>) {
+    ) -> (Connection, Vec<ControlToRelay>, Snapshot) {
         let connection = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut nodes = self.nodes.lock().expect("registry lock");
         let drain_requested =
@@ -188,9 +188,9 @@ impl Registry {
             connected: true,
             last_report_ms: now_ms,
         };
-        nodes.insert(node.to_owned(), Node { snapshot, connection, commands: Some(commands) });
+        nodes.insert(node.to_owned(), Node { snapshot: snapshot.clone(), connection, commands: Some(commands) });
         metrics::gauge!("teletip_relays_connected").set(nodes.values().filter(|n| n.commands.is_some()).count() as f64);
-        (Connection(connection), pending)
+        (Connection(connection), pending, snapshot)
     }
 
     /// Records a load report; returns the node's snapshot to publish (none if the connection
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(registry.set_drain("x", true), Err(RegistryError::UnknownNode("x".into())));
 
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (first, pending) = registry.connect("x", registration("x.example", 0), tx, None, now);
+        let (first, pending, _) = registry.connect("x", registration("x.example", 0), tx, None, now);
         assert!(pending.is_empty());
         assert_eq!(registry.set_drain("x", true), Ok(true));
         assert_eq!(rx.try_recv().unwrap(), ControlToRelay::Drain { draining: true });
@@ -313,7 +313,7 @@ mod tests {
 
         // It reconnects (a restart: not draining any more); the drain is asked again at once.
         let (tx2, _rx2) = mpsc::unbounded_channel();
-        let (second, pending) = registry.connect("x", registration("x.example", 0), tx2, None, now);
+        let (second, pending, _) = registry.connect("x", registration("x.example", 0), tx2, None, now);
         assert_eq!(pending, [ControlToRelay::Drain { draining: true }]);
         assert!(registry.disconnect("x", first).is_none(), "the old connection's end changes nothing");
         assert!(registry.snapshots()[0].connected);
@@ -326,7 +326,7 @@ mod tests {
         let registry = Registry::new(STALE);
         let (tx, mut rx) = mpsc::unbounded_channel();
         // Redis says an admin asked for a drain before this connection: it is the first order.
-        let (c, pending) = registry.connect("x", registration("x.example", 0), tx, Some(true), 0);
+        let (c, pending, _) = registry.connect("x", registration("x.example", 0), tx, Some(true), 0);
         assert_eq!(pending, [ControlToRelay::Drain { draining: true }]);
         assert!(!registry.reconcile_drain("x", c, true), "already asked");
         assert!(registry.reconcile_drain("x", c, false));
