@@ -6,7 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use teletip_turn_proto::codec::{
-    self, CHANNEL_DATA_HEADER_LEN, ChannelData, HEADER_LEN, MAX_ATTRIBUTES, Message, MessageWriter, attr,
+    self, CHANNEL_DATA_HEADER_LEN, ChannelData, HEADER_LEN, MAX_ATTRIBUTES, MAX_CLOSING_ATTRIBUTES, Message,
+    MessageWriter, attr,
 };
 use teletip_turn_proto::credentials::{PasswordAlgorithm, long_term_key};
 use teletip_turn_proto::{IntegrityKey, IntegrityKind};
@@ -37,7 +38,8 @@ fn check_message(msg: &Message<'_>, data: &[u8]) {
     let _ = (msg.method(), msg.class());
 
     let attrs = msg.attributes();
-    assert!(attrs.len() <= MAX_ATTRIBUTES);
+    assert!(attrs.iter().filter(|a| !codec::is_closing(a.attr_type)).count() <= MAX_ATTRIBUTES);
+    assert!(attrs.len() <= MAX_ATTRIBUTES + MAX_CLOSING_ATTRIBUTES);
     for (i, a) in attrs.iter().enumerate() {
         let (start, end) = (a.offset as usize, a.offset as usize + a.len as usize);
         assert!(start >= HEADER_LEN + 4 && end <= data.len(), "attribute {i} out of bounds");
@@ -56,7 +58,9 @@ fn check_message(msg: &Message<'_>, data: &[u8]) {
         if let Some(addr) = codec::decode_xor_address(value, &msg.transaction_id()) {
             let mut out = [0u8; 20];
             let n = codec::encode_xor_address_value(addr, &msg.transaction_id(), &mut out);
-            assert_eq!(&out[..n], value, "XOR address re-encodes to its input");
+            // The first byte is reserved: receivers ignore it (RFC 8489 §14.1) and we write 0.
+            assert_eq!(out[0], 0);
+            assert_eq!(&out[1..n], &value[1..], "XOR address re-encodes to its input, reserved byte aside");
         }
     }
     assert_eq!(msg.has_fingerprint(), attrs.last().is_some_and(|a| a.attr_type == attr::FINGERPRINT));
@@ -78,13 +82,14 @@ fn re_encode(msg: &Message<'_>) {
     if msg.bytes().len() > 60_000 {
         return;
     }
-    let plain = |t: u16| !matches!(t, attr::MESSAGE_INTEGRITY | attr::MESSAGE_INTEGRITY_SHA256 | attr::FINGERPRINT);
+    let plain = |t: u16| !codec::is_closing(t);
     let mut buf = vec![0u8; msg.bytes().len() + 64];
     let Ok(mut w) = MessageWriter::new(&mut buf, msg.method(), msg.class(), msg.transaction_id()) else {
         return;
     };
     for a in msg.attributes().iter().filter(|a| plain(a.attr_type)) {
         let value = &msg.bytes()[a.offset as usize..a.offset as usize + a.len as usize];
+        // At most MAX_ATTRIBUTES of them decoded, so the writer takes them all.
         w.bytes(a.attr_type, value).expect("a value that decoded fits again");
     }
     let [key, ..] = keys();

@@ -21,8 +21,8 @@ use stun::message::{
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
 use teletip_turn_proto::codec::{
-    self, Attribute, ChannelData, Class, DecodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, Message, MessageWriter,
-    Method, TransactionId, attr,
+    self, Attribute, ChannelData, Class, DecodeError, EncodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, Message,
+    MessageWriter, Method, TransactionId, attr,
 };
 use teletip_turn_proto::credentials::{PasswordAlgorithm, long_term_key};
 use teletip_turn_proto::{IntegrityKey, IntegrityKind};
@@ -566,7 +566,8 @@ fn exercise(msg: &Message<'_>, bytes: &[u8]) {
     assert_eq!(msg.bytes(), bytes);
     assert_eq!(msg.transaction_id()[..], bytes[8..20]);
     let attrs = msg.attributes();
-    assert!(attrs.len() <= MAX_ATTRIBUTES);
+    assert!(attrs.iter().filter(|a| !codec::is_closing(a.attr_type)).count() <= MAX_ATTRIBUTES);
+    assert!(attrs.len() <= MAX_ATTRIBUTES + codec::MAX_CLOSING_ATTRIBUTES);
     for (i, a) in attrs.iter().enumerate() {
         assert!(a.offset as usize >= HEADER_LEN + 4 && a.offset as usize + a.len as usize <= bytes.len());
         assert_eq!(u16::from_be_bytes([bytes[a.offset as usize - 4], bytes[a.offset as usize - 3]]), a.attr_type);
@@ -650,7 +651,7 @@ fn plain_attr_type() -> impl Strategy<Value = u16> {
 
 fn any_spec() -> impl Strategy<Value = Spec> {
     let attrs =
-        prop::collection::vec((plain_attr_type(), prop::collection::vec(any::<u8>(), 0..48)), 0..=MAX_ATTRIBUTES - 2);
+        prop::collection::vec((plain_attr_type(), prop::collection::vec(any::<u8>(), 0..48)), 0..=MAX_ATTRIBUTES);
     let integrity = prop::option::of((
         prop_oneof![Just(IntegrityKind::Sha1), Just(IntegrityKind::Sha256)],
         prop::collection::vec(any::<u8>(), 0..80),
@@ -849,6 +850,103 @@ proptest! {
         bytes.extend_from_slice(&data);
         prop_assert_eq!(ChannelData::decode(&bytes), None);
         prop_assert!(!codec::is_channel_data(&bytes));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found by the codec fuzz target (fuzz/fuzz_targets/codec.rs, issue 18 item 6)
+// ---------------------------------------------------------------------------------------------
+
+/// A request of `count` zero-length SOFTWARE attributes, as the fuzzer's input had (any
+/// non-closing type does).
+fn request_with_attributes(count: usize) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN];
+    b[0..2].copy_from_slice(&Method::BINDING.message_type(Class::Request).to_be_bytes());
+    b[2..4].copy_from_slice(&((count * 4) as u16).to_be_bytes());
+    b[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    b[8..20].copy_from_slice(&TXID);
+    for _ in 0..count {
+        b.extend_from_slice(&attr::SOFTWARE.to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+    }
+    b
+}
+
+/// Re-encodes the attributes of `msg` (closing ones left out) and closes with `closing`.
+fn re_encode_signed(msg: &Message<'_>, closing: &[IntegrityKind], fingerprint: bool) -> Result<Vec<u8>, EncodeError> {
+    let mut buf = vec![0u8; msg.bytes().len() + 128];
+    let mut w = MessageWriter::new(&mut buf, msg.method(), msg.class(), msg.transaction_id())?;
+    for a in msg.attributes().iter().filter(|a| !codec::is_closing(a.attr_type)) {
+        w.bytes(a.attr_type, &msg.bytes()[value_range(a)])?;
+    }
+    for kind in closing {
+        w.integrity(*kind, &our_key())?;
+    }
+    let n = if fingerprint { w.finish_with_fingerprint()? } else { w.finish() };
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The fuzzer's second finding: a message of 32 attributes decoded, but written back with
+/// MESSAGE-INTEGRITY-SHA256 and FINGERPRINT (34 attributes) it no longer decoded
+/// (`TooManyAttributes`): the encoder produced what the decoder refused. The limit now counts
+/// the attributes besides the closing ones, so all three closing attributes fit.
+#[test]
+fn a_message_of_the_most_attributes_still_decodes_once_signed_and_fingerprinted() {
+    let input = request_with_attributes(MAX_ATTRIBUTES);
+    let msg = Message::decode(&input).expect("32 attributes decode");
+    for (closing, fingerprint) in [
+        (&[IntegrityKind::Sha256][..], true),
+        (&[IntegrityKind::Sha1][..], true),
+        (&[IntegrityKind::Sha1, IntegrityKind::Sha256][..], true),
+        (&[IntegrityKind::Sha1, IntegrityKind::Sha256][..], false),
+    ] {
+        let signed = re_encode_signed(&msg, closing, fingerprint).expect("the writer takes them");
+        let again = Message::decode(&signed).unwrap_or_else(|e| panic!("{closing:?} {fingerprint}: {e}"));
+        assert_eq!(again.attributes().len(), MAX_ATTRIBUTES + closing.len() + usize::from(fingerprint));
+        assert_eq!(again.verify_integrity(&our_key()), Some(*closing.last().unwrap()));
+        assert_eq!(again.has_fingerprint(), fingerprint);
+        exercise(&again, &signed);
+    }
+    assert_eq!(
+        Message::decode(&request_with_attributes(MAX_ATTRIBUTES + 1)).unwrap_err(),
+        DecodeError::TooManyAttributes
+    );
+}
+
+/// The other half of the same invariant: the writer refuses the attribute the decoder would
+/// not read, with a typed error, and still closes the message.
+#[test]
+fn the_writer_refuses_an_attribute_the_decoder_would_not_read() {
+    let mut buf = [0u8; 1024];
+    let mut w = MessageWriter::new(&mut buf, Method::BINDING, Class::Request, TXID).unwrap();
+    for _ in 0..MAX_ATTRIBUTES {
+        w.bytes(attr::SOFTWARE, b"").unwrap();
+    }
+    assert_eq!(w.bytes(attr::SOFTWARE, b"").err(), Some(EncodeError::TooManyAttributes));
+    assert_eq!(w.error_code(400, "").err(), Some(EncodeError::TooManyAttributes));
+    w.integrity(IntegrityKind::Sha1, &our_key()).unwrap();
+    w.integrity(IntegrityKind::Sha256, &our_key()).unwrap();
+    let n = w.finish_with_fingerprint().unwrap();
+    let msg = Message::decode(&buf[..n]).expect("what the writer wrote decodes");
+    assert_eq!(msg.attributes().len(), MAX_ATTRIBUTES + 3);
+}
+
+/// The fuzzer's first finding was in its own check: an XOR address whose reserved first byte
+/// is not zero decodes (RFC 8489 §14.1, §14.2: receivers ignore it), and re-encodes to the same
+/// value except that byte, which we write as zero.
+#[test]
+fn an_xor_address_with_a_nonzero_reserved_byte_decodes_and_re_encodes_but_for_it() {
+    for value in [
+        vec![0xFF, codec::FAMILY_IPV4, 0x11, 0x22, 1, 2, 3, 4],
+        [&[0x01, codec::FAMILY_IPV6, 0x11, 0x22][..], &[7u8; 16][..]].concat(),
+    ] {
+        let addr = codec::decode_xor_address(&value, &TXID).expect("reserved byte ignored");
+        let mut out = [0u8; 20];
+        let n = codec::encode_xor_address_value(addr, &TXID, &mut out);
+        assert_eq!(n, value.len());
+        assert_eq!(out[0], 0);
+        assert_eq!(&out[1..n], &value[1..]);
     }
 }
 

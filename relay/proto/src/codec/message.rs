@@ -3,9 +3,27 @@
 use super::{HEADER_LEN, MAGIC_COOKIE, TransactionId, attr};
 use thiserror::Error;
 
-/// Upper bound on attributes recorded per message. Real requests carry fewer than 15; a datagram
-/// with more is treated as malformed rather than growing a heap structure for an attacker.
+/// Upper bound on the attributes of a message other than the closing ones (MESSAGE-INTEGRITY,
+/// MESSAGE-INTEGRITY-SHA256, FINGERPRINT). Real requests carry fewer than 15; a datagram with
+/// more is treated as malformed rather than growing a heap structure for an attacker. The
+/// closing attributes do not count against it: they are bounded by the message's structure
+/// (at most one of each is recorded), and a message of [`MAX_ATTRIBUTES`] attributes must still
+/// decode once it is signed and fingerprinted. The writer refuses the attribute after the
+/// [`MAX_ATTRIBUTES`]th ([`super::EncodeError::TooManyAttributes`]), so anything it writes
+/// decodes.
 pub const MAX_ATTRIBUTES: usize = 32;
+
+/// The closing attributes a message records at most: MESSAGE-INTEGRITY, then
+/// MESSAGE-INTEGRITY-SHA256, then FINGERPRINT, one of each (RFC 8489 §14.5-§14.7).
+pub const MAX_CLOSING_ATTRIBUTES: usize = 3;
+
+const RECORDED: usize = MAX_ATTRIBUTES + MAX_CLOSING_ATTRIBUTES;
+
+/// Whether an attribute type closes a message (integrity or fingerprint), and so does not
+/// count against [`MAX_ATTRIBUTES`].
+pub const fn is_closing(attr_type: u16) -> bool {
+    matches!(attr_type, attr::MESSAGE_INTEGRITY | attr::MESSAGE_INTEGRITY_SHA256 | attr::FINGERPRINT)
+}
 
 /// The message class: the two class bits of the message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +118,7 @@ pub struct Message<'a> {
     bytes: &'a [u8],
     method: Method,
     class: Class,
-    attrs: [Attribute; MAX_ATTRIBUTES],
+    attrs: [Attribute; RECORDED],
     attr_count: u8,
     /// Index into `attrs` of MESSAGE-INTEGRITY, if present.
     integrity: Option<u8>,
@@ -141,13 +159,14 @@ impl<'a> Message<'a> {
             bytes,
             method,
             class,
-            attrs: [Attribute::default(); MAX_ATTRIBUTES],
+            attrs: [Attribute::default(); RECORDED],
             attr_count: 0,
             integrity: None,
             integrity_sha256: None,
             has_fingerprint: false,
         };
         let mut pos = HEADER_LEN;
+        let mut ordinary = 0;
         while pos < bytes.len() {
             if pos + 4 > bytes.len() {
                 return Err(DecodeError::TruncatedAttribute);
@@ -176,7 +195,15 @@ impl<'a> Message<'a> {
                 }
             }
             let index = msg.attr_count as usize;
-            if index == MAX_ATTRIBUTES {
+            if !is_closing(attr_type) {
+                if ordinary == MAX_ATTRIBUTES {
+                    return Err(DecodeError::TooManyAttributes);
+                }
+                ordinary += 1;
+            }
+            // Unreachable (one of each closing attribute at most, see above), but an index out
+            // of bounds must never be the way to find out.
+            if index == RECORDED {
                 return Err(DecodeError::TooManyAttributes);
             }
             msg.attrs[index] = Attribute { attr_type, offset: value_start as u32, len: len as u16 };

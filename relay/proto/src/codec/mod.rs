@@ -19,7 +19,9 @@ pub use channel_data::{
     CHANNEL_DATA_HEADER_LEN, ChannelData, RFC5766_MAX_CHANNEL, RFC8656_MAX_CHANNEL, is_channel_data, is_channel_number,
 };
 pub use integrity::{IntegrityKey, IntegrityKind, fingerprint_of};
-pub use message::{Attribute, Class, DecodeError, MAX_ATTRIBUTES, Message, Method, is_stun};
+pub use message::{
+    Attribute, Class, DecodeError, MAX_ATTRIBUTES, MAX_CLOSING_ATTRIBUTES, Message, Method, is_closing, is_stun,
+};
 pub use stream::{Framer, FramingError, Next, frame_len, stream_padding};
 pub use writer::{EncodeError, MessageWriter};
 

@@ -14,6 +14,10 @@ pub enum EncodeError {
     BufferTooSmall,
     #[error("an attribute value is longer than 65535 bytes")]
     ValueTooLong,
+    /// The decoder would refuse the message (`DecodeError::TooManyAttributes`): the writer
+    /// never produces what the decoder does not read.
+    #[error("more than {} attributes besides integrity and fingerprint", super::MAX_ATTRIBUTES)]
+    TooManyAttributes,
 }
 
 /// Builds one message in `buf`. Attributes are appended in call order; the integrity and
@@ -22,6 +26,8 @@ pub struct MessageWriter<'b> {
     buf: &'b mut [u8],
     len: usize,
     txid: TransactionId,
+    /// Attributes written so far that count against `MAX_ATTRIBUTES` (not the closing ones).
+    ordinary: usize,
 }
 
 impl<'b> MessageWriter<'b> {
@@ -33,7 +39,7 @@ impl<'b> MessageWriter<'b> {
         buf[2..4].copy_from_slice(&0u16.to_be_bytes());
         buf[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         buf[8..20].copy_from_slice(&txid);
-        Ok(MessageWriter { buf, len: HEADER_LEN, txid })
+        Ok(MessageWriter { buf, len: HEADER_LEN, txid, ordinary: 0 })
     }
 
     pub fn transaction_id(&self) -> TransactionId {
@@ -44,6 +50,10 @@ impl<'b> MessageWriter<'b> {
     fn reserve(&mut self, attr_type: u16, len: usize) -> Result<&mut [u8], EncodeError> {
         if len > u16::MAX as usize {
             return Err(EncodeError::ValueTooLong);
+        }
+        let counted = !super::is_closing(attr_type);
+        if counted && self.ordinary == super::MAX_ATTRIBUTES {
+            return Err(EncodeError::TooManyAttributes);
         }
         let padded = (len + 3) & !3;
         let start = self.len;
@@ -56,6 +66,7 @@ impl<'b> MessageWriter<'b> {
         // Padding bytes are zero (RFC 8489 §14 says they SHOULD be; receivers ignore them).
         self.buf[start + 4 + len..end].fill(0);
         self.len = end;
+        self.ordinary += usize::from(counted);
         self.set_length_field();
         Ok(&mut self.buf[start + 4..start + 4 + len])
     }
