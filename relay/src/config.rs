@@ -413,6 +413,13 @@ pub enum ConfigError {
     ControlLinkHalf(String),
     #[error("control-server {0:?} is not host:port")]
     ControlServer(String),
+    #[error(
+        "realm is {0} bytes: at most {max} fit in a 401 challenge within {bound} times the smallest Allocate (reflection \
+         amplification, docs/relay-security.md §5)",
+        max = teletip_turn_proto::server::MAX_REALM_LEN,
+        bound = teletip_turn_proto::server::AMPLIFICATION_BOUND
+    )]
+    RealmTooLong(usize),
     #[error("tls-listening-port {0} is listening-port too, which serves plain TCP: pick another port, or set no-tcp")]
     TlsPortClash(u16),
 }
@@ -536,6 +543,13 @@ impl RelayConfig {
         if max_tcp_connections == 0 && (tcp || tls.is_some()) {
             return Err(ConfigError::TooSmall("max-tcp-connections (or set no-tcp and leave out cert)", 1));
         }
+        // The realm goes into every 401: longer than MAX_REALM_LEN, the 401 to the smallest
+        // Allocate would break the amplification bound, so the core would drop it (counted as
+        // `amplification`) and a client sending that Allocate could never log in.
+        let realm = s.realm.unwrap_or_else(|| "teletip".into());
+        if realm.len() > teletip_turn_proto::server::MAX_REALM_LEN {
+            return Err(ConfigError::RealmTooLong(realm.len()));
+        }
         let prometheus = s.prometheus.unwrap_or(true).then(|| {
             SocketAddr::new(
                 s.prometheus_address.unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -560,7 +574,7 @@ impl RelayConfig {
             },
             min_port,
             max_port,
-            realm: s.realm.unwrap_or_else(|| "teletip".into()),
+            realm,
             secrets,
             allowed_peer_ip: parse_ranges(&s.allowed_peer_ip)?,
             denied_peer_ip: parse_ranges(&s.denied_peer_ip)?,
@@ -807,6 +821,19 @@ mod tests {
         let shown = c.to_redacted_toml();
         assert!(!shown.contains("0123456789abcdef0123"), "{shown}");
         assert!(shown.contains("<redacted: key-id default>"));
+    }
+
+    #[test]
+    fn a_realm_too_long_for_the_amplification_bound_is_refused() {
+        let with_realm = |realm: &str| {
+            let file = settings(&format!("realm = \"{realm}\"\nstatic-auth-secret = \"0123456789abcdef0123\"\n"));
+            RelayConfig::from_settings(file)
+        };
+        let longest = "a".repeat(teletip_turn_proto::server::MAX_REALM_LEN);
+        assert_eq!(with_realm(&longest).unwrap().realm, longest);
+        let Err(err) = with_realm(&format!("{longest}b")) else { panic!("a 33-byte realm is accepted") };
+        assert!(matches!(err, ConfigError::RealmTooLong(33)), "{err}");
+        assert!(err.to_string().contains("at most 32"), "{err}");
     }
 
     #[test]

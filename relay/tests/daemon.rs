@@ -327,6 +327,13 @@ fn check_config_redacts_secrets_and_credential_prints_a_working_pair() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("shorter than 16 bytes"));
+    // A realm whose 401 could not keep within three times the smallest Allocate.
+    let long_realm = Command::new(env!("CARGO_BIN_EXE_teletip-relay"))
+        .args(["--static-auth-secret", SECRET, "--realm", "turn.kantonsspital-example.ch.local", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!long_realm.status.success());
+    assert!(String::from_utf8_lossy(&long_realm.stderr).contains("realm is 35 bytes: at most 32"), "{long_realm:?}");
 
     let relay = Relay::start("127.0.0.1", &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_teletip-relay"))

@@ -950,6 +950,19 @@ fn an_xor_address_with_a_nonzero_reserved_byte_decodes_and_re_encodes_but_for_it
     }
 }
 
+/// Unsigned answers carry an ERROR-CODE without reason phrase (docs/relay-security.md §5): the
+/// `stun` crate, which the `turn` crate reads answers with, takes it.
+#[test]
+fn stun_crate_reads_an_error_code_without_reason_phrase() {
+    let bytes = encode_allocate_error(401, "", false);
+    let m = stun_decode(&bytes, ALLOCATE_ERROR_TYPE);
+    let mut ec = ErrorCodeAttribute::default();
+    ec.get_from(&m).unwrap();
+    assert_eq!(ec.code.0, 401);
+    assert!(ec.reason.is_empty());
+    assert_eq!(stun_text(&m, ATTR_NONCE), NONCE);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Known defect, kept as a failing test for whoever fixes src
 // ---------------------------------------------------------------------------------------------

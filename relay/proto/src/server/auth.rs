@@ -1,11 +1,11 @@
 //! The long-term credential check of RFC 8489 §9.2.4 with TURN REST usernames.
 
 use super::reply::{OFFERED_PASSWORD_ALGORITHMS, Signer, challenge_attributes, respond_error};
-use super::{Action, AuthFailure, DropReason, FiveTuple, Payload, RelayBinder, Shard};
+use super::{Action, AuthFailure, DropReason, FiveTuple, Payload, RelayBinder, Shard, within_amplification_bound};
 use crate::IntegrityKey;
 use crate::codec::{IntegrityKind, Message, attr};
 use crate::credentials::{PasswordAlgorithm, long_term_key, parse_rest_username, rest_password};
-use crate::nonce::NonceCheck;
+use crate::nonce::{NonceCheck, offered_password_algorithms};
 use crate::time::Millis;
 
 /// A request whose credentials checked out.
@@ -49,7 +49,7 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.auth_failed(AuthFailure::StaleNonce);
             return Err(self.challenge(now, tuple, msg, out, 438));
         }
-        let Some(algorithm) = negotiated_algorithm(msg) else {
+        let Some(algorithm) = negotiated_algorithm(msg, nonce) else {
             self.stats.auth_failed(AuthFailure::BadPasswordAlgorithm);
             return Err(self.unauthenticated_error(now, tuple, msg, out, 400));
         };
@@ -101,19 +101,28 @@ impl<B: RelayBinder> Shard<B> {
         self.challenge(now, tuple, msg, out, 401)
     }
 
-    /// A 401 or 438 carrying a fresh nonce, the realm and the password algorithms.
+    /// A 401 or 438 carrying a fresh nonce and the realm, and PASSWORD-ALGORITHMS (SHA-256
+    /// offered) when it fits within the amplification bound: the cookie and the attribute cost
+    /// 28 bytes, more than a 401 to the smallest Allocate (28 bytes, so 84 at most) has room
+    /// for. Such a client gets a nonce without the cookie and uses MD5, as every TURN client
+    /// in use does; a request of 36 bytes or more (FINGERPRINT, SOFTWARE, or credentials, as
+    /// every 438 answers) gets the offer.
     fn challenge(&mut self, now: Millis, tuple: &FiveTuple, msg: &Message<'_>, out: &mut [u8], code: u16) -> Action {
         if !self.limiter.allow(now, tuple.client.ip()) {
             self.stats.drop(DropReason::RateLimited);
             return Action::None;
         }
-        let mut nonce = [0u8; 64];
-        let n = self.config.nonces.issue(now, tuple.transport.code(), tuple.client, &mut nonce);
-        let realm = &self.config.realm;
-        match respond_error(out, msg, code, None, |w| challenge_attributes(w, realm, &nonce[..n])) {
-            Some(len) => Action::ToClient { tuple: *tuple, payload: Payload::Output(len) },
-            None => Action::None,
-        }
+        let config = &self.config;
+        let mut answer = |cookie: bool| {
+            let mut nonce = [0u8; 64];
+            let n = config.nonces.issue(now, tuple.transport.code(), tuple.client, cookie, &mut nonce);
+            respond_error(out, msg, code, None, |w| challenge_attributes(w, &config.realm, &nonce[..n]))
+        };
+        let len = match answer(true) {
+            Some(len) if within_amplification_bound(msg, len) => Some(len),
+            _ => answer(false),
+        };
+        self.unauthenticated_answer(tuple, msg, len)
     }
 
     /// An unsigned error answer to an unauthenticated request, within the per-source limit.
@@ -129,20 +138,46 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(DropReason::RateLimited);
             return Action::None;
         }
-        match respond_error(out, msg, code, None, |_| Ok(())) {
-            Some(len) => Action::ToClient { tuple: *tuple, payload: Payload::Output(len) },
+        let len = respond_error(out, msg, code, None, |_| Ok(()));
+        self.unauthenticated_answer(tuple, msg, len)
+    }
+
+    /// The last step of every answer to a request that has not passed message integrity: sent
+    /// only within the amplification bound, else dropped and counted (`amplification`). The
+    /// answers are built small enough for the smallest requests that draw them (test
+    /// `unauthenticated_answers_stay_within_three_times_the_request`); this guard makes the
+    /// bound hold whatever the configuration (a realm too long for it) or a later change.
+    pub(crate) fn unauthenticated_answer(
+        &mut self,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        len: Option<usize>,
+    ) -> Action {
+        match len {
+            Some(len) if within_amplification_bound(msg, len) => {
+                Action::ToClient { tuple: *tuple, payload: Payload::Output(len) }
+            }
+            Some(_) => {
+                self.stats.drop(DropReason::Amplification);
+                Action::None
+            }
             None => Action::None,
         }
     }
 }
 
-/// RFC 8489 §9.2.4: our nonces carry the "password algorithms" feature bit, so a request either
-/// has neither PASSWORD-ALGORITHM nor PASSWORD-ALGORITHMS (MD5, as RFC 5389 clients do) or has
-/// both, with PASSWORD-ALGORITHMS exactly as we sent it and PASSWORD-ALGORITHM one of them.
-fn negotiated_algorithm(msg: &Message<'_>) -> Option<PasswordAlgorithm> {
+/// RFC 8489 §9.2.4. A nonce sent with the cookie came with PASSWORD-ALGORITHMS: the request
+/// either has neither PASSWORD-ALGORITHM nor PASSWORD-ALGORITHMS (MD5, as RFC 5389 clients do)
+/// or has both, with PASSWORD-ALGORITHMS exactly as we sent it and PASSWORD-ALGORITHM one of
+/// them. A nonce without the cookie came without PASSWORD-ALGORITHMS, so the request must have
+/// neither (the value "sent in the response that sent this NONCE" was none): MD5. The nonce
+/// checked out, so its cookie is ours (the MAC covers it).
+fn negotiated_algorithm(msg: &Message<'_>, nonce: &[u8]) -> Option<PasswordAlgorithm> {
     match (msg.get(attr::PASSWORD_ALGORITHM), msg.get(attr::PASSWORD_ALGORITHMS)) {
         (None, None) => Some(PasswordAlgorithm::Md5),
-        (Some(chosen), Some(offered)) if offered == OFFERED_PASSWORD_ALGORITHMS && chosen.len() == 4 => {
+        (Some(chosen), Some(offered))
+            if offered_password_algorithms(nonce) && offered == OFFERED_PASSWORD_ALGORITHMS && chosen.len() == 4 =>
+        {
             let (algorithm, params_len) =
                 (u16::from_be_bytes([chosen[0], chosen[1]]), u16::from_be_bytes([chosen[2], chosen[3]]));
             if params_len != 0 {

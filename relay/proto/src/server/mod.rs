@@ -31,6 +31,27 @@ use crate::codec::{self, ChannelData, Class, Message, Method};
 use crate::limits::{SharedQuotas, UnauthLimiter};
 use crate::time::Millis;
 
+/// No answer to a request that has not passed message integrity (Binding, 400, 401, 420, 438)
+/// is more than this many times the size of the request: such a request may come from a
+/// spoofed source, and the answer then goes to a third party (reflection). Answers to requests
+/// that passed integrity are not bounded: their nonce proved the source receives at its address.
+pub const AMPLIFICATION_BOUND: usize = 3;
+
+/// The smallest request that draws a 401: an Allocate with REQUESTED-TRANSPORT and nothing
+/// else (header 20 + attribute 8).
+pub const SMALLEST_CHALLENGED_REQUEST: usize = 28;
+
+/// The longest realm (bytes) whose 401 to the smallest Allocate stays within the bound: the
+/// 401 is the header (20), ERROR-CODE without reason phrase (8), NONCE without the cookie
+/// (4 + 16) and REALM (4 + the realm padded to a multiple of 4). 84 - 52 = 32.
+pub const MAX_REALM_LEN: usize =
+    AMPLIFICATION_BOUND * SMALLEST_CHALLENGED_REQUEST - (codec::HEADER_LEN + 8 + 4 + crate::nonce::PLAIN_NONCE_LEN + 4);
+
+/// Whether an answer of `len` bytes to `request` keeps within [`AMPLIFICATION_BOUND`].
+pub(crate) fn within_amplification_bound(request: &Message<'_>, len: usize) -> bool {
+    len <= AMPLIFICATION_BOUND * request.bytes().len()
+}
+
 /// The client transport of a 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {

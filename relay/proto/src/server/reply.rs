@@ -10,8 +10,8 @@ pub(crate) struct Signer<'k> {
     pub key: &'k IntegrityKey,
 }
 
-/// The reason phrase sent with each error code. Short: for unauthenticated answers every byte
-/// is amplification.
+/// The reason phrase sent with each error code in a signed answer. Unsigned answers (to
+/// requests that have not passed message integrity) carry none: see [`respond_error`].
 pub(crate) const fn reason_phrase(code: u16) -> &'static str {
     match code {
         300 => "Try Alternate",
@@ -52,7 +52,10 @@ pub(crate) fn respond(
     build().ok()
 }
 
-/// An error response with ERROR-CODE `code` and whatever `extra` adds.
+/// An error response with ERROR-CODE `code` and whatever `extra` adds. An unsigned answer has
+/// an empty reason phrase: RFC 8489 §14.8 allows it (the phrase is for humans, the code is what
+/// clients act on), and to an unauthenticated request every byte of the answer is reflection
+/// amplification (docs/relay-security.md §5).
 pub(crate) fn respond_error(
     out: &mut [u8],
     request: &Message<'_>,
@@ -60,8 +63,9 @@ pub(crate) fn respond_error(
     signer: Option<&Signer<'_>>,
     extra: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), EncodeError>,
 ) -> Option<usize> {
+    let reason = if signer.is_some() { reason_phrase(code) } else { "" };
     respond(out, request, Class::Error, signer, |w| {
-        w.error_code(code, reason_phrase(code))?;
+        w.error_code(code, reason)?;
         extra(w)
     })
 }
@@ -70,11 +74,14 @@ pub(crate) fn respond_error(
 /// without parameters.
 pub(crate) const OFFERED_PASSWORD_ALGORITHMS: [u8; 8] = [0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00];
 
-/// Adds REALM, NONCE and PASSWORD-ALGORITHMS: what a 401 or 438 must carry so that the client
-/// can (re)try.
+/// Adds REALM, NONCE and, when the nonce carries the cookie, PASSWORD-ALGORITHMS (RFC 8489
+/// §9.2.4: the two go together): what a 401, 438 or 300 must carry so that the client can
+/// (re)try.
 pub(crate) fn challenge_attributes(w: &mut MessageWriter<'_>, realm: &str, nonce: &[u8]) -> Result<(), EncodeError> {
     w.bytes(attr::REALM, realm.as_bytes())?;
     w.bytes(attr::NONCE, nonce)?;
-    w.bytes(attr::PASSWORD_ALGORITHMS, &OFFERED_PASSWORD_ALGORITHMS)?;
+    if crate::nonce::offered_password_algorithms(nonce) {
+        w.bytes(attr::PASSWORD_ALGORITHMS, &OFFERED_PASSWORD_ALGORITHMS)?;
+    }
     Ok(())
 }

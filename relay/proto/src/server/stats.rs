@@ -34,6 +34,7 @@ reason_enum!(
         UnknownAttribute => "unknown_attribute",
         UnexpectedClass => "unexpected_class",
         TooLarge => "too_large",
+        Amplification => "amplification",
     }
 );
 

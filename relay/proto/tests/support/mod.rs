@@ -134,6 +134,8 @@ pub struct Client {
     pub username: String,
     pub password: String,
     pub nonce: Option<Vec<u8>>,
+    /// The realm it signs with (the server's must match).
+    pub realm: String,
     pub algorithm: PasswordAlgorithm,
     pub sha256_integrity: bool,
     pub fingerprint: bool,
@@ -152,6 +154,7 @@ impl Client {
             username,
             password,
             nonce: None,
+            realm: REALM.into(),
             algorithm: PasswordAlgorithm::Md5,
             sha256_integrity: false,
             fingerprint: true,
@@ -167,7 +170,7 @@ impl Client {
     }
 
     pub fn key(&self) -> teletip_turn_proto::IntegrityKey {
-        long_term_key(self.algorithm, &self.username, REALM, &self.password)
+        long_term_key(self.algorithm, &self.username, &self.realm, &self.password)
     }
 
     /// Builds a request; `attrs` adds the method's attributes. Credentials are added when the
@@ -184,7 +187,7 @@ impl Client {
         attrs(&mut w);
         if let Some(nonce) = self.nonce.clone() {
             w.bytes(attr::USERNAME, self.username.as_bytes()).unwrap();
-            w.bytes(attr::REALM, REALM.as_bytes()).unwrap();
+            w.bytes(attr::REALM, self.realm.as_bytes()).unwrap();
             w.bytes(attr::NONCE, &nonce).unwrap();
             if self.algorithm == PasswordAlgorithm::Sha256 {
                 w.bytes(attr::PASSWORD_ALGORITHMS, &[0, 2, 0, 0, 0, 1, 0, 0]).unwrap();
