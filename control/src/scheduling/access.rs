@@ -155,9 +155,12 @@ pub async fn authorize_patient(
     if scope.sees_patient(state, patient_id).await? {
         return Ok(audit);
     }
-    if let Scope::Practitioner(_) = scope
-        && let Some(reason) = break_glass_reason(headers)?
-    {
+    // Only practitioners break the glass (patients see only themselves, admins everything).
+    let reason = match scope {
+        Scope::Practitioner(_) => break_glass_reason(headers)?,
+        _ => None,
+    };
+    if let Some(reason) = reason {
         state.store().patient(patient_id).await?.ok_or(ApiError::NotFound)?;
         let emergency = Audit::new(emergency_action, ip)
             .actor(caller.user_id)

@@ -128,9 +128,11 @@ fn check_pattern_limits(pattern: &WorkingPattern) -> ApiResult<()> {
         }
     }
     for (i, e) in pattern.exceptions.iter().enumerate() {
-        if let Exception::ExtraHours { slot_minutes, .. } = e
-            && *slot_minutes < MIN_SAVED_SLOT_MINUTES
-        {
+        let extra_slot = match e {
+            Exception::ExtraHours { slot_minutes, .. } => Some(*slot_minutes),
+            Exception::Unavailable { .. } => None,
+        };
+        if let Some(slot_minutes) = extra_slot.filter(|m| *m < MIN_SAVED_SLOT_MINUTES) {
             return Err(ApiError::field(
                 &format!("exceptions[{i}].slotMinutes"),
                 format!("slots must be at least {MIN_SAVED_SLOT_MINUTES} minutes, got {slot_minutes}"),
