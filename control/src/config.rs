@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 pub struct ControlConfig {
     /// Address of the HTTP API.
     pub listen: SocketAddr,
+    /// The absolute URL clients reach this service at (`https://tele.example.org`), for the
+    /// links it writes into responses (FHIR `fullUrl`, Bundle links). Unset: `http://` and the
+    /// listen address, for local runs. Never taken from a request's `Host` header.
+    pub public_url: Option<String>,
     /// `sqlite://path` (default, created if missing) or `postgres://…`.
     pub database_url: String,
     /// Where generated keys live when none are configured.
@@ -99,6 +103,9 @@ pub struct SchedulingConfig {
     pub no_show_grace_minutes: i64,
     /// How often the no-show sweeper runs, in seconds.
     pub sweep_interval_seconds: u64,
+    /// A care relationship (the right of a practitioner to read a patient's record) lasts
+    /// from the booking until this many days after the appointment's end.
+    pub care_relationship_days: i64,
 }
 
 impl Default for SchedulingConfig {
@@ -108,6 +115,7 @@ impl Default for SchedulingConfig {
             join_after_minutes: 30,
             no_show_grace_minutes: 15,
             sweep_interval_seconds: 60,
+            care_relationship_days: 30,
         }
     }
 }
@@ -123,10 +131,21 @@ pub struct FieldEncryptionConfig {
     pub index_key: Option<KeyConfig>,
 }
 
+impl ControlConfig {
+    /// The public base URL without a trailing slash (see `public-url`).
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             database_url: "sqlite://data/teletip-control.db".into(),
             data_dir: PathBuf::from("data"),
             auth: AuthConfig::default(),
@@ -342,6 +361,17 @@ impl ControlConfig {
             "retention: medical-record-days and session-days must not be negative"
         );
         anyhow::ensure!(self.retention.interval_seconds >= 1, "retention.interval-seconds must be at least 1");
+        anyhow::ensure!(
+            self.scheduling.care_relationship_days >= 0,
+            "scheduling.care-relationship-days must be at least 0"
+        );
+        if let Some(url) = &self.public_url {
+            let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or("");
+            anyhow::ensure!(
+                !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']),
+                "public-url must be an absolute http:// or https:// URL without query or fragment, got {url:?}"
+            );
+        }
         Ok(())
     }
 }

@@ -149,8 +149,13 @@ fn state(config: ControlConfig, store: store::DynStore) -> anyhow::Result<AppSta
     Ok(AppState::new(config, store, jwt, ice, metrics, fields))
 }
 
-async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<()> {
+async fn serve(mut config: ControlConfig, store: store::DynStore) -> anyhow::Result<()> {
     let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    // Links in responses name the configured public URL, else where this process listens
+    // (the bound port when the configuration says 0), never a request's Host header.
+    config.public_url.get_or_insert_with(|| format!("http://{local}"));
     let engine = store.engine();
     let database = if engine == "sqlite" { config.database_url.clone() } else { "postgres".to_string() };
     let watchdog_store = store.clone();
@@ -177,8 +182,6 @@ async fn serve(config: ControlConfig, store: store::DynStore) -> anyhow::Result<
         tokio::spawn(teletip_control::relays::link::serve(endpoint, state.relays().clone(), settings));
     }
     let app = teletip_control::signaling::attach(router(state.clone()), state).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr()?;
     tracing::info!("teletip-control {} listening on http://{local} (database: {database})", env!("CARGO_PKG_VERSION"));
     println!("teletip-control listening on http://{local}");
     // systemd (Type=notify): ready once the socket listens; the watchdog is fed while the

@@ -164,3 +164,63 @@ async fn the_fhir_facade_serves_valid_r4_under_the_same_access_rules() {
         validate_with_fhir_resources(&files);
     }
 }
+
+/// Security issue 18, item 10: FHIR links name the configured `public-url`, never the
+/// request's forged `Host`; without `public-url` they name the listen address; a date at the
+/// end of time is a precise 400 OperationOutcome, not an internal overflow message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_ignore_a_forged_host_and_dates_past_the_supported_range_are_refused() {
+    for engine in engines() {
+        for public in [None, Some("https://tele.example.org")] {
+            let extra = public.map(|u| format!("public-url = \"{u}/\"")).unwrap_or_default();
+            let c = clinic_with(engine, &extra).await;
+            let expected = format!("{}/fhir/R4/", public.unwrap_or(c.e.control.base.as_str()));
+            let day = time::OffsetDateTime::now_utc().date() + time::Duration::days(3);
+            let rules = json!({"rules": [{"weekday": day.weekday().to_string().to_lowercase(), "from": "09:00", "to": "10:00", "slotMinutes": 30}]});
+            let (s, body) =
+                c.e.put(&format!("/v1/practitioners/{}/availability", c.doctor_practitioner), Some(&c.admin), rules)
+                    .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            let search = format!("/fhir/R4/Slot?schedule=Schedule/{}&start={day}", c.doctor_practitioner);
+            let res =
+                c.e.http
+                    .get(c.e.control.url(&search))
+                    .bearer_auth(&c.patient)
+                    .header("host", "evil.example")
+                    .header("x-forwarded-proto", "https")
+                    .send()
+                    .await
+                    .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let bundle: Value = res.json().await.unwrap();
+            let entries = bundle["entry"].as_array().unwrap();
+            assert_eq!(entries.len(), 2, "{engine:?}: {bundle}");
+            for url in entries.iter().map(|e| &e["fullUrl"]).chain([&bundle["link"][0]["url"]]) {
+                assert!(url.as_str().unwrap().starts_with(&expected), "{engine:?}: {url} is not under {expected}");
+            }
+            let (s, metadata) = fhir(&c, "/fhir/R4/metadata", None).await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(metadata["implementation"]["url"], expected.trim_end_matches('/'), "{engine:?}");
+
+            for start in ["ge9999-12-30", "ge9999-12-31", "lt0001-01-01", "ge2026-01-01&start=lt2026-06-01"] {
+                let path = format!("/fhir/R4/Slot?schedule=Schedule/{}&start={start}", c.doctor_practitioner);
+                let (s, body) = fhir(&c, &path, Some(&c.patient)).await;
+                assert_outcome(s, &body, StatusCode::BAD_REQUEST, "invalid", start);
+                let text = body["issue"][0]["diagnostics"].as_str().unwrap();
+                assert!(
+                    text.starts_with("start: ") || text.contains("outside the supported dates"),
+                    "{engine:?}: {start}: {text}"
+                );
+            }
+            let path = format!(
+                "/v1/availability?practitioner={}&from=9999-12-30T00:00:00Z&to=9999-12-31T00:00:00Z",
+                c.doctor_practitioner
+            );
+            let (s, body) = c.e.get(&path, Some(&c.patient)).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{engine:?}: {body}");
+            assert_eq!(body["errors"][0]["field"], "from", "{body}");
+            assert!(body["detail"].as_str().unwrap().contains("between 1970"), "{body}");
+            assert!(!body["detail"].as_str().unwrap().contains("overflow"), "{body}");
+        }
+    }
+}

@@ -417,3 +417,278 @@ async fn patients_are_corrected_and_found_by_blind_index_within_scope() {
         assert!(outcomes.contains(&"success") && outcomes.contains(&"denied"), "{engine:?}: {outcomes:?}");
     }
 }
+
+/// Security issue 18, item 4: a write of health data and its audit event commit in one
+/// transaction. A trigger makes the audit append fail inside the database; the write must
+/// then leave nothing behind, the idempotent retry must not answer 200, and once appends work
+/// again the chain is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_write_whose_audit_event_fails_leaves_nothing() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let (start, end) = slot(24, 30);
+        let (s, first) = c
+            .e
+            .post(
+                "/v1/appointments",
+                Some(&c.patient),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{engine:?}: {first}");
+        let first_id = first["id"].as_str().unwrap().to_string();
+        refuse_audit(&c, &["appointment.create", "appointment.cancel", "patient.update"]).await;
+
+        // A booking whose event cannot be written is not made, and its retry is not a 200.
+        let (start2, end2) = slot(30, 30);
+        let book = || async {
+            let res = c
+                .e
+                .http
+                .post(c.e.control.url("/v1/appointments"))
+                .bearer_auth(&c.patient)
+                .header("idempotency-key", "unaudited-1")
+                .json(&json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start2, "end": end2}))
+                .send()
+                .await
+                .unwrap();
+            res.status()
+        };
+        assert_eq!(book().await, StatusCode::INTERNAL_SERVER_ERROR, "{engine:?}");
+        assert_eq!(book().await, StatusCode::INTERNAL_SERVER_ERROR, "{engine:?}: the retry finds no unaudited booking");
+        assert_eq!(
+            query_i64(&c, "SELECT COUNT(*) FROM appointments").await,
+            1,
+            "{engine:?}: the unaudited booking was rolled back"
+        );
+
+        // A cancellation and a record correction likewise.
+        let (s, _) = act(&c, &first_id, &c.patient, "cancel", json!({"reason": "cannot come"})).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{engine:?}");
+        let (_, still) = c.e.get(&format!("/v1/appointments/{first_id}"), Some(&c.admin)).await;
+        assert_eq!(still["status"], "booked", "{engine:?}: the unaudited cancellation was rolled back");
+        let record = format!("/v1/patients/{}", c.patient_record);
+        let (s, _) = c.e.patch(&record, Some(&c.patient), json!({"phone": "+90 555 000 00 00"})).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{engine:?}");
+        let (_, unchanged) = c.e.get(&record, Some(&c.admin)).await;
+        assert_eq!(unchanged["phone"], "+90 532 111 22 33", "{engine:?}: the unaudited correction was rolled back");
+
+        // Appends work again: the retry books, audited, and the chain is whole.
+        allow_audit(&c).await;
+        assert_eq!(book().await, StatusCode::CREATED, "{engine:?}");
+        let (_, audit) = c.e.get("/v1/audit?action=appointment.create&limit=1000", Some(&c.admin)).await;
+        let ids: Vec<String> = query_ids(&c).await;
+        for id in &ids {
+            assert!(
+                audit["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["target"] == id.as_str() && e["outcome"] == "success"),
+                "{engine:?}: booking {id} has no audit event: {audit}"
+            );
+        }
+        assert_eq!(ids.len(), 2, "{engine:?}");
+        assert_eq!(audit["chain"]["verified"], true, "{engine:?}: {audit}");
+    }
+}
+
+async fn query_ids(c: &Clinic) -> Vec<String> {
+    let (_, all) = c.e.get("/v1/appointments?limit=500", Some(&c.admin)).await;
+    all.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Security issue 18, item 3: booking a patient onto one's own calendar (and cancelling) does
+/// not open her record; the patient's booking or confirmation does, within the window; the
+/// national-id search and FHIR follow the same rule; emergency access needs a reason and is
+/// audited and flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practitioner_reads_only_records_of_patients_in_a_care_relationship() {
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let record = format!("/v1/patients/{}", c.patient_record);
+        let by_national_id = "/v1/patients?nationalId=12345678901";
+
+        // The attack: the practitioner books Ayşe on his own calendar, cancels, and reads.
+        let (start, end) = slot(24, 30);
+        let (s, own) = c
+            .e
+            .post(
+                "/v1/appointments",
+                Some(&c.doctor),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{engine:?}: {own}");
+        let own_id = own["id"].as_str().unwrap().to_string();
+        let (s, body) = c.e.get(&record, Some(&c.doctor)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a booking the practitioner made alone");
+        let (_, found) = c.e.get(by_national_id, Some(&c.doctor)).await;
+        assert_eq!(found, json!([]), "{engine:?}: the national-id search finds only related patients");
+        let (s, _) =
+            c.e.http
+                .get(c.e.control.url(&format!("/fhir/R4/Patient/{}", c.patient_record)))
+                .bearer_auth(&c.doctor)
+                .send()
+                .await
+                .map(|r| (r.status(), ()))
+                .unwrap();
+        assert_eq!(s, StatusCode::FORBIDDEN, "{engine:?}: FHIR follows the same rule");
+        let (s, _) = act(&c, &own_id, &c.doctor, "cancel", json!({"reason": "changed my mind"})).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, body) = c.e.get(&record, Some(&c.doctor)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "after cancelling");
+
+        // The patient confirms a booking made for her: now the practitioner may read.
+        let (start, end) = slot(48, 30);
+        let (_, proposed) = c
+            .e
+            .post(
+                "/v1/appointments",
+                Some(&c.doctor),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end}),
+            )
+            .await;
+        let proposed_id = proposed["id"].as_str().unwrap().to_string();
+        assert_eq!(c.e.get(&record, Some(&c.doctor)).await.0, StatusCode::FORBIDDEN, "{engine:?}");
+        let (s, confirmed) = act(&c, &proposed_id, &c.patient, "confirm", json!({})).await;
+        assert_eq!((s, confirmed["status"].as_str()), (StatusCode::OK, Some("booked")), "{engine:?}: {confirmed}");
+        let (s, seen) = c.e.get(&record, Some(&c.doctor)).await;
+        assert_eq!((s, seen["notes"].as_str()), (StatusCode::OK, Some("penicillin allergy")), "{engine:?}");
+        let (_, found) = c.e.get(by_national_id, Some(&c.doctor)).await;
+        assert_eq!(found.as_array().map(Vec::len), Some(1), "{engine:?}: {found}");
+
+        // The window: 30 days (the default) after the appointment's end, then no more.
+        let shift = match engine {
+            support::Engine::Sqlite => format!(
+                "UPDATE appointments SET starts_at = starts_at - {d}, ends_at = ends_at - {d}, created_at = created_at - {d}",
+                d = 120_i64 * 86_400 * 1_000_000
+            ),
+            support::Engine::Postgres => "UPDATE appointments SET starts_at = starts_at - interval '120 days', \
+                ends_at = ends_at - interval '120 days', created_at = created_at - interval '120 days'"
+                .to_string(),
+        };
+        exec_sql(&c, &[&shift]).await;
+        let (s, body) = c.e.get(&record, Some(&c.doctor)).await;
+        assert_problem(s, &body, StatusCode::FORBIDDEN, "a relationship past its window");
+
+        // Break the glass: a reason of at least 20 characters, audited and flagged.
+        let emergency = |reason: &'static str| {
+            c.e.http.get(c.e.control.url(&record)).bearer_auth(&c.doctor).header("break-glass-reason", reason).send()
+        };
+        let res = emergency("urgent").await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "a reason too short");
+        assert_eq!(body["errors"][0]["field"], "Break-Glass-Reason", "{body}");
+        let res = emergency("unconscious in the emergency room, allergies needed").await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{engine:?}");
+        let (_, flagged) = c.e.get("/v1/audit?action=patient.read.emergency", Some(&c.admin)).await;
+        let events = flagged["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{engine:?}: {flagged}");
+        assert!(
+            events[0]["target"].as_str().unwrap().contains("unconscious in the emergency room"),
+            "{engine:?}: the reason is in the audit trail: {flagged}"
+        );
+        let (_, denied) = c.e.get("/v1/audit?action=patient.read", Some(&c.admin)).await;
+        let refusals = denied["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == "denied" && e["target"] == c.patient_record.as_str())
+            .count();
+        assert!(refusals >= 4, "{engine:?}: every refusal is audited: {denied}");
+    }
+}
+
+/// Security issue 18, item 2: the limits on saved availability, and the worst slot search the
+/// API allows answered within a stated budget: at most 1000 slots per page, under 5 s, and
+/// the server's peak memory growing by at most 64 MiB (docs/scheduling-api.md, "Limits"). The
+/// old code accepted 867 rules and answered a 61-day search with a million slots and 6.6 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worst_slot_search_stays_within_its_budget() {
+    const BUDGET_KIB: i64 = 64 * 1024;
+    for engine in engines() {
+        let c = clinic(engine).await;
+        let path = format!("/v1/practitioners/{}/availability", c.doctor_practitioner);
+        let days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+        // Eight rules per weekday over the whole day, each on its own minute grid, 10-minute slots.
+        let rules = |per_day: usize, minutes: u32| -> Vec<Value> {
+            days.iter()
+                .flat_map(|d| {
+                    (0..per_day).map(move |k| {
+                        json!({"weekday": d, "from": format!("00:{k:02}"), "to": "23:59", "slotMinutes": minutes})
+                    })
+                })
+                .collect()
+        };
+        let (s, body) = c.e.put(&path, Some(&c.doctor), json!({"rules": rules(9, 10)})).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "63 rules");
+        assert_eq!(body["errors"][0]["field"], "rules", "{body}");
+        let (s, body) = c.e.put(&path, Some(&c.doctor), json!({"rules": rules(1, 5)})).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "5-minute slots");
+        assert_eq!(body["errors"][0]["field"], "rules[0].slotMinutes", "{body}");
+
+        // The worst pattern allowed: 56 rules and 200 extra-hours exceptions over the range.
+        let from = time::OffsetDateTime::now_utc().date() + time::Duration::days(2);
+        let to = from + time::Duration::days(62);
+        let extra: Vec<Value> = (0..200)
+            .map(|k| {
+                json!({"kind": "extraHours", "from": format!("{from}T00:00:{:02}Z", k % 60), "to": format!("{to}T00:00:00Z"),
+                       "slotMinutes": 10 + k / 60})
+            })
+            .collect();
+        let (s, body) = c.e.put(&path, Some(&c.doctor), json!({"rules": rules(8, 10), "exceptions": extra})).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {body}");
+
+        let pid = c.e.control.pid();
+        let status_kib = |field: &str| -> i64 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap().to_string();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let before = status_kib("VmHWM:");
+        let begun = std::time::Instant::now();
+        let fhir = format!(
+            "/fhir/R4/Slot?schedule=Schedule/{}&start=ge{from}&start=lt{to}&_count=1000",
+            c.doctor_practitioner
+        );
+        let (s, bundle) = c.e.get(&fhir, Some(&c.patient)).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {bundle}");
+        let entries = bundle["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 1000, "{engine:?}: one page");
+        let next = bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(next.starts_with(&c.e.control.base), "{engine:?}: {next}");
+        let (s, page2) = c.e.get(&next[c.e.control.base.len()..], Some(&c.patient)).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {page2}");
+        let last = entries.last().unwrap()["resource"]["start"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+        let first2 = page2["entry"][0]["resource"]["start"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+        assert!(first2 >= last, "{engine:?}: the next page continues after the first");
+        // The same range through the JSON API, last page's worth near the range's end too.
+        let rest = format!(
+            "/v1/availability?practitioner={}&from={from}T00:00:00Z&to={to}T00:00:00Z&limit=1000",
+            c.doctor_practitioner
+        );
+        let (s, view) = c.e.get(&rest, Some(&c.patient)).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {view}");
+        assert_eq!(view["slots"].as_array().unwrap().len(), 1000);
+        assert!(view["nextCursor"].is_string(), "{engine:?}");
+        let late = format!(
+            "/v1/availability?practitioner={}&from={}T00:00:00Z&to={to}T00:00:00Z&limit=1000",
+            c.doctor_practitioner,
+            to - time::Duration::days(1)
+        );
+        assert_eq!(c.e.get(&late, Some(&c.patient)).await.0, StatusCode::OK);
+        let elapsed = begun.elapsed();
+        let growth = status_kib("VmHWM:") - before;
+        eprintln!(
+            "{engine:?}: worst slot searches: {elapsed:?}, peak memory growth {growth} KiB (budget {BUDGET_KIB} KiB), VmRSS {} KiB",
+            status_kib("VmRSS:")
+        );
+        assert!(elapsed < std::time::Duration::from_secs(20), "{engine:?}: took {elapsed:?}");
+        assert!(growth <= BUDGET_KIB, "{engine:?}: peak memory grew by {growth} KiB, over {BUDGET_KIB} KiB");
+    }
+}

@@ -7,8 +7,8 @@ mod support;
 use std::sync::Arc;
 use support::{engines, fresh_database};
 use teletip_control::store::{
-    self, Appointment, AppointmentFilter, AppointmentStatus, DynStore, NewUser, PatientRecord, Practitioner, Role,
-    StoreError,
+    self, Appointment, AppointmentFilter, AppointmentStatus, DynStore, NewAuditEvent, NewUser, PatientRecord,
+    Practitioner, Role, StoreError,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -49,27 +49,43 @@ async fn fixture(engine: support::Engine, dir: &std::path::Path) -> Fixture {
         .unwrap()
         .id;
     let patient = store
-        .create_patient(PatientRecord {
-            id: Uuid::new_v4(),
-            user_id: None,
-            display_name: "A. Patient".into(),
-            birth_date: Some(time::macros::date!(1980 - 02 - 29)),
-            national_id_enc: Some("v1:k1:opaque".into()),
-            national_id_index: Some("idx".into()),
-            phone_enc: None,
-            phone_index: None,
-            email_enc: None,
-            email_index: None,
-            notes_enc: None,
-            anonymized_at: None,
-            retain_until: None,
-            created_at: now,
-            updated_at: now,
-        })
+        .create_patient(
+            PatientRecord {
+                id: Uuid::new_v4(),
+                user_id: None,
+                display_name: "A. Patient".into(),
+                birth_date: Some(time::macros::date!(1980 - 02 - 29)),
+                national_id_enc: Some("v1:k1:opaque".into()),
+                national_id_index: Some("idx".into()),
+                phone_enc: None,
+                phone_index: None,
+                email_enc: None,
+                email_index: None,
+                notes_enc: None,
+                anonymized_at: None,
+                retain_until: None,
+                created_at: now,
+                updated_at: now,
+            },
+            ev("patient.create"),
+        )
         .await
         .unwrap()
         .id;
     Fixture { store, creator, practitioner, patient }
+}
+
+/// The audit event a health-data write commits with (the store requires one).
+fn ev(action: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        at: teletip_control::clock::now(),
+        actor: None,
+        action: action.into(),
+        target: None,
+        outcome: "success".into(),
+        source_ip: None,
+        request_id: None,
+    }
 }
 
 fn appointment(f: &Fixture, start: OffsetDateTime, minutes: i64, key: Option<&str>) -> Appointment {
@@ -86,6 +102,7 @@ fn appointment(f: &Fixture, start: OffsetDateTime, minutes: i64, key: Option<&st
         idempotency_key: key.map(str::to_owned),
         created_at: now,
         updated_at: now,
+        patient_confirmed_at: None,
     }
 }
 
@@ -102,7 +119,7 @@ async fn fifty_concurrent_bookings_of_one_slot_give_exactly_one() {
                 let (f, barrier) = (f.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    f.store.create_appointment(appointment(&f, TEN, 30, None)).await
+                    f.store.create_appointment(appointment(&f, TEN, 30, None), ev("appointment.create")).await
                 })
             })
             .collect();
@@ -134,24 +151,24 @@ async fn overlaps_are_refused_adjacent_and_released_times_are_not() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
         let f = fixture(engine, dir.path()).await;
-        let first = f.store.create_appointment(appointment(&f, TEN, 30, None)).await.unwrap();
+        let first = f.store.create_appointment(appointment(&f, TEN, 30, None), ev("appointment.create")).await.unwrap();
         for (start, minutes, what) in [
             (TEN + Duration::minutes(15), 30, "overlapping end"),
             (TEN - Duration::minutes(10), 20, "overlapping start"),
             (TEN + Duration::minutes(5), 10, "inside"),
         ] {
-            let r = f.store.create_appointment(appointment(&f, start, minutes, None)).await;
+            let r = f.store.create_appointment(appointment(&f, start, minutes, None), ev("appointment.create")).await;
             assert!(matches!(r, Err(StoreError::DoubleBooking)), "{engine:?} {what}: {r:?}");
         }
         let next = f
             .store
-            .create_appointment(appointment(&f, TEN + Duration::minutes(30), 30, None))
+            .create_appointment(appointment(&f, TEN + Duration::minutes(30), 30, None), ev("appointment.create"))
             .await
             .expect("adjacent slot");
         // A proposed appointment does not hold time.
         let mut proposal = appointment(&f, TEN, 30, None);
         proposal.status = AppointmentStatus::Proposed;
-        f.store.create_appointment(proposal).await.expect("proposals do not hold time");
+        f.store.create_appointment(proposal, ev("appointment.create")).await.expect("proposals do not hold time");
 
         // Rescheduling into an occupied slot is refused by the schema too.
         let moved = f
@@ -163,6 +180,7 @@ async fn overlaps_are_refused_adjacent_and_released_times_are_not() {
                 Some((TEN + Duration::minutes(20), TEN + Duration::minutes(50))),
                 None,
                 teletip_control::clock::now(),
+                ev("appointment.reschedule"),
             )
             .await;
         assert!(matches!(moved, Err(StoreError::DoubleBooking)), "{engine:?}: {moved:?}");
@@ -178,6 +196,7 @@ async fn overlaps_are_refused_adjacent_and_released_times_are_not() {
                 None,
                 Some("patient request".into()),
                 now,
+                ev("appointment.cancel"),
             )
             .await
             .unwrap()
@@ -186,12 +205,23 @@ async fn overlaps_are_refused_adjacent_and_released_times_are_not() {
             (cancelled.status, cancelled.cancel_reason.as_deref()),
             (AppointmentStatus::Cancelled, Some("patient request"))
         );
-        f.store.create_appointment(appointment(&f, TEN, 30, None)).await.expect("the cancelled slot is free again");
+        f.store
+            .create_appointment(appointment(&f, TEN, 30, None), ev("appointment.create"))
+            .await
+            .expect("the cancelled slot is free again");
 
         // A transition from a status the appointment is no longer in does nothing.
         let stale = f
             .store
-            .transition_appointment(first.id, AppointmentStatus::Booked, AppointmentStatus::Arrived, None, None, now)
+            .transition_appointment(
+                first.id,
+                AppointmentStatus::Booked,
+                AppointmentStatus::Arrived,
+                None,
+                None,
+                now,
+                ev("x"),
+            )
             .await
             .unwrap();
         assert!(stale.is_none(), "{engine:?}");
@@ -204,9 +234,18 @@ async fn idempotency_keys_are_unique_per_creator_and_times_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let f = fixture(engine, dir.path()).await;
         let start = datetime!(2026-12-02 09:00:00.123456 UTC);
-        let a = f.store.create_appointment(appointment(&f, start, 30, Some("booking-1"))).await.unwrap();
-        let again =
-            f.store.create_appointment(appointment(&f, start + Duration::hours(2), 30, Some("booking-1"))).await;
+        let a = f
+            .store
+            .create_appointment(appointment(&f, start, 30, Some("booking-1")), ev("appointment.create"))
+            .await
+            .unwrap();
+        let again = f
+            .store
+            .create_appointment(
+                appointment(&f, start + Duration::hours(2), 30, Some("booking-1")),
+                ev("appointment.create"),
+            )
+            .await;
         assert!(matches!(again, Err(StoreError::Conflict)), "{engine:?}: {again:?}");
         let found = f.store.appointment_by_idempotency_key(f.creator, "booking-1").await.unwrap().unwrap();
         assert_eq!(found, a, "{engine:?}: read back exactly as written");

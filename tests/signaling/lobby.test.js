@@ -142,6 +142,15 @@ test("lobby, admission, relayed signals, media state, end, status and audit", as
   assert.ok(admits.some((e) => e.actor === practitioner.userId && e.target.includes(appointment.id)), JSON.stringify(admits));
   const ends = await c.audit("consultation.end");
   assert.ok(ends.some((e) => e.actor === practitioner.userId && e.target === appointment.id), JSON.stringify(ends));
+  // The status changes the room makes are audited under the REST actions' names (one
+  // vocabulary, control/src/scheduling/actions.rs; security issue 18, item 10).
+  const checkIns = (await c.audit("appointment.check-in")).filter((e) => e.target === appointment.id);
+  assert.ok(checkIns.some((e) => e.outcome === "success:signaling"), JSON.stringify(checkIns));
+  const completions = (await c.audit("appointment.complete")).filter((e) => e.target === appointment.id);
+  assert.ok(completions.some((e) => e.outcome === "success:signaling"), JSON.stringify(completions));
+  for (const other of ["appointment.checked-in", "appointment.fulfilled", "appointment.arrived"]) {
+    assert.equal((await c.audit(other)).length, 0, `no event named ${other}`);
+  }
   assert.equal(c.lastChain.verified, true, "the audit hash chain verifies");
   for (const e of [...joins, ...admits, ...ends]) assert.ok(!JSON.stringify(e).includes("v=0"), "no SDP in the audit trail");
 });

@@ -135,8 +135,11 @@ pub fn slot(practitioner: Uuid, s: &Slot) -> Value {
     })
 }
 
-/// A `searchset` Bundle of `resources`, each with its absolute URL under `base`.
-pub fn searchset(base: &str, self_url: &str, resources: Vec<Value>) -> Value {
+/// A `searchset` Bundle of `resources`, each with its absolute URL under `base`, with a `next`
+/// link when another page follows. `total` (the number of matches of the whole search) is given
+/// only when this page is the whole search: slots are computed a page at a time, so their
+/// total is not known (R4 Bundle.total is optional).
+pub fn searchset(base: &str, self_url: &str, next_url: Option<&str>, complete: bool, resources: Vec<Value>) -> Value {
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|r| {
@@ -144,13 +147,20 @@ pub fn searchset(base: &str, self_url: &str, resources: Vec<Value>) -> Value {
             json!({ "fullUrl": url, "resource": r, "search": { "mode": "match" } })
         })
         .collect();
-    json!({
+    let mut links = vec![json!({ "relation": "self", "url": self_url })];
+    if let Some(next) = next_url {
+        links.push(json!({ "relation": "next", "url": next }));
+    }
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": entries.len(),
-        "link": [{ "relation": "self", "url": self_url }],
+        "link": links,
         "entry": entries,
-    })
+    });
+    if complete {
+        bundle["total"] = json!(bundle["entry"].as_array().map_or(0, Vec::len));
+    }
+    bundle
 }
 
 /// What this façade serves.
@@ -173,7 +183,7 @@ pub fn capability_statement(base: &str, software_version: &str, date: OffsetDate
                 { "type": "Slot", "interaction": [{ "code": "search-type" }],
                   "searchParam": [
                       { "name": "schedule", "type": "reference", "documentation": "Schedule/<practitioner id> (required)" },
-                      { "name": "start", "type": "date", "documentation": "ge/gt/le/lt/eq prefixes; at most 62 days" },
+                      { "name": "start", "type": "date", "documentation": "ge/gt/le/lt/eq prefixes; at most 62 days, between 1970 and 9000; _count 1 to 1000 per page (default 500), next links" },
                   ] },
             ],
         }],

@@ -12,11 +12,13 @@ use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::ApiError;
-use crate::scheduling::access::scope;
+use crate::scheduling::access::{RecordAccess, authorize_patient};
+use crate::scheduling::actions;
 use crate::scheduling::appointments::visible;
-use crate::scheduling::availability::MAX_RANGE_DAYS;
 use crate::scheduling::patients::view as patient_view;
-use crate::scheduling::schedule::free_slots_of;
+use crate::scheduling::schedule::{
+    DEFAULT_PAGE, EARLIEST, LATEST, MAX_PAGE, check_range, cursor, free_slots_of, parse_cursor,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,12 +30,12 @@ pub fn router() -> Router<AppState> {
         .route("/fhir/R4/Slot", get(slots))
 }
 
-/// The absolute base of this façade as the client reached it (for Bundle.entry.fullUrl).
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    let proto = if proto == "https" { "https" } else { "http" };
-    format!("{proto}://{host}/fhir/R4")
+/// The absolute base of this façade (for Bundle.entry.fullUrl and Bundle links): the
+/// configured `public-url`, never the request's `Host` or `X-Forwarded-*` headers, which a
+/// client chooses (issue 18, item 10: a forged Host made the server hand out links to
+/// another site).
+fn base_url(state: &AppState) -> String {
+    format!("{}/fhir/R4", state.config().public_base())
 }
 
 /// A FHIR logical id that is not one of ours names nothing: 404, as FHIR servers answer.
@@ -41,23 +43,21 @@ fn logical_id(id: &str) -> Result<Uuid, FhirError> {
     Uuid::parse_str(id).map_err(|_| FhirError(ApiError::NotFound))
 }
 
-async fn metadata(headers: HeaderMap) -> FhirResult {
-    Ok(Fhir(resources::capability_statement(&base_url(&headers), env!("CARGO_PKG_VERSION"), crate::clock::now())))
+async fn metadata(State(state): State<AppState>) -> FhirResult {
+    Ok(Fhir(resources::capability_statement(&base_url(&state), env!("CARGO_PKG_VERSION"), crate::clock::now())))
 }
 
 async fn patient(
     State(state): State<AppState>,
     ip: ClientIp,
     caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> FhirResult {
     let caller = caller?;
     let id = logical_id(&id)?;
-    let audit = Audit::new("patient.read", &ip).actor(caller.user_id).target(id.to_string());
-    if !scope(&state, &caller).await?.sees_patient(&state, id).await? {
-        state.audit(audit.outcome("denied")).await?;
-        return Err(FhirError(ApiError::Forbidden("you may not read this patient's record".into())));
-    }
+    // The same care relationship and break-the-glass rule as GET /v1/patients/{id}.
+    let audit = authorize_patient(&state, &ip, &caller, &headers, id, RecordAccess::Read).await?;
     let p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     state.audit(audit).await?;
     Ok(Fhir(resources::patient(&patient_view(&state, &p)?, p.updated_at, p.anonymized_at.is_some())))
@@ -91,28 +91,44 @@ async fn appointment(
 ) -> FhirResult {
     let caller = caller?;
     let id = logical_id(&id)?;
-    let a = visible(&state, &ip, &caller, id, "appointment.read").await?;
-    state.audit(Audit::new("appointment.read", &ip).actor(caller.user_id).target(id.to_string())).await?;
+    let a = visible(&state, &ip, &caller, id, actions::APPOINTMENT_READ).await?;
+    state.audit(Audit::new(actions::APPOINTMENT_READ, &ip).actor(caller.user_id).target(id.to_string())).await?;
     Ok(Fhir(resources::appointment(&a)))
 }
 
-/// `GET /fhir/R4/Slot?schedule=Schedule/<id>&start=ge…&start=lt…`: free slots (searchset).
+/// `GET /fhir/R4/Slot?schedule=Schedule/<id>&start=ge…&start=lt…`: free slots (searchset),
+/// `_count` per page (default 500, at most 1000) with a `next` link while more follow. The
+/// slots are computed only up to the page's end (`free_slots_page`).
 async fn slots(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> FhirResult {
     caller?;
     let mut schedule = None;
     let mut starts = Vec::new();
+    let mut count = DEFAULT_PAGE;
+    let mut after = None;
     for (name, value) in &params {
         match name.as_str() {
             "schedule" => schedule = Some(value.trim_start_matches("Schedule/").to_string()),
             "start" => starts.push(value.clone()),
             "status" if value == "free" => {}
             "status" => return Err(ApiError::BadRequest("only status=free slots are searchable".into()).into()),
-            "_count" | "_format" => {}
+            "_count" => {
+                count = value
+                    .parse()
+                    .ok()
+                    .filter(|c| (1..=MAX_PAGE).contains(c))
+                    .ok_or_else(|| ApiError::BadRequest(format!("_count must be between 1 and {MAX_PAGE}")))?;
+            }
+            "_cursor" => {
+                after = Some(
+                    parse_cursor(value)
+                        .ok_or_else(|| ApiError::BadRequest("_cursor is not one this server gave".into()))?,
+                )
+            }
+            "_format" => {}
             other => return Err(ApiError::BadRequest(format!("unsupported search parameter {other:?}")).into()),
         }
     }
@@ -122,17 +138,41 @@ async fn slots(
     let (from, to) = search::start_range(&starts).map_err(ApiError::BadRequest)?;
     // Without bounds: from now, over the next two weeks.
     let from = from.unwrap_or_else(jiff::Timestamp::now);
-    let to = to.unwrap_or(from + jiff::SignedDuration::from_hours(14 * 24));
-    if to <= from || to.duration_since(from) > jiff::SignedDuration::from_hours(MAX_RANGE_DAYS * 24) {
-        return Err(ApiError::BadRequest(format!(
-            "start must name a non-empty range of at most {MAX_RANGE_DAYS} days"
-        ))
-        .into());
-    }
-    let (_, slots) = free_slots_of(&state, practitioner_id, from, to).await?;
-    let base = base_url(&headers);
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let self_url = format!("{base}/Slot?{}", query.join("&"));
-    let found = slots.iter().map(|s| resources::slot(practitioner_id, s)).collect();
-    Ok(Fhir(resources::searchset(&base, &self_url, found)))
+    let to = match to {
+        Some(to) => to,
+        None => from
+            .checked_add(jiff::SignedDuration::from_hours(14 * 24))
+            .map_err(|_| ApiError::BadRequest(format!("start: times must lie between {EARLIEST} and {LATEST}")))?,
+    };
+    check_range(from, to).map_err(|e| ApiError::BadRequest(format!("start: {e}")))?;
+    let (_, page) = free_slots_of(&state, practitioner_id, from, to, after, count).await?;
+    let base = base_url(&state);
+    let query = |cursor: Option<&str>| {
+        let mut pairs: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "_cursor")
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect();
+        if let Some(c) = cursor {
+            pairs.push(format!("_cursor={c}"));
+        }
+        format!("{base}/Slot?{}", pairs.join("&"))
+    };
+    let self_url = query(after.as_ref().map(cursor).as_deref());
+    let next_url = if page.more { page.slots.last().map(|last| query(Some(&cursor(last)))) } else { None };
+    let found = page.slots.iter().map(|s| resources::slot(practitioner_id, s)).collect();
+    Ok(Fhir(resources::searchset(&base, &self_url, next_url.as_deref(), after.is_none() && !page.more, found)))
+}
+
+/// Percent-encodes a query component (RFC 3986 section 3.4: everything but unreserved
+/// characters), so that a link repeats the search exactly.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -5,16 +5,19 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 /// A FHIR date search value names a period, not an instant: `2027-03-14` is that whole day.
+/// A value whose period leaves the representable time range is refused with a message naming
+/// the value, never with the time library's own (issue 18, item 10).
 fn period(value: &str) -> Result<(Timestamp, Timestamp), String> {
+    let out_of_range = || format!("{value:?} is outside the supported dates");
     if let Ok(t) = value.parse::<Timestamp>() {
-        return Ok((t, t + jiff::SignedDuration::from_nanos(1)));
+        return Ok((t, t.checked_add(jiff::SignedDuration::from_nanos(1)).map_err(|_| out_of_range())?));
     }
     let day: Date = value.parse().map_err(|_| format!("{value:?} is not a FHIR date (YYYY-MM-DD or an instant)"))?;
     // A date without a zone is read in UTC (the server's zone).
-    let start = day.to_zoned(jiff::tz::TimeZone::UTC).map_err(|e| e.to_string())?.timestamp();
-    let end =
-        day.tomorrow().map_err(|e| e.to_string())?.to_zoned(jiff::tz::TimeZone::UTC).map_err(|e| e.to_string())?;
-    Ok((start, end.timestamp()))
+    let utc = |d: Date| d.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).map_err(|_| out_of_range());
+    let start = utc(day)?;
+    let end = utc(day.tomorrow().map_err(|_| out_of_range())?)?;
+    Ok((start, end))
 }
 
 /// The range `[from, to)` that every `start` value together allows. Missing bounds are `None`.
@@ -67,6 +70,12 @@ mod tests {
         let (from, to) = start_range(&["gt2027-03-14".into(), "le2027-03-20".into()]).unwrap();
         assert_eq!((from, to), (Some(ts("2027-03-15T00:00:00Z")), Some(ts("2027-03-21T00:00:00Z"))));
         assert_eq!(start_range(&[]).unwrap(), (None, None));
+    }
+
+    #[test]
+    fn dates_at_the_end_of_time_are_refused_by_name() {
+        let e = start_range(&["ge9999-12-31".into()]).unwrap_err();
+        assert!(e.contains("9999-12-31") && e.contains("outside the supported dates"), "{e}");
     }
 
     #[test]

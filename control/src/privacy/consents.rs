@@ -154,14 +154,13 @@ pub async fn record(
         at: crate::clock::now(),
         source_ip: Some(ip.0.to_string()),
     };
-    let c = state.store().record_consent(consent).await?;
-    let action = match c.decision {
+    let action = match consent.decision {
         ConsentDecision::Given => "consent.give",
         ConsentDecision::Withdrawn => "consent.withdraw",
     };
-    state
-        .audit(Audit::new(action, &ip).actor(caller.user_id).target(format!("{}:{}", c.notice_version, c.purpose)))
-        .await?;
+    let audit =
+        Audit::new(action, &ip).actor(caller.user_id).target(format!("{}:{}", consent.notice_version, consent.purpose));
+    let c = state.store().record_consent(consent, audit.into_event()).await?;
     Ok((StatusCode::CREATED, Json(ConsentView::from(&c))))
 }
 

@@ -49,10 +49,17 @@ fn is_clinical(status: AppointmentStatus) -> bool {
 
 /// Erases one patient (and their login account, if `user_id`), choosing anonymisation or
 /// deletion as the module explains. `patient` is `None` for a patient account without a record.
-async fn erase(state: &AppState, patient: Option<&PatientRecord>, user_id: Option<Uuid>) -> ApiResult<ErasureOutcome> {
+/// `audit` is the request's event: it commits with the erasure, its outcome saying which.
+async fn erase(
+    state: &AppState,
+    patient: Option<&PatientRecord>,
+    user_id: Option<Uuid>,
+    audit: Audit,
+) -> ApiResult<ErasureOutcome> {
     let now = crate::clock::now();
+    let deleted = || audit.clone().outcome("success:deleted").into_event();
     let Some(patient) = patient else {
-        state.store().delete_patient(None, user_id).await?;
+        state.store().delete_patient(None, user_id, deleted()).await?;
         return Ok(ErasureOutcome { outcome: ErasureKind::Deleted, retain_until: None });
     };
     if patient.anonymized_at.is_some() {
@@ -64,30 +71,26 @@ async fn erase(state: &AppState, patient: Option<&PatientRecord>, user_id: Optio
     let appointments = state.store().list_appointments(&filter).await?;
     let last_consultation = appointments.iter().filter(|a| is_clinical(a.status)).map(|a| a.ends_at).max();
     let Some(last) = last_consultation else {
-        state.store().delete_patient(Some(patient.id), user_id).await?;
+        state.store().delete_patient(Some(patient.id), user_id, deleted()).await?;
         return Ok(ErasureOutcome { outcome: ErasureKind::Deleted, retain_until: None });
     };
     let retain_until = last + Duration::days(state.config().retention.medical_record_days);
     state
         .store()
-        .anonymise_patient(&Anonymisation {
-            patient_id: patient.id,
-            user_id,
-            placeholder_name: "Anonymised patient".into(),
-            placeholder_email: format!("erased-{}@erased.invalid", Uuid::new_v4()),
-            retain_until,
-            cancel_reason: "patient data erased on request".into(),
-            now,
-        })
+        .anonymise_patient(
+            &Anonymisation {
+                patient_id: patient.id,
+                user_id,
+                placeholder_name: "Anonymised patient".into(),
+                placeholder_email: format!("erased-{}@erased.invalid", Uuid::new_v4()),
+                retain_until,
+                cancel_reason: "patient data erased on request".into(),
+                now,
+            },
+            audit.outcome("success:anonymised").into_event(),
+        )
         .await?;
     Ok(ErasureOutcome { outcome: ErasureKind::Anonymised, retain_until: Some(retain_until) })
-}
-
-fn outcome_label(o: &ErasureOutcome) -> &'static str {
-    match o.outcome {
-        ErasureKind::Anonymised => "success:anonymised",
-        ErasureKind::Deleted => "success:deleted",
-    }
 }
 
 /// Erase my data (patients). Requires the password again. Answers what was done: anonymised
@@ -119,8 +122,7 @@ pub async fn erase_me(
     }
     let patient = state.store().patient_by_user(caller.user_id).await?;
     let target = patient.as_ref().map_or_else(|| format!("user:{}", caller.user_id), |p| p.id.to_string());
-    let outcome = erase(&state, patient.as_ref(), Some(caller.user_id)).await?;
-    state.audit(audit.target(target).outcome(outcome_label(&outcome))).await?;
+    let outcome = erase(&state, patient.as_ref(), Some(caller.user_id), audit.target(target)).await?;
     Ok(Json(outcome))
 }
 
@@ -140,7 +142,6 @@ pub async fn erase_patient(
         return Err(ApiError::Forbidden("requires the role admin".into()));
     }
     let patient = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
-    let outcome = erase(&state, Some(&patient), patient.user_id).await?;
-    state.audit(audit.outcome(outcome_label(&outcome))).await?;
+    let outcome = erase(&state, Some(&patient), patient.user_id, audit).await?;
     Ok(Json(outcome))
 }

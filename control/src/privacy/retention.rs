@@ -49,8 +49,7 @@ async fn run_once(state: &AppState, now: OffsetDateTime, by: &RunBy) -> StoreRes
     let store = state.store();
     let mut report = RetentionReport::default();
     for p in store.patients_past_retention(now).await? {
-        store.delete_patient(Some(p.id), p.user_id).await?;
-        store.append_audit(by.event(now, format!("patient:{}", p.id))).await?;
+        store.delete_patient(Some(p.id), p.user_id, by.event(now, format!("patient:{}", p.id))).await?;
         report.patients_purged.push(p.id);
     }
     let cutoff = now - time::Duration::days(state.config().retention.session_days);

@@ -10,7 +10,8 @@ use time::{Duration, OffsetDateTime};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::access::{Scope, scope};
+use super::access::{Scope, booked_by_patient_side, scope};
+use super::actions;
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
@@ -109,7 +110,7 @@ pub async fn book(
         Scope::Practitioner(p) => p == req.practitioner_id,
         Scope::Nothing => false,
     };
-    let audit = Audit::new("appointment.create", &ip).actor(caller.user_id);
+    let audit = Audit::new(actions::APPOINTMENT_CREATE, &ip).actor(caller.user_id);
     if !allowed {
         state
             .audit(
@@ -141,12 +142,15 @@ pub async fn book(
         idempotency_key: key.clone(),
         created_at: now,
         updated_at: now,
+        // Only the patient's own booking (or an admin's for them) makes a care relationship at
+        // once; a practitioner's needs the patient's confirmation (scheduling::access).
+        patient_confirmed_at: booked_by_patient_side(&caller).then_some(now),
     };
-    match state.store().create_appointment(appointment).await {
-        Ok(a) => {
-            state.audit(audit.target(a.id.to_string())).await?;
-            Ok((StatusCode::CREATED, Json(AppointmentView::from(&a))))
-        }
+    // The booking and its audit event commit together: an acknowledged booking always has its
+    // event, so an idempotent repeat that finds the booking finds it audited too.
+    let created = audit.clone().target(appointment.id.to_string()).into_event();
+    match state.store().create_appointment(appointment, created).await {
+        Ok(a) => Ok((StatusCode::CREATED, Json(AppointmentView::from(&a)))),
         Err(StoreError::DoubleBooking) => {
             state
                 .audit(audit.target(format!("practitioner:{}", req.practitioner_id)).outcome("refused:double-booking"))
@@ -199,8 +203,8 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AppointmentView>> {
-    let a = visible(&state, &ip, &caller, id, "appointment.read").await?;
-    state.audit(Audit::new("appointment.read", &ip).actor(caller.user_id).target(id.to_string())).await?;
+    let a = visible(&state, &ip, &caller, id, actions::APPOINTMENT_READ).await?;
+    state.audit(Audit::new(actions::APPOINTMENT_READ, &ip).actor(caller.user_id).target(id.to_string())).await?;
     Ok(Json(AppointmentView::from(&a)))
 }
 
@@ -249,7 +253,9 @@ pub async fn list(
     }
     let found = state.store().list_appointments(&filter).await?;
     state
-        .audit(Audit::new("appointment.list", &ip).actor(caller.user_id).target(format!("{} results", found.len())))
+        .audit(
+            Audit::new(actions::APPOINTMENT_LIST, &ip).actor(caller.user_id).target(format!("{} results", found.len())),
+        )
         .await?;
     Ok(Json(found.iter().map(AppointmentView::from).collect()))
 }
@@ -269,7 +275,9 @@ pub struct StatusChange {
 }
 
 /// Change an appointment: `confirm`, `cancel` (with a reason), `reschedule` (new start/end),
-/// `arrive`, `check-in`, `complete`, `no-show`, `entered-in-error`.
+/// `arrive`, `check-in`, `complete`, `no-show`, `entered-in-error`. A patient's `confirm` of an
+/// appointment booked for them records their confirmation (a care relationship) and leaves the
+/// status as it is. Each change commits with its audit event, named by `scheduling::actions`.
 #[utoipa::path(post, path = "/v1/appointments/{id}/{action}", tag = "scheduling",
     params(("id" = Uuid, Path), ("action" = String, Path)), request_body = StatusChange, security(("bearer" = [])),
     responses((status = 200, body = AppointmentView), (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
@@ -282,10 +290,12 @@ pub async fn change(
 ) -> ApiResult<Json<AppointmentView>> {
     use AppointmentStatus::*;
     let req = body.0.unwrap_or_default();
-    let a = visible(&state, &ip, &caller, id, &format!("appointment.{action}")).await?;
-    // Patients may cancel, reschedule and announce their arrival; the rest is the clinic's.
+    let audit_action = actions::of_verb(&action).ok_or(ApiError::NotFound)?;
+    let a = visible(&state, &ip, &caller, id, audit_action).await?;
+    // Patients may cancel, reschedule, announce their arrival and confirm a booking made for
+    // them; the rest is the clinic's.
     let (next, patient_may) = match action.as_str() {
-        "confirm" => (Booked, false),
+        "confirm" => (Booked, true),
         "cancel" => (Cancelled, true),
         "reschedule" => (Booked, true),
         "arrive" => (Arrived, true),
@@ -295,6 +305,21 @@ pub async fn change(
         "entered-in-error" => (EnteredInError, false),
         _ => return Err(ApiError::NotFound),
     };
+    let audit = Audit::new(audit_action, &ip).actor(caller.user_id).target(id.to_string());
+    if caller.role == Role::Patient && action == "confirm" {
+        if req.reason.is_some() || req.start.is_some() || req.end.is_some() {
+            return Err(ApiError::field("reason", "a confirmation takes no body fields"));
+        }
+        if !matches!(a.status, Proposed | Pending | Booked) {
+            return Err(ApiError::Conflict(format!("a {} appointment cannot be confirmed", a.status.as_str())));
+        }
+        let confirmed = state
+            .store()
+            .confirm_by_patient(id, crate::clock::now(), audit.outcome("success:patient").into_event())
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        return Ok(Json(AppointmentView::from(&confirmed)));
+    }
     if caller.role == Role::Patient && !patient_may {
         return Err(ApiError::Forbidden(format!("a patient may not {action} an appointment")));
     }
@@ -327,13 +352,12 @@ pub async fn change(
     };
     let changed = state
         .store()
-        .transition_appointment(id, a.status, next, times, reason, crate::clock::now())
+        .transition_appointment(id, a.status, next, times, reason, crate::clock::now(), audit.into_event())
         .await
         .map_err(|e| match e {
             StoreError::DoubleBooking => ApiError::Conflict("the practitioner is already booked at that time".into()),
             other => other.into(),
         })?
         .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
-    state.audit(Audit::new(&format!("appointment.{action}"), &ip).actor(caller.user_id).target(id.to_string())).await?;
     Ok(Json(AppointmentView::from(&changed)))
 }

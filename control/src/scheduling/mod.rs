@@ -1,6 +1,7 @@
 //! Clinical scheduling: practitioners' availability, appointments and the consultations they become.
 
 pub mod access;
+pub mod actions;
 pub mod appointments;
 pub mod availability;
 pub mod patients;

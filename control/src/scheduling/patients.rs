@@ -4,13 +4,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::Date;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::access::{Scope, scope};
+use super::access::{RecordAccess, Scope, authorize_patient, care_window, scope};
+use super::actions;
 use super::practitioners::text;
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
@@ -135,29 +136,30 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let p = state.store().create_patient(record).await.map_err(|e| match e {
+    let audit = Audit::new(actions::PATIENT_CREATE, &ip).actor(caller.user_id).target(record.id.to_string());
+    let p = state.store().create_patient(record, audit.into_event()).await.map_err(|e| match e {
         crate::store::StoreError::Conflict => ApiError::Conflict("that account already has a patient record".into()),
         other => other.into(),
     })?;
-    state.audit(Audit::new("patient.create", &ip).actor(caller.user_id).target(p.id.to_string())).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &p)?)))
 }
 
-/// A patient's record: the patient, their practitioners, admins. Every read is audited.
-#[utoipa::path(get, path = "/v1/patients/{id}", tag = "scheduling", params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = PatientView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+/// A patient's record: the patient, their practitioners (a care relationship, see
+/// `scheduling::access`), admins; other practitioners only with `Break-Glass-Reason`. Every
+/// read and every refusal is audited.
+#[utoipa::path(get, path = "/v1/patients/{id}", tag = "scheduling", params(("id" = Uuid, Path),
+        ("Break-Glass-Reason" = Option<String>, Header, description = "Emergency access without a care relationship: why (20 to 500 characters); audited as patient.read.emergency")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PatientView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem),
+        (status = 422, body = crate::problem::Problem)))]
 pub async fn get(
     State(state): State<AppState>,
     ip: ClientIp,
     caller: Caller,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<PatientView>> {
-    let audit = Audit::new("patient.read", &ip).actor(caller.user_id).target(id.to_string());
-    let scope = scope(&state, &caller).await?;
-    if !scope.sees_patient(&state, id).await? {
-        state.audit(audit.outcome("denied")).await?;
-        return Err(ApiError::Forbidden("you may not read this patient's record".into()));
-    }
+    let audit = authorize_patient(&state, &ip, &caller, &headers, id, RecordAccess::Read).await?;
     let p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     state.audit(audit).await?;
     Ok(Json(view(&state, &p)?))
@@ -197,8 +199,9 @@ fn reseal(
 
 /// Correct a patient's record (KVKK art. 11 right to rectification): the patient, their
 /// practitioners, admins. Audited.
-#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "scheduling", params(("id" = Uuid, Path)), request_body = UpdatePatient,
-    security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "scheduling", params(("id" = Uuid, Path),
+        ("Break-Glass-Reason" = Option<String>, Header, description = "Emergency access without a care relationship: why (20 to 500 characters); audited as patient.update.emergency")),
+    request_body = UpdatePatient, security(("bearer" = [])),
     responses((status = 200, body = PatientView), (status = 403, body = crate::problem::Problem),
         (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem),
         (status = 422, body = crate::problem::Problem)))]
@@ -206,14 +209,11 @@ pub async fn update(
     State(state): State<AppState>,
     ip: ClientIp,
     caller: Caller,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UpdatePatient>,
 ) -> ApiResult<Json<PatientView>> {
-    let audit = Audit::new("patient.update", &ip).actor(caller.user_id).target(id.to_string());
-    if !scope(&state, &caller).await?.sees_patient(&state, id).await? {
-        state.audit(audit.outcome("denied")).await?;
-        return Err(ApiError::Forbidden("you may not change this patient's record".into()));
-    }
+    let audit = authorize_patient(&state, &ip, &caller, &headers, id, RecordAccess::Update).await?;
     let mut p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     if p.anonymized_at.is_some() {
         return Err(ApiError::Conflict("this record was anonymised on an erasure request".into()));
@@ -241,10 +241,9 @@ pub async fn update(
     reseal(&state, field::EMAIL, req.email.as_deref(), 254, (&mut p.email_enc, Some(&mut p.email_index)))?;
     reseal(&state, field::NOTES, req.notes.as_deref(), 4000, (&mut p.notes_enc, None))?;
     p.updated_at = crate::clock::now();
-    if !state.store().update_patient(&p).await? {
+    if !state.store().update_patient(&p, audit.into_event()).await? {
         return Err(ApiError::NotFound);
     }
-    state.audit(audit).await?;
     Ok(Json(view(&state, &p)?))
 }
 
@@ -263,7 +262,7 @@ pub struct PatientQuery {
     pub offset: Option<i64>,
 }
 
-/// Patients I may see: all (admins), mine (practitioners: those with an appointment with me),
+/// Patients I may see: all (admins), mine (practitioners: those in a care relationship with me),
 /// myself (patients). Equality search by national id, phone or e-mail. Each returned record is
 /// an audited read.
 #[utoipa::path(get, path = "/v1/patients", tag = "scheduling", params(PatientQuery), security(("bearer" = [])),
@@ -294,6 +293,7 @@ pub async fn list(
         Scope::All => state.store().list_patients(&filter).await?,
         Scope::Practitioner(p) => {
             filter.practitioner_id = Some(p);
+            filter.care = Some(care_window(&state));
             state.store().list_patients(&filter).await?
         }
         // A patient's list is their own record, if it matches the search.
@@ -314,7 +314,7 @@ pub async fn list(
     };
     let mut views = Vec::with_capacity(found.len());
     for p in &found {
-        state.audit(Audit::new("patient.read", &ip).actor(caller.user_id).target(p.id.to_string())).await?;
+        state.audit(Audit::new(actions::PATIENT_READ, &ip).actor(caller.user_id).target(p.id.to_string())).await?;
         views.push(view(&state, p)?);
     }
     Ok(Json(views))

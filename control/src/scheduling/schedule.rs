@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::access::{Scope, scope};
-use super::availability::{Busy, Exception, Slot, WeeklyRule, free_slots};
+use super::actions;
+use super::availability::{Busy, Exception, MAX_RANGE_DAYS, Page, Slot, WeeklyRule, free_slots, free_slots_page};
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
@@ -26,12 +27,30 @@ pub struct WorkingPattern {
     pub exceptions: Vec<Exception>,
 }
 
+/// Most weekly rules a practitioner may keep (eight per weekday).
+pub const MAX_RULES: usize = 56;
+/// Most exceptions (leave, extra hours) a practitioner may keep.
+pub const MAX_EXCEPTIONS: usize = 200;
+/// Shortest slot a saved rule or extra hours may have, in minutes.
+pub const MIN_SAVED_SLOT_MINUTES: u32 = 10;
+/// Slots per answer: default and most (`limit` on /v1/availability, `_count` on FHIR).
+pub const DEFAULT_PAGE: usize = 500;
+pub const MAX_PAGE: usize = 1000;
+/// Searches accept times in this span only, so that no bound or range end can leave the
+/// range of the time libraries (issue 18, item 10: `start=ge9999-12-30` answered with an
+/// internal overflow message).
+pub const EARLIEST: &str = "1970-01-01T00:00:00Z";
+pub const LATEST: &str = "9000-01-01T00:00:00Z";
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AvailabilityView {
     pub practitioner_id: Uuid,
     pub time_zone: String,
     pub slots: Vec<Slot>,
+    /// Present when more slots follow in the range: pass it as `cursor` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -39,10 +58,88 @@ pub struct AvailabilityView {
 #[into_params(parameter_in = Query)]
 pub struct AvailabilityQuery {
     pub practitioner: Uuid,
+    /// Range start, an RFC 3339 instant between 1970 and 9000.
     #[param(value_type = String, format = DateTime)]
-    pub from: Timestamp,
+    pub from: String,
+    /// Range end, at most 62 days after `from`.
     #[param(value_type = String, format = DateTime)]
-    pub to: Timestamp,
+    pub to: String,
+    /// Slots per page, 1 to 1000 (default 500).
+    pub limit: Option<usize>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// An RFC 3339 instant of a query, refused with a message naming the parameter, never the
+/// time library's own (a year-9999 value overflowed inside it).
+fn instant(name: &str, text: &str) -> ApiResult<Timestamp> {
+    text.parse::<Timestamp>()
+        .ok()
+        .filter(|t| check_range(*t, *t + jiff::SignedDuration::from_nanos(1)).is_ok())
+        .ok_or_else(|| {
+            ApiError::field(name, format!("must be an RFC 3339 instant with an offset between {EARLIEST} and {LATEST}"))
+        })
+}
+
+/// A page cursor: the last slot given, as its start and end in nanoseconds.
+pub fn cursor(slot: &Slot) -> String {
+    format!("{}_{}", slot.start.as_nanosecond(), slot.end.as_nanosecond())
+}
+
+/// Reads a cursor back; `None` if it is not one.
+pub fn parse_cursor(text: &str) -> Option<Slot> {
+    let (start, end) = text.split_once('_')?;
+    let start = Timestamp::from_nanosecond(start.parse().ok()?).ok()?;
+    let end = Timestamp::from_nanosecond(end.parse().ok()?).ok()?;
+    Some(Slot { start, end })
+}
+
+/// Checks a slot search's range: a non-empty range of at most [`MAX_RANGE_DAYS`] days within
+/// [`EARLIEST`]..[`LATEST`]. The error names what is wrong, for a 4xx.
+pub fn check_range(from: Timestamp, to: Timestamp) -> Result<(), String> {
+    let (earliest, latest): (Timestamp, Timestamp) =
+        (EARLIEST.parse().expect("a valid instant"), LATEST.parse().expect("a valid instant"));
+    if from < earliest || to > latest || from > latest || to < earliest {
+        return Err(format!("times must lie between {EARLIEST} and {LATEST}"));
+    }
+    if to <= from || to.duration_since(from) > jiff::SignedDuration::from_hours(MAX_RANGE_DAYS * 24) {
+        return Err(format!("the range must be non-empty and at most {MAX_RANGE_DAYS} days long"));
+    }
+    Ok(())
+}
+
+/// The limits on a saved working pattern, each refusal naming the offending rule or exception.
+fn check_pattern_limits(pattern: &WorkingPattern) -> ApiResult<()> {
+    if pattern.rules.len() > MAX_RULES {
+        return Err(ApiError::field("rules", format!("at most {MAX_RULES} weekly rules, got {}", pattern.rules.len())));
+    }
+    if pattern.exceptions.len() > MAX_EXCEPTIONS {
+        return Err(ApiError::field(
+            "exceptions",
+            format!("at most {MAX_EXCEPTIONS} exceptions, got {}", pattern.exceptions.len()),
+        ));
+    }
+    for (i, r) in pattern.rules.iter().enumerate() {
+        if r.slot_minutes < MIN_SAVED_SLOT_MINUTES {
+            return Err(ApiError::field(
+                &format!("rules[{i}].slotMinutes"),
+                format!("slots must be at least {MIN_SAVED_SLOT_MINUTES} minutes, got {}", r.slot_minutes),
+            ));
+        }
+    }
+    for (i, e) in pattern.exceptions.iter().enumerate() {
+        let extra_slot = match e {
+            Exception::ExtraHours { slot_minutes, .. } => Some(*slot_minutes),
+            Exception::Unavailable { .. } => None,
+        };
+        if let Some(slot_minutes) = extra_slot.filter(|m| *m < MIN_SAVED_SLOT_MINUTES) {
+            return Err(ApiError::field(
+                &format!("exceptions[{i}].slotMinutes"),
+                format!("slots must be at least {MIN_SAVED_SLOT_MINUTES} minutes, got {slot_minutes}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn to_jiff(t: OffsetDateTime) -> Timestamp {
@@ -118,20 +215,22 @@ pub async fn set(
         _ => return Err(ApiError::Forbidden("only the practitioner or an admin may change this schedule".into())),
     }
     let practitioner = state.store().practitioner(id).await?.ok_or(ApiError::NotFound)?;
+    check_pattern_limits(&pattern)?;
     let zone = jiff::tz::TimeZone::get(&practitioner.time_zone).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // The computation validates everything (slot lengths, empty rules and intervals).
+    // The computation validates the rest (slot lengths, empty rules and intervals).
     let now = Timestamp::now();
     free_slots(&zone, &pattern.rules, &pattern.exceptions, &[], now, now + jiff::SignedDuration::from_hours(24))
         .map_err(|e| ApiError::field("rules", e.to_string()))?;
     let exceptions = pattern.exceptions.iter().map(stored_exception).collect::<ApiResult<Vec<_>>>()?;
     let rules: Vec<StoredRule> = pattern.rules.iter().map(stored_rule).collect();
     state.store().set_availability(id, &rules, &exceptions).await?;
-    state.audit(Audit::new("availability.update", &ip).actor(caller.user_id).target(id.to_string())).await?;
+    state.audit(Audit::new(actions::AVAILABILITY_UPDATE, &ip).actor(caller.user_id).target(id.to_string())).await?;
     Ok(Json(pattern))
 }
 
 /// Free slots of a practitioner in `[from, to)`: the weekly rules in the practitioner's time
 /// zone (daylight-saving days handled), plus extra hours, minus leave and booked appointments.
+/// At most 62 days per request and `limit` slots per page; `nextCursor` fetches the next.
 #[utoipa::path(get, path = "/v1/availability", tag = "scheduling", params(AvailabilityQuery), security(("bearer" = [])),
     responses((status = 200, body = AvailabilityView), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn free(
@@ -139,17 +238,37 @@ pub async fn free(
     _caller: Caller,
     ApiQuery(q): ApiQuery<AvailabilityQuery>,
 ) -> ApiResult<Json<AvailabilityView>> {
-    let (practitioner, slots) = free_slots_of(&state, q.practitioner, q.from, q.to).await?;
-    Ok(Json(AvailabilityView { practitioner_id: q.practitioner, time_zone: practitioner.time_zone, slots }))
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| parse_cursor(c).ok_or_else(|| ApiError::field("cursor", "not a cursor this API gave")))
+        .transpose()?;
+    let (from, to) = (instant("from", &q.from)?, instant("to", &q.to)?);
+    check_range(from, to).map_err(|e| ApiError::field("from", e))?;
+    let (practitioner, page) = free_slots_of(&state, q.practitioner, from, to, after, limit).await?;
+    let next_cursor = if page.more { page.slots.last().map(cursor) } else { None };
+    Ok(Json(AvailabilityView {
+        practitioner_id: q.practitioner,
+        time_zone: practitioner.time_zone,
+        slots: page.slots,
+        next_cursor,
+    }))
 }
 
-/// The free slots of one practitioner in `[from, to)` (also the FHIR Slot search's source).
+/// One page of the free slots of one practitioner in `[from, to)` after `after` (also the
+/// FHIR Slot search's source). The caller checked the range with [`check_range`].
 pub async fn free_slots_of(
     state: &AppState,
     practitioner_id: Uuid,
     from: Timestamp,
     to: Timestamp,
-) -> ApiResult<(crate::store::Practitioner, Vec<Slot>)> {
+    after: Option<Slot>,
+    limit: usize,
+) -> ApiResult<(crate::store::Practitioner, Page)> {
     let practitioner = state.store().practitioner(practitioner_id).await?.ok_or(ApiError::NotFound)?;
     let zone = jiff::tz::TimeZone::get(&practitioner.time_zone).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (rules, exceptions) = state.store().availability(practitioner_id).await?;
@@ -170,7 +289,7 @@ pub async fn free_slots_of(
         .filter(|a| a.status.holds_time())
         .map(|a| Busy { from: to_jiff(a.starts_at), to: to_jiff(a.ends_at) })
         .collect();
-    let slots =
-        free_slots(&zone, &rules, &exceptions, &busy, from, to).map_err(|e| ApiError::field("from", e.to_string()))?;
-    Ok((practitioner, slots))
+    let page = free_slots_page(&zone, &rules, &exceptions, &busy, from, to, after, limit)
+        .map_err(|e| ApiError::field("from", e.to_string()))?;
+    Ok((practitioner, page))
 }

@@ -15,24 +15,18 @@ pub async fn run(state: AppState) {
         tick.tick().await;
         let now = crate::clock::now();
         let cutoff = now - time::Duration::minutes(cfg.no_show_grace_minutes);
-        match state.store().mark_no_shows(cutoff, now).await {
-            Ok(marked) => {
-                for a in marked {
-                    let event = NewAuditEvent {
-                        at: now,
-                        actor: None,
-                        action: "appointment.no-show".into(),
-                        target: Some(a.id.to_string()),
-                        outcome: "success:sweeper".into(),
-                        source_ip: None,
-                        request_id: None,
-                    };
-                    if let Err(e) = state.store().append_audit(event).await {
-                        tracing::error!(appointment = %a.id, error = %e, "no-show marked but not audited");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick"),
+        // Each marked appointment's event commits with the marking (one transaction).
+        let event = |a: &crate::store::Appointment| NewAuditEvent {
+            at: now,
+            actor: None,
+            action: super::actions::transition(crate::store::AppointmentStatus::Noshow).into(),
+            target: Some(a.id.to_string()),
+            outcome: "success:sweeper".into(),
+            source_ip: None,
+            request_id: None,
+        };
+        if let Err(e) = state.store().mark_no_shows(cutoff, now, &event).await {
+            tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick");
         }
     }
 }

@@ -158,16 +158,18 @@ async fn follow_status(
     to: AppointmentStatus,
 ) {
     for expected in from {
-        match sig.app.store().transition_appointment(appointment, *expected, to, None, None, crate::clock::now()).await
+        // The event commits with the change; its name is the REST verb's (one vocabulary).
+        let event = audit(conn, crate::scheduling::actions::transition(to))
+            .target(appointment.to_string())
+            .outcome("success:signaling")
+            .into_event();
+        match sig
+            .app
+            .store()
+            .transition_appointment(appointment, *expected, to, None, None, crate::clock::now(), event)
+            .await
         {
-            Ok(Some(_)) => {
-                let action = format!("appointment.{}", to.as_str());
-                let _ = sig
-                    .app
-                    .audit(audit(conn, &action).target(appointment.to_string()).outcome("success:signaling"))
-                    .await;
-                return;
-            }
+            Ok(Some(_)) => return,
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(appointment = %appointment, error = %e, "appointment status not updated");

@@ -10,7 +10,8 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use scheduling::{
-    Appointment, AppointmentFilter, AppointmentStatus, PatientRecord, Practitioner, StoredException, StoredRule,
+    Appointment, AppointmentFilter, AppointmentStatus, CareWindow, PatientRecord, Practitioner, StoredException,
+    StoredRule,
 };
 pub use sqlite::SqliteStore;
 
@@ -225,7 +226,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_practitioner(&self, p: Practitioner) -> StoreResult<Practitioner>;
     async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>>;
     async fn practitioner_by_user(&self, user_id: Uuid) -> StoreResult<Option<Practitioner>>;
-    async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord>;
+    // Every write of health data takes the audit event that records it and commits both in one
+    // transaction: an acknowledged write always has its event, and an event that cannot be
+    // appended undoes the write (security issue 18, item 4).
+    async fn create_patient(&self, p: PatientRecord, audit: NewAuditEvent) -> StoreResult<PatientRecord>;
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>>;
     async fn patient_by_user(&self, user_id: Uuid) -> StoreResult<Option<PatientRecord>>;
     /// Replaces a practitioner's weekly rules and exceptions in one transaction.
@@ -238,15 +242,21 @@ pub trait Store: Send + Sync + 'static {
     async fn availability(&self, practitioner_id: Uuid) -> StoreResult<(Vec<StoredRule>, Vec<StoredException>)>;
     /// Inserts an appointment. `DoubleBooking` if it overlaps a live one of the same
     /// practitioner; `Conflict` if its creator already used the idempotency key.
-    async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment>;
+    async fn create_appointment(&self, a: Appointment, audit: NewAuditEvent) -> StoreResult<Appointment>;
     async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>>;
     async fn appointment_by_idempotency_key(&self, created_by: Uuid, key: &str) -> StoreResult<Option<Appointment>>;
     async fn list_appointments(&self, f: &AppointmentFilter) -> StoreResult<Vec<Appointment>>;
     /// Marks every `booked` appointment that started at or before `cutoff` as `noshow`, in one
-    /// statement, and returns them.
-    async fn mark_no_shows(&self, cutoff: OffsetDateTime, now: OffsetDateTime) -> StoreResult<Vec<Appointment>>;
+    /// statement, and returns them, each audited with the event `audit` makes for it.
+    async fn mark_no_shows(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        audit: &(dyn for<'a> Fn(&'a Appointment) -> NewAuditEvent + Send + Sync),
+    ) -> StoreResult<Vec<Appointment>>;
     /// Moves an appointment from `expected` to `next` (and optionally new times), only if it
     /// is still in `expected`: `None` when it was not (a concurrent change won).
+    #[allow(clippy::too_many_arguments)]
     async fn transition_appointment(
         &self,
         id: Uuid,
@@ -255,7 +265,26 @@ pub trait Store: Send + Sync + 'static {
         times: Option<(OffsetDateTime, OffsetDateTime)>,
         reason: Option<String>,
         now: OffsetDateTime,
+        audit: NewAuditEvent,
     ) -> StoreResult<Option<Appointment>>;
+    /// Records that the patient confirmed an appointment (the first confirmation counts);
+    /// `None` if there is no such appointment.
+    async fn confirm_by_patient(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<Appointment>>;
+    /// Whether the practitioner has a care relationship with the patient (see
+    /// `scheduling::access`): an appointment the patient booked or confirmed, booked by `now`,
+    /// ending at or after `ended_after`, neither cancelled nor entered in error.
+    async fn has_care_relationship(
+        &self,
+        practitioner_id: Uuid,
+        patient_id: Uuid,
+        now: OffsetDateTime,
+        ended_after: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     async fn list_practitioners(
         &self,
@@ -266,23 +295,28 @@ pub trait Store: Send + Sync + 'static {
     async fn list_patients(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>>;
     /// Writes a patient's changeable fields (name, birth date, sealed fields and their indexes);
     /// false if there is no such patient.
-    async fn update_patient(&self, p: &PatientRecord) -> StoreResult<bool>;
+    async fn update_patient(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool>;
 
     /// `Conflict` if the version exists: a published notice never changes.
     async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice>;
     /// Every notice, newest first.
     async fn notices(&self) -> StoreResult<Vec<PrivacyNotice>>;
-    async fn record_consent(&self, c: Consent) -> StoreResult<Consent>;
+    async fn record_consent(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent>;
     /// A user's consent history, oldest first.
     async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<Consent>>;
     /// A user's login sessions, newest first (for the KVKK access export).
     async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<Session>>;
 
     /// Anonymises a patient whose medical record must be retained (see `Anonymisation`).
-    async fn anonymise_patient(&self, a: &Anonymisation) -> StoreResult<()>;
+    async fn anonymise_patient(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()>;
     /// Deletes a patient with nothing to retain: their appointments, the record, and their
     /// login account with its sessions and consents. Audit events stay (they name ids only).
-    async fn delete_patient(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()>;
+    async fn delete_patient(
+        &self,
+        patient_id: Option<Uuid>,
+        user_id: Option<Uuid>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
     /// Anonymised patients whose retention ended at or before `now`.
     async fn patients_past_retention(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>>;
     /// Deletes login sessions (and their refresh tokens) that expired before `cutoff`.

@@ -106,7 +106,55 @@ fn appointment_from_row(r: &PgRow) -> Result<Appointment, sqlx::Error> {
         idempotency_key: r.try_get("idempotency_key")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        patient_confirmed_at: r.try_get("patient_confirmed_at")?,
     })
+}
+
+/// The care relationship of `scheduling::access` as SQL over an appointment `a` (see the
+/// SQLite store's twin): the patient booked or confirmed it, it was booked by `now`, it did not
+/// end before `ended_after`, and it is neither cancelled nor entered in error.
+pub(super) fn care_relationship(now: &str, ended_after: &str) -> String {
+    format!(
+        "a.patient_confirmed_at IS NOT NULL AND a.created_at <= {now} AND a.ends_at >= {ended_after}
+         AND a.status NOT IN ('cancelled', 'entered-in-error')"
+    )
+}
+
+/// Appends `e` to the hash chain inside the caller's transaction. The advisory lock is held
+/// until that transaction ends, so appends are serialised across every control instance and
+/// each reads the hash its predecessor committed. Callers write their health data first and
+/// append last, so the lock is never held while waiting for another lock.
+pub(super) async fn append_audit_in(
+    conn: &mut sqlx::PgConnection,
+    e: NewAuditEvent,
+) -> Result<AuditEvent, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *conn).await?;
+    let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let event = e.recorded(seq, Uuid::new_v4(), prev_hash);
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(event.seq)
+    .bind(event.id)
+    .bind(event.at)
+    .bind(event.actor)
+    .bind(&event.action)
+    .bind(&event.target)
+    .bind(&event.outcome)
+    .bind(&event.source_ip)
+    .bind(&event.request_id)
+    .bind(&event.prev_hash)
+    .bind(&event.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(event)
 }
 
 fn audit_from_row(r: &PgRow) -> Result<AuditEvent, sqlx::Error> {
@@ -326,33 +374,7 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<AuditEvent> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK_KEY).execute(&mut *tx).await?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (seq, prev_hash) = match last {
-            Some((seq, hash)) => (seq + 1, hash),
-            None => (1, GENESIS_HASH.to_string()),
-        };
-        let event = e.recorded(seq, Uuid::new_v4(), prev_hash);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(event.seq)
-        .bind(event.id)
-        .bind(event.at)
-        .bind(event.actor)
-        .bind(&event.action)
-        .bind(&event.target)
-        .bind(&event.outcome)
-        .bind(&event.source_ip)
-        .bind(&event.request_id)
-        .bind(&event.prev_hash)
-        .bind(&event.hash)
-        .execute(&mut *tx)
-        .await?;
+        let event = append_audit_in(&mut tx, e).await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -427,7 +449,8 @@ impl Store for PostgresStore {
         Ok(row.as_ref().map(practitioner_from_row).transpose()?)
     }
 
-    async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord> {
+    async fn create_patient(&self, p: PatientRecord, audit: NewAuditEvent) -> StoreResult<PatientRecord> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO patients (id, user_id, display_name, birth_date, national_id_enc, national_id_index, phone_enc,
                 phone_index, email_enc, email_index, notes_enc, anonymized_at, created_at, updated_at)
@@ -447,13 +470,15 @@ impl Store for PostgresStore {
         .bind(p.anonymized_at)
         .bind(p.created_at)
         .bind(p.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(p),
-        }
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            r => r?,
+        };
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(p)
     }
 
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>> {
@@ -546,11 +571,12 @@ impl Store for PostgresStore {
         Ok((rules, exceptions))
     }
 
-    async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment> {
+    async fn create_appointment(&self, a: Appointment, audit: NewAuditEvent) -> StoreResult<Appointment> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
-                created_by, idempotency_key, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                created_by, idempotency_key, created_at, updated_at, patient_confirmed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(a.id)
         .bind(a.practitioner_id)
@@ -563,14 +589,17 @@ impl Store for PostgresStore {
         .bind(&a.idempotency_key)
         .bind(a.created_at)
         .bind(a.updated_at)
-        .execute(&self.pool)
+        .bind(a.patient_confirmed_at)
+        .execute(&mut *tx)
         .await;
         match r {
-            Err(e) if is_double_booking(&e) => Err(StoreError::DoubleBooking),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(a),
-        }
+            Err(e) if is_double_booking(&e) => return Err(StoreError::DoubleBooking),
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            r => r?,
+        };
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(a)
     }
 
     async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>> {
@@ -611,17 +640,29 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn mark_no_shows(&self, cutoff: OffsetDateTime, now: OffsetDateTime) -> StoreResult<Vec<Appointment>> {
+    async fn mark_no_shows(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        audit: &(dyn for<'a> Fn(&'a Appointment) -> NewAuditEvent + Send + Sync),
+    ) -> StoreResult<Vec<Appointment>> {
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "UPDATE appointments SET status = 'noshow', updated_at = $1 WHERE status = 'booked' AND starts_at <= $2 RETURNING *",
         )
         .bind(now)
         .bind(cutoff)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
+        let marked = rows.iter().map(appointment_from_row).collect::<Result<Vec<_>, _>>()?;
+        for a in &marked {
+            append_audit_in(&mut tx, audit(a)).await?;
+        }
+        tx.commit().await?;
+        Ok(marked)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn transition_appointment(
         &self,
         id: Uuid,
@@ -630,11 +671,13 @@ impl Store for PostgresStore {
         times: Option<(OffsetDateTime, OffsetDateTime)>,
         reason: Option<String>,
         now: OffsetDateTime,
+        audit: NewAuditEvent,
     ) -> StoreResult<Option<Appointment>> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE appointments SET status = $1, starts_at = COALESCE($2::timestamptz, starts_at),
                 ends_at = COALESCE($3::timestamptz, ends_at), cancel_reason = COALESCE($4::text, cancel_reason), updated_at = $5
-             WHERE id = $6 AND status = $7",
+             WHERE id = $6 AND status = $7 RETURNING *",
         )
         .bind(next.as_str())
         .bind(times.map(|t| t.0))
@@ -643,14 +686,59 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(id)
         .bind(expected.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await;
-        match r {
-            Err(e) if is_double_booking(&e) => Err(StoreError::DoubleBooking),
-            Err(e) => Err(e.into()),
-            Ok(done) if done.rows_affected() == 0 => Ok(None),
-            Ok(_) => self.appointment(id).await,
-        }
+        let row = match r {
+            Err(e) if is_double_booking(&e) => return Err(StoreError::DoubleBooking),
+            r => r?,
+        };
+        let Some(row) = row else { return Ok(None) };
+        let changed = appointment_from_row(&row)?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Some(changed))
+    }
+
+    async fn confirm_by_patient(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<Appointment>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE appointments SET patient_confirmed_at = COALESCE(patient_confirmed_at, $1), updated_at = $1
+             WHERE id = $2 RETURNING *",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let changed = appointment_from_row(&row)?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Some(changed))
+    }
+
+    async fn has_care_relationship(
+        &self,
+        practitioner_id: Uuid,
+        patient_id: Uuid,
+        now: OffsetDateTime,
+        ended_after: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM appointments a WHERE a.practitioner_id = $1 AND a.patient_id = $2 AND {} LIMIT 1",
+            care_relationship("$3", "$4")
+        ))
+        .bind(practitioner_id)
+        .bind(patient_id)
+        .bind(now)
+        .bind(ended_after)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     async fn list_practitioners(
@@ -666,8 +754,8 @@ impl Store for PostgresStore {
         self.list_patients_impl(f).await
     }
 
-    async fn update_patient(&self, p: &PatientRecord) -> StoreResult<bool> {
-        self.update_patient_impl(p).await
+    async fn update_patient(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool> {
+        self.update_patient_impl(p, audit).await
     }
 
     async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
@@ -678,8 +766,8 @@ impl Store for PostgresStore {
         self.notices_impl().await
     }
 
-    async fn record_consent(&self, c: Consent) -> StoreResult<Consent> {
-        self.record_consent_impl(c).await
+    async fn record_consent(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent> {
+        self.record_consent_impl(c, audit).await
     }
 
     async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<Consent>> {
@@ -690,12 +778,17 @@ impl Store for PostgresStore {
         self.user_sessions_impl(user_id).await
     }
 
-    async fn anonymise_patient(&self, a: &Anonymisation) -> StoreResult<()> {
-        self.anonymise_patient_impl(a).await
+    async fn anonymise_patient(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()> {
+        self.anonymise_patient_impl(a, audit).await
     }
 
-    async fn delete_patient(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()> {
-        self.delete_patient_impl(patient_id, user_id).await
+    async fn delete_patient(
+        &self,
+        patient_id: Option<Uuid>,
+        user_id: Option<Uuid>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()> {
+        self.delete_patient_impl(patient_id, user_id, audit).await
     }
 
     async fn patients_past_retention(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>> {

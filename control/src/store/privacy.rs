@@ -70,8 +70,10 @@ pub struct Consent {
 /// store ever seeing the clear values.
 #[derive(Debug, Clone, Default)]
 pub struct PatientFilter {
-    /// Only patients with at least one appointment with this practitioner.
+    /// Only patients with a care relationship with this practitioner, within `care`.
     pub practitioner_id: Option<Uuid>,
+    /// The care relationship's window; required with `practitioner_id`.
+    pub care: Option<super::CareWindow>,
     pub national_id_index: Option<String>,
     pub phone_index: Option<String>,
     pub email_index: Option<String>,

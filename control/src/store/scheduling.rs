@@ -122,6 +122,17 @@ pub struct Appointment {
     pub idempotency_key: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// When the patient booked it (or an admin did, on their behalf) or confirmed it: only
+    /// then does it make a care relationship (`scheduling::access`).
+    pub patient_confirmed_at: Option<OffsetDateTime>,
+}
+
+/// The time window of a care relationship, as `scheduling::access` computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CareWindow {
+    pub now: OffsetDateTime,
+    /// Appointments that ended before this no longer count.
+    pub ended_after: OffsetDateTime,
 }
 
 /// A weekly availability rule as stored: ISO weekday (1 = Monday) and minutes after local

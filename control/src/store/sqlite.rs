@@ -126,7 +126,19 @@ fn appointment_from_row(r: &SqliteRow) -> Result<Appointment, sqlx::Error> {
         idempotency_key: r.try_get("idempotency_key")?,
         created_at: from_micros(r.try_get("created_at")?),
         updated_at: from_micros(r.try_get("updated_at")?),
+        patient_confirmed_at: opt_from_micros(r.try_get("patient_confirmed_at")?),
     })
+}
+
+/// The care relationship of `scheduling::access` as SQL over an appointment `a`, with `now` the
+/// parameter holding the current time and `ended_after` the earliest end an appointment may
+/// have to still count: the patient booked or confirmed it, it was booked by now, and it did
+/// not end before the window. Cancelled and entered-in-error appointments never count.
+pub(super) fn care_relationship(now: &str, ended_after: &str) -> String {
+    format!(
+        "a.patient_confirmed_at IS NOT NULL AND a.created_at <= {now} AND a.ends_at >= {ended_after}
+         AND a.status NOT IN ('cancelled', 'entered-in-error')"
+    )
 }
 
 fn audit_from_row(r: &SqliteRow) -> Result<AuditEvent, sqlx::Error> {
@@ -159,6 +171,19 @@ impl SqliteStore {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A write transaction in which audit events may be appended: the audit lock, then
+    /// IMMEDIATE, which takes SQLite's write lock before the last hash is read. A deferred
+    /// transaction would read a snapshot that another writer can make stale, and SQLite then
+    /// refuses the insert at once (SQLITE_BUSY_SNAPSHOT) instead of waiting. Health-data writes
+    /// use it too, so that a write and its audit event commit together or not at all.
+    pub(super) async fn audited_tx(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, sqlx::Transaction<'static, sqlx::Sqlite>), sqlx::Error> {
+        let guard = self.audit_lock.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((guard, tx))
     }
 }
 
@@ -356,37 +381,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<AuditEvent> {
-        let _guard = self.audit_lock.lock().await;
-        // IMMEDIATE: take the write lock before reading the last hash. A deferred transaction
-        // would read a snapshot that another writer can make stale, and SQLite then refuses
-        // the insert at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (seq, prev_hash) = match last {
-            Some((seq, hash)) => (seq + 1, hash),
-            None => (1, GENESIS_HASH.to_string()),
-        };
-        let event = e.recorded(seq, Uuid::new_v4(), prev_hash);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(event.seq)
-        .bind(event.id)
-        .bind(micros(event.at))
-        .bind(event.actor)
-        .bind(&event.action)
-        .bind(&event.target)
-        .bind(&event.outcome)
-        .bind(&event.source_ip)
-        .bind(&event.request_id)
-        .bind(&event.prev_hash)
-        .bind(&event.hash)
-        .execute(&mut *tx)
-        .await?;
+        let (_guard, mut tx) = self.audited_tx().await?;
+        let event = append_audit_in(&mut tx, e).await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -465,7 +461,8 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(practitioner_from_row).transpose()?)
     }
 
-    async fn create_patient(&self, p: PatientRecord) -> StoreResult<PatientRecord> {
+    async fn create_patient(&self, p: PatientRecord, audit: NewAuditEvent) -> StoreResult<PatientRecord> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         let r = sqlx::query(
             "INSERT INTO patients (id, user_id, display_name, birth_date, national_id_enc, national_id_index, phone_enc,
                 phone_index, email_enc, email_index, notes_enc, anonymized_at, created_at, updated_at)
@@ -485,13 +482,15 @@ impl Store for SqliteStore {
         .bind(p.anonymized_at.map(micros))
         .bind(micros(p.created_at))
         .bind(micros(p.updated_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(p),
-        }
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            r => r?,
+        };
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(p)
     }
 
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>> {
@@ -584,11 +583,12 @@ impl Store for SqliteStore {
         Ok((rules, exceptions))
     }
 
-    async fn create_appointment(&self, a: Appointment) -> StoreResult<Appointment> {
+    async fn create_appointment(&self, a: Appointment, audit: NewAuditEvent) -> StoreResult<Appointment> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         let r = sqlx::query(
             "INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
-                created_by, idempotency_key, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                created_by, idempotency_key, created_at, updated_at, patient_confirmed_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(a.id)
         .bind(a.practitioner_id)
@@ -601,14 +601,17 @@ impl Store for SqliteStore {
         .bind(&a.idempotency_key)
         .bind(micros(a.created_at))
         .bind(micros(a.updated_at))
-        .execute(&self.pool)
+        .bind(a.patient_confirmed_at.map(micros))
+        .execute(&mut *tx)
         .await;
         match r {
-            Err(e) if is_double_booking(&e) => Err(StoreError::DoubleBooking),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(a),
-        }
+            Err(e) if is_double_booking(&e) => return Err(StoreError::DoubleBooking),
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            r => r?,
+        };
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(a)
     }
 
     async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>> {
@@ -648,17 +651,29 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn mark_no_shows(&self, cutoff: OffsetDateTime, now: OffsetDateTime) -> StoreResult<Vec<Appointment>> {
+    async fn mark_no_shows(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        audit: &(dyn for<'a> Fn(&'a Appointment) -> NewAuditEvent + Send + Sync),
+    ) -> StoreResult<Vec<Appointment>> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         let rows = sqlx::query(
             "UPDATE appointments SET status = 'noshow', updated_at = ? WHERE status = 'booked' AND starts_at <= ? RETURNING *",
         )
         .bind(micros(now))
         .bind(micros(cutoff))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(rows.iter().map(appointment_from_row).collect::<Result<_, _>>()?)
+        let marked = rows.iter().map(appointment_from_row).collect::<Result<Vec<_>, _>>()?;
+        for a in &marked {
+            append_audit_in(&mut tx, audit(a)).await?;
+        }
+        tx.commit().await?;
+        Ok(marked)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn transition_appointment(
         &self,
         id: Uuid,
@@ -667,11 +682,13 @@ impl Store for SqliteStore {
         times: Option<(OffsetDateTime, OffsetDateTime)>,
         reason: Option<String>,
         now: OffsetDateTime,
+        audit: NewAuditEvent,
     ) -> StoreResult<Option<Appointment>> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         let r = sqlx::query(
             "UPDATE appointments SET status = ?, starts_at = COALESCE(?, starts_at), ends_at = COALESCE(?, ends_at),
                 cancel_reason = COALESCE(?, cancel_reason), updated_at = ?
-             WHERE id = ? AND status = ?",
+             WHERE id = ? AND status = ? RETURNING *",
         )
         .bind(next.as_str())
         .bind(times.map(|t| micros(t.0)))
@@ -680,14 +697,59 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .bind(id)
         .bind(expected.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await;
-        match r {
-            Err(e) if is_double_booking(&e) => Err(StoreError::DoubleBooking),
-            Err(e) => Err(e.into()),
-            Ok(done) if done.rows_affected() == 0 => Ok(None),
-            Ok(_) => self.appointment(id).await,
-        }
+        let row = match r {
+            Err(e) if is_double_booking(&e) => return Err(StoreError::DoubleBooking),
+            r => r?,
+        };
+        let Some(row) = row else { return Ok(None) };
+        let changed = appointment_from_row(&row)?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Some(changed))
+    }
+
+    async fn confirm_by_patient(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<Appointment>> {
+        let (_guard, mut tx) = self.audited_tx().await?;
+        let row = sqlx::query(
+            "UPDATE appointments SET patient_confirmed_at = COALESCE(patient_confirmed_at, ?1), updated_at = ?1
+             WHERE id = ?2 RETURNING *",
+        )
+        .bind(micros(now))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let changed = appointment_from_row(&row)?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Some(changed))
+    }
+
+    async fn has_care_relationship(
+        &self,
+        practitioner_id: Uuid,
+        patient_id: Uuid,
+        now: OffsetDateTime,
+        ended_after: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM appointments a WHERE a.practitioner_id = ?1 AND a.patient_id = ?2 AND {} LIMIT 1",
+            care_relationship("?3", "?4")
+        ))
+        .bind(practitioner_id)
+        .bind(patient_id)
+        .bind(micros(now))
+        .bind(micros(ended_after))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     async fn list_practitioners(
@@ -703,8 +765,8 @@ impl Store for SqliteStore {
         self.list_patients_impl(f).await
     }
 
-    async fn update_patient(&self, p: &PatientRecord) -> StoreResult<bool> {
-        self.update_patient_impl(p).await
+    async fn update_patient(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool> {
+        self.update_patient_impl(p, audit).await
     }
 
     async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
@@ -715,8 +777,8 @@ impl Store for SqliteStore {
         self.notices_impl().await
     }
 
-    async fn record_consent(&self, c: Consent) -> StoreResult<Consent> {
-        self.record_consent_impl(c).await
+    async fn record_consent(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent> {
+        self.record_consent_impl(c, audit).await
     }
 
     async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<Consent>> {
@@ -727,12 +789,17 @@ impl Store for SqliteStore {
         self.user_sessions_impl(user_id).await
     }
 
-    async fn anonymise_patient(&self, a: &Anonymisation) -> StoreResult<()> {
-        self.anonymise_patient_impl(a).await
+    async fn anonymise_patient(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()> {
+        self.anonymise_patient_impl(a, audit).await
     }
 
-    async fn delete_patient(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()> {
-        self.delete_patient_impl(patient_id, user_id).await
+    async fn delete_patient(
+        &self,
+        patient_id: Option<Uuid>,
+        user_id: Option<Uuid>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()> {
+        self.delete_patient_impl(patient_id, user_id, audit).await
     }
 
     async fn patients_past_retention(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>> {
@@ -742,6 +809,40 @@ impl Store for SqliteStore {
     async fn purge_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
         self.purge_sessions_impl(cutoff).await
     }
+}
+
+/// Appends `e` to the hash chain inside the caller's transaction, which must come from
+/// [`SqliteStore::audited_tx`] (it serialises appends and holds the write lock).
+pub(super) async fn append_audit_in(
+    conn: &mut sqlx::SqliteConnection,
+    e: NewAuditEvent,
+) -> Result<AuditEvent, sqlx::Error> {
+    let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let event = e.recorded(seq, Uuid::new_v4(), prev_hash);
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event.seq)
+    .bind(event.id)
+    .bind(micros(event.at))
+    .bind(event.actor)
+    .bind(&event.action)
+    .bind(&event.target)
+    .bind(&event.outcome)
+    .bind(&event.source_ip)
+    .bind(&event.request_id)
+    .bind(&event.prev_hash)
+    .bind(&event.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(event)
 }
 
 async fn insert_token(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, t: &RefreshToken) -> Result<(), sqlx::Error> {

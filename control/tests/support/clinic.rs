@@ -24,7 +24,8 @@ pub async fn clinic(engine: super::Engine) -> Clinic {
 }
 
 pub async fn clinic_with(engine: super::Engine, extra: &str) -> Clinic {
-    let e = env_with(engine, &format!("{RELAXED_LIMITS}\n{extra}")).await;
+    // `extra` first: its top-level keys must come before any table.
+    let e = env_with(engine, &format!("{extra}\n{RELAXED_LIMITS}")).await;
     let admin = e.admin().await;
     let (doctor, doctor_user) = e.user_token(&admin, "dr.kaya@hospital.test", "practitioner").await;
     let (s, p) = e.post("/v1/practitioners", Some(&admin), json!({"displayName": "Dr. Elif Kaya", "specialty": "cardiology", "timeZone": "Europe/Istanbul", "userId": doctor_user})).await;
@@ -59,4 +60,83 @@ pub fn slot(hours_ahead: i64, minutes: i64) -> (String, String) {
     let end = start + time::Duration::minutes(minutes);
     let f = &time::format_description::well_known::Rfc3339;
     (start.format(f).unwrap(), end.format(f).unwrap())
+}
+
+/// Runs SQL statements directly on the clinic's database (test-only schema changes such as a
+/// trigger that makes audit appends fail).
+pub async fn exec_sql(c: &Clinic, statements: &[&str]) {
+    use sqlx::Connection;
+    let url = &c.e.control.database_url;
+    match c.e.engine {
+        super::Engine::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut conn).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+        }
+        super::Engine::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut conn).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+        }
+    }
+}
+
+/// One integer from a query on the clinic's database (e.g. a `COUNT(*)`).
+pub async fn query_i64(c: &Clinic, query: &str) -> i64 {
+    use sqlx::Connection;
+    let url = &c.e.control.database_url;
+    match c.e.engine {
+        super::Engine::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(query).fetch_one(&mut conn).await.unwrap()
+        }
+        super::Engine::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(query).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+}
+
+/// Makes every audit append of one of `actions` fail inside the database, as a full disk or a
+/// lost connection would: a trigger that raises (SQLite `RAISE(ABORT)`, PostgreSQL a PL/pgSQL
+/// exception). [`allow_audit`] removes it.
+pub async fn refuse_audit(c: &Clinic, actions: &[&str]) {
+    let list = actions.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ");
+    match c.e.engine {
+        super::Engine::Sqlite => {
+            exec_sql(
+                c,
+                &[&format!(
+                    "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events WHEN NEW.action IN ({list})
+                     BEGIN SELECT RAISE(ABORT, 'test: audit append refused'); END"
+                )],
+            )
+            .await
+        }
+        super::Engine::Postgres => {
+            exec_sql(
+                c,
+                &[
+                    &format!(
+                        "CREATE FUNCTION test_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN IF NEW.action IN ({list}) THEN RAISE EXCEPTION 'test: audit append refused'; END IF;
+                         RETURN NEW; END $$"
+                    ),
+                    "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION test_refuse_audit()",
+                ],
+            )
+            .await
+        }
+    }
+}
+
+pub async fn allow_audit(c: &Clinic) {
+    match c.e.engine {
+        super::Engine::Sqlite => exec_sql(c, &["DROP TRIGGER test_refuse_audit"]).await,
+        super::Engine::Postgres => {
+            exec_sql(c, &["DROP TRIGGER test_refuse_audit ON audit_events", "DROP FUNCTION test_refuse_audit()"]).await
+        }
+    }
 }

@@ -101,6 +101,11 @@ impl Control {
         format!("{}{path}", self.base)
     }
 
+    /// The process id of the running service (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs a `teletip-control` subcommand with this instance's configuration.
     pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))

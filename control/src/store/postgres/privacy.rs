@@ -6,7 +6,10 @@ use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PostgresStore, is_unique_violation, patient_from_row, practitioner_from_row, session_from_row};
+use super::{
+    PostgresStore, append_audit_in, care_relationship, is_unique_violation, patient_from_row, practitioner_from_row,
+    session_from_row,
+};
 use crate::store::*;
 
 fn notice_from_row(r: &PgRow) -> Result<PrivacyNotice, sqlx::Error> {
@@ -57,14 +60,18 @@ impl PostgresStore {
     }
 
     pub(super) async fn list_patients_impl(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT * FROM patients
-             WHERE ($1::uuid IS NULL OR id IN (SELECT patient_id FROM appointments WHERE practitioner_id = $1))
-               AND ($2::text IS NULL OR national_id_index = $2) AND ($3::text IS NULL OR phone_index = $3)
-               AND ($4::text IS NULL OR email_index = $4)
-             ORDER BY display_name, id LIMIT $5 OFFSET $6",
-        )
+             WHERE ($1::uuid IS NULL OR EXISTS (SELECT 1 FROM appointments a
+                    WHERE a.practitioner_id = $1 AND a.patient_id = patients.id AND {}))
+               AND ($4::text IS NULL OR national_id_index = $4) AND ($5::text IS NULL OR phone_index = $5)
+               AND ($6::text IS NULL OR email_index = $6)
+             ORDER BY display_name, id LIMIT $7 OFFSET $8",
+            care_relationship("$2::timestamptz", "$3::timestamptz")
+        ))
         .bind(f.practitioner_id)
+        .bind(f.care.map(|c| c.now))
+        .bind(f.care.map(|c| c.ended_after))
         .bind(&f.national_id_index)
         .bind(&f.phone_index)
         .bind(&f.email_index)
@@ -75,7 +82,8 @@ impl PostgresStore {
         Ok(rows.iter().map(patient_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn update_patient_impl(&self, p: &PatientRecord) -> StoreResult<bool> {
+    pub(super) async fn update_patient_impl(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE patients SET display_name = $1, birth_date = $2, national_id_enc = $3, national_id_index = $4,
                 phone_enc = $5, phone_index = $6, email_enc = $7, email_index = $8, notes_enc = $9, updated_at = $10
@@ -92,9 +100,14 @@ impl PostgresStore {
         .bind(&p.notes_enc)
         .bind(p.updated_at)
         .bind(p.id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub(super) async fn publish_notice_impl(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
@@ -126,7 +139,8 @@ impl PostgresStore {
         Ok(rows.iter().map(notice_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn record_consent_impl(&self, c: Consent) -> StoreResult<Consent> {
+    pub(super) async fn record_consent_impl(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO consents (id, user_id, notice_version, purpose, decision, at, source_ip)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -138,8 +152,10 @@ impl PostgresStore {
         .bind(c.decision.as_str())
         .bind(c.at)
         .bind(&c.source_ip)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(c)
     }
 
@@ -159,7 +175,7 @@ impl PostgresStore {
         Ok(rows.iter().map(session_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn anonymise_patient_impl(&self, a: &Anonymisation) -> StoreResult<()> {
+    pub(super) async fn anonymise_patient_impl(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE patients SET display_name = $1, birth_date = NULL, national_id_enc = NULL, national_id_index = NULL,
@@ -201,11 +217,17 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        append_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub(super) async fn delete_patient_impl(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()> {
+    pub(super) async fn delete_patient_impl(
+        &self,
+        patient_id: Option<Uuid>,
+        user_id: Option<Uuid>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(patient_id) = patient_id {
             sqlx::query("DELETE FROM appointments WHERE patient_id = $1").bind(patient_id).execute(&mut *tx).await?;
@@ -217,6 +239,7 @@ impl PostgresStore {
             sqlx::query("DELETE FROM consents WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
         }
+        append_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

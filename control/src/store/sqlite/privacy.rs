@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, from_micros, is_unique_violation, micros, patient_from_row, practitioner_from_row, session_from_row,
+    SqliteStore, append_audit_in, care_relationship, from_micros, is_unique_violation, micros, patient_from_row,
+    practitioner_from_row, session_from_row,
 };
 use crate::store::*;
 
@@ -60,20 +61,21 @@ impl SqliteStore {
     }
 
     pub(super) async fn list_patients_impl(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>> {
-        let rows = sqlx::query(
+        let (now, ended_after) = f.care.map_or((None, None), |c| (Some(micros(c.now)), Some(micros(c.ended_after))));
+        let rows = sqlx::query(&format!(
             "SELECT * FROM patients
-             WHERE (? IS NULL OR id IN (SELECT patient_id FROM appointments WHERE practitioner_id = ?))
-               AND (? IS NULL OR national_id_index = ?) AND (? IS NULL OR phone_index = ?)
-               AND (? IS NULL OR email_index = ?)
-             ORDER BY display_name, id LIMIT ? OFFSET ?",
-        )
+             WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM appointments a
+                    WHERE a.practitioner_id = ?1 AND a.patient_id = patients.id AND {}))
+               AND (?4 IS NULL OR national_id_index = ?4) AND (?5 IS NULL OR phone_index = ?5)
+               AND (?6 IS NULL OR email_index = ?6)
+             ORDER BY display_name, id LIMIT ?7 OFFSET ?8",
+            care_relationship("?2", "?3")
+        ))
         .bind(f.practitioner_id)
-        .bind(f.practitioner_id)
-        .bind(&f.national_id_index)
+        .bind(now)
+        .bind(ended_after)
         .bind(&f.national_id_index)
         .bind(&f.phone_index)
-        .bind(&f.phone_index)
-        .bind(&f.email_index)
         .bind(&f.email_index)
         .bind(f.limit)
         .bind(f.offset)
@@ -82,7 +84,8 @@ impl SqliteStore {
         Ok(rows.iter().map(patient_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn update_patient_impl(&self, p: &PatientRecord) -> StoreResult<bool> {
+    pub(super) async fn update_patient_impl(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         let done = sqlx::query(
             "UPDATE patients SET display_name = ?, birth_date = ?, national_id_enc = ?, national_id_index = ?,
                 phone_enc = ?, phone_index = ?, email_enc = ?, email_index = ?, notes_enc = ?, updated_at = ?
@@ -99,9 +102,14 @@ impl SqliteStore {
         .bind(&p.notes_enc)
         .bind(micros(p.updated_at))
         .bind(p.id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub(super) async fn publish_notice_impl(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
@@ -133,7 +141,8 @@ impl SqliteStore {
         Ok(rows.iter().map(notice_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn record_consent_impl(&self, c: Consent) -> StoreResult<Consent> {
+    pub(super) async fn record_consent_impl(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         sqlx::query(
             "INSERT INTO consents (id, user_id, notice_version, purpose, decision, at, source_ip)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -145,8 +154,10 @@ impl SqliteStore {
         .bind(c.decision.as_str())
         .bind(micros(c.at))
         .bind(&c.source_ip)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(c)
     }
 
@@ -166,8 +177,8 @@ impl SqliteStore {
         Ok(rows.iter().map(session_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn anonymise_patient_impl(&self, a: &Anonymisation) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+    pub(super) async fn anonymise_patient_impl(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         sqlx::query(
             "UPDATE patients SET display_name = ?, birth_date = NULL, national_id_enc = NULL, national_id_index = NULL,
                 phone_enc = NULL, phone_index = NULL, email_enc = NULL, email_index = NULL, notes_enc = NULL,
@@ -208,12 +219,18 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        append_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub(super) async fn delete_patient_impl(&self, patient_id: Option<Uuid>, user_id: Option<Uuid>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+    pub(super) async fn delete_patient_impl(
+        &self,
+        patient_id: Option<Uuid>,
+        user_id: Option<Uuid>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()> {
+        let (_guard, mut tx) = self.audited_tx().await?;
         if let Some(patient_id) = patient_id {
             sqlx::query("DELETE FROM appointments WHERE patient_id = ?").bind(patient_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM patients WHERE id = ?").bind(patient_id).execute(&mut *tx).await?;
@@ -224,6 +241,7 @@ impl SqliteStore {
             sqlx::query("DELETE FROM consents WHERE user_id = ?").bind(user_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM users WHERE id = ?").bind(user_id).execute(&mut *tx).await?;
         }
+        append_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
