@@ -34,6 +34,8 @@ struct Inner {
     dummy_hash: String,
     /// The relay nodes connected through the relay link (empty without one).
     relays: Arc<crate::relays::Relays>,
+    /// Where ended sessions are announced to the signaling layer.
+    sessions_ended: crate::auth::ended::SessionsEnded,
 }
 
 #[derive(Clone)]
@@ -59,7 +61,22 @@ impl AppState {
             }
         });
         let relays = Arc::new(crate::relays::Relays::new(std::time::Duration::from_secs(stale_after), redis));
-        AppState(Arc::new(Inner { config, store, jwt, ice_secrets, metrics, fields, dummy_hash, relays }))
+        let sessions_ended = Default::default();
+        AppState(Arc::new(Inner {
+            config,
+            store,
+            jwt,
+            ice_secrets,
+            metrics,
+            fields,
+            dummy_hash,
+            relays,
+            sessions_ended,
+        }))
+    }
+
+    pub fn sessions_ended(&self) -> &crate::auth::ended::SessionsEnded {
+        &self.0.sessions_ended
     }
 
     pub fn relays(&self) -> &Arc<crate::relays::Relays> {
@@ -287,6 +304,7 @@ pub fn router(state: AppState) -> Router {
             *r.body_mut() = axum::body::Body::from(body.to_string());
             r
         })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::audit::audit_refusals))
         .layer(axum::extract::DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(middleware::from_fn(request_context))
         .with_state(state)

@@ -2,8 +2,13 @@
 //! becomes an append-only, hash-chained event. `GET /v1/audit` (admins) lists events and
 //! verifies the whole chain.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -51,8 +56,50 @@ impl Audit {
     }
 
     pub fn into_event(self) -> NewAuditEvent {
+        if !self.event.outcome.starts_with("success") {
+            // The request's own refusal is on record: `audit_refusals` need not add one.
+            let _ = REFUSAL_AUDITED.try_with(|audited| audited.set(true));
+        }
         self.event
     }
+}
+
+tokio::task_local! {
+    /// Whether the current request recorded an audit event with a refusing outcome.
+    static REFUSAL_AUDITED: std::cell::Cell<bool>;
+}
+
+/// Middleware: every 403 the API answers is audited (HIPAA 164.312(b): refused attempts on
+/// health data are part of the trail). Handlers that audit their refusals in their own words
+/// (`user.read` denied, `consultation.join` refused…) keep doing so; any other 403 gets one
+/// `access.denied` event naming the caller, the method and the path (never the query string,
+/// which may carry search terms about a patient). One mechanism for every route, present and
+/// future, instead of an audit call beside each `Forbidden`.
+pub async fn audit_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let actor = crate::app::bearer_subject(&state, request.headers()).and_then(|s| s.parse::<Uuid>().ok());
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let (response, audited) = REFUSAL_AUDITED
+        .scope(std::cell::Cell::new(false), async {
+            let response = next.run(request).await;
+            (response, REFUSAL_AUDITED.with(|a| a.get()))
+        })
+        .await;
+    if response.status() != StatusCode::FORBIDDEN || audited {
+        return response;
+    }
+    let mut audit = Audit::new("access.denied", &ClientIp(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())))
+        .target(format!("{method} {path}"))
+        .outcome("denied");
+    if let Some(actor) = actor {
+        audit = audit.actor(actor);
+    }
+    if let Err(e) = state.audit(audit).await {
+        // The answer stays the refusal it was; the missing event is loud in the log.
+        tracing::error!(error = %e, %method, %path, "a 403 refusal could not be audited");
+    }
+    response
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -168,10 +168,15 @@ pub struct AuthConfig {
     pub access_ttl: u64,
     /// Absolute lifetime of a login session (its refresh tokens) in seconds.
     pub session_ttl: u64,
-    /// Failed logins before an account locks.
-    pub lockout_threshold: i64,
-    /// How long a locked account stays locked, in seconds.
-    pub lockout_seconds: i64,
+    /// Failed logins of one account from one source address (an IPv4 address or an IPv6 /64)
+    /// before that pair is slowed down. (`lockout-threshold`, its former name, still reads.)
+    #[serde(alias = "lockout-threshold")]
+    pub throttle_after: i64,
+    /// The first delay, in seconds; it doubles with every further failure of the pair.
+    pub throttle_base_seconds: i64,
+    /// The longest delay, in seconds. (`lockout-seconds`, its former name, still reads.)
+    #[serde(alias = "lockout-seconds")]
+    pub throttle_max_seconds: i64,
     pub password_min_length: usize,
     /// JWT signing keys (HS256). The first signs; all verify (rotation). Empty: one key is
     /// generated into data-dir/jwt.key.
@@ -180,13 +185,26 @@ pub struct AuthConfig {
     pub issuer: String,
 }
 
+impl AuthConfig {
+    /// The login throttle these settings describe; failures are forgotten after a day.
+    pub fn throttle(&self) -> crate::store::ThrottlePolicy {
+        crate::store::ThrottlePolicy {
+            free_failures: self.throttle_after,
+            base: time::Duration::seconds(self.throttle_base_seconds),
+            max: time::Duration::seconds(self.throttle_max_seconds),
+            forget_after: time::Duration::days(1),
+        }
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             access_ttl: 600,
             session_ttl: 12 * 3600,
-            lockout_threshold: 5,
-            lockout_seconds: 900,
+            throttle_after: 5,
+            throttle_base_seconds: 1,
+            throttle_max_seconds: 900,
             password_min_length: 12,
             jwt_keys: Vec::new(),
             issuer: "teletip-control".into(),
@@ -324,7 +342,11 @@ impl ControlConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.auth.access_ttl >= 30, "auth.access-ttl must be at least 30 s");
-        anyhow::ensure!(self.auth.lockout_threshold >= 1, "auth.lockout-threshold must be at least 1");
+        anyhow::ensure!(self.auth.throttle_after >= 1, "auth.throttle-after must be at least 1");
+        anyhow::ensure!(
+            self.auth.throttle_base_seconds >= 1 && self.auth.throttle_base_seconds <= self.auth.throttle_max_seconds,
+            "auth: need 1 <= throttle-base-seconds <= throttle-max-seconds"
+        );
         anyhow::ensure!(self.auth.password_min_length >= 8, "auth.password-min-length must be at least 8");
         anyhow::ensure!(
             self.ice.min_ttl >= 1
@@ -354,7 +376,6 @@ impl ControlConfig {
             );
         }
         anyhow::ensure!(self.auth.session_ttl >= 60, "auth.session-ttl must be at least 60 s");
-        anyhow::ensure!(self.auth.lockout_seconds >= 1, "auth.lockout-seconds must be at least 1 s");
         anyhow::ensure!(self.max_body_bytes >= 1024, "max-body-bytes must be at least 1024");
         anyhow::ensure!(
             self.retention.medical_record_days >= 0 && self.retention.session_days >= 0,

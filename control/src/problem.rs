@@ -63,6 +63,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("too many requests")]
     TooManyRequests,
+    /// 429 with a `Retry-After` (RFC 9110 section 10.2.3) in whole seconds.
+    #[error("{detail}")]
+    RetryLater { detail: String, retry_after_seconds: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -97,7 +100,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
-            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            ApiError::TooManyRequests | ApiError::RetryLater { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
@@ -108,6 +113,9 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Conflict => ApiError::Conflict("already exists".into()),
+            crate::store::StoreError::LastAdmin => ApiError::Conflict(
+                "this change would leave no enabled admin; make another account an admin first".into(),
+            ),
             crate::store::StoreError::DoubleBooking => {
                 ApiError::Conflict("the practitioner is already booked at that time".into())
             }
@@ -120,6 +128,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
         let request_id = current_request_id();
+        let retry_after = match &self {
+            ApiError::RetryLater { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            _ => None,
+        };
         let (detail, errors) = match self {
             ApiError::Internal(cause) => {
                 // The cause stays in the log, under the id the client is given.
@@ -137,7 +149,8 @@ impl IntoResponse for ApiError {
             | ApiError::Conflict(d)
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d)
-            | ApiError::Unavailable(d) => (Some(d), vec![]),
+            | ApiError::Unavailable(d)
+            | ApiError::RetryLater { detail: d, .. } => (Some(d), vec![]),
         };
         let body = Problem {
             problem_type: format!("/problems/{slug}"),
@@ -149,6 +162,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -140,10 +140,15 @@ pub async fn get(
 }
 
 /// Change a user (admins). Disabling an account, setting its password or changing its role
-/// ends its sessions.
+/// ends its sessions, signaling connections included. An admin may not disable their own
+/// account, and no change may disable or demote the last enabled admin: both are 409 problems,
+/// audited as refused.
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UpdateUser,
     security(("bearer" = [])),
-    responses((status = 200, body = UserView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+    responses((status = 200, body = UserView), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem,
+               description = "an admin disabling their own account, or a change that would leave no enabled admin"),
+              (status = 422, body = crate::problem::Problem)))]
 pub async fn update(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -152,6 +157,13 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
     caller.require(&[Role::Admin])?;
+    let audit = Audit::new("user.update", &ip).actor(caller.user_id).target(id.to_string());
+    if id == caller.user_id && req.disabled == Some(true) {
+        // Another admin must do it: an admin locking themselves out by mistake (or a stolen
+        // admin session hiding its tracks) cannot be undone from that account.
+        state.audit(audit.outcome("refused:self-disable")).await?;
+        return Err(ApiError::Conflict("an admin cannot disable their own account; ask another admin".into()));
+    }
     let existing = state.store().user_by_id(id).await?.ok_or(ApiError::NotFound)?;
     if let Some(name) = &req.display_name {
         validate_display_name(name)?;
@@ -165,8 +177,16 @@ pub async fn update(
         }
         None => None,
     };
-    let end_sessions =
-        req.disabled == Some(true) || password_hash.is_some() || req.role.is_some_and(|r| r != existing.role);
+    // Why the user's sessions end, if they do (what their signaling connections are told).
+    let ended = if req.disabled == Some(true) {
+        Some("account-disabled")
+    } else if req.role.is_some_and(|r| r != existing.role) {
+        Some("role-changed")
+    } else if password_hash.is_some() {
+        Some("password-changed")
+    } else {
+        None
+    };
     let now = crate::clock::now();
     let changes = UserChanges {
         display_name: req.display_name.map(|n| n.trim().to_string()),
@@ -174,10 +194,19 @@ pub async fn update(
         disabled: req.disabled,
         password_hash,
     };
-    let user = state.store().update_user(id, changes, now).await?.ok_or(ApiError::NotFound)?;
-    if end_sessions {
+    let user = match state.store().update_user(id, changes, now).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(ApiError::NotFound),
+        Err(crate::store::StoreError::LastAdmin) => {
+            state.audit(audit.outcome("refused:last-admin")).await?;
+            return Err(crate::store::StoreError::LastAdmin.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(reason) = ended {
         state.store().revoke_user_sessions(id, "account-changed", now).await?;
+        state.sessions_ended().announce(crate::auth::ended::Ended::User(id), reason).await;
     }
-    state.audit(Audit::new("user.update", &ip).actor(caller.user_id).target(id.to_string())).await?;
+    state.audit(audit).await?;
     Ok(Json(UserView::from(&user)))
 }

@@ -12,8 +12,8 @@ use sqlx::Connection;
 use support::{Engine, engines, fresh_database};
 use teletip_control::clock;
 use teletip_control::store::{
-    self, AuditEvent, AuditFilter, ChainVerification, DynStore, NewAuditEvent, NewUser, RefreshToken, Role, Session,
-    StoreError, User, UserChanges, verify_chain,
+    self, AuditEvent, AuditFilter, ChainVerification, DynStore, LoginThrottle, NewAuditEvent, NewUser, RefreshToken,
+    Role, Session, StoreError, ThrottlePolicy, User, UserChanges, verify_chain,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -357,10 +357,9 @@ async fn users_update_each_field() {
     each_engine(|c| async move {
         let u = c.store.create_user(new_user("upd@example.test", Role::Patient)).await?;
         let bystander = c.store.create_user(new_user("by@example.test", Role::Patient)).await?;
-        // Failures that a non-password change must leave alone.
-        let t0 = clock::now();
-        c.store.record_login_failure(u.id, 10, t0 + Duration::minutes(15), t0).await?;
-        c.store.record_login_failure(u.id, 10, t0 + Duration::minutes(15), t0).await?;
+        // Failures that a non-password change must leave alone (the column the former lockout
+        // counted in, still reset by a password change).
+        c.sql("UPDATE users SET failed_logins = 2 WHERE email = 'upd@example.test'").await?;
 
         let t1 = clock::now() + Duration::seconds(1);
         let changes = UserChanges { display_name: Some("Renamed".into()), ..Default::default() };
@@ -416,12 +415,8 @@ async fn users_update_password_resets_lockout() {
     each_engine(|c| async move {
         let u = c.store.create_user(new_user("pw@example.test", Role::Patient)).await?;
         let now = clock::now();
-        let lock_until = now + Duration::minutes(15);
-        for _ in 0..3 {
-            c.store.record_login_failure(u.id, 3, lock_until, now).await?;
-        }
-        let locked = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!((locked.failed_logins, locked.locked_until), (3, Some(lock_until)));
+        c.sql("UPDATE users SET failed_logins = 3 WHERE email = 'pw@example.test'").await?;
+        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, 3);
 
         let later = now + Duration::seconds(5);
         let changes = UserChanges { password_hash: Some("$argon2id$new".into()), ..Default::default() };
@@ -455,81 +450,71 @@ async fn users_update_unknown_id_is_none() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn users_login_failures_lock_at_threshold() {
-    each_engine(|c| async move {
-        let u = c.store.create_user(new_user("lock@example.test", Role::Patient)).await?;
-        let other = c.store.create_user(new_user("other@example.test", Role::Patient)).await?;
-        let now = clock::now();
-        let lock_until = now + Duration::minutes(15);
-        for n in 1..=4 {
-            let count = c.store.record_login_failure(u.id, 5, lock_until, now).await?;
-            assert_eq!(count, n);
-            let v = c.store.user_by_id(u.id).await?.context("user")?;
-            assert_eq!(v.failed_logins, n);
-            assert_eq!(v.locked_until, None, "not locked after {n} of 5 failures");
-            assert_eq!(v.updated_at, now);
-        }
-        // The fifth failure reaches the threshold: locked, exactly until `lock_until`.
-        assert_eq!(c.store.record_login_failure(u.id, 5, lock_until, now).await?, 5);
-        let v = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!((v.failed_logins, v.locked_until), (5, Some(lock_until)));
-        // Further failures keep counting and keep it locked.
-        let later = now + Duration::minutes(1);
-        let lock_later = later + Duration::minutes(15);
-        assert_eq!(c.store.record_login_failure(u.id, 5, lock_later, later).await?, 6);
-        let v = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!(v.failed_logins, 6);
-        assert!(v.locked_until.is_some_and(|t| t >= lock_until), "still locked: {:?}", v.locked_until);
-        // Someone else's account is untouched.
-        assert_same_user(&c.store.user_by_id(other.id).await?.context("other")?, &other);
+const POLICY: ThrottlePolicy = ThrottlePolicy {
+    free_failures: 3,
+    base: Duration::seconds(10),
+    max: Duration::seconds(60),
+    forget_after: Duration::days(1),
+};
 
-        // Threshold 1: the first failure locks.
-        let one = c.store.create_user(new_user("one@example.test", Role::Patient)).await?;
-        assert_eq!(c.store.record_login_failure(one.id, 1, lock_until, now).await?, 1);
-        assert_eq!(c.store.user_by_id(one.id).await?.context("user")?.locked_until, Some(lock_until));
+#[test]
+fn throttle_delays_double_up_to_the_cap() {
+    let delays: Vec<Option<i64>> = (1..=8).map(|n| POLICY.delay(n).map(|d| d.whole_seconds())).collect();
+    assert_eq!(delays, [None, None, Some(10), Some(20), Some(40), Some(60), Some(60), Some(60)]);
+    assert_eq!(POLICY.delay(i64::MAX).map(|d| d.whole_seconds()), Some(60), "no overflow");
+}
+
+/// Failures count per (account, source): the third from one source blocks that pair for the
+/// base delay, each further one for twice as long up to the cap; other pairs are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_throttle_counts_per_account_and_source() {
+    each_engine(|c| async move {
+        let now = clock::now();
+        for n in 1..=2 {
+            let t = c.store.record_login_failure("acct-a", "192.0.2.1", &POLICY, now).await?;
+            assert_eq!(t, LoginThrottle { failures: n, blocked_until: None });
+        }
+        let expected = [10, 20, 40, 60, 60];
+        for (i, seconds) in expected.into_iter().enumerate() {
+            let t = c.store.record_login_failure("acct-a", "192.0.2.1", &POLICY, now).await?;
+            let want = LoginThrottle { failures: 3 + i as i64, blocked_until: Some(now + Duration::seconds(seconds)) };
+            assert_eq!(t, want);
+            assert_eq!(c.store.login_throttle("acct-a", "192.0.2.1").await?, Some(want), "stored as returned");
+        }
+        assert_eq!(c.store.login_throttle("acct-a", "192.0.2.2").await?, None, "another source");
+        assert_eq!(c.store.login_throttle("acct-b", "192.0.2.1").await?, None, "another account");
+        let t = c.store.record_login_failure("acct-a", "2001:db8:1:2::/64", &POLICY, now).await?;
+        assert_eq!(t.failures, 1, "each source counts on its own");
+        Ok(())
+    })
+    .await;
+}
+
+/// A success forgets the pair; failures older than `forget_after` are forgotten too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_throttle_forgets_on_success_and_with_age() {
+    each_engine(|c| async move {
+        let now = clock::now();
+        for _ in 0..4 {
+            c.store.record_login_failure("acct", "198.51.100.1", &POLICY, now).await?;
+        }
+        c.store.record_login_failure("other", "198.51.100.1", &POLICY, now).await?;
+        c.store.clear_login_failures("acct", "198.51.100.1").await?;
+        assert_eq!(c.store.login_throttle("acct", "198.51.100.1").await?, None);
+        assert_eq!(c.store.login_throttle("other", "198.51.100.1").await?.map(|t| t.failures), Some(1), "untouched");
+        c.store.clear_login_failures("nobody", "198.51.100.1").await?;
+
+        let later = now + Duration::days(1) + Duration::seconds(1);
+        let t = c.store.record_login_failure("other", "198.51.100.1", &POLICY, later).await?;
+        assert_eq!(t, LoginThrottle { failures: 1, blocked_until: None }, "a day-old failure is forgotten");
         Ok(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn users_login_failure_after_lock_expiry_restarts() {
+async fn login_throttle_concurrent_failures_count_all() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("expiry@example.test", Role::Patient)).await?;
-        let now = clock::now();
-        let lock_until = now + Duration::minutes(15);
-        for _ in 0..3 {
-            c.store.record_login_failure(u.id, 3, lock_until, now).await?;
-        }
-        // Exactly at the end of the lock (and after it), a failure starts a new count.
-        assert_eq!(c.store.record_login_failure(u.id, 3, lock_until + Duration::minutes(15), lock_until).await?, 1);
-        let v = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!((v.failed_logins, v.locked_until, v.updated_at), (1, None, lock_until));
-        let t = lock_until + Duration::minutes(1);
-        let relock = t + Duration::minutes(15);
-        assert_eq!(c.store.record_login_failure(u.id, 3, relock, t).await?, 2);
-        assert_eq!(c.store.record_login_failure(u.id, 3, relock, t).await?, 3);
-        let v = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!((v.failed_logins, v.locked_until), (3, Some(relock)));
-        // With threshold 1, the failure after an expired lock locks again at once.
-        let one = c.store.create_user(new_user("one-again@example.test", Role::Patient)).await?;
-        c.store.record_login_failure(one.id, 1, lock_until, now).await?;
-        let after = lock_until + Duration::seconds(1);
-        assert_eq!(c.store.record_login_failure(one.id, 1, after + Duration::minutes(15), after).await?, 1);
-        assert_eq!(
-            c.store.user_by_id(one.id).await?.context("user")?.locked_until,
-            Some(after + Duration::minutes(15))
-        );
-        Ok(())
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn users_login_failures_concurrent_count_all() {
-    each_engine(|c| async move {
-        let u = c.store.create_user(new_user("many@example.test", Role::Patient)).await?;
         let now = clock::now();
         let barrier = Arc::new(Barrier::new(20));
         let tasks: Vec<_> = (0..20)
@@ -537,43 +522,73 @@ async fn users_login_failures_concurrent_count_all() {
                 let (store, barrier) = (c.store.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    store.record_login_failure(u.id, 20, now + Duration::minutes(15), now).await
+                    store.record_login_failure("many", "203.0.113.9", &POLICY, now).await
                 })
             })
             .collect();
         let mut counts = Vec::new();
         for t in tasks {
-            counts.push(t.await??);
+            counts.push(t.await??.failures);
         }
         counts.sort_unstable();
         assert_eq!(counts, (1..=20).collect::<Vec<i64>>(), "each failure counted once");
-        let v = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!((v.failed_logins, v.locked_until), (20, Some(now + Duration::minutes(15))));
+        let t = c.store.login_throttle("many", "203.0.113.9").await?.context("pair")?;
+        assert_eq!(t, LoginThrottle { failures: 20, blocked_until: Some(now + Duration::seconds(60)) });
         Ok(())
     })
     .await;
 }
 
+/// No change disables or demotes the last enabled admin, also when two admins disable each
+/// other at the same moment (one of the two must fail, every time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn users_login_success_resets() {
+async fn users_the_last_enabled_admin_stays() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("ok@example.test", Role::Patient)).await?;
+        let a = c.store.create_user(new_user("a@example.test", Role::Admin)).await?;
+        let b = c.store.create_user(new_user("b@example.test", Role::Admin)).await?;
         let now = clock::now();
-        let lock_until = now + Duration::minutes(15);
-        for _ in 0..3 {
-            c.store.record_login_failure(u.id, 3, lock_until, now).await?;
+        let disable = UserChanges { disabled: Some(true), ..Default::default() };
+        let enable = UserChanges { disabled: Some(false), ..Default::default() };
+        let demote = UserChanges { role: Some(Role::Practitioner), ..Default::default() };
+        assert!(c.store.update_user(a.id, disable.clone(), now).await?.is_some_and(|u| u.disabled));
+        for (what, change) in [("disable", disable.clone()), ("demote", demote.clone())] {
+            let r = c.store.update_user(b.id, change, now).await;
+            ensure!(matches!(r, Err(StoreError::LastAdmin)), "{what} the last admin: {r:?}");
         }
-        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.locked_until, Some(lock_until));
-        let later = now + Duration::minutes(20);
-        c.store.record_login_success(u.id, later).await?;
-        let v = c.store.user_by_id(u.id).await?.context("user")?;
-        assert_eq!((v.failed_logins, v.locked_until, v.updated_at), (0, None, later));
-        // Counting starts again from zero.
-        assert_eq!(c.store.record_login_failure(u.id, 3, lock_until, later).await?, 1);
-        // Success on an unlocked account, and on an unknown id, is harmless.
-        c.store.record_login_success(u.id, later).await?;
-        c.store.record_login_success(Uuid::new_v4(), later).await?;
-        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, 0);
+        assert_same_user(&c.store.user_by_id(b.id).await?.context("b")?, &b);
+        // What does not remove an admin still works on the last one.
+        let rename = UserChanges { display_name: Some("Still admin".into()), ..Default::default() };
+        assert!(c.store.update_user(b.id, rename, now).await?.is_some());
+        assert!(c.store.update_user(a.id, demote.clone(), now).await?.is_some(), "a disabled admin is no guard");
+        let promote = UserChanges { role: Some(Role::Admin), disabled: Some(false), ..Default::default() };
+        assert!(c.store.update_user(a.id, promote, now).await?.is_some());
+
+        for round in 0..10 {
+            let barrier = Arc::new(Barrier::new(2));
+            let tasks: Vec<_> = [a.id, b.id]
+                .into_iter()
+                .map(|id| {
+                    let (store, barrier, change) = (c.store.clone(), barrier.clone(), disable.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store.update_user(id, change, now).await
+                    })
+                })
+                .collect();
+            let mut done = 0;
+            let mut refused = 0;
+            for t in tasks {
+                match t.await? {
+                    Ok(Some(_)) => done += 1,
+                    Err(StoreError::LastAdmin) => refused += 1,
+                    other => anyhow::bail!("round {round}: {other:?}"),
+                }
+            }
+            ensure!((done, refused) == (1, 1), "round {round}: {done} disabled, {refused} refused");
+            for id in [a.id, b.id] {
+                c.store.update_user(id, enable.clone(), now).await?;
+            }
+        }
         Ok(())
     })
     .await;
@@ -870,8 +885,8 @@ async fn audit_concurrent_appends() {
     .await;
 }
 
-// Audit appends race with ordinary writes in production (a failed login writes the user row
-// and appends an audit event from concurrent requests).
+// Audit appends race with ordinary writes in production (a failed login writes its throttle
+// row and appends an audit event from concurrent requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_appends_concurrent_with_other_writes() {
     each_engine(|c| async move {
@@ -890,7 +905,7 @@ async fn audit_appends_concurrent_with_other_writes() {
             let (store, gate) = (c.store.clone(), barrier.clone());
             writes.push(tokio::spawn(async move {
                 gate.wait().await;
-                store.record_login_failure(u.id, 1000, now + Duration::minutes(15), now).await
+                store.record_login_failure(&u.id.to_string(), "192.0.2.77", &POLICY, now).await
             }));
         }
         for t in writes {
@@ -900,7 +915,8 @@ async fn audit_appends_concurrent_with_other_writes() {
             t.await?.context("append_audit alongside other writes")?;
         }
         assert_eq!(verify_chain(&c.store.audit_chain().await?), verified(N as i64));
-        assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, N as i64);
+        let pair = c.store.login_throttle(&u.id.to_string(), "192.0.2.77").await?.context("pair")?;
+        assert_eq!(pair.failures, N as i64);
         Ok(())
     })
     .await;

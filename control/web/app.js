@@ -470,6 +470,11 @@
     socket.on("auth:expired", () => {
       authExpiredPending = true;
     });
+    // Logged out elsewhere, disabled, or the account changed: the server ends the connection.
+    socket.on("session:ended", () => {
+      socket.close();
+      sessionOver("Your session has ended. Please log in again.");
+    });
     socket.on("lobby:waiting", () => {
       room.state = "waiting";
       renderRoom();

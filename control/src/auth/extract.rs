@@ -94,3 +94,20 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, time
         _ => Err(TokenRefusal::AccountDisabled),
     }
 }
+
+/// Whether a caller authenticated earlier (a signaling connection, at its handshake) may still
+/// act: the session not revoked or expired, the account enabled and still of the same role.
+pub async fn still_live(state: &AppState, caller: &Caller) -> Result<(), TokenRefusal> {
+    let now = crate::clock::now();
+    match state.store().session(caller.session_id).await? {
+        Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == caller.user_id => {}
+        _ => return Err(TokenRefusal::SessionEnded),
+    }
+    match state.store().user_by_id(caller.user_id).await? {
+        Some(u) if u.disabled => Err(TokenRefusal::AccountDisabled),
+        Some(u) if u.role == caller.role => Ok(()),
+        // A changed role ends the user's sessions (users.rs); this is the belt to those braces.
+        Some(_) => Err(TokenRefusal::SessionEnded),
+        None => Err(TokenRefusal::AccountDisabled),
+    }
+}

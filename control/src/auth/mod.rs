@@ -1,5 +1,6 @@
 //! Accounts and sessions: login, refresh-token rotation with reuse detection, logout, me.
 
+pub mod ended;
 pub mod extract;
 pub mod jwt;
 pub mod password;
@@ -78,7 +79,7 @@ pub struct TokenResponse {
     pub user: UserView,
 }
 
-const GENERIC_LOGIN_FAILURE: &str = "e-mail or password is wrong, or the account is locked or disabled";
+const GENERIC_LOGIN_FAILURE: &str = "e-mail or password is wrong, or the account is disabled";
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
@@ -123,10 +124,39 @@ fn access_token(state: &AppState, user: &User, session_id: Uuid, now: OffsetDate
     })
 }
 
+/// The source a login attempt is throttled by: the IPv4 address, or the /64 of an IPv6 address
+/// (one subscriber usually holds a whole /64, RFC 6177 section 2, so single IPv6 addresses would
+/// give an attacker endless fresh sources).
+pub fn throttle_source(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// The account a login attempt is throttled by: a hash of the normalised e-mail, whether or not
+/// an account has it, so that the delays say nothing about which e-mails exist.
+fn throttle_account(email: &str) -> String {
+    Sha256::digest(email.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Log in with e-mail and password.
+///
+/// Failed attempts are throttled per (account, source address): after `auth.throttle-after`
+/// failures from one address, that address waits a growing delay before it may try that
+/// account again (429 with `Retry-After`); other addresses, the real user's among them, are
+/// not slowed down. There is no account-wide lockout that anybody could trigger.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::problem::Problem),
-              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
+              (status = 422, body = crate::problem::Problem),
+              (status = 429, body = crate::problem::Problem,
+               description = "too many requests from this address, or too many failed logins of this account from this address (`Retry-After` says when to try again)")))]
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -135,34 +165,49 @@ pub async fn login(
     let email = normalize_email(&req.email);
     let now = crate::clock::now();
     let audit = Audit::new("auth.login", &ip);
+    let (account, source) = (throttle_account(&email), throttle_source(ip.0));
+    if let Some(until) = state.store().login_throttle(&account, &source).await?.and_then(|t| t.blocked_until) {
+        if until > now {
+            // Refused before the password is checked: a guess made now could not succeed anyway.
+            let wait = (until - now).whole_milliseconds().max(1) as u64;
+            let user = state.store().user_by_email(&email).await?;
+            let audit = match &user {
+                Some(u) => audit.actor(u.id).target(u.id.to_string()),
+                None => audit.target(email_target(&email)),
+            };
+            state.audit(audit.outcome("refused:throttled")).await?;
+            metrics::counter!("teletip_logins_throttled_total").increment(1);
+            return Err(ApiError::RetryLater {
+                detail: "too many failed logins for this account from this address; try again later".into(),
+                retry_after_seconds: wait.div_ceil(1000),
+            });
+        }
+    }
+    let policy = state.config().auth.throttle();
     let Some(user) = state.store().user_by_email(&email).await? else {
         // Same work as a real check, so response time does not reveal which e-mails exist.
         password::verify(&req.password, state.dummy_hash());
+        state.store().record_login_failure(&account, &source, &policy, now).await?;
         state.audit(audit.target(email_target(&email)).outcome("failure:unknown-account")).await?;
         metrics::counter!("teletip_logins_failed_total").increment(1);
         return Err(ApiError::Unauthorized(GENERIC_LOGIN_FAILURE.into()));
     };
     let audit = audit.actor(user.id).target(user.id.to_string());
-    let locked = user.locked_until.is_some_and(|t| t > now);
     let password_ok = password::verify(&req.password, &user.password_hash);
-    if locked || user.disabled || !password_ok {
-        let outcome = if locked {
-            "failure:locked"
-        } else if user.disabled {
+    if user.disabled || !password_ok {
+        let throttle = state.store().record_login_failure(&account, &source, &policy, now).await?;
+        let outcome = if user.disabled {
             "failure:disabled"
+        } else if throttle.blocked_until.is_some_and(|t| t > now) {
+            "failure:wrong-password-throttled"
         } else {
-            let cfg = &state.config().auth;
-            let failures = state
-                .store()
-                .record_login_failure(user.id, cfg.lockout_threshold, now + Duration::seconds(cfg.lockout_seconds), now)
-                .await?;
-            if failures >= cfg.lockout_threshold { "failure:locked-now" } else { "failure:wrong-password" }
+            "failure:wrong-password"
         };
         state.audit(audit.outcome(outcome)).await?;
         metrics::counter!("teletip_logins_failed_total").increment(1);
         return Err(ApiError::Unauthorized(GENERIC_LOGIN_FAILURE.into()));
     }
-    state.store().record_login_success(user.id, now).await?;
+    state.store().clear_login_failures(&account, &source).await?;
     let session_expires_at = now + Duration::seconds(state.config().auth.session_ttl as i64);
     let session = Session {
         id: Uuid::new_v4(),
@@ -206,6 +251,7 @@ pub async fn refresh(
     if token.used_at.is_some() {
         // A spent token presented again: someone holds a copy. End the whole session.
         state.store().revoke_session(session.id, "refresh-token-reuse", now).await?;
+        state.sessions_ended().announce(ended::Ended::Session(session.id), "refresh-token-reuse").await;
         state.audit(audit.outcome("failure:reuse-detected-session-revoked")).await?;
         return Err(refused());
     }
@@ -224,6 +270,7 @@ pub async fn refresh(
     if !state.store().rotate_refresh_token(token.id, next, now).await? {
         // Lost a race with another use of the same token: that is reuse too.
         state.store().revoke_session(session.id, "refresh-token-reuse", now).await?;
+        state.sessions_ended().announce(ended::Ended::Session(session.id), "refresh-token-reuse").await;
         state.audit(audit.outcome("failure:reuse-detected-session-revoked")).await?;
         return Err(refused());
     }
@@ -238,11 +285,13 @@ pub async fn refresh(
     }))
 }
 
-/// End the caller's session: its access and refresh tokens stop working at once.
+/// End the caller's session: its access and refresh tokens stop working at once, and its
+/// signaling connections are ended (`session:ended {reason: "logout"}`).
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::problem::Problem)))]
 pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller) -> ApiResult<StatusCode> {
     state.store().revoke_session(caller.session_id, "logout", crate::clock::now()).await?;
+    state.sessions_ended().announce(ended::Ended::Session(caller.session_id), "logout").await;
     state
         .audit(
             Audit::new("auth.logout", &ip)

@@ -25,7 +25,8 @@ pub struct Joined {
 
 #[derive(Debug)]
 pub struct ConnState {
-    pub caller: Caller,
+    /// Who: replaced by `auth:renew` with a token of another session of the same user.
+    caller: Mutex<Caller>,
     pub ip: IpAddr,
     token_expires: Mutex<OffsetDateTime>,
     joined: Mutex<Option<Joined>>,
@@ -40,7 +41,7 @@ pub struct Conn(pub Arc<ConnState>);
 impl Conn {
     pub fn new(caller: Caller, ip: IpAddr, token_expires: OffsetDateTime) -> Conn {
         Conn(Arc::new(ConnState {
-            caller,
+            caller: Mutex::new(caller),
             ip,
             token_expires: Mutex::new(token_expires),
             joined: Mutex::new(None),
@@ -49,16 +50,19 @@ impl Conn {
     }
 
     pub fn caller(&self) -> Caller {
-        self.0.caller
+        *self.0.caller.lock().expect("conn lock")
     }
 
     pub fn token_expires(&self) -> OffsetDateTime {
         *self.0.token_expires.lock().expect("conn lock")
     }
 
-    pub fn renew(&self, expires: OffsetDateTime) {
+    /// A fresh token (of the same user) now carries the connection; returns the caller before.
+    pub fn renew(&self, caller: Caller, expires: OffsetDateTime) -> Caller {
+        let before = std::mem::replace(&mut *self.0.caller.lock().expect("conn lock"), caller);
         *self.0.token_expires.lock().expect("conn lock") = expires;
         self.0.changed.notify_one();
+        before
     }
 
     pub fn joined(&self) -> Option<Joined> {

@@ -19,7 +19,8 @@ use super::reply::{Code, EventResult, Refusal, ack_body};
 use super::{EXPIRY_WARNING, RESUME_WINDOW, Signaling, rooms};
 use crate::app::ClientIp;
 use crate::audit::Audit;
-use crate::auth::extract::{TokenRefusal, authenticate as check_token};
+use crate::auth::ended::Ended;
+use crate::auth::extract::{TokenRefusal, authenticate as check_token, still_live as caller_still_live};
 use crate::scheduling::access::{Scope, scope};
 use crate::store::{AppointmentStatus, Role};
 
@@ -88,10 +89,19 @@ macro_rules! on {
                    State(sig): State<Signaling>,
                    io: SocketIo<A>| {
                 let result = match s.extensions.get::<Conn>() {
-                    Some(conn) => $handler(&s, &io, &sig, &conn, data.unwrap_or(Value::Null)).await,
+                    // Every event, not only the handshake: the session must still be live and
+                    // the account enabled with the same role (defence in depth behind the
+                    // disconnect that ending a session sends, which a Redis outage could lose).
+                    Some(conn) => match still_live(&sig, &conn).await {
+                        Ok(()) => $handler(&s, &io, &sig, &conn, data.unwrap_or(Value::Null)).await,
+                        Err(refusal) => Err(refusal),
+                    },
                     None => Err(Refusal::new(Code::Forbidden, "not authenticated")),
                 };
                 let _ = ack.send(&ack_body(&result));
+                if matches!(&result, Err(r) if r.code == Code::SessionEnded) {
+                    let _ = s.disconnect();
+                }
             },
         )
     };
@@ -119,10 +129,48 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
     );
 }
 
-/// Connected (events are registered by the middleware): start the connection's timers.
+/// Connected (events are registered by the middleware): join the session's and the user's
+/// rooms, and start the connection's timers.
 pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>) {
     if let Some(conn) = s.extensions.get::<Conn>() {
+        let caller = conn.caller();
+        s.join([rooms::session(caller.session_id), rooms::user(caller.user_id)]);
+        // A session ended between the handshake and the join above was announced to rooms
+        // this socket was not in yet: look once more.
+        if let Err(refusal) = still_live(&sig, &conn).await {
+            if refusal.code == Code::SessionEnded {
+                let _ = s.emit("session:ended", &json!({ "reason": "session-ended" }));
+                let _ = s.disconnect();
+                return;
+            }
+        }
         tokio::spawn(timers(s.clone(), sig, conn));
+    }
+}
+
+/// Whether the connection's session is still live and its account enabled with the role it
+/// connected with; `session-ended` if not.
+async fn still_live(sig: &Signaling, conn: &Conn) -> Result<(), Refusal> {
+    match caller_still_live(&sig.app, &conn.caller()).await {
+        Ok(()) => Ok(()),
+        Err(TokenRefusal::Store(e)) => Err(e.into()),
+        Err(refusal) => Err(Refusal::new(Code::SessionEnded, refusal.to_string())),
+    }
+}
+
+/// Ends the connections of an ended session (or of every session of a user) on every instance:
+/// tells them why (`session:ended {reason}`), then disconnects them. Through the Redis adapter
+/// both reach the sockets held by the other instances.
+pub async fn end_sessions<A: Adapter>(io: &SocketIo<A>, ended: Ended, reason: &'static str) {
+    let room = match ended {
+        Ended::Session(id) => rooms::session(id),
+        Ended::User(id) => rooms::user(id),
+    };
+    if let Err(e) = rtc(io).to(room.clone()).emit("session:ended", &json!({ "reason": reason })).await {
+        tracing::warn!(error = %e, "session:ended not sent to every instance");
+    }
+    if let Err(e) = rtc(io).to(room).disconnect().await {
+        tracing::warn!(error = %e, "ended session's sockets not disconnected on every instance; their next event is refused");
     }
 }
 
@@ -612,7 +660,7 @@ struct Renew {
 }
 
 async fn renew<A: Adapter>(
-    _s: &SocketRef<A>,
+    s: &SocketRef<A>,
     _io: &SocketIo<A>,
     sig: &Signaling,
     conn: &Conn,
@@ -626,7 +674,13 @@ async fn renew<A: Adapter>(
     if caller.user_id != conn.caller().user_id {
         return Err(Refusal::new(Code::Forbidden, "the token belongs to another account"));
     }
-    conn.renew(expires);
+    // A token of another login session of the same user: the connection now belongs to that
+    // session, and ending the old one no longer ends it.
+    let before = conn.renew(caller, expires);
+    if before.session_id != caller.session_id {
+        s.leave(rooms::session(before.session_id));
+        s.join(rooms::session(caller.session_id));
+    }
     Ok(json!({ "expiresAt": rfc3339(expires) }))
 }
 

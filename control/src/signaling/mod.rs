@@ -44,9 +44,10 @@ pub enum SignalingError {
 /// The router with Socket.IO mounted at `/socket.io/`.
 pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router, SignalingError> {
     let Some(url) = app.config().redis_url.clone() else {
-        let state = Signaling { app, directory: Arc::new(Directory::memory()) };
+        let state = Signaling { app: app.clone(), directory: Arc::new(Directory::memory()) };
         let (layer, io) = SocketIo::builder().with_state(state).build_layer();
         io.ns("/rtc", handlers::on_connect::<LocalAdapter>.with(handlers::authenticate::<LocalAdapter>));
+        end_sessions_through(&app, io);
         return Ok(router.layer(layer));
     };
     // socketioxide's Redis driver speaks RESP3.
@@ -60,7 +61,7 @@ pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router,
     let driver = redis_driver::ReconnectingDriver::connect(client.clone()).await.map_err(redis_error)?;
     let adapter = socketioxide_redis::RedisAdapterCtr::new_with_driver(driver, Default::default());
     let directory = Arc::new(Directory::redis(&client).await?);
-    let state = Signaling { app, directory };
+    let state = Signaling { app: app.clone(), directory };
     let (layer, io) = SocketIo::builder()
         .with_state(state)
         .with_adapter::<socketioxide_redis::CustomRedisAdapter<_, redis_driver::ReconnectingDriver>>(adapter)
@@ -70,6 +71,16 @@ pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router,
     if let Err(e) = io.ns("/rtc", handlers::on_connect::<Redis>.with(handlers::authenticate::<Redis>)).await {
         tracing::error!(error = %e, "signaling namespace could not join the Redis adapter");
     }
+    end_sessions_through(&app, io);
     tracing::info!("signaling fans out through Redis");
     Ok(router.layer(layer))
+}
+
+/// Ended sessions (`auth/ended.rs`) end their sockets through this `io`: with the Redis adapter,
+/// on every instance.
+fn end_sessions_through<A: socketioxide::adapter::Adapter>(app: &AppState, io: SocketIo<A>) {
+    app.sessions_ended().set_hook(Box::new(move |ended, reason| {
+        let io = io.clone();
+        Box::pin(async move { handlers::end_sessions(&io, ended, reason).await })
+    }));
 }

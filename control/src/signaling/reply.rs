@@ -14,6 +14,8 @@ pub enum Code {
     Conflict,
     ConsentRequired,
     NotJoined,
+    /// The connection's login session ended or its account changed: log in again.
+    SessionEnded,
     Internal,
 }
 

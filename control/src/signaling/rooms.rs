@@ -2,6 +2,10 @@
 //! joining; `lobby` while waiting; `members` and its own `admitted` room once admitted (signals
 //! are delivered to `admitted` rooms only, so they can never reach a waiting or foreign peer);
 //! the practitioner also joins `practitioner`.
+//!
+//! Apart from consultations, every connection is in the room of its login session and the room
+//! of its user, so that ending a session (or all of a user's) reaches its sockets on every
+//! instance (`auth/ended.rs`).
 
 use uuid::Uuid;
 
@@ -32,4 +36,14 @@ pub fn admitted(a: Uuid, peer_id: &str) -> String {
 /// Every room a participant may be in, for leaving them all at once.
 pub fn of_participant(a: Uuid, peer_id: &str) -> Vec<String> {
     vec![all(a), lobby(a), members(a), practitioner(a), peer(a, peer_id), admitted(a, peer_id)]
+}
+
+/// Every connection of one login session.
+pub fn session(session_id: Uuid) -> String {
+    format!("rtc-session:{session_id}")
+}
+
+/// Every connection of one user.
+pub fn user(user_id: Uuid) -> String {
+    format!("rtc-user:{user_id}")
 }

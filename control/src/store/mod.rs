@@ -81,6 +81,42 @@ pub struct UserChanges {
     pub password_hash: Option<String>,
 }
 
+/// Failed logins of one account from one source address (see `ThrottlePolicy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginThrottle {
+    pub failures: i64,
+    /// Attempts of this pair before this time are refused without checking the password.
+    pub blocked_until: Option<OffsetDateTime>,
+}
+
+/// Growing delays per (account, source) instead of a lockout: the first `free_failures`
+/// failures cost nothing; each one after blocks the pair for `base`, doubling with every
+/// further failure, at most `max`. Failures older than `forget_after` are forgotten.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottlePolicy {
+    pub free_failures: i64,
+    pub base: time::Duration,
+    pub max: time::Duration,
+    pub forget_after: time::Duration,
+}
+
+impl ThrottlePolicy {
+    /// How long the pair is blocked after its `failures`-th failure, if at all.
+    pub fn delay(&self, failures: i64) -> Option<time::Duration> {
+        if failures < self.free_failures {
+            return None;
+        }
+        // 2^k with k capped well below overflow; the cap on the delay does the rest.
+        let doublings = (failures - self.free_failures).min(40) as u32;
+        let seconds = self.base.whole_seconds().max(1).saturating_mul(1i64 << doublings);
+        Some(time::Duration::seconds(seconds).min(self.max))
+    }
+
+    pub fn forget_before(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now - self.forget_after
+    }
+}
+
 /// A login session: the family of refresh tokens that descend from one login. Access tokens
 /// name it (`sid`), so revoking it ends them too.
 #[derive(Debug, Clone)]
@@ -175,6 +211,9 @@ pub enum StoreError {
     /// database schema itself).
     #[error("the practitioner is already booked at that time")]
     DoubleBooking,
+    /// The change would leave no enabled admin.
+    #[error("the last enabled admin cannot be disabled or demoted")]
+    LastAdmin,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -194,17 +233,24 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self, role: Option<Role>, limit: i64, offset: i64) -> StoreResult<Vec<User>>;
+    /// `None` if there is no such user; `LastAdmin` (nothing changed) if the change would
+    /// disable or demote the last enabled admin, checked and written as one step so that two
+    /// admins disabling each other at once cannot leave none.
     async fn update_user(&self, id: Uuid, changes: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>>;
-    /// Counts a failed login; locks the account until `lock_until` once `threshold` is reached.
-    /// Returns the failure count after this one.
+    /// The failed logins counted for `account` (a hash of an e-mail) from `source`.
+    async fn login_throttle(&self, account: &str, source: &str) -> StoreResult<Option<LoginThrottle>>;
+    /// Counts one failed login of `account` from `source` (failures last counted before
+    /// `policy.forget_before(now)` are forgotten first) and, once `policy` says so, blocks that
+    /// pair until a growing delay has passed. Atomic against concurrent failures of the pair.
     async fn record_login_failure(
         &self,
-        id: Uuid,
-        threshold: i64,
-        lock_until: OffsetDateTime,
+        account: &str,
+        source: &str,
+        policy: &ThrottlePolicy,
         now: OffsetDateTime,
-    ) -> StoreResult<i64>;
-    async fn record_login_success(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<()>;
+    ) -> StoreResult<LoginThrottle>;
+    /// A successful login forgets that pair's failures.
+    async fn clear_login_failures(&self, account: &str, source: &str) -> StoreResult<()>;
     async fn count_users(&self) -> StoreResult<i64>;
 
     async fn create_session(&self, session: Session, first_token: RefreshToken) -> StoreResult<()>;

@@ -245,6 +245,13 @@ impl Store for PostgresStore {
 
     async fn update_user(&self, id: Uuid, c: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>> {
         let reset = c.password_hash.is_some();
+        let mut tx = self.pool.begin().await?;
+        // Lock every enabled admin row (in one order, so two such transactions cannot
+        // deadlock) before counting them: a concurrent change that disables or demotes another
+        // admin waits here, and its guard below then counts after this one committed.
+        sqlx::query("SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query(
             "UPDATE users SET
                 display_name = COALESCE($1, display_name),
@@ -254,7 +261,11 @@ impl Store for PostgresStore {
                 failed_logins = CASE WHEN $5 THEN 0 ELSE failed_logins END,
                 locked_until = CASE WHEN $5 THEN NULL ELSE locked_until END,
                 updated_at = $6
-             WHERE id = $7 RETURNING *",
+             WHERE id = $7 AND NOT (
+                role = 'admin' AND NOT disabled
+                AND (COALESCE($3, false) OR COALESCE($2, 'admin') <> 'admin')
+                AND (SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled) <= 1)
+             RETURNING *",
         )
         .bind(c.display_name)
         .bind(c.role.map(Role::as_str))
@@ -263,42 +274,74 @@ impl Store for PostgresStore {
         .bind(reset)
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        let exists = match &row {
+            Some(_) => true,
+            None => sqlx::query("SELECT 1 FROM users WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?.is_some(),
+        };
+        tx.commit().await?;
+        match row {
+            Some(r) => Ok(Some(user_from_row(&r)?)),
+            None if exists => Err(StoreError::LastAdmin),
+            None => Ok(None),
+        }
+    }
+
+    async fn login_throttle(&self, account: &str, source: &str) -> StoreResult<Option<LoginThrottle>> {
+        let row: Option<(i64, Option<OffsetDateTime>)> =
+            sqlx::query_as("SELECT failures, blocked_until FROM login_throttle WHERE account = $1 AND source = $2")
+                .bind(account)
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(failures, blocked_until)| LoginThrottle { failures, blocked_until }))
     }
 
     async fn record_login_failure(
         &self,
-        id: Uuid,
-        threshold: i64,
-        lock_until: OffsetDateTime,
+        account: &str,
+        source: &str,
+        policy: &ThrottlePolicy,
         now: OffsetDateTime,
-    ) -> StoreResult<i64> {
-        let count: i64 = sqlx::query_scalar(
-            "UPDATE users SET
-                failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN 1 ELSE failed_logins + 1 END,
-                locked_until = CASE
-                    WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN 1 ELSE failed_logins + 1 END) >= $2
-                    THEN $3
-                    WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN NULL
-                    ELSE locked_until END,
-                updated_at = $1
-             WHERE id = $4 RETURNING failed_logins",
+    ) -> StoreResult<LoginThrottle> {
+        let mut tx = self.pool.begin().await?;
+        // Pairs nobody tried for a while go: the table holds recent failures only.
+        sqlx::query("DELETE FROM login_throttle WHERE updated_at < $1")
+            .bind(policy.forget_before(now))
+            .execute(&mut *tx)
+            .await?;
+        // The upsert locks the pair's row until commit: concurrent failures count one by one.
+        let (failures, mut blocked_until): (i64, Option<OffsetDateTime>) = sqlx::query_as(
+            "INSERT INTO login_throttle (account, source, failures, updated_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (account, source) DO UPDATE SET failures = login_throttle.failures + 1, updated_at = $3
+             RETURNING failures, blocked_until",
         )
+        .bind(account)
+        .bind(source)
         .bind(now)
-        .bind(threshold)
-        .bind(lock_until)
-        .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(count)
+        if let Some(delay) = policy.delay(failures) {
+            let until = now + delay;
+            if blocked_until.is_none_or(|b| b < until) {
+                sqlx::query("UPDATE login_throttle SET blocked_until = $1 WHERE account = $2 AND source = $3")
+                    .bind(until)
+                    .bind(account)
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?;
+                blocked_until = Some(until);
+            }
+        }
+        tx.commit().await?;
+        Ok(LoginThrottle { failures, blocked_until })
     }
 
-    async fn record_login_success(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
+    async fn clear_login_failures(&self, account: &str, source: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_throttle WHERE account = $1 AND source = $2")
+            .bind(account)
+            .bind(source)
             .execute(&self.pool)
             .await?;
         Ok(())

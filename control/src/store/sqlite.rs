@@ -249,64 +249,95 @@ impl Store for SqliteStore {
     }
 
     async fn update_user(&self, id: Uuid, c: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>> {
+        // One statement: SQLite runs writes one at a time, so the count of enabled admins in
+        // the guard cannot change between the check and the write.
         let done = sqlx::query(
             "UPDATE users SET
-                display_name = COALESCE(?, display_name),
-                role = COALESCE(?, role),
-                disabled = COALESCE(?, disabled),
-                password_hash = COALESCE(?, password_hash),
-                failed_logins = CASE WHEN ? IS NOT NULL THEN 0 ELSE failed_logins END,
-                locked_until = CASE WHEN ? IS NOT NULL THEN NULL ELSE locked_until END,
-                updated_at = ?
-             WHERE id = ?",
+                display_name = COALESCE(?1, display_name),
+                role = COALESCE(?2, role),
+                disabled = COALESCE(?3, disabled),
+                password_hash = COALESCE(?4, password_hash),
+                failed_logins = CASE WHEN ?4 IS NOT NULL THEN 0 ELSE failed_logins END,
+                locked_until = CASE WHEN ?4 IS NOT NULL THEN NULL ELSE locked_until END,
+                updated_at = ?5
+             WHERE id = ?6 AND NOT (
+                role = 'admin' AND disabled = 0
+                AND (COALESCE(?3, 0) = 1 OR COALESCE(?2, 'admin') <> 'admin')
+                AND (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) <= 1)",
         )
         .bind(c.display_name)
         .bind(c.role.map(Role::as_str))
         .bind(c.disabled)
-        .bind(c.password_hash.clone())
-        .bind(c.password_hash.as_ref().map(|_| 1))
-        .bind(c.password_hash.as_ref().map(|_| 1))
+        .bind(c.password_hash)
         .bind(micros(now))
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
+        let user = self.user_by_id(id).await?;
+        if done.rows_affected() == 0 && user.is_some() {
+            return Err(StoreError::LastAdmin);
         }
-        self.user_by_id(id).await
+        Ok(user)
+    }
+
+    async fn login_throttle(&self, account: &str, source: &str) -> StoreResult<Option<LoginThrottle>> {
+        let row = sqlx::query("SELECT failures, blocked_until FROM login_throttle WHERE account = ? AND source = ?")
+            .bind(account)
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok(LoginThrottle {
+                    failures: r.try_get("failures")?,
+                    blocked_until: opt_from_micros(r.try_get("blocked_until")?),
+                })
+            })
+            .transpose()?)
     }
 
     async fn record_login_failure(
         &self,
-        id: Uuid,
-        threshold: i64,
-        lock_until: OffsetDateTime,
+        account: &str,
+        source: &str,
+        policy: &ThrottlePolicy,
         now: OffsetDateTime,
-    ) -> StoreResult<i64> {
-        let count: i64 = sqlx::query_scalar(
-            "UPDATE users SET
-                failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1 ELSE failed_logins + 1 END,
-                locked_until = CASE
-                    WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1 ELSE failed_logins + 1 END) >= ?2
-                    THEN ?3
-                    WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN NULL
-                    ELSE locked_until END,
-                updated_at = ?1
-             WHERE id = ?4 RETURNING failed_logins",
+    ) -> StoreResult<LoginThrottle> {
+        let forget = micros(policy.forget_before(now));
+        let mut tx = self.pool.begin().await?;
+        // Pairs nobody tried for a while go: the table holds recent failures only.
+        sqlx::query("DELETE FROM login_throttle WHERE updated_at < ?").bind(forget).execute(&mut *tx).await?;
+        let (failures, blocked): (i64, Option<i64>) = sqlx::query_as(
+            "INSERT INTO login_throttle (account, source, failures, updated_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (account, source) DO UPDATE SET failures = failures + 1, updated_at = ?3
+             RETURNING failures, blocked_until",
         )
+        .bind(account)
+        .bind(source)
         .bind(micros(now))
-        .bind(threshold)
-        .bind(micros(lock_until))
-        .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(count)
+        let mut blocked_until = opt_from_micros(blocked);
+        if let Some(delay) = policy.delay(failures) {
+            let until = now + delay;
+            if blocked_until.is_none_or(|b| b < until) {
+                sqlx::query("UPDATE login_throttle SET blocked_until = ? WHERE account = ? AND source = ?")
+                    .bind(micros(until))
+                    .bind(account)
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?;
+                blocked_until = Some(until);
+            }
+        }
+        tx.commit().await?;
+        Ok(LoginThrottle { failures, blocked_until })
     }
 
-    async fn record_login_success(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = ? WHERE id = ?")
-            .bind(micros(now))
-            .bind(id)
+    async fn clear_login_failures(&self, account: &str, source: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_throttle WHERE account = ? AND source = ?")
+            .bind(account)
+            .bind(source)
             .execute(&self.pool)
             .await?;
         Ok(())
