@@ -330,7 +330,7 @@ pub fn router(state: AppState) -> Router {
         crate::relays::routes::list, crate::relays::routes::drain, crate::relays::routes::resume,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonProblems),
     tags((name = "auth", description = "Login, sessions"), (name = "users", description = "Accounts"),
          (name = "ice", description = "Relay credentials"),
          (name = "relays", description = "Relay nodes: registry, load, drain"), (name = "audit", description = "Audit trail"),
@@ -351,6 +351,107 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
+}
+
+/// The problems every operation can answer, added to every `#[utoipa::path]` by what the
+/// operation has, so that no route's description forgets one: the extractors and middleware
+/// that produce them are shared (`problem.rs`, `auth/extract.rs`, the rate-limit layers), so
+/// the description of them is shared too. Every 4xx and 5xx is `application/problem+json`
+/// (RFC 9457, section 3) with the `Problem` schema, whatever the annotation said.
+struct CommonProblems;
+
+/// The routes behind a rate limit (`router`): 429 is theirs alone.
+const RATE_LIMITED: &[&str] = &["/v1/auth/login", "/v1/auth/refresh", "/v1/ice/credentials"];
+
+impl utoipa::Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let params = operation.parameters.as_deref().unwrap_or_default();
+                let in_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
+                let in_query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses.entry(status.to_string()).or_insert_with(|| problem_response(description).into());
+                };
+                if in_path || in_query || body {
+                    // ApiPath: a path segment of the wrong type; handlers: a query that
+                    // contradicts itself; ApiJson: malformed JSON.
+                    add(
+                        "400",
+                        "Malformed request: a path segment of the wrong type, malformed JSON, or contradictory parameters",
+                    );
+                }
+                if in_path {
+                    add("404", "No such resource (or not visible to the caller)");
+                }
+                if in_query || body {
+                    // ApiQuery and ApiJson: the request parses but does not fit the schema.
+                    add("422", "Invalid request content: `errors` names each field and why");
+                }
+                if body {
+                    add("413", "The body is larger than `max-body-bytes`");
+                    add("415", "The body is not sent as `application/json`");
+                }
+                if secured {
+                    add("401", "Authentication required: no bearer token, or an expired, revoked or forged one");
+                }
+                if RATE_LIMITED.contains(&path.as_str()) {
+                    add("429", "Too many requests from this address or account");
+                }
+                for (status, response) in responses.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(response) = response {
+                        if status.starts_with('4') || status.starts_with('5') {
+                            let description = std::mem::take(&mut response.description);
+                            let headers = std::mem::take(&mut response.headers);
+                            *response = problem_response(&description);
+                            response.headers.extend(headers);
+                        }
+                        if status == "401" {
+                            // problem.rs sets it on every 401 (RFC 6750, section 3).
+                            response.headers.insert(
+                                "WWW-Authenticate".into(),
+                                utoipa::openapi::header::HeaderBuilder::new()
+                                    .schema(
+                                        utoipa::openapi::ObjectBuilder::new()
+                                            .schema_type(utoipa::openapi::Type::String),
+                                    )
+                                    .description(Some("`Bearer`"))
+                                    .build(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An `application/problem+json` response with the shared `Problem` schema.
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    let description = if description.is_empty() { "Problem details (RFC 9457)" } else { description };
+    utoipa::openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            utoipa::openapi::content::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
 }
 
 /// The OpenAPI document, as served and as kept in docs/openapi.json.

@@ -20,6 +20,8 @@ use crate::problem::{ApiError, ApiResult, OptionalJson};
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IceRequest {
     /// Requested lifetime in seconds; clamped to the configured range.
+    #[serde(default, deserialize_with = "crate::problem::whole_in_range::<_, _, 1, 2_147_483_647>")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
     pub ttl: Option<u64>,
     /// Ask for `iceTransportPolicy: "relay"` (never expose host or reflexive addresses).
     #[serde(default)]
@@ -74,7 +76,10 @@ fn turn_urls(r: &RelayEntry) -> Vec<String> {
 }
 
 /// Issue a relay credential for the caller.
-#[utoipa::path(post, path = "/v1/ice/credentials", tag = "ice", request_body = IceRequest, security(("bearer" = [])),
+///
+/// The body is optional (`OptionalJson`): no body, or an empty one, means the defaults, which is
+/// how the README's `curl` and most clients ask; a body that is sent is held to the schema.
+#[utoipa::path(post, path = "/v1/ice/credentials", tag = "ice", request_body = Option<IceRequest>, security(("bearer" = [])),
     responses((status = 200, body = IceResponse), (status = 401, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
 pub async fn issue(

@@ -6,6 +6,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -219,7 +220,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         if empty {
             return Ok(OptionalJson(None));
         }
-        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| OptionalJson(Some(v)))
+        // A JSON `null` is the absent body too: the description says the body is optional,
+        // and OpenAPI clients send `null` for an optional body they leave out.
+        ApiJson::<Option<T>>::from_request(req, state).await.map(|ApiJson(v)| OptionalJson(v))
     }
 }
 
@@ -254,3 +257,79 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `deserialize_with` for an optional integer field that must lie in `MIN..=MAX`: the range
+/// the field's `#[param]`/`#[schema]` `minimum`/`maximum` describe, refused while the query or
+/// body is extracted (ApiQuery, ApiJson: a 422 naming the field), so that the description and
+/// the server cannot disagree about it.
+pub fn in_range<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Copy + Into<i128>,
+{
+    let v = Option::<T>::deserialize(d)?;
+    match v {
+        Some(x) if !(i128::from(MIN)..=i128::from(MAX)).contains(&x.into()) => {
+            Err(serde::de::Error::custom(format!("must be between {MIN} and {MAX}")))
+        }
+        _ => Ok(v),
+    }
+}
+
+/// An integer as JSON Schema counts them (JSON Schema 2020-12 core, section 4.2.2: a number
+/// with a zero fractional part is an integer, so `30.0` is 30), for JSON bodies, whose serde
+/// types would refuse `30.0`. Strings stay refused: `"30"` is not an integer.
+struct Whole(i128);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Whole, E> {
+                Ok(Whole(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Whole, E> {
+                // Beyond 2^53 a double no longer says which integer it is.
+                if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 {
+                    Ok(Whole(v as i128))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `deserialize_with` for an integer in a JSON body: `30` or `30.0` (see [`Whole`]).
+pub fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let Whole(v) = Whole::deserialize(d)?;
+    T::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is out of range")))
+}
+
+/// `deserialize_with` for an optional integer in a JSON body that must lie in `MIN..=MAX`, as
+/// its `#[schema(minimum, maximum)]` says; `30.0` counts as 30 (see [`Whole`]).
+pub fn whole_in_range<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    match Option::<Whole>::deserialize(d)? {
+        None => Ok(None),
+        Some(Whole(v)) if (i128::from(MIN)..=i128::from(MAX)).contains(&v) => {
+            T::try_from(v).map(Some).map_err(|_| serde::de::Error::custom(format!("{v} is out of range")))
+        }
+        Some(_) => Err(serde::de::Error::custom(format!("must be between {MIN} and {MAX}"))),
+    }
+}

@@ -17,18 +17,30 @@ use crate::store::{NewUser, Role, UserChanges};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateUser {
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^\s.\x00-\x1f\x7f-\x9f]([^\s\x00-\x1f\x7f-\x9f]*\.)+[^\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: String,
+    /// 1 to 200 characters, not blank, no control characters.
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub display_name: String,
     pub role: Role,
+    /// At least `auth.password-min-length` characters (default 12), at most 256; not the
+    /// e-mail's local part, not a common password, not one character repeated.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateUser {
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub display_name: Option<String>,
     pub role: Option<Role>,
     pub disabled: Option<bool>,
+    /// As for a new user.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: Option<String>,
 }
 
@@ -38,7 +50,11 @@ pub struct UpdateUser {
 pub struct UserQuery {
     pub role: Option<Role>,
     /// Default 50, at most 500.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// At most 1,000,000,000 (far past any list; a bound JSON Schema's doubles state exactly).
+    #[serde(default, deserialize_with = "crate::problem::in_range::<_, _, 0, 1_000_000_000>")]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<i64>,
 }
 

@@ -595,6 +595,66 @@ async fn openapi_is_served_and_the_docs_copy_is_current() {
     assert_eq!(kept, served, "docs/openapi.json is stale: rerun this test with UPDATE_OPENAPI=1");
 }
 
+/// Security issue 18, item 9: the description says what the server answers. Every problem is
+/// described as `application/problem+json`, every authenticated operation lists 401, every
+/// operation with a body 400/413/415/422, every ranged parameter its range; and the server
+/// keeps to it at the edges (control/tests/schemathesis/run fuzzes the rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_says_what_the_server_answers() {
+    let e = env(Engine::Sqlite).await;
+    let (_, doc) = e.get("/openapi.json", None).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                    assert_eq!(response["content"].as_object().unwrap().len(), 1, "{method} {path} {status}");
+                }
+            }
+            if op.get("security").is_some_and(|s| !s.as_array().unwrap().is_empty()) {
+                assert!(responses.contains_key("401"), "{method} {path} lists 401");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(responses.contains_key(status), "{method} {path} lists {status}");
+                }
+            }
+        }
+    }
+    let params = doc["paths"]["/v1/users"]["get"]["parameters"].as_array().unwrap();
+    let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
+    assert_eq!((param("limit")["minimum"].clone(), param("limit")["maximum"].clone()), (json!(1), json!(500)));
+    assert_eq!(
+        (param("offset")["minimum"].clone(), param("offset")["maximum"].clone()),
+        (json!(0), json!(1_000_000_000))
+    );
+    // The ICE body is optional, as the server has always treated it.
+    assert_ne!(doc["paths"]["/v1/ice/credentials"]["post"]["requestBody"]["required"], json!(true));
+
+    let admin = e.admin().await;
+    let (s, _) = e.get("/v1/users?offset=1000000000", Some(&admin)).await;
+    assert_eq!(s, StatusCode::OK);
+    for offset in ["1000000001", "-1", "-9223372036854775808", "99999999999999999999"] {
+        let (s, body) = e.get(&format!("/v1/users?offset={offset}"), Some(&admin)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "offset={offset}: {body}");
+        assert_eq!(body["type"], "/problems/validation");
+    }
+    // `null` is the absent optional body; `600.0` is the integer 600 (JSON Schema 2020-12).
+    let (s, body) = e.post("/v1/ice/credentials", Some(&admin), Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = e.post("/v1/ice/credentials", Some(&admin), json!({"ttl": 600.0})).await;
+    assert_eq!((s, body["ttl"].clone()), (StatusCode::OK, json!(600)), "{body}");
+    for ttl in [json!(0), json!(2_147_483_648u64), json!(600.5), json!("600")] {
+        let (s, body) = e.post("/v1/ice/credentials", Some(&admin), json!({"ttl": ttl})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "ttl={ttl}: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics() {
     for engine in engines() {

@@ -21,13 +21,18 @@ use crate::store::{NoticePurpose, PrivacyNotice, Role, StoreError};
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PublishNotice {
     /// A version label, unique: e.g. `2026-11` or `v3`.
+    #[schema(pattern = r"^[A-Za-z0-9-]{1,64}$")]
     pub version: String,
     /// BCP 47 language tag of the text, e.g. `tr` or `en-US`.
+    #[schema(max_length = 35, pattern = r"^[A-Za-z0-9]{1,8}(-[A-Za-z0-9]{1,8})*$")]
     pub language: String,
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub title: String,
-    /// The notice itself (plain text or Markdown).
+    /// The notice itself (plain text or Markdown), not blank, at most 100,000 bytes.
+    #[schema(pattern = r"\S")]
     pub body: String,
-    /// What consent is asked for; at least one purpose.
+    /// What consent is asked for: 1 to 20 purposes, each code once.
+    #[schema(min_items = 1, max_items = 20)]
     pub purposes: Vec<NoticePurpose>,
 }
 

@@ -88,7 +88,8 @@ fn check_times(start: OffsetDateTime, end: OffsetDateTime) -> ApiResult<()> {
 /// Book an appointment. Patients book for themselves, practitioners for their own calendar,
 /// admins for anyone. With `Idempotency-Key`, a repeated request returns the first result.
 #[utoipa::path(post, path = "/v1/appointments", tag = "scheduling", request_body = BookAppointment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe booking")), security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe booking: 1 to 128 printable ASCII characters",
+        min_length = 1, max_length = 128, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")), security(("bearer" = [])),
     responses((status = 201, body = AppointmentView), (status = 200, body = AppointmentView, description = "a repeated Idempotency-Key"),
               (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn book(
@@ -221,6 +222,8 @@ pub struct AppointmentQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<OffsetDateTime>,
+    /// At most 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -279,7 +282,8 @@ pub struct StatusChange {
 /// appointment booked for them records their confirmation (a care relationship) and leaves the
 /// status as it is. Each change commits with its audit event, named by `scheduling::actions`.
 #[utoipa::path(post, path = "/v1/appointments/{id}/{action}", tag = "scheduling",
-    params(("id" = Uuid, Path), ("action" = String, Path)), request_body = StatusChange, security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("action" = String, Path, pattern = "^(confirm|cancel|reschedule|arrive|check-in|complete|no-show|entered-in-error)$")),
+    request_body = Option<StatusChange>, security(("bearer" = [])),
     responses((status = 200, body = AppointmentView), (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
 pub async fn change(
     State(state): State<AppState>,

@@ -70,17 +70,19 @@ pub const MAX_RANGE_DAYS: i64 = 62;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WeeklyRule {
-    /// Day of the week: "monday" … "sunday".
+    /// Day of the week: "monday" … "sunday" (any case).
     #[serde(with = "weekday_name")]
-    #[schema(value_type = String, example = "monday")]
+    #[schema(value_type = String, example = "monday",
+        pattern = "^([Mm][Oo][Nn]|[Tt][Uu][Ee][Ss]|[Ww][Ee][Dd][Nn][Ee][Ss]|[Tt][Hh][Uu][Rr][Ss]|[Ff][Rr][Ii]|[Ss][Aa][Tt][Uu][Rr]|[Ss][Uu][Nn])[Dd][Aa][Yy]$")]
     pub weekday: Weekday,
     /// Local start, inclusive ("09:00" or "09:00:00").
-    #[schema(value_type = String, example = "09:00:00")]
+    #[schema(value_type = String, example = "09:00:00", pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
     pub from: Time,
     /// Local end, exclusive; after `from` on the same date.
-    #[schema(value_type = String, example = "17:00:00")]
+    #[schema(value_type = String, example = "17:00:00", pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
     pub to: Time,
     /// Length of each slot, 5 to 240 minutes.
+    #[serde(deserialize_with = "crate::problem::whole")]
     #[schema(example = 30, minimum = 5, maximum = 240)]
     pub slot_minutes: u32,
 }
@@ -103,7 +105,7 @@ pub enum Exception {
         #[schema(value_type = String, format = DateTime, example = "2026-03-07T10:00:00Z")]
         to: Timestamp,
         /// Length of each slot, 5 to 240 minutes.
-        #[serde(rename = "slotMinutes")]
+        #[serde(rename = "slotMinutes", deserialize_with = "crate::problem::whole")]
         #[schema(example = 30, minimum = 5, maximum = 240)]
         slot_minutes: u32,
     },

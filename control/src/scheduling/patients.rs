@@ -26,13 +26,22 @@ time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreatePatient {
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub display_name: String,
+    /// Not in the future.
     #[serde(default, with = "iso_date::option")]
     #[schema(value_type = Option<String>, format = Date)]
     pub birth_date: Option<Date>,
+    #[schema(max_length = 32)]
     pub national_id: Option<String>,
+    #[schema(max_length = 32)]
     pub phone: Option<String>,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^\s.\x00-\x1f\x7f-\x9f]([^\s\x00-\x1f\x7f-\x9f]*\.)+[^\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: Option<String>,
+    #[schema(max_length = 4000)]
     pub notes: Option<String>,
     /// The patient's login account (role patient), if any. A patient creating their own
     /// record must give their own id.
@@ -168,15 +177,23 @@ pub async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdatePatient {
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub display_name: Option<String>,
     #[serde(default, with = "iso_date::option")]
     #[schema(value_type = Option<String>, format = Date)]
     pub birth_date: Option<Date>,
     /// For each identifying field: a value replaces it, an empty string removes it, absence
     /// keeps it.
+    #[schema(max_length = 32)]
     pub national_id: Option<String>,
+    #[schema(max_length = 32)]
     pub phone: Option<String>,
+    #[schema(
+        max_length = 254,
+        pattern = r"^$|^[^@\s\x00-\x1f\x7f-\x9f]+@[^\s.\x00-\x1f\x7f-\x9f]([^\s\x00-\x1f\x7f-\x9f]*\.)+[^\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: Option<String>,
+    #[schema(max_length = 4000)]
     pub notes: Option<String>,
 }
 
@@ -258,7 +275,11 @@ pub struct PatientQuery {
     /// Exact e-mail address (case-insensitive).
     pub email: Option<String>,
     /// At most 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// At most 1,000,000,000 (far past any list; a bound JSON Schema's doubles state exactly).
+    #[serde(default, deserialize_with = "crate::problem::in_range::<_, _, 0, 1_000_000_000>")]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<i64>,
 }
 

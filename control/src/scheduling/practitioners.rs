@@ -16,9 +16,12 @@ use crate::store::{Practitioner, Role};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreatePractitioner {
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub display_name: String,
+    #[schema(max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub specialty: String,
-    /// IANA time zone, e.g. Europe/Istanbul.
+    /// IANA time zone, e.g. Europe/Istanbul (a name the time zone database knows).
+    #[schema(example = "Europe/Istanbul", pattern = r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")]
     pub time_zone: String,
     /// The practitioner's login account (role practitioner), if any.
     pub user_id: Option<Uuid>,
@@ -115,7 +118,11 @@ pub struct PractitionerQuery {
     /// Only this specialty (exact, case-insensitive).
     pub specialty: Option<String>,
     /// At most 200 (default 100).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// At most 1,000,000,000 (far past any list; a bound JSON Schema's doubles state exactly).
+    #[serde(default, deserialize_with = "crate::problem::in_range::<_, _, 0, 1_000_000_000>")]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<i64>,
 }
 

@@ -10,9 +10,11 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NoticePurpose {
     /// A stable code, e.g. `health-data-processing`, `cross-border-transfer`.
+    #[schema(pattern = r"^[a-z0-9-]{1,64}$")]
     pub code: String,
     /// Whether a patient must give it before booking or joining a consultation.
     pub required: bool,
+    #[schema(max_length = 2000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub description: String,
 }
 
