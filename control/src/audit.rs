@@ -78,7 +78,8 @@ tokio::task_local! {
 pub async fn audit_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let actor = crate::app::bearer_subject(&state, request.headers()).and_then(|s| s.parse::<Uuid>().ok());
+    // Only the header is kept: the token is verified for the few answers that are 403s.
+    let authorization = request.headers().get(axum::http::header::AUTHORIZATION).cloned();
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (response, audited) = REFUSAL_AUDITED
         .scope(std::cell::Cell::new(false), async {
@@ -92,7 +93,11 @@ pub async fn audit_refusals(State(state): State<AppState>, request: Request, nex
     let mut audit = Audit::new("access.denied", &ClientIp(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())))
         .target(format!("{method} {path}"))
         .outcome("denied");
-    if let Some(actor) = actor {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(value) = authorization {
+        headers.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    if let Some(actor) = crate::app::bearer_subject(&state, &headers).and_then(|s| s.parse::<Uuid>().ok()) {
         audit = audit.actor(actor);
     }
     if let Err(e) = state.audit(audit).await {
