@@ -65,6 +65,7 @@ pub struct AvailabilityQuery {
     #[param(value_type = String, format = DateTime)]
     pub to: String,
     /// Slots per page, 1 to 1000 (default 500).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
