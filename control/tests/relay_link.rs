@@ -299,6 +299,45 @@ async fn relays_register_report_load_drain_on_order_and_outlive_the_control_plan
     a.terminate();
 }
 
+/// Issue 18 item 7: a control plane that dies without a word (SIGKILL, a host lost, a cut
+/// path) closes nothing, so only the link's keep-alives and idle timeout (1 s and 3 s,
+/// `teletip_link::tls`) tell the relay. It knows within 5 s, not after a 15 s idle timeout,
+/// and an idle link does not drop meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_notices_a_killed_control_plane_within_five_seconds() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca");
+    make_cert(pki, "ca", "control.test", "serverAuth");
+    make_cert(pki, "ca", "relay-a.test", "clientAuth");
+    let link_port = free_udp_port();
+    let e = env_with(Engine::Sqlite, &link_config(pki, link_port)).await;
+    let secret = e.control.dir.join("data/relay.secret");
+    let mut a = Relay::start(pki, "relay-a.test", link_port, &secret, (24240, 24279));
+    eventually(Duration::from_secs(20), "A's link is up", || async {
+        a.metric("teletip_control_link_up").await == Some(1.0)
+    })
+    .await;
+    // Longer than the idle timeout: keep-alives (and the load reports) hold the link up.
+    let steady = Instant::now();
+    while steady.elapsed() < Duration::from_secs(6) {
+        assert_eq!(a.metric("teletip_control_link_up").await, Some(1.0), "the link stays up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let Env { control, .. } = e;
+    let killed = Instant::now();
+    // Dropping a Control kills its process with SIGKILL (std's Child::kill): no QUIC close
+    // reaches the relay.
+    drop(control);
+    eventually(Duration::from_secs(5), "A notices the killed control plane", || async {
+        a.metric("teletip_control_link_up").await == Some(0.0)
+    })
+    .await;
+    eprintln!("control plane killed: link_up read 0 after {:?}", killed.elapsed());
+    a.terminate();
+}
+
 /// The same control plane again (same configuration file, database and data directory).
 fn restart(dir: &Path, database_url: &str, config: &PathBuf) -> Control {
     let extra = std::fs::read_to_string(config).unwrap();

@@ -105,7 +105,8 @@ async fn connect(context: &LinkContext) -> Result<(quinn::Endpoint, quinn::Conne
     for addr in addrs {
         let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
         let endpoint = quinn::Endpoint::client(SocketAddr::new(any, 0)).map_err(LinkError::Socket)?;
-        // An address that does not answer costs the link's idle timeout (15 s) before the next.
+        // An address that does not answer costs the link's idle timeout (teletip_link::tls::
+        // IDLE_TIMEOUT, 3 s) before the next.
         let attempt = match endpoint.connect_with(context.client.clone(), addr, &link.server_name) {
             Ok(connecting) => connecting.await.map_err(LinkError::from),
             Err(e) => Err(e.into()),
@@ -124,6 +125,9 @@ async fn connect(context: &LinkContext) -> Result<(quinn::Endpoint, quinn::Conne
 async fn session(context: &LinkContext) -> Result<(), LinkError> {
     let (endpoint, connection, addr) = connect(context).await?;
     let result = registered_session(context, &connection, addr).await;
+    // Down from now on, not after the bounded wait for the close below: a control plane that
+    // died is reported within the link's idle timeout.
+    ::metrics::gauge!("teletip_control_link_up").set(0.0);
     // A frame error on a closed connection only says "connection lost": the reason the
     // connection closed (the control plane refused this node's certificate, or is stopping)
     // tells the operator more.

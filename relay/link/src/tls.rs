@@ -13,8 +13,21 @@ use thiserror::Error;
 
 use crate::ALPN;
 
-/// A dead link is noticed within this long (keep-alives flow every third of it).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The connection closes after this long without a packet from the peer (RFC 9000 §10.1).
+/// Both ends set it, so it is what they negotiate. A dead link (the peer killed, its host gone,
+/// the path cut) is therefore noticed within this plus [`KEEP_ALIVE_INTERVAL`], 4 s: the timer
+/// also restarts at the first packet an end sends after the last one it received, which comes
+/// at most one keep-alive later. A relay reports `teletip_control_link_up 0` and redials then;
+/// the control plane marks the relay disconnected at the same time.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Each end sends a PING this often when it has sent nothing else, and the peer acknowledges
+/// it, so a live link carries a packet each way every second even when idle (about 50 bytes a
+/// second). Three of them fit in the idle timeout, and a lost one is probed again after a probe
+/// timeout (RFC 9002 §6.2), so a link is only declared dead after three seconds without a
+/// single packet getting through, not after one lost packet; and quinn never lets the timeout
+/// fall below three probe timeouts (`3 × PTO`, RFC 9000 §10.1), so a slow, loaded path with a
+/// long round-trip time gets longer before it is dropped.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum TlsError {
@@ -59,8 +72,8 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(IDLE_TIMEOUT / 3));
-    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("15 s is a valid idle timeout")));
+    t.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("3 s is a valid idle timeout")));
     // One stream per connection is the whole protocol.
     t.max_concurrent_uni_streams(0u8.into());
     t.max_concurrent_bidi_streams(1u8.into());

@@ -914,6 +914,28 @@ fn a_message_of_the_most_attributes_still_decodes_once_signed_and_fingerprinted(
     );
 }
 
+/// The input `cargo +nightly fuzz run codec` found at the commit before the fix
+/// (fuzz/artifacts/codec/crash-e7b8c8bf0f26d9724e4d020bde162bcb9b1d4b7b): a Binding request of
+/// 32 attributes that, written back with MESSAGE-INTEGRITY-SHA256 and FINGERPRINT, did not
+/// decode (`TooManyAttributes`).
+const FUZZ_CRASH_TOO_MANY_ATTRIBUTES: &str = "000100e02112a44278ad3433c6ad72007478616d706c004e000700520000000400000000000000000000000000000000\
+000000000000000000160000000000000000000000080000000000000000000000000000000000000000000000000002\
+000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000\
+000000000000000024000000000000000000000000000000000000000000000000000000000000000000000000000000\
+0000000000000000000000000000000000000000000000000000000000000014f66924656dd64a3d02b8e0712e85c9a2\
+8ca89676";
+
+#[test]
+fn the_fuzzers_too_many_attributes_input_decodes_once_signed() {
+    let input = unhex(FUZZ_CRASH_TOO_MANY_ATTRIBUTES);
+    let msg = Message::decode(&input).expect("the fuzzer's input decodes");
+    exercise(&msg, &input);
+    let signed = re_encode_signed(&msg, &[IntegrityKind::Sha256], true).expect("the writer takes it");
+    let again = Message::decode(&signed).expect("our own encoding decodes");
+    assert_eq!(again.verify_integrity(&our_key()), Some(IntegrityKind::Sha256));
+    assert!(again.has_fingerprint());
+}
+
 /// The other half of the same invariant: the writer refuses the attribute the decoder would
 /// not read, with a typed error, and still closes the message.
 #[test]
