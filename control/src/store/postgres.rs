@@ -110,16 +110,6 @@ fn appointment_from_row(r: &PgRow) -> Result<Appointment, sqlx::Error> {
     })
 }
 
-/// The care relationship of `scheduling::access` as SQL over an appointment `a` (see the
-/// SQLite store's twin): the patient booked or confirmed it, it was booked by `now`, it did not
-/// end before `ended_after`, and it is neither cancelled nor entered in error.
-pub(super) fn care_relationship(now: &str, ended_after: &str) -> String {
-    format!(
-        "a.patient_confirmed_at IS NOT NULL AND a.created_at <= {now} AND a.ends_at >= {ended_after}
-         AND a.status NOT IN ('cancelled', 'entered-in-error')"
-    )
-}
-
 /// Appends `e` to the hash chain inside the caller's transaction. The advisory lock is held
 /// until that transaction ends, so appends are serialised across every control instance and
 /// each reads the hash its predecessor committed. Callers write their health data first and

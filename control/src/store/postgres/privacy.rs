@@ -7,8 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    PostgresStore, append_audit_in, care_relationship, is_unique_violation, patient_from_row, practitioner_from_row,
-    session_from_row,
+    PostgresStore, append_audit_in, is_unique_violation, patient_from_row, practitioner_from_row, session_from_row,
 };
 use crate::store::*;
 

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, append_audit_in, care_relationship, from_micros, is_unique_violation, micros, patient_from_row,
-    practitioner_from_row, session_from_row,
+    SqliteStore, append_audit_in, from_micros, is_unique_violation, micros, patient_from_row, practitioner_from_row,
+    session_from_row,
 };
 use crate::store::*;
 
