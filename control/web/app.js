@@ -36,6 +36,9 @@
     ending: false, // my room:end is in flight
     remoteMedia: null, // the other side's last media:state
     dropped: new Set(), // peers whose connection dropped (room:peer-left disconnected)
+    // While my room:join is unanswered: the room events that arrived meanwhile, applied after
+    // the answer (see heldDuringJoin). null when no join is in flight.
+    heldEvents: null,
   };
 
   const media = {
@@ -364,6 +367,7 @@
     room.ending = false;
     room.remoteMedia = null;
     room.dropped = new Set();
+    room.heldEvents = null;
   }
 
   async function getLocalMedia() {
@@ -479,18 +483,18 @@
       room.state = "waiting";
       renderRoom();
     });
-    socket.on("lobby:patient-arrived", (p) => {
+    socket.on("lobby:patient-arrived", heldDuringJoin((p) => {
       if (!room.waiting.some((w) => w.peerId === p.peerId)) room.waiting.push({ peerId: p.peerId, role: p.role });
       renderWaiting();
       announce("Your patient is in the waiting room.");
-    });
-    socket.on("lobby:admitted", (p) => {
+    }));
+    socket.on("lobby:admitted", heldDuringJoin((p) => {
       room.state = "admitted";
       room.peers = p.peers || [];
       renderRoom();
       sendMediaState();
       announce("The practitioner let you in. Connecting the video…");
-    });
+    }));
     socket.on("lobby:denied", () => {
       room.ended = "denied";
       announce("The practitioner could not admit you to this consultation.");
@@ -499,7 +503,7 @@
       $("lobby").hidden = true;
       showError("room-error", "You were not admitted to this consultation. Please contact the practice.");
     });
-    socket.on("room:peer-joined", (p) => {
+    socket.on("room:peer-joined", heldDuringJoin((p) => {
       room.waiting = room.waiting.filter((w) => w.peerId !== p.peerId);
       if (!room.peers.some((x) => x.peerId === p.peerId)) room.peers.push({ peerId: p.peerId, role: p.role });
       renderWaiting();
@@ -509,8 +513,8 @@
       // reload before it answered): an unanswered offer is then made again.
       const resumed = room.dropped.delete(p.peerId);
       if (room.role === "practitioner") startCall(p.peerId, resumed);
-    });
-    socket.on("room:peer-left", (p) => {
+    }));
+    socket.on("room:peer-left", heldDuringJoin((p) => {
       room.waiting = room.waiting.filter((w) => w.peerId !== p.peerId);
       renderWaiting();
       if (p.reason === "disconnected") {
@@ -526,7 +530,7 @@
         $("remote-media").textContent = "";
         announce("The other participant left the consultation.");
       }
-    });
+    }));
     // Signals are handled one after the other: each step is asynchronous, and an offer, its
     // candidates or a second offer must not overtake one another.
     socket.on("signal:offer", (m) => inOrder(() => onOffer(m)));
@@ -567,6 +571,28 @@
 
   let authExpiredPending = false;
 
+  /**
+   * A room event handler that waits for my join's answer. The server announces a newcomer to
+   * the room at once, but answers my own room:join only after it has issued my credentials and
+   * written the audit event: an arrival can reach me before the answer whose snapshot
+   * (`waiting`, `peers`) predates it. Applied at once, the snapshot would then overwrite it and
+   * the waiting patient would vanish from the list; held and applied after the snapshot, it is
+   * kept. (The handlers are idempotent, so an event the snapshot already reflects is harmless.)
+   */
+  function heldDuringJoin(handler) {
+    return (...args) => {
+      if (room.heldEvents) room.heldEvents.push(() => handler(...args));
+      else handler(...args);
+    };
+  }
+
+  /** Applies the room events held while a join was unanswered (or drops them: `apply` false). */
+  function releaseHeldEvents(apply) {
+    const held = room.heldEvents || [];
+    room.heldEvents = null;
+    if (apply) for (const run of held) run();
+  }
+
   function closeSocket() {
     if (room.socket) {
       room.socket.removeAllListeners();
@@ -584,14 +610,16 @@
     // reload within 60 s) and starts afresh otherwise. Retried when unanswered, which is safe
     // for the same reason (a lost packet, a slow server).
     let ack;
+    room.heldEvents = [];
     for (let attempt = 0; attempt < 3; attempt++) {
       const socket = room.socket;
-      if (!socket || !socket.connected) return;
+      if (!socket || !socket.connected) return releaseHeldEvents(false);
       ack = await emit("room:join", { appointmentId: a.id, resume: true }, 4000);
-      if (room.socket !== socket) return;
+      if (room.socket !== socket) return releaseHeldEvents(false);
       if (!ack || !ack.error || ack.error.code !== "timeout") break;
     }
     if (!ack || !ack.ok) {
+      releaseHeldEvents(false);
       const code = ack && ack.error ? ack.error.code : "error";
       showError("room-error", `Cannot join: ${errText(ack)}`);
       announce(`Cannot join the consultation: ${errText(ack)}`);
@@ -628,6 +656,7 @@
       for (const p of room.peers) if (p.role === "patient") startCall(p.peerId);
     }
     sendMediaState();
+    releaseHeldEvents(true);
   }
 
   function renderRoom() {

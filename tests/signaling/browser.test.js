@@ -138,6 +138,13 @@ async function withTwoPages(tag, fn) {
   try {
     await fn(doc, pat);
   } catch (e) {
+    // What each page knew when the test gave up: a failure on a CI machine is read from this.
+    for (const page of [doc, pat]) {
+      const seen = await page
+        .evaluate(() => ({ state: window.teletip?.state, error: document.getElementById("room-error")?.textContent }))
+        .catch((err) => ({ unreadable: String(err) }));
+      console.error(`${page.label} when the test failed: ${JSON.stringify(seen)}; problems: ${JSON.stringify(page.problems)}`);
+    }
     await doc.screenshot({ path: join(ARTIFACTS, `practitioner-${tag}-failed.png`), fullPage: true }).catch(() => {});
     await pat.screenshot({ path: join(ARTIFACTS, `patient-${tag}-failed.png`), fullPage: true }).catch(() => {});
     throw e;
@@ -177,6 +184,70 @@ test("the control plane serves control/web as it is, under the strict CSP", asyn
       assert.ok(csp.split(";").map((d) => d.trim()).includes(directive), `${path}: CSP ${csp} lacks ${directive}`);
     }
   }
+});
+
+/**
+ * Makes the page hold every answer to its `room:join` until `window.releaseJoinAnswers()`:
+ * the answer then reaches the page after events the server sent later, as it does when the
+ * server is slow to answer (it issues credentials and writes the audit event first) while it
+ * announces a newcomer at once. Installed before the page's scripts run; it wraps the global
+ * `io` the vendored Socket.IO client defines.
+ */
+async function holdJoinAnswers(page) {
+  await page.addInitScript(() => {
+    const held = [];
+    window.heldJoinAnswers = () => held.length;
+    window.releaseJoinAnswers = () => held.splice(0).forEach((deliver) => deliver());
+    let io;
+    Object.defineProperty(window, "io", {
+      configurable: true,
+      get: () => io,
+      set(realIo) {
+        io = (...args) => {
+          const socket = realIo(...args);
+          const emit = socket.emit.bind(socket);
+          socket.emit = (event, ...rest) => {
+            const answer = rest[rest.length - 1];
+            if (event === "room:join" && typeof answer === "function") {
+              rest[rest.length - 1] = (...a) => held.push(() => answer(...a));
+            }
+            return emit(event, ...rest);
+          };
+          return socket;
+        };
+      },
+    });
+  });
+}
+
+// The race CI met on a slow machine: the practitioner joins, the patient arrives while the
+// practitioner's join is still unanswered, and the answer's (older) waiting list must not
+// hide the patient the arrival announced.
+test("a patient arriving while the practitioner's join is unanswered stays on the waiting list", async () => {
+  await c.relogin();
+  const { practitioner, patient, appointment } = await c.pair({ practitioner: "Dr. Deniz Aksoy", patient: "Ece Tan" });
+  await withTwoPages("join-race", async (doc, pat) => {
+    await holdJoinAnswers(doc);
+    await logIn(doc, practitioner);
+    await logIn(pat, patient);
+    await openAppointmentAndJoin(doc, appointment.id);
+    await doc.waitForFunction(() => window.heldJoinAnswers() > 0);
+    // The patient joins and waits; the server announced the arrival to the practitioner's
+    // socket before it answered the patient.
+    await openAppointmentAndJoin(pat, appointment.id);
+    await pat.getByTestId("lobby").waitFor();
+    // The arrival was sent before the patient's answer; half a second lets it land.
+    await new Promise((r) => setTimeout(r, 500));
+    await doc.evaluate(() => window.releaseJoinAnswers());
+    const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
+    await waiting.waitFor({ timeout: 10000 });
+    assert.match(await waiting.textContent(), /Ece Tan is waiting/);
+    assert.deepEqual(
+      (await doc.evaluate(() => window.teletip.state.waiting)).map((w) => w.role),
+      ["patient"],
+      "the practitioner's waiting list",
+    );
+  });
 });
 
 // Hospital networks that let no UDP out: the control plane offers only `turn:…?transport=tcp`,
