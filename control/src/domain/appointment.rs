@@ -69,6 +69,28 @@ pub fn may_reschedule(status: AppointmentStatus) -> bool {
     status == AppointmentStatus::Booked
 }
 
+/// What happens in a consultation room that moves its appointment on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A patient entered the lobby.
+    PatientWaiting,
+    /// The practitioner admitted the patient.
+    Admitted,
+    /// The practitioner ended the consultation.
+    Ended,
+}
+
+/// The statuses a room event moves an appointment from, in the order tried, and the status it
+/// moves it to. Any other status (already further on, cancelled meanwhile…) is left as it is.
+pub fn follow(event: RoomEvent) -> (&'static [AppointmentStatus], AppointmentStatus) {
+    use AppointmentStatus::*;
+    match event {
+        RoomEvent::PatientWaiting => (&[Booked], Arrived),
+        RoomEvent::Admitted => (&[Arrived, Booked], CheckedIn),
+        RoomEvent::Ended => (&[CheckedIn, Arrived], Fulfilled),
+    }
+}
+
 /// Booked appointments that started before this instant, with nobody arrived, are no-shows.
 pub fn no_show_cutoff(now: OffsetDateTime, grace: Duration) -> OffsetDateTime {
     now - grace
@@ -98,6 +120,14 @@ mod tests {
         assert_eq!(verb("check-in"), Some((AppointmentStatus::CheckedIn, false)));
         assert_eq!(verb("no-show"), Some((AppointmentStatus::Noshow, false)));
         assert_eq!(verb("delete"), None);
+    }
+
+    #[test]
+    fn the_room_moves_its_appointment_only_along_legal_transitions() {
+        for event in [RoomEvent::PatientWaiting, RoomEvent::Admitted, RoomEvent::Ended] {
+            let (from, to) = follow(event);
+            assert!(from.iter().all(|s| s.can_become(to)), "{event:?}: {from:?} -> {to:?}");
+        }
     }
 
     #[test]

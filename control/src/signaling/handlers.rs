@@ -21,10 +21,11 @@ use crate::app::ClientIp;
 use crate::audit::Audit;
 use crate::auth::ended::Ended;
 use crate::auth::extract::{TokenRefusal, authenticate as check_token, still_live as caller_still_live};
+use crate::domain::appointment::RoomEvent;
 use crate::domain::consultation::{AUDIT_JOIN, Admission, JoinRefusal, rfc3339};
 use crate::problem::ApiError;
 use crate::scheduling::session::JoinError;
-use crate::store::{AppointmentStatus, Role};
+use crate::store::Role;
 
 fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
@@ -205,15 +206,10 @@ fn peer_view(p: &Participant) -> Value {
     json!({ "peerId": p.peer_id, "role": p.role })
 }
 
-/// Moves an appointment on when the room says so; a status that does not allow the move
-/// (already checked in, cancelled meanwhile…) is left as it is.
-async fn follow_status(
-    sig: &Signaling,
-    conn: &Conn,
-    appointment: Uuid,
-    from: &[AppointmentStatus],
-    to: AppointmentStatus,
-) {
+/// Moves an appointment on as `domain::appointment::follow` says for the room's event; a status
+/// that does not allow the move (already checked in, cancelled meanwhile…) is left as it is.
+async fn follow_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: RoomEvent) {
+    let (from, to) = crate::domain::appointment::follow(event);
     for expected in from {
         // The event commits with the change; its name is the REST verb's (one vocabulary).
         let event = audit(conn, crate::scheduling::actions::transition(to))
@@ -327,7 +323,7 @@ async fn join<A: Adapter>(
         PeerState::Waiting => {
             let _ = s.emit("lobby:waiting", &json!({ "peerId": peer_id }));
             let _ = s.to(rooms::practitioner(id)).emit("lobby:patient-arrived", &peer_view(&me)).await;
-            follow_status(sig, conn, id, &[AppointmentStatus::Booked], AppointmentStatus::Arrived).await;
+            follow_status(sig, conn, id, RoomEvent::PatientWaiting).await;
         }
         PeerState::Admitted => {
             let _ = s.to(rooms::members(id)).emit("room:peer-joined", &peer_view(&me)).await;
@@ -575,14 +571,7 @@ async fn admit<A: Adapter>(
         .collect();
     let _ = rtc(io).to(peer_room).emit("lobby:admitted", &json!({ "peerId": patient.peer_id, "peers": peers })).await;
     sig.app.audit(audit(conn, "consultation.admit").target(format!("{id}:{}", patient.peer_id))).await?;
-    follow_status(
-        sig,
-        conn,
-        id,
-        &[AppointmentStatus::Arrived, AppointmentStatus::Booked],
-        AppointmentStatus::CheckedIn,
-    )
-    .await;
+    follow_status(sig, conn, id, RoomEvent::Admitted).await;
     Ok(json!({ "peerId": patient.peer_id }))
 }
 
@@ -629,14 +618,7 @@ async fn end<A: Adapter>(
     sig.directory.clear(id).await?;
     conn.set_joined(None);
     sig.app.audit(audit(conn, "consultation.end").target(id.to_string())).await?;
-    follow_status(
-        sig,
-        conn,
-        id,
-        &[AppointmentStatus::CheckedIn, AppointmentStatus::Arrived],
-        AppointmentStatus::Fulfilled,
-    )
-    .await;
+    follow_status(sig, conn, id, RoomEvent::Ended).await;
     Ok(Value::Null)
 }
 
