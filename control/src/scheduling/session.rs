@@ -18,7 +18,7 @@ use crate::domain::consultation::{
 };
 use crate::ice::IceResponse;
 use crate::problem::{ApiError, ApiPath, ApiResult};
-use crate::store::{Appointment, Role};
+use crate::store::Role;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -68,12 +68,7 @@ impl From<crate::store::StoreError> for JoinError {
 /// appointment, the caller's record and, for a patient, the missing consents; asks the rule;
 /// audits a refusal under `audit` (the door's action, actor and target set) with the
 /// refusal's outcome. The success is the door's to audit, after it has done its work.
-pub async fn admission(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-    audit: Audit,
-) -> Result<(Appointment, Admission), JoinError> {
+pub async fn admission(state: &AppState, caller: &Caller, id: Uuid, audit: Audit) -> Result<Admission, JoinError> {
     let a = state.store().appointment(id).await?.ok_or(ApiError::NotFound)?;
     let party = match scope(state, caller).await? {
         Scope::Patient(p) => Party::Patient(p),
@@ -91,7 +86,7 @@ pub async fn admission(
     };
     let now = state.clock().now();
     match may_join(JoinRequest { appointment: &a, caller: party, missing_consent, rule, now }) {
-        Ok(admission) => Ok((a, admission)),
+        Ok(admission) => Ok(admission),
         Err(refusal) => {
             state.audit(audit.outcome(refusal.outcome())).await?;
             Err(JoinError::Refused(refusal))
@@ -122,7 +117,7 @@ pub async fn join(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ConsultationSession>> {
     let audit = Audit::new(AUDIT_SESSION, &ip).actor(caller.user_id).target(id.to_string());
-    let (_, Admission { role, window }) = admission(&state, &caller, id, audit.clone()).await.map_err(|e| match e {
+    let Admission { role, window } = admission(&state, &caller, id, audit.clone()).await.map_err(|e| match e {
         JoinError::Refused(r) => http_refusal(r),
         JoinError::Failed(e) => e,
     })?;

@@ -251,7 +251,7 @@ async fn join<A: Adapter>(
     let caller = conn.caller();
     let id = req.appointment_id;
     let denied = audit(conn, AUDIT_JOIN).target(id.to_string());
-    let (_, Admission { role, window }) =
+    let Admission { role, window } =
         crate::scheduling::session::admission(&sig.app, &caller, id, denied).await.map_err(|e| match e {
             JoinError::Refused(r) => socket_refusal(r),
             JoinError::Failed(ApiError::NotFound) => Refusal::new(Code::NotFound, "no such appointment"),
