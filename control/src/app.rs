@@ -36,6 +36,7 @@ struct Inner {
     relays: Arc<crate::relays::Relays>,
     /// Where ended sessions are announced to the signaling layer.
     sessions_ended: crate::auth::ended::SessionsEnded,
+    clock: crate::clock::Clock,
 }
 
 #[derive(Clone)]
@@ -49,6 +50,7 @@ impl AppState {
         ice_secrets: Vec<(String, Vec<u8>)>,
         metrics: PrometheusHandle,
         fields: crate::crypto::FieldKeys,
+        clock: crate::clock::Clock,
     ) -> AppState {
         let dummy_hash = crate::auth::password::hash("not a password of anybody");
         let stale_after = config.relay_link.as_ref().map_or(15, |l| l.stale_after_seconds);
@@ -72,7 +74,13 @@ impl AppState {
             dummy_hash,
             relays,
             sessions_ended,
+            clock,
         }))
+    }
+
+    /// Where every time-dependent rule reads `now` (see clock.rs).
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.0.clock
     }
 
     pub fn sessions_ended(&self) -> &crate::auth::ended::SessionsEnded {

@@ -14,6 +14,7 @@ use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::config::RelayEntry;
+use crate::domain::ice_lifetime::{self, TtlBounds};
 use crate::problem::{ApiError, ApiResult, OptionalJson};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -90,11 +91,9 @@ pub async fn issue(
 ) -> ApiResult<Json<IceResponse>> {
     let req = body.0.unwrap_or_default();
     let cfg = &state.config().ice;
-    if req.ttl == Some(0) {
-        return Err(ApiError::field("ttl", "must be positive"));
-    }
-    let ttl = req.ttl.unwrap_or(cfg.default_ttl).clamp(cfg.min_ttl, cfg.max_ttl);
-    let expires_at = crate::clock::now() + time::Duration::seconds(ttl as i64);
+    let bounds = TtlBounds { default: cfg.default_ttl, min: cfg.min_ttl, max: cfg.max_ttl };
+    let expires_at = ice_lifetime::expiry(req.ttl, bounds, state.clock().now())
+        .map_err(|e| ApiError::field("ttl", e.to_string()))?;
     Ok(Json(credentials(&state, &ip, &caller, expires_at, req.relay_only, None).await?))
 }
 
@@ -128,9 +127,8 @@ pub async fn credentials(
     relay_only: bool,
     purpose: Option<String>,
 ) -> ApiResult<IceResponse> {
-    let now = crate::clock::now();
-    // Rounded up: the caller's clock read came a moment before this one.
-    let ttl = (((expires_at - now).whole_milliseconds() + 999) / 1000).max(1) as u64;
+    let now = state.clock().now();
+    let ttl = ice_lifetime::ttl_seconds(expires_at, now);
     let mut raw = [0u8; 12];
     rand::rng().fill_bytes(&mut raw);
     let session_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -168,6 +166,6 @@ pub async fn credentials(
         ice_transport_policy: relay_only.then_some("relay"),
         ttl,
         expires_at,
-        refresh_after: now + time::Duration::seconds((ttl * 8 / 10) as i64),
+        refresh_after: ice_lifetime::refresh_after(now, ttl),
     })
 }

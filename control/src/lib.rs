@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod domain;
 pub mod fhir;
 pub mod ice;
 pub mod keys;

@@ -146,7 +146,8 @@ fn state(config: ControlConfig, store: store::DynStore) -> anyhow::Result<AppSta
         .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])?
         .install_recorder()?;
     let fields = teletip_control::keys::field_keys(&config)?;
-    Ok(AppState::new(config, store, jwt, ice, metrics, fields))
+    let clock = teletip_control::clock::Clock::from_env()?;
+    Ok(AppState::new(config, store, jwt, ice, metrics, fields, clock))
 }
 
 async fn serve(mut config: ControlConfig, store: store::DynStore) -> anyhow::Result<()> {

@@ -203,7 +203,7 @@ pub async fn update(
     } else {
         None
     };
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let changes = UserChanges {
         display_name: req.display_name.map(|n| n.trim().to_string()),
         role: req.role,

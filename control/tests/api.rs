@@ -134,15 +134,16 @@ async fn login_delays_grow_expire_and_reset_on_success() {
         assert_eq!(wrong().await.0, StatusCode::UNAUTHORIZED, "the second failure starts a 1 s delay");
         let (s, _, retry) = login_from(&e, ATTACKER, ADMIN_EMAIL, ADMIN_PASSWORD).await;
         assert_eq!((s, retry), (StatusCode::TOO_MANY_REQUESTS, Some(1)), "{engine:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        // Time passes on the test clock (control/src/clock.rs) rather than in sleeps.
+        e.control.set_clock(time::Duration::seconds(2));
         assert_eq!(wrong().await.0, StatusCode::UNAUTHORIZED, "{engine:?}: the delay ran out");
         let (s, _, retry) = wrong().await;
         assert_eq!((s, retry), (StatusCode::TOO_MANY_REQUESTS, Some(2)), "{engine:?}: doubled");
-        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        e.control.set_clock(time::Duration::seconds(5));
         assert_eq!(wrong().await.0, StatusCode::UNAUTHORIZED);
         let (s, _, retry) = wrong().await;
         assert_eq!((s, retry), (StatusCode::TOO_MANY_REQUESTS, Some(2)), "{engine:?}: capped at lockout-seconds");
-        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        e.control.set_clock(time::Duration::seconds(8));
         assert_eq!(login_from(&e, ATTACKER, ADMIN_EMAIL, ADMIN_PASSWORD).await.0, StatusCode::OK, "{engine:?}");
         // The success forgot the failures: one mistake is one mistake again.
         assert_eq!(wrong().await.0, StatusCode::UNAUTHORIZED);

@@ -318,7 +318,8 @@ async fn the_sweeper_marks_no_shows_and_leaves_arrivals_alone() {
     for engine in engines() {
         let c = clinic_with(engine, "[scheduling]\nno-show-grace-minutes = 1\nsweep-interval-seconds = 1\n").await;
         let f = &time::format_description::well_known::Rfc3339;
-        let began = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - time::Duration::minutes(4);
+        // Booked for ten minutes ahead; the test clock then moves past the start and the grace.
+        let began = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(10);
         let (_, other_doctor) =
             c.e.post(
                 "/v1/practitioners",
@@ -338,6 +339,7 @@ async fn the_sweeper_marks_no_shows_and_leaves_arrivals_alone() {
             StatusCode::OK
         );
         let missed_id = missed["id"].as_str().unwrap();
+        c.e.control.set_clock(time::Duration::minutes(12));
         let mut status = Value::Null;
         for _ in 0..50 {
             status = c.e.get(&format!("/v1/appointments/{missed_id}"), Some(&c.admin)).await.1["status"].clone();
@@ -505,7 +507,7 @@ async fn query_ids(c: &Clinic) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_practitioner_reads_only_records_of_patients_in_a_care_relationship() {
     for engine in engines() {
-        let c = clinic(engine).await;
+        let mut c = clinic(engine).await;
         let record = format!("/v1/patients/{}", c.patient_record);
         let by_national_id = "/v1/patients?nationalId=12345678901";
 
@@ -559,16 +561,13 @@ async fn a_practitioner_reads_only_records_of_patients_in_a_care_relationship() 
         assert_eq!(found.as_array().map(Vec::len), Some(1), "{engine:?}: {found}");
 
         // The window: 30 days (the default) after the appointment's end, then no more.
-        let shift = match engine {
-            support::Engine::Sqlite => format!(
-                "UPDATE appointments SET starts_at = starts_at - {d}, ends_at = ends_at - {d}, created_at = created_at - {d}",
-                d = 120_i64 * 86_400 * 1_000_000
-            ),
-            support::Engine::Postgres => "UPDATE appointments SET starts_at = starts_at - interval '120 days', \
-                ends_at = ends_at - interval '120 days', created_at = created_at - interval '120 days'"
-                .to_string(),
-        };
-        exec_sql(&c, &[&shift]).await;
+        // 120 days later (the test clock); today's login sessions have expired by then.
+        c.e.control.set_clock(time::Duration::days(120));
+        c.doctor = c.e.login("dr.kaya@hospital.test", "a long enough passphrase").await.1["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        c.admin = c.e.admin().await;
         let (s, body) = c.e.get(&record, Some(&c.doctor)).await;
         assert_problem(s, &body, StatusCode::FORBIDDEN, "a relationship past its window");
 

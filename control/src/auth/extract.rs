@@ -82,7 +82,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, time
         other => TokenRefusal::Invalid(other.to_string()),
     })?;
     let session = state.store().session(claims.sid).await?;
-    let now = crate::clock::now();
+    let now = state.clock().now();
     match session {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == claims.sub => {}
         _ => return Err(TokenRefusal::SessionEnded),
@@ -98,7 +98,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, time
 /// Whether a caller authenticated earlier (a signaling connection, at its handshake) may still
 /// act: the session not revoked or expired, the account enabled and still of the same role.
 pub async fn still_live(state: &AppState, caller: &Caller) -> Result<(), TokenRefusal> {
-    let now = crate::clock::now();
+    let now = state.clock().now();
     match state.store().session(caller.session_id).await? {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == caller.user_id => {}
         _ => return Err(TokenRefusal::SessionEnded),

@@ -163,7 +163,7 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let email = normalize_email(&req.email);
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let audit = Audit::new("auth.login", &ip);
     let (account, source) = (throttle_account(&email), throttle_source(ip.0));
     if let Some(until) = state.store().login_throttle(&account, &source).await?.and_then(|t| t.blocked_until) {
@@ -239,7 +239,7 @@ pub async fn refresh(
     ip: ClientIp,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let refused = || ApiError::Unauthorized("refresh token refused; log in again".into());
     let audit = Audit::new("auth.refresh", &ip);
     let Some(token) = state.store().refresh_token_by_hash(&token_hash(&req.refresh_token)).await? else {
@@ -290,7 +290,7 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::problem::Problem)))]
 pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller) -> ApiResult<StatusCode> {
-    state.store().revoke_session(caller.session_id, "logout", crate::clock::now()).await?;
+    state.store().revoke_session(caller.session_id, "logout", state.clock().now()).await?;
     state.sessions_ended().announce(ended::Ended::Session(caller.session_id), "logout").await;
     state
         .audit(

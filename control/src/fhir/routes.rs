@@ -44,7 +44,7 @@ fn logical_id(id: &str) -> Result<Uuid, FhirError> {
 }
 
 async fn metadata(State(state): State<AppState>) -> FhirResult {
-    Ok(Fhir(resources::capability_statement(&base_url(&state), env!("CARGO_PKG_VERSION"), crate::clock::now())))
+    Ok(Fhir(resources::capability_statement(&base_url(&state), env!("CARGO_PKG_VERSION"), state.clock().now())))
 }
 
 async fn patient(

@@ -17,6 +17,7 @@ use super::notices::current_notice;
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
+use crate::domain::consultation::MissingConsent;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::store::{Consent, ConsentDecision, Role};
 
@@ -98,17 +99,22 @@ pub async fn missing_required(state: &AppState, user_id: Uuid) -> ApiResult<Opti
     Ok(Some((notice.version, missing)))
 }
 
+/// The required consents `user_id` lacks under the current notice, if any.
+pub async fn missing_consent(state: &AppState, user_id: Uuid) -> ApiResult<Option<MissingConsent>> {
+    Ok(match missing_required(state, user_id).await? {
+        Some((notice_version, purposes)) if !purposes.is_empty() => Some(MissingConsent { notice_version, purposes }),
+        _ => None,
+    })
+}
+
 /// Refuses a patient who lacks a required consent, with the purposes to consent to.
 pub async fn require_patient_consent(state: &AppState, caller: &Caller) -> ApiResult<()> {
     if caller.role != Role::Patient {
         return Ok(());
     }
-    match missing_required(state, caller.user_id).await? {
-        Some((version, missing)) if !missing.is_empty() => Err(ApiError::Forbidden(format!(
-            "consent required: give consent to {} under privacy notice {version} (POST /v1/me/consents)",
-            missing.join(", ")
-        ))),
-        _ => Ok(()),
+    match missing_consent(state, caller.user_id).await? {
+        Some(missing) => Err(ApiError::Forbidden(missing.message())),
+        None => Ok(()),
     }
 }
 
@@ -151,7 +157,7 @@ pub async fn record(
         notice_version: notice.version.clone(),
         purpose: req.purpose,
         decision: req.decision,
-        at: crate::clock::now(),
+        at: state.clock().now(),
         source_ip: Some(ip.0.to_string()),
     };
     let action = match consent.decision {

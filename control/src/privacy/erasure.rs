@@ -56,7 +56,7 @@ async fn erase(
     user_id: Option<Uuid>,
     audit: Audit,
 ) -> ApiResult<ErasureOutcome> {
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let deleted = || audit.clone().outcome("success:deleted").into_event();
     let Some(patient) = patient else {
         state.store().delete_patient(None, user_id, deleted()).await?;

@@ -101,7 +101,7 @@ pub async fn export(State(state): State<AppState>, ip: ClientIp, caller: Caller)
         store.list_audit(&AuditFilter { actor: Some(caller.user_id), limit: MAX_ROWS, ..Default::default() }).await?;
     truncated |= activity.len() as i64 >= MAX_ROWS;
     let document = PersonalDataExport {
-        exported_at: crate::clock::now(),
+        exported_at: state.clock().now(),
         account: UserView::from(&user),
         patient: patient.as_ref().map(|p| patient_view(&state, p)).transpose()?,
         practitioner: practitioner.as_ref().map(PractitionerView::from),

@@ -117,7 +117,7 @@ pub async fn publish(
         title: text("title", &req.title, 200)?,
         body: req.body,
         purposes: req.purposes,
-        published_at: crate::clock::now(),
+        published_at: state.clock().now(),
         published_by: caller.user_id,
     };
     let n = state.store().publish_notice(notice).await.map_err(|e| match e {

@@ -52,7 +52,7 @@ async fn run_once(state: &AppState, now: OffsetDateTime, by: &RunBy) -> StoreRes
         store.delete_patient(Some(p.id), p.user_id, by.event(now, format!("patient:{}", p.id))).await?;
         report.patients_purged.push(p.id);
     }
-    let cutoff = now - time::Duration::days(state.config().retention.session_days);
+    let cutoff = crate::domain::retention::session_cutoff(now, state.config().retention.session_days);
     report.sessions_purged = store.purge_sessions_expired_before(cutoff).await?;
     if report.sessions_purged > 0 {
         store.append_audit(by.event(now, format!("sessions:{}", report.sessions_purged))).await?;
@@ -67,7 +67,7 @@ pub async fn run(state: AppState) {
     let by = RunBy { actor: None, source_ip: None };
     loop {
         tick.tick().await;
-        match run_once(&state, crate::clock::now(), &by).await {
+        match run_once(&state, state.clock().now(), &by).await {
             Ok(r) if !r.patients_purged.is_empty() || r.sessions_purged > 0 => {
                 tracing::info!(patients = r.patients_purged.len(), sessions = r.sessions_purged, "retention purge")
             }
@@ -83,5 +83,5 @@ pub async fn run(state: AppState) {
 pub async fn run_now(State(state): State<AppState>, ip: ClientIp, caller: Caller) -> ApiResult<Json<RetentionReport>> {
     caller.require(&[Role::Admin])?;
     let by = RunBy { actor: Some(caller.user_id), source_ip: Some(ip.0.to_string()) };
-    Ok(Json(run_once(&state, crate::clock::now(), &by).await?))
+    Ok(Json(run_once(&state, state.clock().now(), &by).await?))
 }

@@ -25,7 +25,6 @@
 //! `GET /v1/audit?action=patient.read.emergency`.
 
 use axum::http::HeaderMap;
-use time::Duration;
 use uuid::Uuid;
 
 use super::actions;
@@ -67,8 +66,7 @@ pub async fn scope(state: &AppState, caller: &Caller) -> ApiResult<Scope> {
 
 /// The care relationship's window as of now.
 pub fn care_window(state: &AppState) -> CareWindow {
-    let now = crate::clock::now();
-    CareWindow { now, ended_after: now - Duration::days(state.config().scheduling.care_relationship_days) }
+    crate::domain::retention::care_window(state.clock().now(), state.config().scheduling.care_relationship_days)
 }
 
 /// Whether a booking made by `caller` counts as the patient's choice from the start (see the

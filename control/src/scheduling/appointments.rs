@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -15,6 +15,7 @@ use super::actions;
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
+use crate::domain::appointment as rule;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, OptionalJson};
 use crate::store::{Appointment, AppointmentFilter, AppointmentStatus, Role, StoreError};
 
@@ -74,15 +75,8 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-fn check_times(start: OffsetDateTime, end: OffsetDateTime) -> ApiResult<()> {
-    let minutes = (end - start).whole_minutes();
-    if end <= start || !(5..=240).contains(&minutes) {
-        return Err(ApiError::field("end", "an appointment lasts 5 to 240 minutes"));
-    }
-    if start < crate::clock::now() - Duration::minutes(5) {
-        return Err(ApiError::field("start", "must not be in the past"));
-    }
-    Ok(())
+fn check_times(start: OffsetDateTime, end: OffsetDateTime, now: OffsetDateTime) -> ApiResult<()> {
+    rule::check_times(start, end, now).map_err(|r| ApiError::field(r.field(), r.to_string()))
 }
 
 /// Book an appointment. Patients book for themselves, practitioners for their own calendar,
@@ -123,14 +117,14 @@ pub async fn book(
         return Err(ApiError::Forbidden("you may book only your own appointments".into()));
     }
     crate::privacy::consents::require_patient_consent(&state, &caller).await?;
-    check_times(req.start, req.end)?;
+    check_times(req.start, req.end, state.clock().now())?;
     if state.store().practitioner(req.practitioner_id).await?.is_none() {
         return Err(ApiError::field("practitionerId", "no such practitioner"));
     }
     if state.store().patient(req.patient_id).await?.is_none() {
         return Err(ApiError::field("patientId", "no such patient"));
     }
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let appointment = Appointment {
         id: Uuid::new_v4(),
         practitioner_id: req.practitioner_id,
@@ -296,30 +290,18 @@ pub async fn change(
     let req = body.0.unwrap_or_default();
     let audit_action = actions::of_verb(&action).ok_or(ApiError::NotFound)?;
     let a = visible(&state, &ip, &caller, id, audit_action).await?;
-    // Patients may cancel, reschedule, announce their arrival and confirm a booking made for
-    // them; the rest is the clinic's.
-    let (next, patient_may) = match action.as_str() {
-        "confirm" => (Booked, true),
-        "cancel" => (Cancelled, true),
-        "reschedule" => (Booked, true),
-        "arrive" => (Arrived, true),
-        "check-in" => (CheckedIn, false),
-        "complete" => (Fulfilled, false),
-        "no-show" => (Noshow, false),
-        "entered-in-error" => (EnteredInError, false),
-        _ => return Err(ApiError::NotFound),
-    };
+    let (next, patient_may) = rule::verb(&action).ok_or(ApiError::NotFound)?;
     let audit = Audit::new(audit_action, &ip).actor(caller.user_id).target(id.to_string());
     if caller.role == Role::Patient && action == "confirm" {
         if req.reason.is_some() || req.start.is_some() || req.end.is_some() {
             return Err(ApiError::field("reason", "a confirmation takes no body fields"));
         }
-        if !matches!(a.status, Proposed | Pending | Booked) {
+        if !rule::patient_may_confirm(a.status) {
             return Err(ApiError::Conflict(format!("a {} appointment cannot be confirmed", a.status.as_str())));
         }
         let confirmed = state
             .store()
-            .confirm_by_patient(id, crate::clock::now(), audit.outcome("success:patient").into_event())
+            .confirm_by_patient(id, state.clock().now(), audit.outcome("success:patient").into_event())
             .await?
             .ok_or(ApiError::NotFound)?;
         return Ok(Json(AppointmentView::from(&confirmed)));
@@ -331,8 +313,8 @@ pub async fn change(
         let (Some(start), Some(end)) = (req.start, req.end) else {
             return Err(ApiError::field("start", "reschedule needs start and end"));
         };
-        check_times(start, end)?;
-        if a.status != Booked {
+        check_times(start, end, state.clock().now())?;
+        if !rule::may_reschedule(a.status) {
             return Err(ApiError::Conflict(format!("a {} appointment cannot be rescheduled", a.status.as_str())));
         }
         Some((start, end))
@@ -356,7 +338,7 @@ pub async fn change(
     };
     let changed = state
         .store()
-        .transition_appointment(id, a.status, next, times, reason, crate::clock::now(), audit.into_event())
+        .transition_appointment(id, a.status, next, times, reason, state.clock().now(), audit.into_event())
         .await
         .map_err(|e| match e {
             StoreError::DoubleBooking => ApiError::Conflict("the practitioner is already booked at that time".into()),

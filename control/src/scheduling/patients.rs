@@ -120,10 +120,10 @@ pub async fn create(
     if let Some(email) = &req.email {
         crate::users::validate_email(&email.trim().to_lowercase())?;
     }
-    if req.birth_date.is_some_and(|d| d > crate::clock::now().date()) {
+    if req.birth_date.is_some_and(|d| d > state.clock().now().date()) {
         return Err(ApiError::field("birthDate", "must not be in the future"));
     }
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let (national_id_enc, national_id_index) = sealed(&state, field::NATIONAL_ID, req.national_id.as_deref(), 32)?;
     let (phone_enc, phone_index) = sealed(&state, field::PHONE, req.phone.as_deref(), 32)?;
     let (email_enc, email_index) = sealed(&state, field::EMAIL, req.email.as_deref(), 254)?;
@@ -239,7 +239,7 @@ pub async fn update(
         p.display_name = text("displayName", name, 200)?;
     }
     if let Some(birth) = req.birth_date {
-        if birth > crate::clock::now().date() {
+        if birth > state.clock().now().date() {
             return Err(ApiError::field("birthDate", "must not be in the future"));
         }
         p.birth_date = Some(birth);
@@ -257,7 +257,7 @@ pub async fn update(
     reseal(&state, field::PHONE, req.phone.as_deref(), 32, (&mut p.phone_enc, Some(&mut p.phone_index)))?;
     reseal(&state, field::EMAIL, req.email.as_deref(), 254, (&mut p.email_enc, Some(&mut p.email_index)))?;
     reseal(&state, field::NOTES, req.notes.as_deref(), 4000, (&mut p.notes_enc, None))?;
-    p.updated_at = crate::clock::now();
+    p.updated_at = state.clock().now();
     if !state.store().update_patient(&p, audit.into_event()).await? {
         return Err(ApiError::NotFound);
     }

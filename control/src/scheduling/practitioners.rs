@@ -76,7 +76,7 @@ pub async fn create(
             _ => return Err(ApiError::field("userId", "must be an existing account with the role practitioner")),
         }
     }
-    let now = crate::clock::now();
+    let now = state.clock().now();
     let p = state
         .store()
         .create_practitioner(Practitioner {

@@ -13,8 +13,12 @@ use super::access::{Scope, scope};
 use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
+use crate::domain::consultation::{
+    AUDIT_SESSION, Admission, JoinRefusal, JoinRequest, JoinWindow, Party, WindowRule, may_join,
+};
 use crate::ice::IceResponse;
 use crate::problem::{ApiError, ApiPath, ApiResult};
+use crate::store::Role;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -40,8 +44,65 @@ pub struct ConsultationSession {
     pub closes_at: OffsetDateTime,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+/// Why a join was not granted: a refusal of the domain rule (already audited), or a failure
+/// to load what the rule needs.
+#[derive(Debug)]
+pub enum JoinError {
+    Refused(JoinRefusal),
+    Failed(ApiError),
+}
+
+impl From<ApiError> for JoinError {
+    fn from(e: ApiError) -> Self {
+        JoinError::Failed(e)
+    }
+}
+
+impl From<crate::store::StoreError> for JoinError {
+    fn from(e: crate::store::StoreError) -> Self {
+        JoinError::Failed(e.into())
+    }
+}
+
+/// The consultation access rule (domain::consultation) as both doors apply it: loads the
+/// appointment, the caller's record and, for a patient, the missing consents; asks the rule;
+/// audits a refusal under `audit` (the door's action, actor and target set) with the
+/// refusal's outcome. The success is the door's to audit, after it has done its work.
+pub async fn admission(state: &AppState, caller: &Caller, id: Uuid, audit: Audit) -> Result<Admission, JoinError> {
+    let a = state.store().appointment(id).await?.ok_or(ApiError::NotFound)?;
+    let party = match scope(state, caller).await? {
+        Scope::Patient(p) => Party::Patient(p),
+        Scope::Practitioner(p) => Party::Practitioner(p),
+        Scope::All | Scope::Nothing => Party::Neither,
+    };
+    let missing_consent = match caller.role {
+        Role::Patient => crate::privacy::consents::missing_consent(state, caller.user_id).await?,
+        _ => None,
+    };
+    let cfg = &state.config().scheduling;
+    let rule = WindowRule {
+        before: Duration::minutes(cfg.join_before_minutes),
+        after: Duration::minutes(cfg.join_after_minutes),
+    };
+    let now = state.clock().now();
+    match may_join(JoinRequest { appointment: &a, caller: party, missing_consent, rule, now }) {
+        Ok(admission) => Ok(admission),
+        Err(refusal) => {
+            state.audit(audit.outcome(refusal.outcome())).await?;
+            Err(JoinError::Refused(refusal))
+        }
+    }
+}
+
+/// The HTTP answer to each refusal.
+fn http_refusal(r: JoinRefusal) -> ApiError {
+    match r {
+        JoinRefusal::Status(_) => ApiError::Conflict(r.message()),
+        JoinRefusal::NotParticipant
+        | JoinRefusal::ConsentMissing(_)
+        | JoinRefusal::TooEarly { .. }
+        | JoinRefusal::Closed { .. } => ApiError::Forbidden(r.message()),
+    }
 }
 
 /// What a participant needs to join the consultation, inside the join window only.
@@ -55,39 +116,18 @@ pub async fn join(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ConsultationSession>> {
-    let audit = Audit::new("consultation.session", &ip).actor(caller.user_id).target(id.to_string());
-    let a = state.store().appointment(id).await?.ok_or(ApiError::NotFound)?;
-    // Participants only: an admin sees the appointment but is not in the consultation.
-    let role = match scope(&state, &caller).await? {
-        Scope::Patient(p) if p == a.patient_id => "patient",
-        Scope::Practitioner(p) if p == a.practitioner_id => "practitioner",
-        _ => {
-            state.audit(audit.outcome("denied")).await?;
-            return Err(ApiError::Forbidden("only the appointment's patient and practitioner may join".into()));
-        }
-    };
-    if !a.status.holds_time() {
-        return Err(ApiError::Conflict(format!("a {} appointment has no consultation", a.status.as_str())));
-    }
-    crate::privacy::consents::require_patient_consent(&state, &caller).await?;
-    let cfg = &state.config().scheduling;
-    let opens_at = a.starts_at - Duration::minutes(cfg.join_before_minutes);
-    let closes_at = a.ends_at + Duration::minutes(cfg.join_after_minutes);
-    let now = crate::clock::now();
-    if now < opens_at {
-        state.audit(audit.outcome("refused:too-early")).await?;
-        return Err(ApiError::Forbidden(format!("the consultation room opens at {}", rfc3339(opens_at))));
-    }
-    if now >= closes_at {
-        state.audit(audit.outcome("refused:closed")).await?;
-        return Err(ApiError::Forbidden(format!("the consultation room closed at {}", rfc3339(closes_at))));
-    }
+    let audit = Audit::new(AUDIT_SESSION, &ip).actor(caller.user_id).target(id.to_string());
+    let Admission { role, window } = admission(&state, &caller, id, audit.clone()).await.map_err(|e| match e {
+        JoinError::Refused(r) => http_refusal(r),
+        JoinError::Failed(e) => e,
+    })?;
+    let JoinWindow { opens_at, closes_at } = window;
     let ice =
         crate::ice::credentials(&state, &ip, &caller, closes_at, false, Some(format!("appointment:{id}"))).await?;
     state.audit(audit).await?;
     Ok(Json(ConsultationSession {
         appointment_id: id,
-        role,
+        role: role.as_str(),
         signaling: Signaling { namespace: "/rtc", room: format!("appointment:{id}") },
         ice,
         opens_at,

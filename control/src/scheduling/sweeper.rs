@@ -13,8 +13,9 @@ pub async fn run(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.sweep_interval_seconds.max(1)));
     loop {
         tick.tick().await;
-        let now = crate::clock::now();
-        let cutoff = now - time::Duration::minutes(cfg.no_show_grace_minutes);
+        let now = state.clock().now();
+        let cutoff =
+            crate::domain::appointment::no_show_cutoff(now, time::Duration::minutes(cfg.no_show_grace_minutes));
         // Each marked appointment's event commits with the marking (one transaction).
         let event = |a: &crate::store::Appointment| NewAuditEvent {
             at: now,

@@ -21,15 +21,25 @@ use crate::app::ClientIp;
 use crate::audit::Audit;
 use crate::auth::ended::Ended;
 use crate::auth::extract::{TokenRefusal, authenticate as check_token, still_live as caller_still_live};
-use crate::scheduling::access::{Scope, scope};
-use crate::store::{AppointmentStatus, Role};
+use crate::domain::appointment::RoomEvent;
+use crate::domain::consultation::{AUDIT_JOIN, Admission, JoinRefusal, rfc3339};
+use crate::problem::ApiError;
+use crate::scheduling::session::JoinError;
+use crate::store::Role;
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).expect("times format")
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn now_ms() -> i64 {
-    (crate::clock::now().unix_timestamp_nanos() / 1_000_000) as i64
+/// The Socket.IO answer to each refusal of the consultation access rule.
+fn socket_refusal(r: JoinRefusal) -> Refusal {
+    let code = match r {
+        JoinRefusal::NotParticipant => Code::Forbidden,
+        JoinRefusal::Status(_) => Code::Conflict,
+        JoinRefusal::ConsentMissing(_) => Code::ConsentRequired,
+        JoinRefusal::TooEarly { .. } | JoinRefusal::Closed { .. } => Code::Closed,
+    };
+    Refusal::new(code, r.message())
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,15 +206,10 @@ fn peer_view(p: &Participant) -> Value {
     json!({ "peerId": p.peer_id, "role": p.role })
 }
 
-/// Moves an appointment on when the room says so; a status that does not allow the move
-/// (already checked in, cancelled meanwhile…) is left as it is.
-async fn follow_status(
-    sig: &Signaling,
-    conn: &Conn,
-    appointment: Uuid,
-    from: &[AppointmentStatus],
-    to: AppointmentStatus,
-) {
+/// Moves an appointment on as `domain::appointment::follow` says for the room's event; a status
+/// that does not allow the move (already checked in, cancelled meanwhile…) is left as it is.
+async fn follow_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: RoomEvent) {
+    let (from, to) = crate::domain::appointment::follow(event);
     for expected in from {
         // The event commits with the change; its name is the REST verb's (one vocabulary).
         let event = audit(conn, crate::scheduling::actions::transition(to))
@@ -214,7 +219,7 @@ async fn follow_status(
         match sig
             .app
             .store()
-            .transition_appointment(appointment, *expected, to, None, None, crate::clock::now(), event)
+            .transition_appointment(appointment, *expected, to, None, None, sig.app.clock().now(), event)
             .await
         {
             Ok(Some(_)) => return,
@@ -245,37 +250,15 @@ async fn join<A: Adapter>(
     let req: JoinRequest = parse(data)?;
     let caller = conn.caller();
     let id = req.appointment_id;
-    let denied = audit(conn, "consultation.join").target(id.to_string());
-    let a =
-        sig.app.store().appointment(id).await?.ok_or_else(|| Refusal::new(Code::NotFound, "no such appointment"))?;
-    let role = match scope(&sig.app, &caller).await? {
-        Scope::Patient(p) if p == a.patient_id => Role::Patient,
-        Scope::Practitioner(p) if p == a.practitioner_id => Role::Practitioner,
-        _ => {
-            sig.app.audit(denied.outcome("denied")).await?;
-            return Err(Refusal::new(Code::Forbidden, "only the appointment's patient and practitioner may join"));
-        }
-    };
-    if !a.status.holds_time() {
-        sig.app.audit(denied.outcome("refused:status")).await?;
-        return Err(Refusal::new(Code::Conflict, format!("a {} appointment has no consultation", a.status.as_str())));
-    }
-    let cfg = &sig.app.config().scheduling;
-    let opens_at = a.starts_at - time::Duration::minutes(cfg.join_before_minutes);
-    let closes_at = a.ends_at + time::Duration::minutes(cfg.join_after_minutes);
-    let now = crate::clock::now();
-    if now < opens_at {
-        sig.app.audit(denied.outcome("refused:too-early")).await?;
-        return Err(Refusal::new(Code::Closed, format!("the consultation room opens at {}", rfc3339(opens_at))));
-    }
-    if now >= closes_at {
-        sig.app.audit(denied.outcome("refused:closed")).await?;
-        return Err(Refusal::new(Code::Closed, format!("the consultation room closed at {}", rfc3339(closes_at))));
-    }
-    if let Err(e) = crate::privacy::consents::require_patient_consent(&sig.app, &caller).await {
-        sig.app.audit(denied.outcome("refused:consent")).await?;
-        return Err(e.into());
-    }
+    let denied = audit(conn, AUDIT_JOIN).target(id.to_string());
+    let Admission { role, window } =
+        crate::scheduling::session::admission(&sig.app, &caller, id, denied).await.map_err(|e| match e {
+            JoinError::Refused(r) => socket_refusal(r),
+            JoinError::Failed(ApiError::NotFound) => Refusal::new(Code::NotFound, "no such appointment"),
+            JoinError::Failed(e) => e.into(),
+        })?;
+    let closes_at = window.closes_at;
+    let now = sig.app.clock().now();
     // A socket in another room leaves it first.
     if let Some(previous) = conn.joined() {
         leave_rooms(s, previous.appointment, &previous.peer_id);
@@ -287,7 +270,7 @@ async fn join<A: Adapter>(
     let resumable = existing.clone().filter(|p| {
         req.resume
             && p.role == role
-            && p.disconnected_at_ms.is_none_or(|t| now_ms() - t <= RESUME_WINDOW.whole_milliseconds() as i64)
+            && p.disconnected_at_ms.is_none_or(|t| unix_ms(now) - t <= RESUME_WINDOW.whole_milliseconds() as i64)
     });
     let resumed = resumable.is_some();
     let (peer_id, state) = match &resumable {
@@ -340,7 +323,7 @@ async fn join<A: Adapter>(
         PeerState::Waiting => {
             let _ = s.emit("lobby:waiting", &json!({ "peerId": peer_id }));
             let _ = s.to(rooms::practitioner(id)).emit("lobby:patient-arrived", &peer_view(&me)).await;
-            follow_status(sig, conn, id, &[AppointmentStatus::Booked], AppointmentStatus::Arrived).await;
+            follow_status(sig, conn, id, RoomEvent::PatientWaiting).await;
         }
         PeerState::Admitted => {
             let _ = s.to(rooms::members(id)).emit("room:peer-joined", &peer_view(&me)).await;
@@ -360,7 +343,7 @@ async fn join<A: Adapter>(
         (false, PeerState::Waiting) => "success:waiting",
         (false, PeerState::Admitted) => "success:admitted",
     };
-    sig.app.audit(audit(conn, "consultation.join").target(id.to_string()).outcome(outcome)).await?;
+    sig.app.audit(audit(conn, AUDIT_JOIN).target(id.to_string()).outcome(outcome)).await?;
     Ok(json!({
         "peerId": peer_id,
         "role": role,
@@ -415,7 +398,7 @@ async fn disconnected<A: Adapter>(
 ) -> Result<(), Refusal> {
     let Some(j) = conn.joined() else { return Ok(()) };
     let socket_id = s.id.to_string();
-    let at = now_ms();
+    let at = unix_ms(sig.app.clock().now());
     // Only while this connection holds the place: a newer one (perhaps on another instance,
     // joining at this very moment) keeps it.
     let mark =
@@ -588,14 +571,7 @@ async fn admit<A: Adapter>(
         .collect();
     let _ = rtc(io).to(peer_room).emit("lobby:admitted", &json!({ "peerId": patient.peer_id, "peers": peers })).await;
     sig.app.audit(audit(conn, "consultation.admit").target(format!("{id}:{}", patient.peer_id))).await?;
-    follow_status(
-        sig,
-        conn,
-        id,
-        &[AppointmentStatus::Arrived, AppointmentStatus::Booked],
-        AppointmentStatus::CheckedIn,
-    )
-    .await;
+    follow_status(sig, conn, id, RoomEvent::Admitted).await;
     Ok(json!({ "peerId": patient.peer_id }))
 }
 
@@ -642,14 +618,7 @@ async fn end<A: Adapter>(
     sig.directory.clear(id).await?;
     conn.set_joined(None);
     sig.app.audit(audit(conn, "consultation.end").target(id.to_string())).await?;
-    follow_status(
-        sig,
-        conn,
-        id,
-        &[AppointmentStatus::CheckedIn, AppointmentStatus::Arrived],
-        AppointmentStatus::Fulfilled,
-    )
-    .await;
+    follow_status(sig, conn, id, RoomEvent::Ended).await;
     Ok(Value::Null)
 }
 
@@ -691,7 +660,7 @@ async fn timers<A: Adapter>(s: SocketRef<A>, sig: Signaling, conn: Conn) {
         if !s.connected() {
             return;
         }
-        let now = crate::clock::now();
+        let now = sig.app.clock().now();
         let token_expires = conn.token_expires();
         if now >= token_expires {
             let _ = s.emit("auth:expired", &json!({}));

@@ -80,6 +80,8 @@ impl Control {
         let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))
             .args(["--config", config_path.to_str().unwrap(), "serve"])
             .env("RUST_LOG", "warn")
+            // The test clock (control/src/clock.rs): offset 0 until `set_clock` writes the file.
+            .env("TELETIP_CONTROL_TEST_CLOCK", dir.join("clock-offset"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -99,6 +101,12 @@ impl Control {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Moves the service's clock to the real time plus `offset` (whole seconds), instead of
+    /// waiting for time to pass or backdating rows.
+    pub fn set_clock(&self, offset: time::Duration) {
+        std::fs::write(self.dir.join("clock-offset"), format!("{}\n", offset.whole_seconds())).unwrap();
     }
 
     /// The process id of the running service (to read its memory from /proc).
