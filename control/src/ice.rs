@@ -9,12 +9,14 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::config::RelayEntry;
 use crate::problem::{ApiError, ApiResult, OptionalJson};
+use crate::state::{AppState, ClientIp};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -170,4 +172,10 @@ pub async fn credentials(
         expires_at,
         refresh_after: now + time::Duration::seconds((ttl * 8 / 10) as i64),
     })
+}
+
+/// ICE credentials: the route, served and described from its `#[utoipa::path]` (app.rs puts
+/// the rate limits around it).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(issue))
 }

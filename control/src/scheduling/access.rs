@@ -29,10 +29,10 @@ use time::Duration;
 use uuid::Uuid;
 
 use super::actions;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{Appointment, CareWindow, Role};
 
 /// The request header that asks for emergency access, with its reason.

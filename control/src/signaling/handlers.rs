@@ -17,11 +17,11 @@ use super::conn::{Conn, Joined};
 use super::directory::{Participant, PeerState};
 use super::reply::{Code, EventResult, Refusal, ack_body};
 use super::{EXPIRY_WARNING, RESUME_WINDOW, Signaling, rooms};
-use crate::app::ClientIp;
 use crate::audit::Audit;
 use crate::auth::ended::Ended;
 use crate::auth::extract::{TokenRefusal, authenticate as check_token, still_live as caller_still_live};
 use crate::scheduling::access::{Scope, scope};
+use crate::state::ClientIp;
 use crate::store::{AppointmentStatus, Role};
 
 fn rfc3339(t: OffsetDateTime) -> String {
