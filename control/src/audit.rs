@@ -66,6 +66,14 @@ impl Audit {
     }
 }
 
+/// Lets `AppState::audit` take an `Audit` without naming this module: the state sits beneath
+/// the handlers, this one among them.
+impl From<Audit> for NewAuditEvent {
+    fn from(audit: Audit) -> NewAuditEvent {
+        audit.into_event()
+    }
+}
+
 tokio::task_local! {
     /// Whether the current request recorded an audit event with a refusing outcome.
     static REFUSAL_AUDITED: std::cell::Cell<bool>;

@@ -8,11 +8,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::audit::Audit;
 use crate::auth::jwt::JwtKeys;
 use crate::config::ControlConfig;
 use crate::problem::ApiError;
-use crate::store::DynStore;
+use crate::store::{DynStore, NewAuditEvent};
 
 struct Inner {
     config: ControlConfig,
@@ -113,8 +112,8 @@ impl AppState {
 
     /// Records an audit event. A failure to audit fails the request: an unrecorded access to
     /// health data must not succeed.
-    pub async fn audit(&self, audit: Audit) -> Result<(), ApiError> {
-        self.0.store.append_audit(audit.into_event()).await?;
+    pub async fn audit(&self, audit: impl Into<NewAuditEvent>) -> Result<(), ApiError> {
+        self.0.store.append_audit(audit.into()).await?;
         Ok(())
     }
 }
