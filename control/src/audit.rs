@@ -12,11 +12,13 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiQuery, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{AuditEvent, AuditFilter, ChainVerification, NewAuditEvent, Role, verify_chain};
 
 /// An audit event being described by a handler.
@@ -64,6 +66,14 @@ impl Audit {
     }
 }
 
+/// Lets `AppState::audit` take an `Audit` without naming this module: the state sits beneath
+/// the handlers, this one among them.
+impl From<Audit> for NewAuditEvent {
+    fn from(audit: Audit) -> NewAuditEvent {
+        audit.into_event()
+    }
+}
+
 tokio::task_local! {
     /// Whether the current request recorded an audit event with a refusing outcome.
     static REFUSAL_AUDITED: std::cell::Cell<bool>;
@@ -97,7 +107,7 @@ pub async fn audit_refusals(State(state): State<AppState>, request: Request, nex
     if let Some(value) = authorization {
         headers.insert(axum::http::header::AUTHORIZATION, value);
     }
-    if let Some(actor) = crate::app::bearer_subject(&state, &headers).and_then(|s| s.parse::<Uuid>().ok()) {
+    if let Some(actor) = crate::state::bearer_subject(&state, &headers).and_then(|s| s.parse::<Uuid>().ok()) {
         audit = audit.actor(actor);
     }
     if let Err(e) = state.audit(audit).await {
@@ -158,4 +168,9 @@ pub async fn list(
     }
     state.audit(Audit::new("audit.read", &ip).actor(caller.user_id).outcome("success")).await?;
     Ok(Json(AuditPage { events, chain }))
+}
+
+/// The audit trail: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }

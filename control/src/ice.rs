@@ -9,13 +9,15 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::config::RelayEntry;
 use crate::domain::ice_lifetime::{self, TtlBounds};
 use crate::problem::{ApiError, ApiResult, OptionalJson};
+use crate::state::{AppState, ClientIp};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -168,4 +170,10 @@ pub async fn credentials(
         expires_at,
         refresh_after: ice_lifetime::refresh_after(now, ttl),
     })
+}
+
+/// ICE credentials: the route, served and described from its `#[utoipa::path]` (app.rs puts
+/// the rate limits around it).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(issue))
 }

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use teletip_control::app::{AppState, router};
+use teletip_control::app::router;
 use teletip_control::auth::jwt::JwtKeys;
 use teletip_control::config::ControlConfig;
+use teletip_control::state::AppState;
 use teletip_control::store::{self, Role};
 
 #[derive(Parser)]

@@ -99,7 +99,7 @@ fn bucket(limit: &Limit, key: &str) -> String {
 pub enum KeyBy {
     PeerIp,
     /// The account (`sub`) of a valid access token, else the client address.
-    Account(crate::app::AppState),
+    Account(crate::state::AppState),
 }
 
 /// The state of one shared-limit layer.
@@ -115,7 +115,7 @@ pub async fn enforce(State(s): State<SharedLimit>, request: Request, next: Next)
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let key = match &s.key_by {
         KeyBy::PeerIp => peer,
-        KeyBy::Account(state) => crate::app::bearer_subject(state, request.headers()).or(peer),
+        KeyBy::Account(state) => crate::state::bearer_subject(state, request.headers()).or(peer),
     };
     let Some(key) = key else { return next.run(request).await };
     match tokio::time::timeout(REDIS_TIMEOUT, s.limits.allow(&s.limit, &key)).await {

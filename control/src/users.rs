@@ -5,13 +5,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::auth::{UserView, normalize_email, password};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{NewUser, Role, UserChanges};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -225,4 +227,9 @@ pub async fn update(
     }
     state.audit(audit).await?;
     Ok(Json(UserView::from(&user)))
+}
+
+/// Accounts: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update))
 }

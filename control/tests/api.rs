@@ -596,6 +596,19 @@ async fn openapi_is_served_and_the_docs_copy_is_current() {
     assert_eq!(kept, served, "docs/openapi.json is stale: rerun this test with UPDATE_OPENAPI=1");
 }
 
+/// `teletip-control openapi` prints the description the server serves: both are collected
+/// from the same module routers (app.rs), once with the rate limits around them and once
+/// without, and the limits change nothing in the description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_command_prints_the_served_description() {
+    let e = env(Engine::Sqlite).await;
+    let (_, served) = e.get("/openapi.json", None).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teletip-control")).arg("openapi").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, served);
+}
+
 /// Security issue 18, item 9: the description says what the server answers. Every problem is
 /// described as `application/problem+json`, every authenticated operation lists 401, every
 /// operation with a body 400/413/415/422, every ranged parameter its range; and the server

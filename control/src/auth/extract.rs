@@ -6,8 +6,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::problem::ApiError;
+use crate::state::AppState;
 use crate::store::Role;
 
 #[derive(Debug, Clone, Copy)]

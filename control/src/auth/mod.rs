@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::problem::{ApiError, ApiJson, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{RefreshToken, Role, Session, User};
 use extract::Caller;
 use jwt::Claims;
@@ -309,4 +311,16 @@ pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller)
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<UserView>> {
     let user = state.store().user_by_id(caller.user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(UserView::from(&user)))
+}
+
+/// Sign-in and token refresh: the routes, each served and described from its `#[utoipa::path]`.
+/// Apart from `router` because app.rs puts the per-address rate limit around these alone.
+pub fn sign_in_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh))
+}
+
+/// Logout and the caller's own account: the routes, each served and described from its
+/// `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(logout)).routes(routes!(me))
 }

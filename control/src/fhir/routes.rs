@@ -8,7 +8,6 @@ use axum::routing::get;
 use uuid::Uuid;
 
 use super::{Fhir, FhirError, FhirResult, resources, search};
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::ApiError;
@@ -19,6 +18,7 @@ use crate::scheduling::patients::view as patient_view;
 use crate::scheduling::schedule::{
     DEFAULT_PAGE, EARLIEST, LATEST, MAX_PAGE, check_range, cursor, free_slots_of, parse_cursor,
 };
+use crate::state::{AppState, ClientIp};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -11,14 +11,16 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::notices::current_notice;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::domain::consultation::MissingConsent;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{Consent, ConsentDecision, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -191,4 +193,9 @@ pub async fn of_user(
     let view = consent_state(&state, id).await?;
     state.audit(Audit::new("consent.read", &ip).actor(caller.user_id).target(id.to_string())).await?;
     Ok(Json(view))
+}
+
+/// Consents: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(mine, record)).routes(routes!(of_user))
 }

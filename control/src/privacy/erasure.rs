@@ -9,12 +9,14 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{Anonymisation, AppointmentFilter, AppointmentStatus, PatientRecord, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -144,4 +146,9 @@ pub async fn erase_patient(
     let patient = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     let outcome = erase(&state, Some(&patient), patient.user_id, audit).await?;
     Ok(Json(outcome))
+}
+
+/// Erasure: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(erase_me)).routes(routes!(erase_patient))
 }

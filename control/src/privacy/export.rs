@@ -8,10 +8,11 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::consents::ConsentView;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::UserView;
 use crate::auth::extract::Caller;
@@ -19,6 +20,7 @@ use crate::problem::{ApiError, ApiResult};
 use crate::scheduling::appointments::AppointmentView;
 use crate::scheduling::patients::{PatientView, view as patient_view};
 use crate::scheduling::practitioners::PractitionerView;
+use crate::state::{AppState, ClientIp};
 use crate::store::{AppointmentFilter, AuditEvent, AuditFilter, Session};
 
 /// Enough for any real person's history; an export is never silently cut: `truncated` says so.
@@ -114,4 +116,9 @@ pub async fn export(State(state): State<AppState>, ip: ClientIp, caller: Caller)
     state.audit(Audit::new("me.export", &ip).actor(caller.user_id).target(caller.user_id.to_string())).await?;
     let filename = format!("attachment; filename=\"teletip-export-{}.json\"", caller.user_id);
     Ok(([(header::CONTENT_DISPOSITION, filename)], Json(document)))
+}
+
+/// The access export: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(export))
 }

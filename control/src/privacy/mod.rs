@@ -7,3 +7,13 @@ pub mod erasure;
 pub mod export;
 pub mod notices;
 pub mod retention;
+
+/// Data-protection rights: every submodule's routes with their descriptions.
+pub fn router() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .merge(notices::router())
+        .merge(consents::router())
+        .merge(export::router())
+        .merge(erasure::router())
+        .merge(retention::router())
+}

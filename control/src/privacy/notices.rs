@@ -8,13 +8,15 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::scheduling::practitioners::text;
+use crate::state::{AppState, ClientIp};
 use crate::store::{NoticePurpose, PrivacyNotice, Role, StoreError};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -153,4 +155,9 @@ pub async fn get(State(state): State<AppState>, ApiPath(version): ApiPath<String
 
 pub async fn current_notice(state: &AppState) -> ApiResult<Option<PrivacyNotice>> {
     Ok(state.store().notices().await?.into_iter().next())
+}
+
+/// Privacy notices: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, publish)).routes(routes!(current)).routes(routes!(get))
 }

@@ -9,11 +9,13 @@ use axum::extract::State;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::auth::extract::Caller;
 use crate::problem::ApiResult;
+use crate::state::{AppState, ClientIp};
 use crate::store::{NewAuditEvent, Role, StoreResult};
 
 #[derive(Debug, Default, Serialize, ToSchema)]
@@ -84,4 +86,9 @@ pub async fn run_now(State(state): State<AppState>, ip: ClientIp, caller: Caller
     caller.require(&[Role::Admin])?;
     let by = RunBy { actor: Some(caller.user_id), source_ip: Some(ip.0.to_string()) };
     Ok(Json(run_once(&state, state.clock().now(), &by).await?))
+}
+
+/// The retention run on demand: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(run_now))
 }

@@ -3,13 +3,15 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::SetDrainError;
 use super::registry::RelayNode;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::Role;
 
 /// The relay nodes that have connected since this instance started (with Redis: to any
@@ -75,4 +77,9 @@ async fn set_drain(
     );
     let view = state.relays().list().await.into_iter().find(|n| n.node == node).ok_or(ApiError::NotFound)?;
     Ok(Json(view))
+}
+
+/// Relay administration: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(drain)).routes(routes!(resume))
 }

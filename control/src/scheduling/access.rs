@@ -28,10 +28,10 @@ use axum::http::HeaderMap;
 use uuid::Uuid;
 
 use super::actions;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{Appointment, CareWindow, Role};
 
 /// The request header that asks for emergency access, with its reason.

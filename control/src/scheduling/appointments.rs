@@ -8,15 +8,17 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::access::{Scope, booked_by_patient_side, scope};
 use super::actions;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::domain::appointment as rule;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, OptionalJson};
+use crate::state::{AppState, ClientIp};
 use crate::store::{Appointment, AppointmentFilter, AppointmentStatus, Role, StoreError};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -346,4 +348,9 @@ pub async fn change(
         })?
         .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
     Ok(Json(AppointmentView::from(&changed)))
+}
+
+/// Booking, reading and changing appointments: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, book)).routes(routes!(get)).routes(routes!(change))
 }

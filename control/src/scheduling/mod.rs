@@ -9,3 +9,13 @@ pub mod practitioners;
 pub mod schedule;
 pub mod session;
 pub mod sweeper;
+
+/// Scheduling: every submodule's routes with their descriptions.
+pub fn router() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .merge(practitioners::router())
+        .merge(schedule::router())
+        .merge(patients::router())
+        .merge(appointments::router())
+        .merge(session::router())
+}

@@ -8,16 +8,18 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::Date;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::access::{RecordAccess, Scope, authorize_patient, care_window, scope};
 use super::actions;
 use super::practitioners::text;
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::crypto::field;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{PatientFilter, PatientRecord, Role};
 
 // Birth dates as FHIR and every client write them: YYYY-MM-DD.
@@ -339,4 +341,9 @@ pub async fn list(
         views.push(view(&state, p)?);
     }
     Ok(Json(views))
+}
+
+/// Patients: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update))
 }

@@ -5,12 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{Practitioner, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -141,4 +143,9 @@ pub async fn list(
     let specialty = q.specialty.as_deref().map(str::trim);
     let found = state.store().list_practitioners(specialty, limit, q.offset.unwrap_or(0)).await?;
     Ok(Json(found.iter().map(PractitionerView::from).collect()))
+}
+
+/// Practitioners: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get))
 }

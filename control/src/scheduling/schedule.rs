@@ -8,15 +8,17 @@ use jiff::civil::{Time, Weekday};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::access::{Scope, scope};
 use super::actions;
 use super::availability::{Busy, Exception, MAX_RANGE_DAYS, Page, Slot, WeeklyRule, free_slots, free_slots_page};
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::state::{AppState, ClientIp};
 use crate::store::{AppointmentFilter, StoredException, StoredRule};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -293,4 +295,9 @@ pub async fn free_slots_of(
     let page = free_slots_page(&zone, &rules, &exceptions, &busy, from, to, after, limit)
         .map_err(|e| ApiError::field("from", e.to_string()))?;
     Ok((practitioner, page))
+}
+
+/// Weekly hours and free slots: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(set)).routes(routes!(free))
 }

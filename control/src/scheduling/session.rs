@@ -7,10 +7,11 @@ use axum::extract::State;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::access::{Scope, scope};
-use crate::app::{AppState, ClientIp};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::domain::consultation::{
@@ -19,6 +20,7 @@ use crate::domain::consultation::{
 use crate::ice::IceResponse;
 use crate::problem::{ApiError, ApiPath, ApiResult};
 use crate::store::Role;
+use crate::state::{AppState, ClientIp};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -133,4 +135,9 @@ pub async fn join(
         opens_at,
         closes_at,
     }))
+}
+
+/// Joining a consultation: the routes, each served and described from its `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(join))
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::NewAuditEvent;
 
 /// Runs until the process ends. Errors are logged and retried at the next tick: a database

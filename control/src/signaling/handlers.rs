@@ -17,7 +17,6 @@ use super::conn::{Conn, Joined};
 use super::directory::{Participant, PeerState};
 use super::reply::{Code, EventResult, Refusal, ack_body};
 use super::{EXPIRY_WARNING, RESUME_WINDOW, Signaling, rooms};
-use crate::app::ClientIp;
 use crate::audit::Audit;
 use crate::auth::ended::Ended;
 use crate::auth::extract::{TokenRefusal, authenticate as check_token, still_live as caller_still_live};
@@ -26,6 +25,7 @@ use crate::domain::consultation::{AUDIT_JOIN, Admission, JoinRefusal, rfc3339};
 use crate::problem::ApiError;
 use crate::scheduling::session::JoinError;
 use crate::store::Role;
+use crate::state::ClientIp;
 
 fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64

@@ -18,7 +18,7 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::handler::ConnectHandler;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use directory::Directory;
 
 /// How long a disconnected participant keeps their place.
