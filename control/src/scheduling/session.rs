@@ -19,8 +19,8 @@ use crate::domain::consultation::{
 };
 use crate::ice::IceResponse;
 use crate::problem::{ApiError, ApiPath, ApiResult};
-use crate::store::Role;
 use crate::state::{AppState, ClientIp};
+use crate::store::Role;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

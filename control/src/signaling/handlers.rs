@@ -24,8 +24,8 @@ use crate::domain::appointment::RoomEvent;
 use crate::domain::consultation::{AUDIT_JOIN, Admission, JoinRefusal, rfc3339};
 use crate::problem::ApiError;
 use crate::scheduling::session::JoinError;
-use crate::store::Role;
 use crate::state::ClientIp;
+use crate::store::Role;
 
 fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
