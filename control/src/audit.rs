@@ -17,7 +17,10 @@ use uuid::Uuid;
 use crate::app::{AppState, ClientIp};
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiQuery, ApiResult};
-use crate::store::{AuditEvent, AuditFilter, ChainVerification, NewAuditEvent, Role, verify_chain};
+pub mod chain;
+
+use crate::store::{AuditEvent, AuditFilter, NewAuditEvent, Role};
+use chain::{ChainVerification, verify_chain};
 
 /// An audit event being described by a handler.
 #[derive(Debug, Clone)]

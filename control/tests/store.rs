@@ -10,10 +10,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, ensure};
 use sqlx::Connection;
 use support::{Engine, engines, fresh_database};
+use teletip_control::audit::chain::{ChainVerification, verify_chain};
 use teletip_control::clock;
 use teletip_control::store::{
-    self, AuditEvent, AuditFilter, ChainVerification, DynStore, LoginThrottle, NewAuditEvent, NewUser, RefreshToken,
-    Role, Session, StoreError, ThrottlePolicy, User, UserChanges, verify_chain,
+    self, AuditEvent, AuditFilter, DynStore, LoginThrottle, NewAuditEvent, NewUser, RefreshToken, Role, Session,
+    StoreError, ThrottlePolicy, User, UserChanges,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -199,7 +200,7 @@ async fn migrate_twice_and_ping() {
         };
         assert_eq!(c.store.engine(), expected);
         c.store.ping().await?;
-        let user = c.store.create_user(new_user("kept@example.test", Role::Admin)).await?;
+        let user = c.store.create_user(new_user("kept@example.test", Role::Admin), clock::now()).await?;
         c.store.append_audit(event("kept", None, clock::now())).await?;
         // each_engine already migrated once: twice more changes nothing and loses nothing.
         c.store.migrate().await.context("second migrate")?;
@@ -226,7 +227,7 @@ async fn migrate_twice_and_ping() {
 async fn users_create_and_get() {
     each_engine(|c| async move {
         let before = clock::now();
-        let u = c.store.create_user(new_user("ada@example.test", Role::Practitioner)).await?;
+        let u = c.store.create_user(new_user("ada@example.test", Role::Practitioner), clock::now()).await?;
         let after = clock::now();
         assert_eq!(u.email, "ada@example.test");
         assert_eq!(u.display_name, "Name of ada@example.test");
@@ -247,7 +248,7 @@ async fn users_create_and_get() {
         assert!(c.store.user_by_id(Uuid::new_v4()).await?.is_none());
         assert!(c.store.user_by_email("nobody@example.test").await?.is_none());
 
-        let other = c.store.create_user(new_user("bob@example.test", Role::Patient)).await?;
+        let other = c.store.create_user(new_user("bob@example.test", Role::Patient), clock::now()).await?;
         assert_ne!(other.id, u.id);
         assert_eq!(c.store.user_by_email("bob@example.test").await?.map(|x| x.id), Some(other.id));
         Ok(())
@@ -258,8 +259,8 @@ async fn users_create_and_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_duplicate_email_conflicts() {
     each_engine(|c| async move {
-        let first = c.store.create_user(new_user("dup@example.test", Role::Admin)).await?;
-        let again = c.store.create_user(new_user("dup@example.test", Role::Patient)).await;
+        let first = c.store.create_user(new_user("dup@example.test", Role::Admin), clock::now()).await?;
+        let again = c.store.create_user(new_user("dup@example.test", Role::Patient), clock::now()).await;
         assert!(matches!(again, Err(StoreError::Conflict)), "expected Conflict, got {again:?}");
         assert_eq!(c.store.count_users().await?, 1);
         let kept = c.store.user_by_email("dup@example.test").await?.context("the first user remains")?;
@@ -278,7 +279,7 @@ async fn users_duplicate_email_concurrent_single_winner() {
                 let (store, barrier) = (c.store.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    store.create_user(new_user("race@example.test", Role::Patient)).await
+                    store.create_user(new_user("race@example.test", Role::Patient), clock::now()).await
                 })
             })
             .collect();
@@ -305,7 +306,7 @@ async fn users_list_filters_and_pages() {
             .into_iter()
             .enumerate()
         {
-            all.push(c.store.create_user(new_user(&format!("u{i}@example.test"), role)).await?);
+            all.push(c.store.create_user(new_user(&format!("u{i}@example.test"), role), clock::now()).await?);
         }
         // Documented order: created_at, then id.
         let mut expected = all.clone();
@@ -342,10 +343,10 @@ async fn users_count() {
     each_engine(|c| async move {
         assert_eq!(c.store.count_users().await?, 0);
         for i in 0..3 {
-            c.store.create_user(new_user(&format!("c{i}@example.test"), Role::Patient)).await?;
+            c.store.create_user(new_user(&format!("c{i}@example.test"), Role::Patient), clock::now()).await?;
         }
         assert_eq!(c.store.count_users().await?, 3);
-        let _ = c.store.create_user(new_user("c0@example.test", Role::Patient)).await;
+        let _ = c.store.create_user(new_user("c0@example.test", Role::Patient), clock::now()).await;
         assert_eq!(c.store.count_users().await?, 3, "a conflicting create adds nobody");
         Ok(())
     })
@@ -355,8 +356,8 @@ async fn users_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_update_each_field() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("upd@example.test", Role::Patient)).await?;
-        let bystander = c.store.create_user(new_user("by@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("upd@example.test", Role::Patient), clock::now()).await?;
+        let bystander = c.store.create_user(new_user("by@example.test", Role::Patient), clock::now()).await?;
         // Failures that a non-password change must leave alone (the column the former lockout
         // counted in, still reset by a password change).
         c.sql("UPDATE users SET failed_logins = 2 WHERE email = 'upd@example.test'").await?;
@@ -413,7 +414,7 @@ async fn users_update_each_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_update_password_resets_lockout() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("pw@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("pw@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         c.sql("UPDATE users SET failed_logins = 3 WHERE email = 'pw@example.test'").await?;
         assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, 3);
@@ -434,7 +435,7 @@ async fn users_update_password_resets_lockout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_update_unknown_id_is_none() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("only@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("only@example.test", Role::Patient), clock::now()).await?;
         let changes = UserChanges {
             display_name: Some("Ghost".into()),
             role: Some(Role::Admin),
@@ -544,8 +545,8 @@ async fn login_throttle_concurrent_failures_count_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_the_last_enabled_admin_stays() {
     each_engine(|c| async move {
-        let a = c.store.create_user(new_user("a@example.test", Role::Admin)).await?;
-        let b = c.store.create_user(new_user("b@example.test", Role::Admin)).await?;
+        let a = c.store.create_user(new_user("a@example.test", Role::Admin), clock::now()).await?;
+        let b = c.store.create_user(new_user("b@example.test", Role::Admin), clock::now()).await?;
         let now = clock::now();
         let disable = UserChanges { disabled: Some(true), ..Default::default() };
         let enable = UserChanges { disabled: Some(false), ..Default::default() };
@@ -601,7 +602,7 @@ async fn users_the_last_enabled_admin_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_create_and_read() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("s@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("s@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let s = new_session(u.id, now);
         let t = new_token(s.id, now);
@@ -635,7 +636,7 @@ async fn sessions_create_and_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_token_rotation_is_single_use() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("r@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("r@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let s = new_session(u.id, now);
         let first = new_token(s.id, now);
@@ -674,7 +675,7 @@ async fn refresh_token_rotation_is_single_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_token_rotation_concurrent_single_winner() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("race@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("race@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let s = new_session(u.id, now);
         let first = new_token(s.id, now);
@@ -729,7 +730,7 @@ async fn refresh_token_rotation_concurrent_single_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_revoke_one() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("rv@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("rv@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let (a, b) = (new_session(u.id, now), new_session(u.id, now));
         c.store.create_session(a.clone(), new_token(a.id, now)).await?;
@@ -756,8 +757,8 @@ async fn sessions_revoke_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_revoke_all_of_a_user() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("all@example.test", Role::Patient)).await?;
-        let other = c.store.create_user(new_user("keep@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("all@example.test", Role::Patient), clock::now()).await?;
+        let other = c.store.create_user(new_user("keep@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let mine: Vec<Session> = (0..3).map(|_| new_session(u.id, now)).collect();
         for s in &mine {
@@ -810,7 +811,7 @@ async fn audit_append_links_chain() {
             appended.push(c.store.append_audit(e).await?);
         }
         assert_eq!(seqs(&appended), [1, 2, 3]);
-        assert_eq!(appended[0].prev_hash, store::GENESIS_HASH);
+        assert_eq!(appended[0].prev_hash, teletip_control::audit::chain::GENESIS_HASH);
         assert_eq!(appended[1].prev_hash, appended[0].hash);
         assert_eq!(appended[2].prev_hash, appended[1].hash);
         assert!(appended.iter().all(|e| e.hash.len() == 64 && e.hash.chars().all(|ch| ch.is_ascii_hexdigit())));
@@ -890,7 +891,7 @@ async fn audit_concurrent_appends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_appends_concurrent_with_other_writes() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("busy@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("busy@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         const N: usize = 40;
         let barrier = Arc::new(Barrier::new(2 * N));
