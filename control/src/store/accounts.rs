@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::engine::{Row, Tx, is_unique_violation, map_rows, sql};
+use super::engine::{Row, Tx, sql, write_error};
 use super::{
     LoginThrottle, NewUser, RefreshToken, Role, Session, SqlStore, StoreError, StoreResult, ThrottlePolicy, User,
     UserChanges,
@@ -116,35 +116,30 @@ impl AccountStore for SqlStore {
                 .bind(&u.password_hash)
                 .bind(now),
             )
-            .await;
-        match row {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(r) => Ok(user_from_row(&r.ok_or(sqlx::Error::RowNotFound)?)?),
-        }
+            .await
+            .map_err(write_error)?;
+        Ok(user_from_row(&row.ok_or(sqlx::Error::RowNotFound)?)?)
     }
 
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM users WHERE id = $1").bind(id)).await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        Ok(self.db.fetch_optional_as(sql("SELECT * FROM users WHERE id = $1").bind(id), user_from_row).await?)
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM users WHERE email = $1").bind(email)).await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        Ok(self.db.fetch_optional_as(sql("SELECT * FROM users WHERE email = $1").bind(email), user_from_row).await?)
     }
 
     async fn list_users(&self, role: Option<Role>, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(
+            .fetch_all_as(
                 sql("SELECT * FROM users WHERE ($1 IS NULL OR role = $1) ORDER BY created_at, id LIMIT $2 OFFSET $3")
                     .bind(role.map(Role::as_str))
                     .bind(limit)
                     .bind(offset),
+                user_from_row,
             )
-            .await?;
-        Ok(map_rows(rows, user_from_row)?)
+            .await?)
     }
 
     async fn update_user(&self, id: Uuid, c: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>> {
@@ -271,13 +266,14 @@ impl AccountStore for SqlStore {
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM sessions WHERE id = $1").bind(id)).await?;
-        Ok(row.as_ref().map(session_from_row).transpose()?)
+        Ok(self.db.fetch_optional_as(sql("SELECT * FROM sessions WHERE id = $1").bind(id), session_from_row).await?)
     }
 
     async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM refresh_tokens WHERE token_hash = $1").bind(hash)).await?;
-        Ok(row.as_ref().map(token_from_row).transpose()?)
+        Ok(self
+            .db
+            .fetch_optional_as(sql("SELECT * FROM refresh_tokens WHERE token_hash = $1").bind(hash), token_from_row)
+            .await?)
     }
 
     async fn rotate_refresh_token(&self, used: Uuid, next: RefreshToken, now: OffsetDateTime) -> StoreResult<bool> {
@@ -320,11 +316,13 @@ impl AccountStore for SqlStore {
     }
 
     async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<Session>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(sql("SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC").bind(user_id))
-            .await?;
-        Ok(map_rows(rows, session_from_row)?)
+            .fetch_all_as(
+                sql("SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC").bind(user_id),
+                session_from_row,
+            )
+            .await?)
     }
 
     async fn purge_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::engine::{Row, Tx, map_rows, sql};
+use super::engine::{Row, Tx, sql};
 use super::{AuditEvent, AuditFilter, NewAuditEvent, SqlStore, StoreResult};
 use crate::audit::chain::GENESIS_HASH;
 
@@ -64,19 +64,24 @@ pub(super) async fn append_audit_in(tx: &mut Tx, e: NewAuditEvent) -> Result<Aud
     Ok(event)
 }
 
+/// Appends `e` as the last write of `tx` and commits both: the write and its event are
+/// recorded together or not at all.
+pub(super) async fn commit_audited(mut tx: Tx, e: NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
+    let event = append_audit_in(&mut tx, e).await?;
+    tx.commit().await?;
+    Ok(event)
+}
+
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<AuditEvent> {
-        let mut tx = self.db.begin_audited().await?;
-        let event = append_audit_in(&mut tx, e).await?;
-        tx.commit().await?;
-        Ok(event)
+        Ok(commit_audited(self.db.begin_audited().await?, e).await?)
     }
 
     async fn list_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(
+            .fetch_all_as(
                 sql("SELECT * FROM audit_events
                      WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2)
                        AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4)
@@ -86,13 +91,12 @@ impl AuditStore for SqlStore {
                 .bind(f.since)
                 .bind(f.until)
                 .bind(f.limit),
+                audit_from_row,
             )
-            .await?;
-        Ok(map_rows(rows, audit_from_row)?)
+            .await?)
     }
 
     async fn audit_chain(&self) -> StoreResult<Vec<AuditEvent>> {
-        let rows = self.db.fetch_all(sql("SELECT * FROM audit_events ORDER BY seq")).await?;
-        Ok(map_rows(rows, audit_from_row)?)
+        Ok(self.db.fetch_all_as(sql("SELECT * FROM audit_events ORDER BY seq"), audit_from_row).await?)
     }
 }

@@ -11,7 +11,7 @@
 //!   SQLite has one writer at a time, so a process mutex plus `BEGIN IMMEDIATE` serialise audit
 //!   appends; PostgreSQL may have several control instances, so they take row locks and a
 //!   transaction-scoped advisory lock.
-//! - **error codes** ([`is_unique_violation`], [`is_double_booking`]).
+//! - **error codes** ([`write_error`]: unique violations and the no-double-booking rule).
 //!
 //! Why an enum over the two engines rather than code generic over `sqlx::Database`: the generic
 //! route needs higher-ranked bounds (`for<'c> &'c mut DB::Connection: Executor<'c>`, and
@@ -25,11 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow,
 };
-use sqlx::{Decode, Row as _, Transaction, Type};
+use sqlx::{Database, Decode, Encode, Row as _, Transaction, Type};
 use time::{Date, OffsetDateTime};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
@@ -89,6 +91,47 @@ value_from! {
     Date: Option<Date> => |v| v;
 }
 
+impl Value {
+    /// SQLite's codec: timestamps as INTEGER microseconds since the Unix epoch, dates as TEXT
+    /// `YYYY-MM-DD`. PostgreSQL takes every value as it is.
+    fn for_sqlite(self) -> Value {
+        match self {
+            Value::Time(t) => Value::I64(t.map(micros)),
+            Value::Date(d) => Value::Text(d.map(|d| d.to_string())),
+            v => v,
+        }
+    }
+}
+
+/// Binds `args` in order with sqlx's own codec for each type.
+fn bind_all<'q, DB: Database>(
+    q: Query<'q, DB, DB::Arguments<'q>>,
+    args: impl Iterator<Item = Value>,
+) -> Query<'q, DB, DB::Arguments<'q>>
+where
+    Option<Uuid>: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+    Option<i16>: Encode<'q, DB> + Type<DB>,
+    Option<i32>: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    Option<bool>: Encode<'q, DB> + Type<DB>,
+    Option<Vec<u8>>: Encode<'q, DB> + Type<DB>,
+    Option<OffsetDateTime>: Encode<'q, DB> + Type<DB>,
+    Option<Date>: Encode<'q, DB> + Type<DB>,
+{
+    args.fold(q, |q, v| match v {
+        Value::Uuid(v) => q.bind(v),
+        Value::Text(v) => q.bind(v),
+        Value::I16(v) => q.bind(v),
+        Value::I32(v) => q.bind(v),
+        Value::I64(v) => q.bind(v),
+        Value::Bool(v) => q.bind(v),
+        Value::Bytes(v) => q.bind(v),
+        Value::Time(v) => q.bind(v),
+        Value::Date(v) => q.bind(v),
+    })
+}
+
 /// SQLite's timestamp codec: microseconds since the Unix epoch.
 fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
@@ -117,32 +160,12 @@ impl Sql {
         self
     }
 
-    fn sqlite(&self) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-        self.args.iter().cloned().fold(sqlx::query(&self.text), |q, v| match v {
-            Value::Uuid(v) => q.bind(v),
-            Value::Text(v) => q.bind(v),
-            Value::I16(v) => q.bind(v),
-            Value::I32(v) => q.bind(v),
-            Value::I64(v) => q.bind(v),
-            Value::Bool(v) => q.bind(v),
-            Value::Bytes(v) => q.bind(v),
-            Value::Time(v) => q.bind(v.map(micros)),
-            Value::Date(v) => q.bind(v.map(|d| d.to_string())),
-        })
+    fn sqlite(&self) -> Query<'_, Sqlite, SqliteArguments<'_>> {
+        bind_all(sqlx::query(&self.text), self.args.iter().cloned().map(Value::for_sqlite))
     }
 
-    fn postgres(&self) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
-        self.args.iter().cloned().fold(sqlx::query(&self.text), |q, v| match v {
-            Value::Uuid(v) => q.bind(v),
-            Value::Text(v) => q.bind(v),
-            Value::I16(v) => q.bind(v),
-            Value::I32(v) => q.bind(v),
-            Value::I64(v) => q.bind(v),
-            Value::Bool(v) => q.bind(v),
-            Value::Bytes(v) => q.bind(v),
-            Value::Time(v) => q.bind(v),
-            Value::Date(v) => q.bind(v),
-        })
+    fn postgres(&self) -> Query<'_, Postgres, PgArguments> {
+        bind_all(sqlx::query(&self.text), self.args.iter().cloned())
     }
 
     async fn execute(&self, c: Conn<'_>) -> Result<u64, sqlx::Error> {
@@ -303,6 +326,20 @@ impl Db {
         q.fetch_optional(self.acquire().await?.conn()).await
     }
 
+    /// The first row, if any, read by `f`.
+    pub async fn fetch_optional_as<T>(
+        &self,
+        q: Sql,
+        f: fn(&Row) -> Result<T, sqlx::Error>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        self.fetch_optional(q).await?.as_ref().map(f).transpose()
+    }
+
+    /// Every row, each read by `f`.
+    pub async fn fetch_all_as<T>(&self, q: Sql, f: fn(&Row) -> Result<T, sqlx::Error>) -> Result<Vec<T>, sqlx::Error> {
+        map_rows(self.fetch_all(q).await?, f)
+    }
+
     /// A plain (deferred) transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
@@ -394,14 +431,26 @@ impl Tx {
     }
 }
 
+/// The store's reading of a failed insert or update: the no-double-booking rule is
+/// `DoubleBooking`, any other unique constraint `Conflict`, the rest a database error.
+pub(crate) fn write_error(e: sqlx::Error) -> StoreError {
+    if is_double_booking(&e) {
+        StoreError::DoubleBooking
+    } else if is_unique_violation(&e) {
+        StoreError::Conflict
+    } else {
+        StoreError::Database(e)
+    }
+}
+
 /// Whether a database error is a unique constraint of either engine.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 /// Whether a database error is the no-double-booking rule of either schema: PostgreSQL's
 /// exclusion constraint (SQLSTATE 23P01) or SQLite's trigger, which names the rule.
-pub(crate) fn is_double_booking(e: &sqlx::Error) -> bool {
+fn is_double_booking(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             d.code().as_deref() == Some("23P01") || d.message().contains("appointments_no_double_booking")

@@ -5,12 +5,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit_log::append_audit_in;
-use super::engine::{Row, is_unique_violation, map_rows, sql};
+use super::audit_log::commit_audited;
+use super::engine::{Row, sql, write_error};
 use super::scheduling_store::patient_from_row;
 use super::{
-    Anonymisation, Consent, ConsentDecision, NewAuditEvent, PatientRecord, PrivacyNotice, SqlStore, StoreError,
-    StoreResult,
+    Anonymisation, Consent, ConsentDecision, NewAuditEvent, PatientRecord, PrivacyNotice, SqlStore, StoreResult,
 };
 
 #[async_trait]
@@ -68,7 +67,7 @@ fn consent_from_row(r: &Row) -> Result<Consent, sqlx::Error> {
 impl PrivacyStore for SqlStore {
     async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
         let purposes = serde_json::to_string(&n.purposes).expect("purposes serialise");
-        let r = self
+        self
             .db
             .execute(
                 sql("INSERT INTO privacy_notices (id, version, language, title, body, purposes, published_at, published_by)
@@ -82,17 +81,16 @@ impl PrivacyStore for SqlStore {
                 .bind(n.published_at)
                 .bind(n.published_by),
             )
-            .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(n),
-        }
+            .await
+            .map_err(write_error)?;
+        Ok(n)
     }
 
     async fn notices(&self) -> StoreResult<Vec<PrivacyNotice>> {
-        let rows = self.db.fetch_all(sql("SELECT * FROM privacy_notices ORDER BY published_at DESC, id")).await?;
-        Ok(map_rows(rows, notice_from_row)?)
+        Ok(self
+            .db
+            .fetch_all_as(sql("SELECT * FROM privacy_notices ORDER BY published_at DESC, id"), notice_from_row)
+            .await?)
     }
 
     async fn record_consent(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent> {
@@ -109,15 +107,18 @@ impl PrivacyStore for SqlStore {
             .bind(&c.source_ip),
         )
         .await?;
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+        commit_audited(tx, audit).await?;
         Ok(c)
     }
 
     async fn consents(&self, user_id: Uuid) -> StoreResult<Vec<Consent>> {
-        let rows =
-            self.db.fetch_all(sql("SELECT * FROM consents WHERE user_id = $1 ORDER BY at, id").bind(user_id)).await?;
-        Ok(map_rows(rows, consent_from_row)?)
+        Ok(self
+            .db
+            .fetch_all_as(
+                sql("SELECT * FROM consents WHERE user_id = $1 ORDER BY at, id").bind(user_id),
+                consent_from_row,
+            )
+            .await?)
     }
 
     async fn anonymise_patient(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()> {
@@ -160,8 +161,7 @@ impl PrivacyStore for SqlStore {
             )
             .await?;
         }
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+        commit_audited(tx, audit).await?;
         Ok(())
     }
 
@@ -182,16 +182,17 @@ impl PrivacyStore for SqlStore {
             tx.execute(sql("DELETE FROM consents WHERE user_id = $1").bind(user_id)).await?;
             tx.execute(sql("DELETE FROM users WHERE id = $1").bind(user_id)).await?;
         }
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+        commit_audited(tx, audit).await?;
         Ok(())
     }
 
     async fn patients_past_retention(&self, now: OffsetDateTime) -> StoreResult<Vec<PatientRecord>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(sql("SELECT * FROM patients WHERE retain_until IS NOT NULL AND retain_until <= $1").bind(now))
-            .await?;
-        Ok(map_rows(rows, patient_from_row)?)
+            .fetch_all_as(
+                sql("SELECT * FROM patients WHERE retain_until IS NOT NULL AND retain_until <= $1").bind(now),
+                patient_from_row,
+            )
+            .await?)
     }
 }

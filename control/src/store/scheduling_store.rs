@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit_log::append_audit_in;
-use super::engine::{Row, is_double_booking, is_unique_violation, map_rows, sql};
+use super::audit_log::{append_audit_in, commit_audited};
+use super::engine::{Row, map_rows, sql, write_error};
 use super::{
     Appointment, AppointmentFilter, AppointmentStatus, NewAuditEvent, PatientFilter, PatientRecord, Practitioner,
-    SqlStore, StoreError, StoreResult, StoredException, StoredRule, care_relationship,
+    SqlStore, StoreResult, StoredException, StoredRule, care_relationship,
 };
 
 #[async_trait]
@@ -141,7 +141,7 @@ fn appointment_from_row(r: &Row) -> Result<Appointment, sqlx::Error> {
 #[async_trait]
 impl SchedulingStore for SqlStore {
     async fn create_practitioner(&self, p: Practitioner) -> StoreResult<Practitioner> {
-        let r = self
+        self
             .db
             .execute(
                 sql("INSERT INTO practitioners (id, user_id, display_name, specialty, time_zone, created_at, updated_at)
@@ -154,22 +154,26 @@ impl SchedulingStore for SqlStore {
                 .bind(p.created_at)
                 .bind(p.updated_at),
             )
-            .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(p),
-        }
+            .await
+            .map_err(write_error)?;
+        Ok(p)
     }
 
     async fn practitioner(&self, id: Uuid) -> StoreResult<Option<Practitioner>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM practitioners WHERE id = $1").bind(id)).await?;
-        Ok(row.as_ref().map(practitioner_from_row).transpose()?)
+        Ok(self
+            .db
+            .fetch_optional_as(sql("SELECT * FROM practitioners WHERE id = $1").bind(id), practitioner_from_row)
+            .await?)
     }
 
     async fn practitioner_by_user(&self, user_id: Uuid) -> StoreResult<Option<Practitioner>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM practitioners WHERE user_id = $1").bind(user_id)).await?;
-        Ok(row.as_ref().map(practitioner_from_row).transpose()?)
+        Ok(self
+            .db
+            .fetch_optional_as(
+                sql("SELECT * FROM practitioners WHERE user_id = $1").bind(user_id),
+                practitioner_from_row,
+            )
+            .await?)
     }
 
     async fn list_practitioners(
@@ -178,22 +182,22 @@ impl SchedulingStore for SqlStore {
         limit: i64,
         offset: i64,
     ) -> StoreResult<Vec<Practitioner>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(
+            .fetch_all_as(
                 sql("SELECT * FROM practitioners WHERE ($1 IS NULL OR lower(specialty) = lower($1))
                      ORDER BY display_name, id LIMIT $2 OFFSET $3")
                 .bind(specialty)
                 .bind(limit)
                 .bind(offset),
+                practitioner_from_row,
             )
-            .await?;
-        Ok(map_rows(rows, practitioner_from_row)?)
+            .await?)
     }
 
     async fn create_patient(&self, p: PatientRecord, audit: NewAuditEvent) -> StoreResult<PatientRecord> {
         let mut tx = self.db.begin_audited().await?;
-        let r = tx
+        tx
             .execute(
                 sql("INSERT INTO patients (id, user_id, display_name, birth_date, national_id_enc, national_id_index,
                         phone_enc, phone_index, email_enc, email_index, notes_enc, anonymized_at, created_at, updated_at)
@@ -213,30 +217,27 @@ impl SchedulingStore for SqlStore {
                 .bind(p.created_at)
                 .bind(p.updated_at),
             )
-            .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
-            r => r?,
-        };
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+            .await
+            .map_err(write_error)?;
+        commit_audited(tx, audit).await?;
         Ok(p)
     }
 
     async fn patient(&self, id: Uuid) -> StoreResult<Option<PatientRecord>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM patients WHERE id = $1").bind(id)).await?;
-        Ok(row.as_ref().map(patient_from_row).transpose()?)
+        Ok(self.db.fetch_optional_as(sql("SELECT * FROM patients WHERE id = $1").bind(id), patient_from_row).await?)
     }
 
     async fn patient_by_user(&self, user_id: Uuid) -> StoreResult<Option<PatientRecord>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM patients WHERE user_id = $1").bind(user_id)).await?;
-        Ok(row.as_ref().map(patient_from_row).transpose()?)
+        Ok(self
+            .db
+            .fetch_optional_as(sql("SELECT * FROM patients WHERE user_id = $1").bind(user_id), patient_from_row)
+            .await?)
     }
 
     async fn list_patients(&self, f: &PatientFilter) -> StoreResult<Vec<PatientRecord>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(
+            .fetch_all_as(
                 sql(format!(
                     "SELECT * FROM patients
                      WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM appointments a
@@ -254,9 +255,9 @@ impl SchedulingStore for SqlStore {
                 .bind(&f.email_index)
                 .bind(f.limit)
                 .bind(f.offset),
+                patient_from_row,
             )
-            .await?;
-        Ok(map_rows(rows, patient_from_row)?)
+            .await?)
     }
 
     async fn update_patient(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool> {
@@ -282,8 +283,7 @@ impl SchedulingStore for SqlStore {
         if done != 1 {
             return Ok(false);
         }
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+        commit_audited(tx, audit).await?;
         Ok(true)
     }
 
@@ -364,56 +364,52 @@ impl SchedulingStore for SqlStore {
 
     async fn create_appointment(&self, a: Appointment, audit: NewAuditEvent) -> StoreResult<Appointment> {
         let mut tx = self.db.begin_audited().await?;
-        let r = tx
-            .execute(
-                sql("INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
+        tx.execute(
+            sql("INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
                         created_by, idempotency_key, created_at, updated_at, patient_confirmed_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-                .bind(a.id)
-                .bind(a.practitioner_id)
-                .bind(a.patient_id)
-                .bind(a.starts_at)
-                .bind(a.ends_at)
-                .bind(a.status.as_str())
-                .bind(&a.cancel_reason)
-                .bind(a.created_by)
-                .bind(&a.idempotency_key)
-                .bind(a.created_at)
-                .bind(a.updated_at)
-                .bind(a.patient_confirmed_at),
-            )
-            .await;
-        match r {
-            Err(e) if is_double_booking(&e) => return Err(StoreError::DoubleBooking),
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
-            r => r?,
-        };
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+            .bind(a.id)
+            .bind(a.practitioner_id)
+            .bind(a.patient_id)
+            .bind(a.starts_at)
+            .bind(a.ends_at)
+            .bind(a.status.as_str())
+            .bind(&a.cancel_reason)
+            .bind(a.created_by)
+            .bind(&a.idempotency_key)
+            .bind(a.created_at)
+            .bind(a.updated_at)
+            .bind(a.patient_confirmed_at),
+        )
+        .await
+        .map_err(write_error)?;
+        commit_audited(tx, audit).await?;
         Ok(a)
     }
 
     async fn appointment(&self, id: Uuid) -> StoreResult<Option<Appointment>> {
-        let row = self.db.fetch_optional(sql("SELECT * FROM appointments WHERE id = $1").bind(id)).await?;
-        Ok(row.as_ref().map(appointment_from_row).transpose()?)
+        Ok(self
+            .db
+            .fetch_optional_as(sql("SELECT * FROM appointments WHERE id = $1").bind(id), appointment_from_row)
+            .await?)
     }
 
     async fn appointment_by_idempotency_key(&self, created_by: Uuid, key: &str) -> StoreResult<Option<Appointment>> {
-        let row = self
+        Ok(self
             .db
-            .fetch_optional(
+            .fetch_optional_as(
                 sql("SELECT * FROM appointments WHERE created_by = $1 AND idempotency_key = $2")
                     .bind(created_by)
                     .bind(key),
+                appointment_from_row,
             )
-            .await?;
-        Ok(row.as_ref().map(appointment_from_row).transpose()?)
+            .await?)
     }
 
     async fn list_appointments(&self, f: &AppointmentFilter) -> StoreResult<Vec<Appointment>> {
-        let rows = self
+        Ok(self
             .db
-            .fetch_all(
+            .fetch_all_as(
                 sql("SELECT * FROM appointments
                      WHERE ($1 IS NULL OR practitioner_id = $1) AND ($2 IS NULL OR patient_id = $2)
                        AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR ends_at > $4)
@@ -425,9 +421,9 @@ impl SchedulingStore for SqlStore {
                 .bind(f.from)
                 .bind(f.to)
                 .bind(f.limit),
+                appointment_from_row,
             )
-            .await?;
-        Ok(map_rows(rows, appointment_from_row)?)
+            .await?)
     }
 
     async fn mark_no_shows(
@@ -465,7 +461,7 @@ impl SchedulingStore for SqlStore {
         audit: NewAuditEvent,
     ) -> StoreResult<Option<Appointment>> {
         let mut tx = self.db.begin_audited().await?;
-        let r = tx
+        let row = tx
             .fetch_optional(
                 sql("UPDATE appointments SET status = $1, starts_at = COALESCE($2, starts_at),
                         ends_at = COALESCE($3, ends_at), cancel_reason = COALESCE($4, cancel_reason), updated_at = $5
@@ -478,15 +474,11 @@ impl SchedulingStore for SqlStore {
                 .bind(id)
                 .bind(expected.as_str()),
             )
-            .await;
-        let row = match r {
-            Err(e) if is_double_booking(&e) => return Err(StoreError::DoubleBooking),
-            r => r?,
-        };
+            .await
+            .map_err(write_error)?;
         let Some(row) = row else { return Ok(None) };
         let changed = appointment_from_row(&row)?;
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(changed))
     }
 
@@ -509,8 +501,7 @@ impl SchedulingStore for SqlStore {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let changed = appointment_from_row(&row)?;
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(changed))
     }
 
