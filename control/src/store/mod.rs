@@ -253,17 +253,6 @@ impl Store for SqlStore {
     }
 }
 
-/// The care relationship of `scheduling::access` as SQL over an appointment `a`: with `now` the
-/// parameter holding the current time and `ended_after` the earliest end an appointment may
-/// have to still count, the patient booked or confirmed it, it was booked by now, and it did
-/// not end before the window. Cancelled and entered-in-error appointments never count.
-pub(crate) fn care_relationship(now: &str, ended_after: &str) -> String {
-    format!(
-        "a.patient_confirmed_at IS NOT NULL AND a.created_at <= {now} AND a.ends_at >= {ended_after}
-         AND a.status NOT IN ('cancelled', 'entered-in-error')"
-    )
-}
-
 /// Opens the store a URL names: `sqlite://path` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> StoreResult<DynStore> {
     Ok(Arc::new(SqlStore::connect(url).await?))

@@ -8,7 +8,7 @@ use super::audit_log::{append_audit_in, commit_audited};
 use super::engine::{Row, map_rows, sql, write_error};
 use super::{
     Appointment, AppointmentFilter, AppointmentStatus, NewAuditEvent, PatientFilter, PatientRecord, Practitioner,
-    SqlStore, StoreResult, StoredException, StoredRule, care_relationship,
+    SqlStore, StoreResult, StoredException, StoredRule,
 };
 
 #[async_trait]
@@ -85,6 +85,17 @@ pub trait SchedulingStore: Send + Sync {
         now: OffsetDateTime,
         ended_after: OffsetDateTime,
     ) -> StoreResult<bool>;
+}
+
+/// The care relationship of `scheduling::access` as SQL over an appointment `a`: with `now` the
+/// parameter holding the current time and `ended_after` the earliest end an appointment may
+/// have to still count, the patient booked or confirmed it, it was booked by now, and it did
+/// not end before the window. Cancelled and entered-in-error appointments never count.
+fn care_relationship(now: &str, ended_after: &str) -> String {
+    format!(
+        "a.patient_confirmed_at IS NOT NULL AND a.created_at <= {now} AND a.ends_at >= {ended_after}
+         AND a.status NOT IN ('cancelled', 'entered-in-error')"
+    )
 }
 
 pub(super) fn patient_from_row(r: &Row) -> Result<PatientRecord, sqlx::Error> {
