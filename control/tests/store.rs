@@ -191,6 +191,68 @@ fn verified(n: i64) -> ChainVerification {
 // Basics
 // ---------------------------------------------------------------------------------------
 
+/// Databases written before the store's queries were shared keep reading back: SQLite keeps
+/// timestamps as INTEGER microseconds, dates as TEXT and UUIDs as 16-byte BLOBs; PostgreSQL as
+/// timestamptz, date and uuid. Rows written in those formats by hand read back exactly, and the
+/// store still writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_formats_are_kept() {
+    each_engine(|c| async move {
+        let id = Uuid::from_u128(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff);
+        let patient = Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+        let at = datetime!(2026-12-04 10:26:40.123456 UTC);
+        match c.engine {
+            Engine::Sqlite => {
+                c.sql(
+                    "INSERT INTO users (id, email, display_name, role, password_hash, disabled, created_at, updated_at)
+                     VALUES (X'00112233445566778899aabbccddeeff', 'legacy@example.test', 'Legacy', 'patient', 'x', 1,
+                             1796380000123456, 1796380000123456)",
+                )
+                .await?;
+                c.sql(
+                    "INSERT INTO patients (id, display_name, birth_date, created_at, updated_at)
+                     VALUES (X'0102030405060708090a0b0c0d0e0f10', 'Legacy', '1980-02-29', 1796380000123456,
+                             1796380000123456)",
+                )
+                .await?;
+            }
+            Engine::Postgres => {
+                c.sql(
+                    "INSERT INTO users (id, email, display_name, role, password_hash, disabled, created_at, updated_at)
+                     VALUES ('00112233-4455-6677-8899-aabbccddeeff', 'legacy@example.test', 'Legacy', 'patient', 'x',
+                             true, '2026-12-04 10:26:40.123456+00', '2026-12-04 10:26:40.123456+00')",
+                )
+                .await?;
+                c.sql(
+                    "INSERT INTO patients (id, display_name, birth_date, created_at, updated_at)
+                     VALUES ('01020304-0506-0708-090a-0b0c0d0e0f10', 'Legacy', '1980-02-29',
+                             '2026-12-04 10:26:40.123456+00', '2026-12-04 10:26:40.123456+00')",
+                )
+                .await?;
+            }
+        }
+        let user = c.store.user_by_email("legacy@example.test").await?.context("the legacy user")?;
+        assert_eq!((user.id, user.created_at, user.updated_at, user.disabled), (id, at, at, true));
+        let record = c.store.patient(patient).await?.context("the legacy patient")?;
+        assert_eq!((record.birth_date, record.created_at), (Some(time::macros::date!(1980 - 02 - 29)), at));
+
+        let written = c.store.create_user(new_user("new@example.test", Role::Patient), at).await?;
+        if c.engine == Engine::Sqlite {
+            let mut conn = sqlx::SqliteConnection::connect(&c.url).await?;
+            let stored: (String, i64, String, i64) = sqlx::query_as(
+                "SELECT typeof(created_at), created_at, typeof(id), length(id) FROM users WHERE email = 'new@example.test'",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            conn.close().await?;
+            assert_eq!(stored, ("integer".into(), 1_796_380_000_123_456, "blob".into(), 16));
+        }
+        assert_eq!(c.store.user_by_id(written.id).await?.map(|u| u.created_at), Some(at));
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrate_twice_and_ping() {
     each_engine(|c| async move {
