@@ -19,7 +19,10 @@ use uuid::Uuid;
 use crate::auth::extract::Caller;
 use crate::problem::{ApiError, ApiQuery, ApiResult};
 use crate::state::{AppState, ClientIp};
-use crate::store::{AuditEvent, AuditFilter, ChainVerification, NewAuditEvent, Role, verify_chain};
+pub mod chain;
+
+use crate::store::{AuditEvent, AuditFilter, NewAuditEvent, Role};
+use chain::{ChainVerification, verify_chain};
 
 /// An audit event being described by a handler.
 #[derive(Debug, Clone)]

@@ -88,12 +88,10 @@ pub async fn create_user(state: &AppState, req: CreateUser) -> Result<crate::sto
     let hash = password::hash(&req.password);
     state
         .store()
-        .create_user(NewUser {
-            email,
-            display_name: req.display_name.trim().into(),
-            role: req.role,
-            password_hash: hash,
-        })
+        .create_user(
+            NewUser { email, display_name: req.display_name.trim().into(), role: req.role, password_hash: hash },
+            state.clock().now(),
+        )
         .await
         .map_err(|e| match e {
             crate::store::StoreError::Conflict => ApiError::Conflict("a user with this e-mail exists".into()),

@@ -26,12 +26,15 @@ async fn fixture(engine: support::Engine, dir: &std::path::Path) -> Fixture {
     store.migrate().await.unwrap();
     let now = teletip_control::clock::now();
     let creator = store
-        .create_user(NewUser {
-            email: "desk@hospital.test".into(),
-            display_name: "Desk".into(),
-            role: Role::Admin,
-            password_hash: "x".into(),
-        })
+        .create_user(
+            NewUser {
+                email: "desk@hospital.test".into(),
+                display_name: "Desk".into(),
+                role: Role::Admin,
+                password_hash: "x".into(),
+            },
+            now,
+        )
         .await
         .unwrap()
         .id;

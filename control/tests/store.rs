@@ -10,10 +10,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, ensure};
 use sqlx::Connection;
 use support::{Engine, engines, fresh_database};
+use teletip_control::audit::chain::{ChainVerification, verify_chain};
 use teletip_control::clock;
 use teletip_control::store::{
-    self, AuditEvent, AuditFilter, ChainVerification, DynStore, LoginThrottle, NewAuditEvent, NewUser, RefreshToken,
-    Role, Session, StoreError, ThrottlePolicy, User, UserChanges, verify_chain,
+    self, AuditEvent, AuditFilter, DynStore, LoginThrottle, NewAuditEvent, NewUser, RefreshToken, Role, Session,
+    StoreError, ThrottlePolicy, User, UserChanges,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -190,6 +191,68 @@ fn verified(n: i64) -> ChainVerification {
 // Basics
 // ---------------------------------------------------------------------------------------
 
+/// Databases written before the store's queries were shared keep reading back: SQLite keeps
+/// timestamps as INTEGER microseconds, dates as TEXT and UUIDs as 16-byte BLOBs; PostgreSQL as
+/// timestamptz, date and uuid. Rows written in those formats by hand read back exactly, and the
+/// store still writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_formats_are_kept() {
+    each_engine(|c| async move {
+        let id = Uuid::from_u128(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff);
+        let patient = Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+        let at = datetime!(2026-12-04 10:26:40.123456 UTC);
+        match c.engine {
+            Engine::Sqlite => {
+                c.sql(
+                    "INSERT INTO users (id, email, display_name, role, password_hash, disabled, created_at, updated_at)
+                     VALUES (X'00112233445566778899aabbccddeeff', 'legacy@example.test', 'Legacy', 'patient', 'x', 1,
+                             1796380000123456, 1796380000123456)",
+                )
+                .await?;
+                c.sql(
+                    "INSERT INTO patients (id, display_name, birth_date, created_at, updated_at)
+                     VALUES (X'0102030405060708090a0b0c0d0e0f10', 'Legacy', '1980-02-29', 1796380000123456,
+                             1796380000123456)",
+                )
+                .await?;
+            }
+            Engine::Postgres => {
+                c.sql(
+                    "INSERT INTO users (id, email, display_name, role, password_hash, disabled, created_at, updated_at)
+                     VALUES ('00112233-4455-6677-8899-aabbccddeeff', 'legacy@example.test', 'Legacy', 'patient', 'x',
+                             true, '2026-12-04 10:26:40.123456+00', '2026-12-04 10:26:40.123456+00')",
+                )
+                .await?;
+                c.sql(
+                    "INSERT INTO patients (id, display_name, birth_date, created_at, updated_at)
+                     VALUES ('01020304-0506-0708-090a-0b0c0d0e0f10', 'Legacy', '1980-02-29',
+                             '2026-12-04 10:26:40.123456+00', '2026-12-04 10:26:40.123456+00')",
+                )
+                .await?;
+            }
+        }
+        let user = c.store.user_by_email("legacy@example.test").await?.context("the legacy user")?;
+        assert_eq!((user.id, user.created_at, user.updated_at, user.disabled), (id, at, at, true));
+        let record = c.store.patient(patient).await?.context("the legacy patient")?;
+        assert_eq!((record.birth_date, record.created_at), (Some(time::macros::date!(1980 - 02 - 29)), at));
+
+        let written = c.store.create_user(new_user("new@example.test", Role::Patient), at).await?;
+        if c.engine == Engine::Sqlite {
+            let mut conn = sqlx::SqliteConnection::connect(&c.url).await?;
+            let stored: (String, i64, String, i64) = sqlx::query_as(
+                "SELECT typeof(created_at), created_at, typeof(id), length(id) FROM users WHERE email = 'new@example.test'",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            conn.close().await?;
+            assert_eq!(stored, ("integer".into(), 1_796_380_000_123_456, "blob".into(), 16));
+        }
+        assert_eq!(c.store.user_by_id(written.id).await?.map(|u| u.created_at), Some(at));
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrate_twice_and_ping() {
     each_engine(|c| async move {
@@ -199,7 +262,7 @@ async fn migrate_twice_and_ping() {
         };
         assert_eq!(c.store.engine(), expected);
         c.store.ping().await?;
-        let user = c.store.create_user(new_user("kept@example.test", Role::Admin)).await?;
+        let user = c.store.create_user(new_user("kept@example.test", Role::Admin), clock::now()).await?;
         c.store.append_audit(event("kept", None, clock::now())).await?;
         // each_engine already migrated once: twice more changes nothing and loses nothing.
         c.store.migrate().await.context("second migrate")?;
@@ -226,7 +289,7 @@ async fn migrate_twice_and_ping() {
 async fn users_create_and_get() {
     each_engine(|c| async move {
         let before = clock::now();
-        let u = c.store.create_user(new_user("ada@example.test", Role::Practitioner)).await?;
+        let u = c.store.create_user(new_user("ada@example.test", Role::Practitioner), clock::now()).await?;
         let after = clock::now();
         assert_eq!(u.email, "ada@example.test");
         assert_eq!(u.display_name, "Name of ada@example.test");
@@ -247,7 +310,7 @@ async fn users_create_and_get() {
         assert!(c.store.user_by_id(Uuid::new_v4()).await?.is_none());
         assert!(c.store.user_by_email("nobody@example.test").await?.is_none());
 
-        let other = c.store.create_user(new_user("bob@example.test", Role::Patient)).await?;
+        let other = c.store.create_user(new_user("bob@example.test", Role::Patient), clock::now()).await?;
         assert_ne!(other.id, u.id);
         assert_eq!(c.store.user_by_email("bob@example.test").await?.map(|x| x.id), Some(other.id));
         Ok(())
@@ -258,8 +321,8 @@ async fn users_create_and_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_duplicate_email_conflicts() {
     each_engine(|c| async move {
-        let first = c.store.create_user(new_user("dup@example.test", Role::Admin)).await?;
-        let again = c.store.create_user(new_user("dup@example.test", Role::Patient)).await;
+        let first = c.store.create_user(new_user("dup@example.test", Role::Admin), clock::now()).await?;
+        let again = c.store.create_user(new_user("dup@example.test", Role::Patient), clock::now()).await;
         assert!(matches!(again, Err(StoreError::Conflict)), "expected Conflict, got {again:?}");
         assert_eq!(c.store.count_users().await?, 1);
         let kept = c.store.user_by_email("dup@example.test").await?.context("the first user remains")?;
@@ -278,7 +341,7 @@ async fn users_duplicate_email_concurrent_single_winner() {
                 let (store, barrier) = (c.store.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    store.create_user(new_user("race@example.test", Role::Patient)).await
+                    store.create_user(new_user("race@example.test", Role::Patient), clock::now()).await
                 })
             })
             .collect();
@@ -305,7 +368,7 @@ async fn users_list_filters_and_pages() {
             .into_iter()
             .enumerate()
         {
-            all.push(c.store.create_user(new_user(&format!("u{i}@example.test"), role)).await?);
+            all.push(c.store.create_user(new_user(&format!("u{i}@example.test"), role), clock::now()).await?);
         }
         // Documented order: created_at, then id.
         let mut expected = all.clone();
@@ -342,10 +405,10 @@ async fn users_count() {
     each_engine(|c| async move {
         assert_eq!(c.store.count_users().await?, 0);
         for i in 0..3 {
-            c.store.create_user(new_user(&format!("c{i}@example.test"), Role::Patient)).await?;
+            c.store.create_user(new_user(&format!("c{i}@example.test"), Role::Patient), clock::now()).await?;
         }
         assert_eq!(c.store.count_users().await?, 3);
-        let _ = c.store.create_user(new_user("c0@example.test", Role::Patient)).await;
+        let _ = c.store.create_user(new_user("c0@example.test", Role::Patient), clock::now()).await;
         assert_eq!(c.store.count_users().await?, 3, "a conflicting create adds nobody");
         Ok(())
     })
@@ -355,8 +418,8 @@ async fn users_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_update_each_field() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("upd@example.test", Role::Patient)).await?;
-        let bystander = c.store.create_user(new_user("by@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("upd@example.test", Role::Patient), clock::now()).await?;
+        let bystander = c.store.create_user(new_user("by@example.test", Role::Patient), clock::now()).await?;
         // Failures that a non-password change must leave alone (the column the former lockout
         // counted in, still reset by a password change).
         c.sql("UPDATE users SET failed_logins = 2 WHERE email = 'upd@example.test'").await?;
@@ -413,7 +476,7 @@ async fn users_update_each_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_update_password_resets_lockout() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("pw@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("pw@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         c.sql("UPDATE users SET failed_logins = 3 WHERE email = 'pw@example.test'").await?;
         assert_eq!(c.store.user_by_id(u.id).await?.context("user")?.failed_logins, 3);
@@ -434,7 +497,7 @@ async fn users_update_password_resets_lockout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_update_unknown_id_is_none() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("only@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("only@example.test", Role::Patient), clock::now()).await?;
         let changes = UserChanges {
             display_name: Some("Ghost".into()),
             role: Some(Role::Admin),
@@ -544,8 +607,8 @@ async fn login_throttle_concurrent_failures_count_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_the_last_enabled_admin_stays() {
     each_engine(|c| async move {
-        let a = c.store.create_user(new_user("a@example.test", Role::Admin)).await?;
-        let b = c.store.create_user(new_user("b@example.test", Role::Admin)).await?;
+        let a = c.store.create_user(new_user("a@example.test", Role::Admin), clock::now()).await?;
+        let b = c.store.create_user(new_user("b@example.test", Role::Admin), clock::now()).await?;
         let now = clock::now();
         let disable = UserChanges { disabled: Some(true), ..Default::default() };
         let enable = UserChanges { disabled: Some(false), ..Default::default() };
@@ -601,7 +664,7 @@ async fn users_the_last_enabled_admin_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_create_and_read() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("s@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("s@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let s = new_session(u.id, now);
         let t = new_token(s.id, now);
@@ -635,7 +698,7 @@ async fn sessions_create_and_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_token_rotation_is_single_use() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("r@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("r@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let s = new_session(u.id, now);
         let first = new_token(s.id, now);
@@ -674,7 +737,7 @@ async fn refresh_token_rotation_is_single_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_token_rotation_concurrent_single_winner() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("race@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("race@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let s = new_session(u.id, now);
         let first = new_token(s.id, now);
@@ -729,7 +792,7 @@ async fn refresh_token_rotation_concurrent_single_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_revoke_one() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("rv@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("rv@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let (a, b) = (new_session(u.id, now), new_session(u.id, now));
         c.store.create_session(a.clone(), new_token(a.id, now)).await?;
@@ -756,8 +819,8 @@ async fn sessions_revoke_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_revoke_all_of_a_user() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("all@example.test", Role::Patient)).await?;
-        let other = c.store.create_user(new_user("keep@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("all@example.test", Role::Patient), clock::now()).await?;
+        let other = c.store.create_user(new_user("keep@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         let mine: Vec<Session> = (0..3).map(|_| new_session(u.id, now)).collect();
         for s in &mine {
@@ -810,7 +873,7 @@ async fn audit_append_links_chain() {
             appended.push(c.store.append_audit(e).await?);
         }
         assert_eq!(seqs(&appended), [1, 2, 3]);
-        assert_eq!(appended[0].prev_hash, store::GENESIS_HASH);
+        assert_eq!(appended[0].prev_hash, teletip_control::audit::chain::GENESIS_HASH);
         assert_eq!(appended[1].prev_hash, appended[0].hash);
         assert_eq!(appended[2].prev_hash, appended[1].hash);
         assert!(appended.iter().all(|e| e.hash.len() == 64 && e.hash.chars().all(|ch| ch.is_ascii_hexdigit())));
@@ -890,7 +953,7 @@ async fn audit_concurrent_appends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_appends_concurrent_with_other_writes() {
     each_engine(|c| async move {
-        let u = c.store.create_user(new_user("busy@example.test", Role::Patient)).await?;
+        let u = c.store.create_user(new_user("busy@example.test", Role::Patient), clock::now()).await?;
         let now = clock::now();
         const N: usize = 40;
         let barrier = Arc::new(Barrier::new(2 * N));

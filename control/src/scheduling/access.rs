@@ -15,8 +15,8 @@
 //!   days after its end.
 //!
 //! The same rule decides the record reads of the JSON API and the FHIR façade, corrections, and
-//! the patient search (a practitioner's search returns only related patients). Each engine
-//! states it once in SQL (`care_relationship` in store/sqlite.rs and store/postgres.rs).
+//! the patient search (a practitioner's search returns only related patients). It is
+//! stated once in SQL for both engines (`care_relationship` in store/scheduling_store.rs).
 //!
 //! Anything else is refused and audited (`outcome = denied`), unless the practitioner breaks the
 //! glass: the `Break-Glass-Reason` header with a reason of at least [`MIN_REASON_CHARS`]
