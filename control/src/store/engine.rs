@@ -443,6 +443,37 @@ pub(crate) fn write_error(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Runs a write transaction again when PostgreSQL ended it to break a deadlock (SQLSTATE 40P01).
+/// Two bookings of overlapping times that insert at the same moment can each wait for the
+/// other's uncommitted row: PostgreSQL checks an exclusion constraint after it has inserted the
+/// row (a unique index is checked before), so both wait, and it aborts one of them. The aborted
+/// transaction wrote nothing; run again, it waits for the winner and gets `DoubleBooking`, or
+/// goes through if the winner rolled back. A deadlock needs another writer at that very moment,
+/// so a few attempts are plenty; the last one's error is returned as it is. SQLite serialises
+/// writers and never reports one.
+pub(crate) async fn retry_deadlocks<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    const ATTEMPTS: u32 = 5;
+    let mut made = 1;
+    loop {
+        match attempt().await {
+            Err(StoreError::Database(e)) if made < ATTEMPTS && is_deadlock(&e) => {
+                tracing::debug!(attempt = made, "a write transaction was ended to break a deadlock; running it again");
+                made += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
+}
+
 /// Whether a database error is a unique constraint of either engine.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -456,5 +487,81 @@ fn is_double_booking(e: &sqlx::Error) -> bool {
             d.code().as_deref() == Some("23P01") || d.message().contains("appointments_no_double_booking")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A database error with a SQLSTATE, as PostgreSQL reports one.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+    impl std::error::Error for Sqlstate {}
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "deadlock detected"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn failing(code: &'static str) -> StoreError {
+        StoreError::Database(sqlx::Error::Database(Box::new(Sqlstate(code))))
+    }
+
+    /// Fails with `code` `failures` times, then succeeds; counts the attempts.
+    async fn run(code: &'static str, failures: u32) -> (Result<&'static str, StoreError>, u32) {
+        let attempts = AtomicU32::new(0);
+        let result = retry_deadlocks(|| async {
+            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= failures { Err(failing(code)) } else { Ok("written") }
+        })
+        .await;
+        (result, attempts.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_deadlock_victim_runs_again() {
+        let (result, attempts) = run("40P01", 2).await;
+        assert_eq!(result.unwrap(), "written");
+        assert_eq!(attempts, 3);
+    }
+
+    #[tokio::test]
+    async fn deadlocks_are_retried_five_times_at_most() {
+        let (result, attempts) = run("40P01", 100).await;
+        assert!(matches!(result, Err(StoreError::Database(_))));
+        assert_eq!(attempts, 5);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_retried() {
+        // 23P01: the exclusion constraint itself, i.e. a double booking: final.
+        let (result, attempts) = run("23P01", 1).await;
+        assert!(result.is_err());
+        assert_eq!(attempts, 1);
     }
 }

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit_log::{append_audit_in, commit_audited};
-use super::engine::{Row, map_rows, sql, write_error};
+use super::engine::{Row, map_rows, retry_deadlocks, sql, write_error};
 use super::{
     Appointment, AppointmentFilter, AppointmentStatus, NewAuditEvent, PatientFilter, PatientRecord, Practitioner,
     SqlStore, StoreResult, StoredException, StoredRule,
@@ -374,27 +374,7 @@ impl SchedulingStore for SqlStore {
     }
 
     async fn create_appointment(&self, a: Appointment, audit: NewAuditEvent) -> StoreResult<Appointment> {
-        let mut tx = self.db.begin_audited().await?;
-        tx.execute(
-            sql("INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
-                        created_by, idempotency_key, created_at, updated_at, patient_confirmed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-            .bind(a.id)
-            .bind(a.practitioner_id)
-            .bind(a.patient_id)
-            .bind(a.starts_at)
-            .bind(a.ends_at)
-            .bind(a.status.as_str())
-            .bind(&a.cancel_reason)
-            .bind(a.created_by)
-            .bind(&a.idempotency_key)
-            .bind(a.created_at)
-            .bind(a.updated_at)
-            .bind(a.patient_confirmed_at),
-        )
-        .await
-        .map_err(write_error)?;
-        commit_audited(tx, audit).await?;
+        retry_deadlocks(|| self.insert_appointment(&a, audit.clone())).await?;
         Ok(a)
     }
 
@@ -471,26 +451,11 @@ impl SchedulingStore for SqlStore {
         now: OffsetDateTime,
         audit: NewAuditEvent,
     ) -> StoreResult<Option<Appointment>> {
-        let mut tx = self.db.begin_audited().await?;
-        let row = tx
-            .fetch_optional(
-                sql("UPDATE appointments SET status = $1, starts_at = COALESCE($2, starts_at),
-                        ends_at = COALESCE($3, ends_at), cancel_reason = COALESCE($4, cancel_reason), updated_at = $5
-                     WHERE id = $6 AND status = $7 RETURNING *")
-                .bind(next.as_str())
-                .bind(times.map(|t| t.0))
-                .bind(times.map(|t| t.1))
-                .bind(reason)
-                .bind(now)
-                .bind(id)
-                .bind(expected.as_str()),
-            )
-            .await
-            .map_err(write_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let changed = appointment_from_row(&row)?;
-        commit_audited(tx, audit).await?;
-        Ok(Some(changed))
+        // A reschedule moves the times under the exclusion constraint: as racy as a booking.
+        retry_deadlocks(|| {
+            self.update_appointment_status(id, expected, next, times, reason.as_deref(), now, audit.clone())
+        })
+        .await
     }
 
     async fn confirm_by_patient(
@@ -537,5 +502,66 @@ impl SchedulingStore for SqlStore {
             )
             .await?;
         Ok(found.is_some())
+    }
+}
+
+/// The single attempts that `retry_deadlocks` may run again (see there).
+impl SqlStore {
+    async fn insert_appointment(&self, a: &Appointment, audit: NewAuditEvent) -> StoreResult<()> {
+        let mut tx = self.db.begin_audited().await?;
+        tx.execute(
+            sql("INSERT INTO appointments (id, practitioner_id, patient_id, starts_at, ends_at, status, cancel_reason,
+                        created_by, idempotency_key, created_at, updated_at, patient_confirmed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            .bind(a.id)
+            .bind(a.practitioner_id)
+            .bind(a.patient_id)
+            .bind(a.starts_at)
+            .bind(a.ends_at)
+            .bind(a.status.as_str())
+            .bind(&a.cancel_reason)
+            .bind(a.created_by)
+            .bind(&a.idempotency_key)
+            .bind(a.created_at)
+            .bind(a.updated_at)
+            .bind(a.patient_confirmed_at),
+        )
+        .await
+        .map_err(write_error)?;
+        commit_audited(tx, audit).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn update_appointment_status(
+        &self,
+        id: Uuid,
+        expected: AppointmentStatus,
+        next: AppointmentStatus,
+        times: Option<(OffsetDateTime, OffsetDateTime)>,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<Appointment>> {
+        let mut tx = self.db.begin_audited().await?;
+        let row = tx
+            .fetch_optional(
+                sql("UPDATE appointments SET status = $1, starts_at = COALESCE($2, starts_at),
+                        ends_at = COALESCE($3, ends_at), cancel_reason = COALESCE($4, cancel_reason), updated_at = $5
+                     WHERE id = $6 AND status = $7 RETURNING *")
+                .bind(next.as_str())
+                .bind(times.map(|t| t.0))
+                .bind(times.map(|t| t.1))
+                .bind(reason)
+                .bind(now)
+                .bind(id)
+                .bind(expected.as_str()),
+            )
+            .await
+            .map_err(write_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let changed = appointment_from_row(&row)?;
+        commit_audited(tx, audit).await?;
+        Ok(Some(changed))
     }
 }
