@@ -10,7 +10,7 @@ use teletip_turn_proto::credentials::Secret;
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::nonce::NonceIssuer;
 use teletip_turn_proto::policy::PeerPolicy;
-use teletip_turn_proto::server::ServerConfig;
+use teletip_turn_proto::server::{Controls, ServerConfig};
 
 use crate::config::RelayConfig;
 use crate::metrics::{self, Publisher};
@@ -26,11 +26,10 @@ fn proto_secrets(c: &RelayConfig) -> Vec<Secret> {
 
 /// The protocol settings the state machine gets from the daemon's configuration.
 pub fn server_config(c: &RelayConfig) -> ServerConfig {
-    let secrets = proto_secrets(c);
     // Shared with the alternates when configured, so that their redirected clients' nonces
     // hold there; otherwise random per start.
     let nonce_key: [u8; 32] = c.nonce_key.as_ref().map_or_else(|| rand::rng().random(), |k| k.key);
-    let mut sc = ServerConfig::new(c.realm.clone(), secrets, nonce_key);
+    let mut sc = ServerConfig::new(c.realm.clone(), nonce_key);
     sc.nonces = NonceIssuer::new(nonce_key, c.stale_nonce);
     sc.policy = PeerPolicy::new(c.effective_allowed_peers(), c.denied_peer_ip.clone());
     sc.max_lifetime = c.max_allocate_lifetime;
@@ -164,8 +163,8 @@ pub(crate) fn log_secrets_published(what: &str, published: &Published) {
 /// while draining, new Allocates are sent to an alternate server (300) or refused (508), and
 /// the allocations in place carry on, so the operator can empty a relay before maintenance
 /// without cutting a call. `by` names who asked, for the log.
-pub(crate) fn set_draining(server: &ServerConfig, draining: bool, by: &str) {
-    let was = server.draining.swap(draining, Ordering::Relaxed);
+pub(crate) fn set_draining(server: &ServerConfig, controls: &Controls, draining: bool, by: &str) {
+    let was = controls.set_draining(draining);
     ::metrics::gauge!("teletip_draining").set(if draining { 1.0 } else { 0.0 });
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(if draining { "draining" } else { "relaying" })]);
     match (was, draining) {
@@ -211,6 +210,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
         tracing::info!("same-relay-delivery = false: datagrams between allocations go through the kernel");
     }
     let server = Arc::new(server_config(&config));
+    let controls = Controls::new(proto_secrets(&config));
     let quotas = Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota));
     let tuning =
         SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
@@ -243,7 +243,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
         );
     }
     // The files' secrets and, with a control link, the ones the control plane pushes.
-    let secret_sources = Arc::new(Mutex::new(SecretSources::new(server.secrets.clone(), proto_secrets(&config))));
+    let secret_sources = Arc::new(Mutex::new(SecretSources::new(controls.secrets.clone(), proto_secrets(&config))));
     let stop = Arc::new(AtomicBool::new(false));
     let reservations = Reservations::default();
     let mut setups = Vec::new();
@@ -253,11 +253,12 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
             &listen,
             tuning,
             server.clone(),
+            controls.clone(),
             quotas.clone(),
             binder.clone(),
             reservations.clone(),
             stop.clone(),
-            Publisher::new(server.secrets.clone()),
+            Publisher::new(controls.secrets.clone()),
         )?;
         setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
         setup.max_queue_delay = std::time::Duration::from_millis(u64::from(config.max_queue_delay_ms));
@@ -304,6 +305,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
                 client,
                 registration: registration(&config),
                 server: server.clone(),
+                controls: controls.clone(),
                 quotas: quotas.clone(),
                 secrets: secret_sources.clone(),
             };
@@ -359,8 +361,8 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
                     reload_secrets(&secret_sources, reread);
                     reload_certificate(served_certificate.as_deref());
                 }
-                _ = usr1.recv() => set_draining(&server, true, "SIGUSR1"),
-                _ = usr2.recv() => set_draining(&server, false, "SIGUSR2"),
+                _ = usr1.recv() => set_draining(&server, &controls, true, "SIGUSR1"),
+                _ = usr2.recv() => set_draining(&server, &controls, false, "SIGUSR2"),
             }
         }
     })?;

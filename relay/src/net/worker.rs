@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use slab::Slab;
 use teletip_turn_proto::codec::{CHANNEL_DATA_HEADER_LEN, Next};
 use teletip_turn_proto::limits::SharedQuotas;
-use teletip_turn_proto::server::{Action, FiveTuple, Payload, RelayId, ServerConfig, Shard, Transport};
+use teletip_turn_proto::server::{Action, Controls, FiveTuple, Payload, RelayId, ServerConfig, Shard, Transport};
 use teletip_turn_proto::time::Millis;
 
 use super::binder::{BinderSettings, NetBinder, RELAY_TOKEN_BASE, Reservations};
@@ -43,6 +43,7 @@ const HEADROOM: usize = CHANNEL_DATA_HEADER_LEN;
 pub struct WorkerSetup {
     pub index: usize,
     pub config: Arc<ServerConfig>,
+    pub controls: Controls,
     pub quotas: Arc<SharedQuotas>,
     pub binder: BinderSettings,
     pub reservations: Reservations,
@@ -74,6 +75,7 @@ impl WorkerSetup {
         listen: &[SocketAddr],
         tuning: SocketTuning,
         config: Arc<ServerConfig>,
+        controls: Controls,
         quotas: Arc<SharedQuotas>,
         binder: BinderSettings,
         reservations: Reservations,
@@ -95,6 +97,7 @@ impl WorkerSetup {
         Ok(WorkerSetup {
             index,
             config,
+            controls,
             quotas,
             binder,
             reservations,
@@ -132,6 +135,7 @@ impl WorkerSetup {
         let WorkerSetup {
             index,
             config,
+            controls,
             quotas,
             binder,
             reservations,
@@ -156,7 +160,7 @@ impl WorkerSetup {
         let mut w = Worker {
             listener_guards: vec![QueueDelayGuard::new(target_ns, overload_grace.as_nanos() as u64); listeners.len()],
             overload_control: target_ns > 0,
-            shard: Shard::new(config, quotas, binder),
+            shard: Shard::new(config, controls, quotas, binder),
             listeners,
             rx: RecvBatch::new(HEADROOM),
             out: vec![0u8; MAX_DATAGRAM + 64].into_boxed_slice(),
