@@ -182,18 +182,32 @@ pub(crate) fn set_draining(server: &ServerConfig, controls: &Controls, draining:
 /// Runs until SIGTERM or SIGINT. `reread` reads the configuration again as at start (SIGHUP
 /// applies its secrets).
 pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>) -> anyhow::Result<()> {
+    announce_settings(&config);
+    serve_metrics(&config)?;
+    let open_file_limit = raise_open_file_limit();
+    crate::net::memory::fix_malloc_thresholds();
+    let core = Core::new(&config);
+    let listeners = Listeners::new(&config)?;
+    let workers = start_workers(&config, &core, &listeners, open_file_limit)?;
+    log_started(&config, &listeners);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let link = start_control_link(&runtime, &config, &core)?;
+    notify_ready_and_watch(&runtime, workers.heartbeats.clone());
+    let signal = runtime.block_on(serve_signals(&core, listeners.served_certificate.as_deref(), reread))?;
+    tracing::info!("{signal} received: closing allocations and stopping");
+    link.stop(&runtime);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    workers.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs the settings that weaken the defaults or change how the workers behave.
+fn announce_settings(config: &RelayConfig) {
     for warning in config.unsafe_settings() {
         tracing::warn!("UNSAFE SETTING: {warning}");
     }
-    if let Some(addr) = config.prometheus {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        metrics::describe();
-    }
-    let open_file_limit = raise_open_file_limit();
-    crate::net::memory::fix_malloc_thresholds();
     if config.busy_poll_us > 0 {
         tracing::info!(
             "busy-poll-us = {}: idle workers keep polling that long after their last datagram (a core spins)",
@@ -209,12 +223,116 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     if !config.same_relay_delivery {
         tracing::info!("same-relay-delivery = false: datagrams between allocations go through the kernel");
     }
-    let server = Arc::new(server_config(&config));
-    let controls = Controls::new(proto_secrets(&config));
-    let quotas = Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota));
+}
+
+/// The Prometheus endpoint, when configured.
+fn serve_metrics(config: &RelayConfig) -> anyhow::Result<()> {
+    if let Some(addr) = config.prometheus {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        metrics::describe();
+    }
+    Ok(())
+}
+
+/// What the workers share with each other and with the daemon's signal handlers and control
+/// link.
+struct Core {
+    server: Arc<ServerConfig>,
+    controls: Controls,
+    quotas: Arc<SharedQuotas>,
+    /// The files' secrets and, with a control link, the ones the control plane pushes.
+    secret_sources: Arc<Mutex<SecretSources>>,
+}
+
+impl Core {
+    fn new(config: &RelayConfig) -> Core {
+        let controls = Controls::new(proto_secrets(config));
+        Core {
+            server: Arc::new(server_config(config)),
+            secret_sources: Arc::new(Mutex::new(SecretSources::new(controls.secrets.clone(), proto_secrets(config)))),
+            controls,
+            quotas: Arc::new(SharedQuotas::new(config.user_quota, config.client_ip_quota, config.total_quota)),
+        }
+    }
+}
+
+/// The addresses the workers listen on, and the TLS certificate SIGHUP reloads.
+struct Listeners {
+    udp: Vec<SocketAddr>,
+    /// TCP listeners, and TLS ones with their configuration.
+    stream: Vec<(SocketAddr, Option<Arc<rustls::ServerConfig>>)>,
+    served_certificate: Option<Arc<crate::net::tls::ServedCertificate>>,
+}
+
+impl Listeners {
+    fn new(config: &RelayConfig) -> anyhow::Result<Listeners> {
+        let udp: Vec<SocketAddr> =
+            config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
+        let (tls, served_certificate) = match &config.tls {
+            Some(files) => {
+                let (tls, served) = crate::net::tls::server_config(&files.cert, &files.key)?;
+                (Some(tls), Some(served))
+            }
+            None => (None, None),
+        };
+        let mut stream = Vec::new();
+        if config.tcp {
+            stream.extend(udp.iter().map(|a| (*a, None)));
+        }
+        if let Some(tls) = &tls {
+            stream.extend(
+                config
+                    .listening_ips
+                    .iter()
+                    .map(|ip| (SocketAddr::new(*ip, config.tls_listening_port), Some(tls.clone()))),
+            );
+        }
+        Ok(Listeners { udp, stream, served_certificate })
+    }
+
+    /// "udp a, tcp b, tls c", for the start-up line.
+    fn describe(&self) -> String {
+        let mut listening = self.udp.iter().map(|a| format!("udp {a}")).collect::<Vec<_>>();
+        listening
+            .extend(self.stream.iter().map(|(a, tls)| format!("{} {a}", if tls.is_some() { "tls" } else { "tcp" })));
+        listening.join(", ")
+    }
+}
+
+/// The running worker threads.
+struct Workers {
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<mio::Waker>>,
+    heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Tells every worker to stop, wakes it, and waits for it.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Binds every worker's listeners (a bind error stops the start here), then starts them.
+fn start_workers(
+    config: &RelayConfig,
+    core: &Core,
+    listeners: &Listeners,
+    open_file_limit: u64,
+) -> anyhow::Result<Workers> {
     let tuning =
         SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
-    let (pool, pool_ceiling) = pool_per_worker(&config, open_file_limit);
+    let (pool, pool_ceiling) = pool_per_worker(config, open_file_limit);
     let binder = BinderSettings {
         relay_ip: config.relay_ip,
         external_ip: config.external_ip,
@@ -224,46 +342,26 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
         pool,
         pool_ceiling,
     };
-    let listen: Vec<SocketAddr> =
-        config.listening_ips.iter().map(|ip| SocketAddr::new(*ip, config.listening_port)).collect();
-    let (tls, served_certificate) = match &config.tls {
-        Some(files) => {
-            let (tls, served) = crate::net::tls::server_config(&files.cert, &files.key)?;
-            (Some(tls), Some(served))
-        }
-        None => (None, None),
-    };
-    let mut stream_listen: Vec<(SocketAddr, Option<Arc<rustls::ServerConfig>>)> = Vec::new();
-    if config.tcp {
-        stream_listen.extend(listen.iter().map(|a| (*a, None)));
-    }
-    if let Some(tls) = &tls {
-        stream_listen.extend(
-            config.listening_ips.iter().map(|ip| (SocketAddr::new(*ip, config.tls_listening_port), Some(tls.clone()))),
-        );
-    }
-    // The files' secrets and, with a control link, the ones the control plane pushes.
-    let secret_sources = Arc::new(Mutex::new(SecretSources::new(controls.secrets.clone(), proto_secrets(&config))));
     let stop = Arc::new(AtomicBool::new(false));
     let reservations = Reservations::default();
     let mut setups = Vec::new();
     for index in 0..config.workers {
         let mut setup = WorkerSetup::new(
             index,
-            &listen,
+            &listeners.udp,
             tuning,
-            server.clone(),
-            controls.clone(),
-            quotas.clone(),
+            core.server.clone(),
+            core.controls.clone(),
+            core.quotas.clone(),
             binder.clone(),
             reservations.clone(),
             stop.clone(),
-            Publisher::new(controls.secrets.clone()),
+            Publisher::new(core.controls.secrets.clone()),
         )?;
         setup.busy_poll = std::time::Duration::from_micros(u64::from(config.busy_poll_us));
         setup.max_queue_delay = std::time::Duration::from_millis(u64::from(config.max_queue_delay_ms));
         setup.overload_grace = std::time::Duration::from_millis(u64::from(config.overload_grace_ms));
-        for (addr, tls) in &stream_listen {
+        for (addr, tls) in &listeners.stream {
             setup.listen_stream(*addr, tls.clone())?;
         }
         setup.max_connections = config.max_tcp_connections.div_ceil(config.workers);
@@ -275,16 +373,18 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
         };
         setups.push(setup);
     }
-    let wakers: Vec<_> = setups.iter().map(|s| s.waker.clone()).collect();
-    let heartbeats: Vec<_> = setups.iter().map(|s| s.heartbeat.clone()).collect();
+    let wakers = setups.iter().map(|s| s.waker.clone()).collect();
+    let heartbeats = setups.iter().map(|s| s.heartbeat.clone()).collect();
     let handles = setups.into_iter().map(|s| s.spawn()).collect::<Result<Vec<_>, _>>()?;
-    let mut listening = listen.iter().map(|a| format!("udp {a}")).collect::<Vec<_>>();
-    listening.extend(stream_listen.iter().map(|(a, tls)| format!("{} {a}", if tls.is_some() { "tls" } else { "tcp" })));
-    let listening = listening.join(", ");
+    Ok(Workers { stop, wakers, heartbeats, handles })
+}
+
+fn log_started(config: &RelayConfig, listeners: &Listeners) {
     let advertised = config.external_ip.unwrap_or(config.relay_ip);
     tracing::info!(
-        "teletip-relay {} listening on {listening} with {} workers; relaying on {}:{}-{} (advertised as {advertised}); realm {:?}; {} secret(s); metrics {}",
+        "teletip-relay {} listening on {} with {} workers; relaying on {}:{}-{} (advertised as {advertised}); realm {:?}; {} secret(s); metrics {}",
         env!("CARGO_PKG_VERSION"),
+        listeners.describe(),
         config.workers,
         config.relay_ip,
         config.min_port,
@@ -293,93 +393,100 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
         config.secrets.len(),
         config.prometheus.map_or("off".to_string(), |a| format!("http://{a}/metrics")),
     );
+}
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (stop_link, link_stopped) = tokio::sync::watch::channel(false);
-    let link = match &config.control_link {
-        Some(link) => {
-            let client = teletip_link::tls::client_config(&link.cert, &link.key, &link.ca)
-                .context("control link: cannot build the TLS configuration")?;
-            let context = crate::control_link::LinkContext {
-                link: link.clone(),
-                client,
-                registration: registration(&config),
-                server: server.clone(),
-                controls: controls.clone(),
-                quotas: quotas.clone(),
-                secrets: secret_sources.clone(),
-            };
-            tracing::info!(
-                server = link.server,
-                server_name = link.server_name,
-                "control link: dialling the control plane"
-            );
-            Some(runtime.spawn(crate::control_link::run(context, link_stopped)))
+/// The control link's task, when one is configured.
+struct LinkTask {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl LinkTask {
+    /// Closes the link, so that the control plane stops handing this relay out at once.
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        if let Some(task) = self.task {
+            let _ = self.stop.send(true);
+            let _ = runtime.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), task).await });
         }
-        None => None,
+    }
+}
+
+fn start_control_link(
+    runtime: &tokio::runtime::Runtime,
+    config: &RelayConfig,
+    core: &Core,
+) -> anyhow::Result<LinkTask> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let Some(link) = &config.control_link else {
+        return Ok(LinkTask { task: None, stop });
     };
-    // systemd (Type=notify): ready once every worker listens; the watchdog is fed only while
-    // every worker's loop keeps turning, so a wedged worker gets the relay restarted.
+    let client = teletip_link::tls::client_config(&link.cert, &link.key, &link.ca)
+        .context("control link: cannot build the TLS configuration")?;
+    let context = crate::control_link::LinkContext {
+        link: link.clone(),
+        client,
+        registration: registration(config),
+        server: core.server.clone(),
+        controls: core.controls.clone(),
+        quotas: core.quotas.clone(),
+        secrets: core.secret_sources.clone(),
+    };
+    tracing::info!(server = link.server, server_name = link.server_name, "control link: dialling the control plane");
+    Ok(LinkTask { task: Some(runtime.spawn(crate::control_link::run(context, stopped))), stop })
+}
+
+/// systemd (Type=notify): ready once every worker listens; the watchdog is fed only while every
+/// worker's loop keeps turning, so a wedged worker gets the relay restarted.
+fn notify_ready_and_watch(runtime: &tokio::runtime::Runtime, heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("relaying")]);
-    if let Some(interval) = sd_notify::watchdog_enabled() {
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(interval / 2);
-            loop {
-                tick.tick().await;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let stalled = heartbeats
-                    .iter()
-                    .any(|h| now.saturating_sub(h.load(Ordering::Relaxed)) > interval.as_millis() as u64);
-                if stalled {
-                    tracing::error!(
-                        "a worker stopped turning: withholding the watchdog ping so that systemd restarts the relay"
-                    );
-                } else {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            }
-        });
-    }
-    let signal = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut usr1 = signal(SignalKind::user_defined1())?;
-        let mut usr2 = signal(SignalKind::user_defined2())?;
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
         loop {
-            tokio::select! {
-                _ = term.recv() => return anyhow::Ok("SIGTERM"),
-                _ = int.recv() => return anyhow::Ok("SIGINT"),
-                // Without a handler SIGHUP would kill the relay and every call on it. It reloads
-                // the secrets and the TLS certificate (rotations and renewals come every few
-                // weeks; a restart would end the calls in progress); the rest of the
-                // configuration needs a restart.
-                _ = hup.recv() => {
-                    reload_secrets(&secret_sources, reread);
-                    reload_certificate(served_certificate.as_deref());
-                }
-                _ = usr1.recv() => set_draining(&server, &controls, true, "SIGUSR1"),
-                _ = usr2.recv() => set_draining(&server, &controls, false, "SIGUSR2"),
+            tick.tick().await;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let stalled =
+                heartbeats.iter().any(|h| now.saturating_sub(h.load(Ordering::Relaxed)) > interval.as_millis() as u64);
+            if stalled {
+                tracing::error!(
+                    "a worker stopped turning: withholding the watchdog ping so that systemd restarts the relay"
+                );
+            } else {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
-    })?;
-    tracing::info!("{signal} received: closing allocations and stopping");
-    if let Some(link) = link {
-        // Tells the control plane at once, so that it stops handing this relay out.
-        let _ = stop_link.send(true);
-        let _ = runtime.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), link).await });
+    });
+}
+
+/// Serves SIGHUP, SIGUSR1 and SIGUSR2 until SIGTERM or SIGINT, and names the one that ended it.
+async fn serve_signals(
+    core: &Core,
+    served_certificate: Option<&crate::net::tls::ServedCertificate>,
+    reread: &dyn Fn() -> anyhow::Result<RelayConfig>,
+) -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            // Without a handler SIGHUP would kill the relay and every call on it. It reloads
+            // the secrets and the TLS certificate (rotations and renewals come every few
+            // weeks; a restart would end the calls in progress); the rest of the
+            // configuration needs a restart.
+            _ = hup.recv() => {
+                reload_secrets(&core.secret_sources, reread);
+                reload_certificate(served_certificate);
+            }
+            _ = usr1.recv() => set_draining(&core.server, &core.controls, true, "SIGUSR1"),
+            _ = usr2.recv() => set_draining(&core.server, &core.controls, false, "SIGUSR2"),
+        }
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    stop.store(true, Ordering::Relaxed);
-    for w in &wakers {
-        let _ = w.wake();
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
