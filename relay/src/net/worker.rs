@@ -13,6 +13,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use teletip_mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
 use teletip_turn_proto::codec::{CHANNEL_DATA_HEADER_LEN, Next};
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::{Action, Controls, FiveTuple, Payload, RelayId, ServerConfig, Shard, Transport};
@@ -20,7 +21,6 @@ use teletip_turn_proto::time::Millis;
 
 use super::binder::{BinderSettings, NetBinder, RELAY_TOKEN_BASE, Reservations};
 use super::memory::{MemoryReturn, trim_heap};
-use super::mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
 use super::overload::QueueDelayGuard;
 use super::socket::{self, SocketTuning};
 use super::stream::{CloseReason, Connection, StreamListener, UNALLOCATED_TIMEOUT_MS};
@@ -162,7 +162,7 @@ impl WorkerSetup {
             overload_control: target_ns > 0,
             shard: Shard::new(config, controls, quotas, binder),
             listeners,
-            rx: RecvBatch::new(HEADROOM),
+            rx: RecvBatch::new(BATCH, HEADROOM, MAX_DATAGRAM),
             out: vec![0u8; MAX_DATAGRAM + 64].into_boxed_slice(),
             to_clients: SendBatch::default(),
             to_peers: SendBatch::default(),
