@@ -9,9 +9,46 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// Declares the settings struct and its field-by-field layering together, so that a setting is
+/// named once: its flag, `TELETIP_RELAY_*` variable and TOML key (coturn's name) come from the
+/// field's attributes, its merge from its type ([`Layer`]).
+macro_rules! layered_settings {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$field_meta])* pub $field: $ty,)* }
+
+        impl $name {
+            /// `self` overrides `base` field by field (lists replace, they do not append).
+            pub fn over(self, base: $name) -> $name {
+                $name { $($field: Layer::over(self.$field, base.$field),)* }
+            }
+        }
+    };
+}
+
+/// How one source's value of a setting layers over another's: a value set wins, a list given
+/// replaces the other (an empty list is not given).
+trait Layer {
+    fn over(self, base: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn over(self, base: Self) -> Self {
+        self.or(base)
+    }
+}
+
+impl<T> Layer for Vec<T> {
+    fn over(self, base: Self) -> Self {
+        if self.is_empty() { base } else { self }
+    }
+}
+
+layered_settings! {
 /// Every setting, all optional, as they come from one source. The same struct is parsed from
-/// the TOML file and from flags/environment, then merged.
-#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+/// the TOML file and from flags/environment, then merged; with its defaults filled in it is
+/// also what `check-config` prints.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
     /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
@@ -229,6 +266,7 @@ pub struct Settings {
     #[arg(long, env = "TELETIP_RELAY_REGION")]
     pub region: Option<String>,
 }
+}
 
 fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
@@ -255,25 +293,6 @@ pub enum LogFormat {
 }
 
 impl Settings {
-    /// `self` overrides `base` field by field (lists replace, they do not append).
-    pub fn over(self, base: Settings) -> Settings {
-        macro_rules! pick {
-            ($($opt:ident),*; $($list:ident),*) => {
-                Settings {
-                    $($opt: self.$opt.or(base.$opt),)*
-                    $($list: if self.$list.is_empty() { base.$list } else { self.$list },)*
-                }
-            };
-        }
-        pick!(nonce_key_file, listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, max_tcp_connections_per_ip, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
-            client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
-            max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
-            workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst,
-            control_server, control_server_name, control_ca, control_cert, control_key, public_host, region;
-            listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip,
-            metrics_allowed_network, firewall_allowed_tcp_port, alternate_server, tls_alternate_server)
-    }
-
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), Box::new(e)))
@@ -381,6 +400,8 @@ pub struct RelayConfig {
     /// Host name or address clients reach this relay by (reported on the control link).
     pub public_host: String,
     pub region: Option<String>,
+    /// The settings with every default filled in, as `check-config` shows them.
+    effective: Settings,
 }
 
 #[derive(Debug, Error)]
@@ -456,18 +477,27 @@ fn control_link(s: &Settings) -> Result<Option<ControlLink>, ConfigError> {
 }
 
 impl RelayConfig {
-    pub fn from_settings(s: Settings) -> Result<RelayConfig, ConfigError> {
+    /// Validates `s` and fills in the defaults: the values used, and the settings as
+    /// `check-config` shows them.
+    pub fn from_settings(mut s: Settings) -> Result<RelayConfig, ConfigError> {
         let control_link = control_link(&s)?;
-        let listening_ips = if s.listening_ip.is_empty() { vec![IpAddr::from([127, 0, 0, 1])] } else { s.listening_ip };
-        let relay_ip = s.relay_ip.unwrap_or(listening_ips[0]);
+        if let Some(link) = &control_link {
+            s.control_server_name = Some(link.server_name.clone());
+        }
+        if s.listening_ip.is_empty() {
+            s.listening_ip = vec![IpAddr::from([127, 0, 0, 1])];
+        }
+        let listening_ips = s.listening_ip.clone();
+        let relay_ip = *s.relay_ip.get_or_insert(listening_ips[0]);
         if relay_ip.is_unspecified() {
             return Err(ConfigError::UnspecifiedRelayIp);
         }
-        let (min_port, max_port) = (s.min_port.unwrap_or(49152), s.max_port.unwrap_or(65535));
+        let (min_port, max_port) = (*s.min_port.get_or_insert(49152), *s.max_port.get_or_insert(65535));
         if min_port > max_port {
             return Err(ConfigError::PortRange(min_port, max_port));
         }
-        let public_host = s.public_host.clone().unwrap_or_else(|| s.external_ip.unwrap_or(relay_ip).to_string());
+        let external_ip = s.external_ip;
+        let public_host = s.public_host.get_or_insert_with(|| external_ip.unwrap_or(relay_ip).to_string()).clone();
         let mut secrets: Vec<NamedSecret> = s
             .static_auth_secret
             .iter()
@@ -493,69 +523,79 @@ impl RelayConfig {
         if let Some(weak) = secrets.iter().find(|s| s.value.len() < 16) {
             return Err(ConfigError::WeakSecret(weak.key_id.clone()));
         }
-        let dscp = s.dscp.unwrap_or(46);
+        let dscp = *s.dscp.get_or_insert(46);
         if dscp > 63 {
             return Err(ConfigError::Dscp(dscp));
         }
-        let stale_nonce = s.stale_nonce.unwrap_or(600);
+        let stale_nonce = *s.stale_nonce.get_or_insert(600);
         if stale_nonce < 30 {
             return Err(ConfigError::TooSmall("stale-nonce", 30));
         }
-        let max_allocate_lifetime = s.max_allocate_lifetime.unwrap_or(3600);
+        let max_allocate_lifetime = *s.max_allocate_lifetime.get_or_insert(3600);
         if max_allocate_lifetime < 600 {
             return Err(ConfigError::TooSmall("max-allocate-lifetime", 600));
         }
-        if s.unauth_burst == Some(0) && s.unauth_rate != Some(0) {
+        let unauth_rate = *s.unauth_rate.get_or_insert(50);
+        let unauth_burst = *s.unauth_burst.get_or_insert(200);
+        if unauth_burst == 0 && unauth_rate != 0 {
             return Err(ConfigError::TooSmall("unauth-burst (0 would refuse every client's first request)", 1));
         }
-        if s.max_permissions == Some(0) {
+        let max_permissions = *s.max_permissions.get_or_insert(32);
+        if max_permissions == 0 {
             return Err(ConfigError::TooSmall("max-permissions", 1));
         }
         // A rate of 0 would drop every new flow once a source's burst is spent, a burst of 0
         // every new flow at once: both cut clients off, so refuse them like unauth-burst = 0.
-        let firewall_new_flow_rate = s.firewall_new_flow_rate.unwrap_or(50);
+        let firewall_new_flow_rate = *s.firewall_new_flow_rate.get_or_insert(50);
         if firewall_new_flow_rate == 0 {
             return Err(ConfigError::TooSmall("firewall-new-flow-rate", 1));
         }
-        let firewall_new_flow_burst = s.firewall_new_flow_burst.unwrap_or(200);
+        let firewall_new_flow_burst = *s.firewall_new_flow_burst.get_or_insert(200);
         if firewall_new_flow_burst == 0 {
             return Err(ConfigError::TooSmall("firewall-new-flow-burst", 1));
         }
         if s.firewall_allowed_tcp_port.contains(&0) {
             return Err(ConfigError::TooSmall("firewall-allowed-tcp-port", 1));
         }
-        let listening_port = s.listening_port.unwrap_or(3478);
-        let tcp = !s.no_tcp.unwrap_or(false);
-        let tls = match (s.cert, s.pkey) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        let listening_port = *s.listening_port.get_or_insert(3478);
+        let tcp = !*s.no_tcp.get_or_insert(false);
+        let tls = match (&s.cert, &s.pkey) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
             (None, None) => None,
             _ => return Err(ConfigError::TlsHalf),
         }
-        .filter(|_| !s.no_tls.unwrap_or(false));
-        let tls_listening_port = s.tls_listening_port.unwrap_or(5349);
+        .filter(|_| s.no_tls != Some(true));
+        // Shown as whether TLS is served, with or without a certificate.
+        s.no_tls = Some(tls.is_none());
+        let tls_listening_port = *s.tls_listening_port.get_or_insert(5349);
         if tls_listening_port == 0 {
             return Err(ConfigError::TooSmall("tls-listening-port", 1));
         }
         if tls.is_some() && tcp && tls_listening_port == listening_port {
             return Err(ConfigError::TlsPortClash(tls_listening_port));
         }
-        let max_tcp_connections = s.max_tcp_connections.unwrap_or(10_000);
+        let max_tcp_connections = *s.max_tcp_connections.get_or_insert(10_000);
         if max_tcp_connections == 0 && (tcp || tls.is_some()) {
             return Err(ConfigError::TooSmall("max-tcp-connections (or set no-tcp and leave out cert)", 1));
         }
         // The realm goes into every 401: longer than MAX_REALM_LEN, the 401 to the smallest
         // Allocate would break the amplification bound, so the core would drop it (counted as
         // `amplification`) and a client sending that Allocate could never log in.
-        let realm = s.realm.unwrap_or_else(|| "teletip".into());
+        let realm = s.realm.get_or_insert_with(|| "teletip".into()).clone();
         if realm.len() > teletip_turn_proto::server::MAX_REALM_LEN {
             return Err(ConfigError::RealmTooLong(realm.len()));
         }
-        let prometheus = s.prometheus.unwrap_or(true).then(|| {
-            SocketAddr::new(
-                s.prometheus_address.unwrap_or(IpAddr::from([127, 0, 0, 1])),
-                s.prometheus_port.unwrap_or(9641),
-            )
-        });
+        let prometheus_address = *s.prometheus_address.get_or_insert(IpAddr::from([127, 0, 0, 1]));
+        let prometheus_port = *s.prometheus_port.get_or_insert(9641);
+        let prometheus = s.prometheus.get_or_insert(true).then(|| SocketAddr::new(prometheus_address, prometheus_port));
+        let allowed_peer_ip = parse_ranges(&s.allowed_peer_ip)?;
+        let denied_peer_ip = parse_ranges(&s.denied_peer_ip)?;
+        // Shown as the networks a range stands for.
+        s.allowed_peer_ip = allowed_peer_ip.iter().map(IpNet::to_string).collect();
+        s.denied_peer_ip = denied_peer_ip.iter().map(IpNet::to_string).collect();
+        let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+        s.workers = Some(workers);
+        let default_grace_ms = (crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32;
         Ok(RelayConfig {
             listening_ips,
             listening_port,
@@ -563,11 +603,11 @@ impl RelayConfig {
             tls,
             tls_listening_port,
             max_tcp_connections,
-            max_tcp_connections_per_ip: s.max_tcp_connections_per_ip.unwrap_or(128),
+            max_tcp_connections_per_ip: *s.max_tcp_connections_per_ip.get_or_insert(128),
             relay_ip,
-            external_ip: s.external_ip,
-            alternate_servers: s.alternate_server,
-            tls_alternate_servers: s.tls_alternate_server,
+            external_ip,
+            alternate_servers: s.alternate_server.clone(),
+            tls_alternate_servers: s.tls_alternate_server.clone(),
             nonce_key: match &s.nonce_key_file {
                 Some(path) => Some(NonceKey::read(path)?),
                 None => None,
@@ -576,39 +616,38 @@ impl RelayConfig {
             max_port,
             realm,
             secrets,
-            allowed_peer_ip: parse_ranges(&s.allowed_peer_ip)?,
-            denied_peer_ip: parse_ranges(&s.denied_peer_ip)?,
-            allow_loopback_peers: s.allow_loopback_peers.unwrap_or(false),
-            strict_channel_numbers: s.strict_channel_numbers.unwrap_or(false),
-            user_quota: s.user_quota.unwrap_or(10),
-            client_ip_quota: s.client_ip_quota.unwrap_or(64),
-            total_quota: s.total_quota.unwrap_or(10_000),
-            max_bps: s.max_bps.unwrap_or(1_250_000),
-            max_permissions: s.max_permissions.unwrap_or(32),
+            allowed_peer_ip,
+            denied_peer_ip,
+            allow_loopback_peers: *s.allow_loopback_peers.get_or_insert(false),
+            strict_channel_numbers: *s.strict_channel_numbers.get_or_insert(false),
+            user_quota: *s.user_quota.get_or_insert(10),
+            client_ip_quota: *s.client_ip_quota.get_or_insert(64),
+            total_quota: *s.total_quota.get_or_insert(10_000),
+            max_bps: *s.max_bps.get_or_insert(1_250_000),
+            max_permissions,
             max_allocate_lifetime,
             stale_nonce,
-            max_credential_lifetime: s.max_credential_lifetime.unwrap_or(86_400),
-            unauth_rate: s.unauth_rate.unwrap_or(50),
-            unauth_burst: s.unauth_burst.unwrap_or(200),
+            max_credential_lifetime: *s.max_credential_lifetime.get_or_insert(86_400),
+            unauth_rate,
+            unauth_burst,
             prometheus,
-            metrics_allowed_network: s.metrics_allowed_network,
+            metrics_allowed_network: s.metrics_allowed_network.clone(),
             firewall_new_flow_rate,
             firewall_new_flow_burst,
-            firewall_allowed_tcp_port: s.firewall_allowed_tcp_port,
-            workers: s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
-            udp_buffer: s.udp_buffer.unwrap_or(4 << 20),
+            firewall_allowed_tcp_port: s.firewall_allowed_tcp_port.clone(),
+            workers,
+            udp_buffer: *s.udp_buffer.get_or_insert(4 << 20),
             dscp,
-            relay_socket_pool: s.relay_socket_pool.unwrap_or(256),
-            busy_poll_us: s.busy_poll_us.unwrap_or(0),
-            same_relay_delivery: s.same_relay_delivery.unwrap_or(true),
-            max_queue_delay_ms: s.max_queue_delay_ms.unwrap_or(3),
-            overload_grace_ms: s
-                .overload_grace_ms
-                .unwrap_or((crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32),
-            log_format: s.log_format.unwrap_or(LogFormat::Text),
+            relay_socket_pool: *s.relay_socket_pool.get_or_insert(256),
+            busy_poll_us: *s.busy_poll_us.get_or_insert(0),
+            same_relay_delivery: *s.same_relay_delivery.get_or_insert(true),
+            max_queue_delay_ms: *s.max_queue_delay_ms.get_or_insert(3),
+            overload_grace_ms: *s.overload_grace_ms.get_or_insert(default_grace_ms),
+            log_format: *s.log_format.get_or_insert(LogFormat::Text),
             control_link,
             public_host,
-            region: s.region,
+            region: s.region.clone(),
+            effective: s,
         })
     }
 
@@ -650,96 +689,13 @@ impl RelayConfig {
         warnings
     }
 
-    /// The effective configuration as TOML, with secrets redacted (`check-config`).
+    /// The effective configuration as TOML, every setting with its default filled in and
+    /// secrets redacted (`check-config`).
     pub fn to_redacted_toml(&self) -> String {
-        let ips = |v: &[IpAddr]| v.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
-        let nets = |v: &[IpNet]| v.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
-        let mut out = String::new();
-        let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
-        line("listening-ip", format!("[{}]", ips(&self.listening_ips)));
-        line("listening-port", self.listening_port.to_string());
-        line("no-tcp", (!self.tcp).to_string());
-        line("tls-listening-port", self.tls_listening_port.to_string());
-        match &self.tls {
-            Some(files) => {
-                line("cert", format!("{:?}", files.cert.display().to_string()));
-                line("pkey", format!("{:?}", files.key.display().to_string()));
-            }
-            None => line("no-tls", "true".into()),
-        }
-        line("max-tcp-connections", self.max_tcp_connections.to_string());
-        line("max-tcp-connections-per-ip", self.max_tcp_connections_per_ip.to_string());
-        line("relay-ip", format!("\"{}\"", self.relay_ip));
-        if let Some(e) = self.external_ip {
-            line("external-ip", format!("\"{e}\""));
-        }
-        let addrs = |v: &[SocketAddr]| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-        line("alternate-server", format!("[{}]", addrs(&self.alternate_servers)));
-        line("tls-alternate-server", format!("[{}]", addrs(&self.tls_alternate_servers)));
-        if let Some(key) = &self.nonce_key {
-            line("nonce-key-file", format!("{:?}", key.path.display().to_string()));
-        }
-        line("min-port", self.min_port.to_string());
-        line("max-port", self.max_port.to_string());
-        line("realm", format!("{:?}", self.realm));
-        line(
-            "static-auth-secret",
-            format!(
-                "[{}]",
-                self.secrets
-                    .iter()
-                    .map(|s| format!("\"<redacted: key-id {}>\"", s.key_id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        line("allowed-peer-ip", format!("[{}]", nets(&self.allowed_peer_ip)));
-        line("denied-peer-ip", format!("[{}]", nets(&self.denied_peer_ip)));
-        line("allow-loopback-peers", self.allow_loopback_peers.to_string());
-        line("strict-channel-numbers", self.strict_channel_numbers.to_string());
-        line("user-quota", self.user_quota.to_string());
-        line("client-ip-quota", self.client_ip_quota.to_string());
-        line("total-quota", self.total_quota.to_string());
-        line("max-bps", self.max_bps.to_string());
-        line("max-permissions", self.max_permissions.to_string());
-        line("max-allocate-lifetime", self.max_allocate_lifetime.to_string());
-        line("stale-nonce", self.stale_nonce.to_string());
-        line("max-credential-lifetime", self.max_credential_lifetime.to_string());
-        line("unauth-rate", self.unauth_rate.to_string());
-        line("unauth-burst", self.unauth_burst.to_string());
-        line("prometheus", self.prometheus.is_some().to_string());
-        if let Some(p) = self.prometheus {
-            line("prometheus-address", format!("\"{}\"", p.ip()));
-            line("prometheus-port", p.port().to_string());
-        }
-        line("metrics-allowed-network", format!("[{}]", nets(&self.metrics_allowed_network)));
-        line("firewall-new-flow-rate", self.firewall_new_flow_rate.to_string());
-        line("firewall-new-flow-burst", self.firewall_new_flow_burst.to_string());
-        line(
-            "firewall-allowed-tcp-port",
-            format!("[{}]", self.firewall_allowed_tcp_port.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
-        );
-        line("workers", self.workers.to_string());
-        line("udp-buffer", self.udp_buffer.to_string());
-        line("dscp", self.dscp.to_string());
-        line("relay-socket-pool", self.relay_socket_pool.to_string());
-        line("busy-poll-us", self.busy_poll_us.to_string());
-        line("same-relay-delivery", self.same_relay_delivery.to_string());
-        line("max-queue-delay-ms", self.max_queue_delay_ms.to_string());
-        line("overload-grace-ms", self.overload_grace_ms.to_string());
-        line("log-format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" }));
-        line("public-host", format!("{:?}", self.public_host));
-        if let Some(region) = &self.region {
-            line("region", format!("{region:?}"));
-        }
-        if let Some(link) = &self.control_link {
-            line("control-server", format!("{:?}", link.server));
-            line("control-server-name", format!("{:?}", link.server_name));
-            line("control-ca", format!("{:?}", link.ca.display().to_string()));
-            line("control-cert", format!("{:?}", link.cert.display().to_string()));
-            line("control-key", format!("{:?}", link.key.display().to_string()));
-        }
-        out
+        let mut shown = self.effective.clone();
+        shown.static_auth_secret = self.secrets.iter().map(|s| format!("<redacted: key-id {}>", s.key_id)).collect();
+        // TOML has no integers above i64::MAX, which only a flag could have set.
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# the settings cannot be shown as TOML: {e}\n"))
     }
 }
 
