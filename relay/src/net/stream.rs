@@ -179,7 +179,7 @@ impl Connection {
         self.outbox.resize(self.outbox.len() + padding, 0);
         if let Some(tls) = &mut self.tls {
             // One TLS record per message: OpenSSL-based clients (coturn's uclient) lose
-            // messages that share a record (measured: a third of them, against coturn too).
+            // messages that share a record, with coturn's own server too.
             // rustls encrypts now and holds the record until `flush` writes it; its buffer is
             // unbounded (set in `new`), this connection's limit is `OUTBOX_LIMIT`.
             if tls.writer().write_all(&self.outbox).is_err() {

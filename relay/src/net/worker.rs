@@ -253,11 +253,9 @@ fn now() -> Millis {
 /// Orders a turn's sockets so that relayed sockets are served before listeners. What waits on
 /// a relayed socket was usually admitted through a listener already (the kernel path between
 /// two allocations sends it there), so finishing it before reading more keeps the work inside
-/// the relay bounded: a busy listener, served first from the backlog, used to make every
-/// admitted datagram wait another listener turn, and near capacity the queue then held above
-/// the overload target long enough to start dropping. Measured on the kernel path, 10 pairs,
-/// 160 B: the highest rate with <= 1 % loss rose from 74-80 to 84-94 kpps (docs/performance.md,
-/// optimisation 7); at 1.5x overload the settled p99 stayed at 3.9-4.4 ms.
+/// the relay bounded: a busy listener served first from the backlog would make every admitted
+/// datagram wait another listener turn, and near capacity hold the queue above the overload
+/// target long enough to start dropping (docs/performance.md, optimisation 7).
 ///
 /// Each socket is also served once per turn: a socket left on the backlog by the last turn and
 /// woken again by a new event would otherwise be served twice, which is either twice its
@@ -291,7 +289,7 @@ struct Worker {
     /// relayed socket has usually been relayed once already by this worker (the kernel path
     /// between two allocations), and its sojourn measures the worker's own turn, not the
     /// offered load; dropping it there throws away work done and collapses throughput
-    /// (measured: 97 % loss at 1,000 pairs).
+    /// (docs/performance.md, optimisation 4).
     listener_guards: Vec<QueueDelayGuard>,
     overload_control: bool,
     streams: Streams,
@@ -334,8 +332,7 @@ impl Worker {
         let server = self.listeners[index].1;
         // Under overload, one batch per turn: the datagrams already admitted (queued on relayed
         // sockets, on the kernel path) are relayed before more are read, so what is admitted
-        // is not left waiting a long turn. Measured at about 1.5x the kernel path's capacity:
-        // the settled p99 fell from 11-12 ms to 4-6 ms, throughput within run-to-run noise.
+        // is not left waiting a long turn (docs/performance.md, optimisation 4).
         let budget = if self.listener_guards[index].dropping() { 1 } else { TURN_BUDGET };
         for _ in 0..budget {
             let n = match self.rx.recv(fd) {
