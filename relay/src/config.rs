@@ -9,11 +9,16 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Declares the settings struct and its field-by-field layering together, so that a setting is
-/// named once: its flag, `TELETIP_RELAY_*` variable and TOML key (coturn's name) come from the
-/// field's attributes, its merge from its type ([`Layer`]).
+/// Declares the settings struct, its field-by-field layering and its defaults together, so that
+/// a setting is named once: its flag, `TELETIP_RELAY_*` variable and TOML key (coturn's name)
+/// come from the field's attributes, its merge from its type ([`Layer`]), its default from the
+/// `= value` after it.
 macro_rules! layered_settings {
-    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)* }) => {
+    (@default $ty:ty) => { <$ty>::default() };
+    (@default $ty:ty, $default:expr) => { <$ty as Layer>::given($default) };
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty $(= $default:expr)?,)*
+    }) => {
         $(#[$meta])*
         pub struct $name { $($(#[$field_meta])* pub $field: $ty,)* }
 
@@ -22,6 +27,13 @@ macro_rules! layered_settings {
             pub fn over(self, base: $name) -> $name {
                 $name { $($field: Layer::over(self.$field, base.$field),)* }
             }
+
+            /// The built-in defaults: every setting that has one, set to it. Defaults that
+            /// follow from other settings (relay-ip, public-host, workers, control-server-name)
+            /// are filled in by [`RelayConfig::from_settings`].
+            pub fn defaults() -> $name {
+                $name { $($field: layered_settings!(@default $ty $(, $default)?),)* }
+            }
         }
     };
 }
@@ -29,18 +41,29 @@ macro_rules! layered_settings {
 /// How one source's value of a setting layers over another's: a value set wins, a list given
 /// replaces the other (an empty list is not given).
 trait Layer {
+    /// What a default is written as: the value of an optional setting, a list for a list.
+    type Given;
     fn over(self, base: Self) -> Self;
+    fn given(value: Self::Given) -> Self;
 }
 
 impl<T> Layer for Option<T> {
+    type Given = T;
     fn over(self, base: Self) -> Self {
         self.or(base)
+    }
+    fn given(value: T) -> Self {
+        Some(value)
     }
 }
 
 impl<T> Layer for Vec<T> {
+    type Given = Vec<T>;
     fn over(self, base: Self) -> Self {
         if self.is_empty() { base } else { self }
+    }
+    fn given(value: Vec<T>) -> Self {
+        value
     }
 }
 
@@ -54,18 +77,18 @@ pub struct Settings {
     /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
     #[arg(long = "listening-ip", env = "TELETIP_RELAY_LISTENING_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
-    pub listening_ip: Vec<IpAddr>,
+    pub listening_ip: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])],
     /// UDP port for STUN/TURN. Default 3478.
     #[arg(long = "listening-port", short = 'p', env = "TELETIP_RELAY_LISTENING_PORT")]
-    pub listening_port: Option<u16>,
+    pub listening_port: Option<u16> = 3478,
     /// Do not listen for TURN over TCP on listening-port (coturn's name). Default false: TCP is
     /// served, for networks that let no UDP out.
     #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP")]
-    pub no_tcp: Option<bool>,
+    pub no_tcp: Option<bool> = false,
     /// TCP port for TURN over TLS (`turns:`), served when cert and pkey are set. Default 5349;
     /// 443 gets through most firewalls.
     #[arg(long = "tls-listening-port", env = "TELETIP_RELAY_TLS_LISTENING_PORT")]
-    pub tls_listening_port: Option<u16>,
+    pub tls_listening_port: Option<u16> = 5349,
     /// PEM certificate chain for TURN over TLS, leaf first.
     #[arg(long, env = "TELETIP_RELAY_CERT")]
     pub cert: Option<PathBuf>,
@@ -74,16 +97,16 @@ pub struct Settings {
     pub pkey: Option<PathBuf>,
     /// Do not serve TURN over TLS even though cert and pkey are set (coturn's name).
     #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS")]
-    pub no_tls: Option<bool>,
+    pub no_tls: Option<bool> = false,
     /// Client connections over TCP and TLS held at once; more are closed as they arrive.
     /// Default 10000.
     #[arg(long = "max-tcp-connections", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS")]
-    pub max_tcp_connections: Option<usize>,
+    pub max_tcp_connections: Option<usize> = 10_000,
     /// Client connections over TCP and TLS from one IP address held at once; more are closed as
     /// they arrive, so that one source cannot take max-tcp-connections. Default 128; 0 =
     /// unlimited.
     #[arg(long = "max-tcp-connections-per-ip", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS_PER_IP")]
-    pub max_tcp_connections_per_ip: Option<usize>,
+    pub max_tcp_connections_per_ip: Option<usize> = 128,
     /// Address relayed sockets bind to. Default: the first listening IP.
     #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP")]
     pub relay_ip: Option<IpAddr>,
@@ -92,13 +115,13 @@ pub struct Settings {
     pub external_ip: Option<IpAddr>,
     /// Lowest relay port. Default 49152.
     #[arg(long = "min-port", env = "TELETIP_RELAY_MIN_PORT")]
-    pub min_port: Option<u16>,
+    pub min_port: Option<u16> = 49152,
     /// Highest relay port. Default 65535.
     #[arg(long = "max-port", env = "TELETIP_RELAY_MAX_PORT")]
-    pub max_port: Option<u16>,
+    pub max_port: Option<u16> = 65535,
     /// Authentication realm. Default "teletip".
     #[arg(long, short = 'r', env = "TELETIP_RELAY_REALM")]
-    pub realm: Option<String>,
+    pub realm: Option<String> = "teletip".into(),
     /// TURN REST API shared secret (repeatable: all are accepted, the first is current).
     #[arg(
         long = "static-auth-secret",
@@ -137,51 +160,51 @@ pub struct Settings {
     pub denied_peer_ip: Vec<String>,
     /// UNSAFE: let clients relay to 127.0.0.0/8 and ::1 (tests and single-host demos only).
     #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS")]
-    pub allow_loopback_peers: Option<bool>,
+    pub allow_loopback_peers: Option<bool> = false,
     /// Accept only RFC 8656's channel numbers (0x4000-0x4FFF). Default false: RFC 5766's
     /// 0x4000-0x7FFF, which Chrome and coturn's client use.
     #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS")]
-    pub strict_channel_numbers: Option<bool>,
+    pub strict_channel_numbers: Option<bool> = false,
     /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
     #[arg(long = "user-quota", env = "TELETIP_RELAY_USER_QUOTA")]
-    pub user_quota: Option<u32>,
+    pub user_quota: Option<u32> = 10,
     /// Allocations per client IP. Default 64; 0 = unlimited.
     #[arg(long = "client-ip-quota", env = "TELETIP_RELAY_CLIENT_IP_QUOTA")]
-    pub client_ip_quota: Option<u32>,
+    pub client_ip_quota: Option<u32> = 64,
     /// Allocations in total. Default 10000; 0 = unlimited.
     #[arg(long = "total-quota", env = "TELETIP_RELAY_TOTAL_QUOTA")]
-    pub total_quota: Option<u32>,
+    pub total_quota: Option<u32> = 10_000,
     /// Relayed bytes per second per allocation. Default 1250000 (10 Mbit/s); 0 = unlimited.
     #[arg(long = "max-bps", env = "TELETIP_RELAY_MAX_BPS")]
-    pub max_bps: Option<u64>,
+    pub max_bps: Option<u64> = 1_250_000,
     /// Permissions per allocation. Default 32.
     #[arg(long = "max-permissions", env = "TELETIP_RELAY_MAX_PERMISSIONS")]
-    pub max_permissions: Option<usize>,
+    pub max_permissions: Option<usize> = 32,
     /// Longest allocation lifetime in seconds. Default 3600.
     #[arg(long = "max-allocate-lifetime", env = "TELETIP_RELAY_MAX_ALLOCATE_LIFETIME")]
-    pub max_allocate_lifetime: Option<u32>,
+    pub max_allocate_lifetime: Option<u32> = 3600,
     /// Nonce lifetime in seconds (coturn: stale-nonce). Default 600.
     #[arg(long = "stale-nonce", env = "TELETIP_RELAY_STALE_NONCE")]
-    pub stale_nonce: Option<u64>,
+    pub stale_nonce: Option<u64> = 600,
     /// Refuse credentials that expire further ahead than this many seconds. Default 86400.
     #[arg(long = "max-credential-lifetime", env = "TELETIP_RELAY_MAX_CREDENTIAL_LIFETIME")]
-    pub max_credential_lifetime: Option<u64>,
+    pub max_credential_lifetime: Option<u64> = 86_400,
     /// Answers to unauthenticated requests per second per source IP. Default 50; 0 = UNSAFE,
     /// no limit.
     #[arg(long = "unauth-rate", env = "TELETIP_RELAY_UNAUTH_RATE")]
-    pub unauth_rate: Option<u64>,
+    pub unauth_rate: Option<u64> = 50,
     /// Burst for unauth-rate. Default 200.
     #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
-    pub unauth_burst: Option<u64>,
+    pub unauth_burst: Option<u64> = 200,
     /// Serve Prometheus metrics. Default true.
     #[arg(long, env = "TELETIP_RELAY_PROMETHEUS")]
-    pub prometheus: Option<bool>,
+    pub prometheus: Option<bool> = true,
     /// Metrics listener address. Default 127.0.0.1.
     #[arg(long = "prometheus-address", env = "TELETIP_RELAY_PROMETHEUS_ADDRESS")]
-    pub prometheus_address: Option<IpAddr>,
+    pub prometheus_address: Option<IpAddr> = IpAddr::from([127, 0, 0, 1]),
     /// Metrics listener port. Default 9641 (coturn's).
     #[arg(long = "prometheus-port", env = "TELETIP_RELAY_PROMETHEUS_PORT")]
-    pub prometheus_port: Option<u16>,
+    pub prometheus_port: Option<u16> = 9641,
     /// Networks (CIDR) besides loopback that may scrape the metrics port; used by the
     /// `firewall` subcommand. Default: none, loopback only.
     #[arg(long = "metrics-allowed-network", env = "TELETIP_RELAY_METRICS_ALLOWED_NETWORK", value_delimiter = ',')]
@@ -190,10 +213,10 @@ pub struct Settings {
     /// New flows per second per source (IPv4 address, IPv6 /64) the firewall lets through to
     /// the TURN listener. Default 50.
     #[arg(long = "firewall-new-flow-rate", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_RATE")]
-    pub firewall_new_flow_rate: Option<u32>,
+    pub firewall_new_flow_rate: Option<u32> = 50,
     /// Burst for firewall-new-flow-rate, in packets. Default 200.
     #[arg(long = "firewall-new-flow-burst", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_BURST")]
-    pub firewall_new_flow_burst: Option<u32>,
+    pub firewall_new_flow_burst: Option<u32> = 200,
     /// TCP ports on the relay's addresses that the firewall leaves open (e.g. 22 when SSH
     /// shares the relay address). Default: none.
     #[arg(long = "firewall-allowed-tcp-port", env = "TELETIP_RELAY_FIREWALL_ALLOWED_TCP_PORT", value_delimiter = ',')]
@@ -204,10 +227,10 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Socket receive/send buffer in bytes for every UDP socket. Default 4194304.
     #[arg(long = "udp-buffer", env = "TELETIP_RELAY_UDP_BUFFER")]
-    pub udp_buffer: Option<usize>,
+    pub udp_buffer: Option<usize> = 4 << 20,
     /// DSCP code point for relayed media (46 = EF). Default 46; set 0 to leave unmarked.
     #[arg(long, env = "TELETIP_RELAY_DSCP")]
-    pub dscp: Option<u8>,
+    pub dscp: Option<u8> = 46,
     /// Relayed sockets each worker opens at start and keeps open when allocations end, so that
     /// an Allocate takes a ready socket instead of socket() + bind() + epoll registration.
     /// After a peak, released sockets beyond this are kept too (up to half the port range and
@@ -215,30 +238,30 @@ pub struct Settings {
     /// surplus per second. Default 256; 0 opens a socket per allocation and closes it when the
     /// allocation ends.
     #[arg(long = "relay-socket-pool", env = "TELETIP_RELAY_RELAY_SOCKET_POOL")]
-    pub relay_socket_pool: Option<usize>,
+    pub relay_socket_pool: Option<usize> = 256,
     /// Microseconds a worker keeps polling its sockets after its last datagram before it
     /// sleeps: lower latency (no wake-up of an idle core per packet) for a core that spins.
     /// For dedicated relay hosts. Default 0 (sleep at once).
     #[arg(long = "busy-poll-us", env = "TELETIP_RELAY_BUSY_POLL_US")]
-    pub busy_poll_us: Option<u32>,
+    pub busy_poll_us: Option<u32> = 0,
     /// Deliver datagrams between two allocations of the same worker in memory (one receive and
     /// one send per packet instead of two and two). Default true; false only to measure or
     /// debug the kernel path.
     #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY")]
-    pub same_relay_delivery: Option<bool>,
+    pub same_relay_delivery: Option<bool> = true,
     /// Overload control: once a listener's queue has held datagrams longer than this for
     /// `overload-grace-ms`, datagrams that waited longer are dropped (loss instead of a growing
     /// delay) until nothing has been late for 100 ms. Milliseconds; default 3; 0 turns it off.
     #[arg(long = "max-queue-delay-ms", env = "TELETIP_RELAY_MAX_QUEUE_DELAY_MS")]
-    pub max_queue_delay_ms: Option<u32>,
+    pub max_queue_delay_ms: Option<u32> = 3,
     /// Overload control: how long a listener's queue must stay above `max-queue-delay-ms`
     /// before late datagrams are dropped (shorter reacts sooner; longer rides out swings near
     /// capacity). Milliseconds; default 20.
     #[arg(long = "overload-grace-ms", env = "TELETIP_RELAY_OVERLOAD_GRACE_MS")]
-    pub overload_grace_ms: Option<u32>,
+    pub overload_grace_ms: Option<u32> = (crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32,
     /// Log format: text or json. Default text.
     #[arg(long = "log-format", env = "TELETIP_RELAY_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<LogFormat> = LogFormat::Text,
     /// The control plane's relay link (`host:port`, UDP, QUIC): the relay registers there,
     /// reports its load and takes drain orders. It keeps relaying when the control plane is
     /// down. Needs control-ca, control-cert and control-key.
@@ -445,6 +468,11 @@ pub enum ConfigError {
     TlsPortClash(u16),
 }
 
+/// The value of a setting that [`Settings::defaults`] gives one to.
+fn value<T: Clone>(setting: &Option<T>) -> T {
+    setting.clone().expect("Settings::defaults sets every setting read with value()")
+}
+
 /// The control link's settings: all four or none.
 fn control_link(s: &Settings) -> Result<Option<ControlLink>, ConfigError> {
     let parts = [
@@ -479,20 +507,18 @@ fn control_link(s: &Settings) -> Result<Option<ControlLink>, ConfigError> {
 impl RelayConfig {
     /// Validates `s` and fills in the defaults: the values used, and the settings as
     /// `check-config` shows them.
-    pub fn from_settings(mut s: Settings) -> Result<RelayConfig, ConfigError> {
+    pub fn from_settings(s: Settings) -> Result<RelayConfig, ConfigError> {
+        let mut s = s.over(Settings::defaults());
         let control_link = control_link(&s)?;
         if let Some(link) = &control_link {
             s.control_server_name = Some(link.server_name.clone());
-        }
-        if s.listening_ip.is_empty() {
-            s.listening_ip = vec![IpAddr::from([127, 0, 0, 1])];
         }
         let listening_ips = s.listening_ip.clone();
         let relay_ip = *s.relay_ip.get_or_insert(listening_ips[0]);
         if relay_ip.is_unspecified() {
             return Err(ConfigError::UnspecifiedRelayIp);
         }
-        let (min_port, max_port) = (*s.min_port.get_or_insert(49152), *s.max_port.get_or_insert(65535));
+        let (min_port, max_port) = (value(&s.min_port), value(&s.max_port));
         if min_port > max_port {
             return Err(ConfigError::PortRange(min_port, max_port));
         }
@@ -523,42 +549,42 @@ impl RelayConfig {
         if let Some(weak) = secrets.iter().find(|s| s.value.len() < 16) {
             return Err(ConfigError::WeakSecret(weak.key_id.clone()));
         }
-        let dscp = *s.dscp.get_or_insert(46);
+        let dscp = value(&s.dscp);
         if dscp > 63 {
             return Err(ConfigError::Dscp(dscp));
         }
-        let stale_nonce = *s.stale_nonce.get_or_insert(600);
+        let stale_nonce = value(&s.stale_nonce);
         if stale_nonce < 30 {
             return Err(ConfigError::TooSmall("stale-nonce", 30));
         }
-        let max_allocate_lifetime = *s.max_allocate_lifetime.get_or_insert(3600);
+        let max_allocate_lifetime = value(&s.max_allocate_lifetime);
         if max_allocate_lifetime < 600 {
             return Err(ConfigError::TooSmall("max-allocate-lifetime", 600));
         }
-        let unauth_rate = *s.unauth_rate.get_or_insert(50);
-        let unauth_burst = *s.unauth_burst.get_or_insert(200);
+        let unauth_rate = value(&s.unauth_rate);
+        let unauth_burst = value(&s.unauth_burst);
         if unauth_burst == 0 && unauth_rate != 0 {
             return Err(ConfigError::TooSmall("unauth-burst (0 would refuse every client's first request)", 1));
         }
-        let max_permissions = *s.max_permissions.get_or_insert(32);
+        let max_permissions = value(&s.max_permissions);
         if max_permissions == 0 {
             return Err(ConfigError::TooSmall("max-permissions", 1));
         }
         // A rate of 0 would drop every new flow once a source's burst is spent, a burst of 0
         // every new flow at once: both cut clients off, so refuse them like unauth-burst = 0.
-        let firewall_new_flow_rate = *s.firewall_new_flow_rate.get_or_insert(50);
+        let firewall_new_flow_rate = value(&s.firewall_new_flow_rate);
         if firewall_new_flow_rate == 0 {
             return Err(ConfigError::TooSmall("firewall-new-flow-rate", 1));
         }
-        let firewall_new_flow_burst = *s.firewall_new_flow_burst.get_or_insert(200);
+        let firewall_new_flow_burst = value(&s.firewall_new_flow_burst);
         if firewall_new_flow_burst == 0 {
             return Err(ConfigError::TooSmall("firewall-new-flow-burst", 1));
         }
         if s.firewall_allowed_tcp_port.contains(&0) {
             return Err(ConfigError::TooSmall("firewall-allowed-tcp-port", 1));
         }
-        let listening_port = *s.listening_port.get_or_insert(3478);
-        let tcp = !*s.no_tcp.get_or_insert(false);
+        let listening_port = value(&s.listening_port);
+        let tcp = !value(&s.no_tcp);
         let tls = match (&s.cert, &s.pkey) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
             (None, None) => None,
@@ -567,27 +593,27 @@ impl RelayConfig {
         .filter(|_| s.no_tls != Some(true));
         // Shown as whether TLS is served, with or without a certificate.
         s.no_tls = Some(tls.is_none());
-        let tls_listening_port = *s.tls_listening_port.get_or_insert(5349);
+        let tls_listening_port = value(&s.tls_listening_port);
         if tls_listening_port == 0 {
             return Err(ConfigError::TooSmall("tls-listening-port", 1));
         }
         if tls.is_some() && tcp && tls_listening_port == listening_port {
             return Err(ConfigError::TlsPortClash(tls_listening_port));
         }
-        let max_tcp_connections = *s.max_tcp_connections.get_or_insert(10_000);
+        let max_tcp_connections = value(&s.max_tcp_connections);
         if max_tcp_connections == 0 && (tcp || tls.is_some()) {
             return Err(ConfigError::TooSmall("max-tcp-connections (or set no-tcp and leave out cert)", 1));
         }
         // The realm goes into every 401: longer than MAX_REALM_LEN, the 401 to the smallest
         // Allocate would break the amplification bound, so the core would drop it (counted as
         // `amplification`) and a client sending that Allocate could never log in.
-        let realm = s.realm.get_or_insert_with(|| "teletip".into()).clone();
+        let realm = value(&s.realm);
         if realm.len() > teletip_turn_proto::server::MAX_REALM_LEN {
             return Err(ConfigError::RealmTooLong(realm.len()));
         }
-        let prometheus_address = *s.prometheus_address.get_or_insert(IpAddr::from([127, 0, 0, 1]));
-        let prometheus_port = *s.prometheus_port.get_or_insert(9641);
-        let prometheus = s.prometheus.get_or_insert(true).then(|| SocketAddr::new(prometheus_address, prometheus_port));
+        let prometheus_address = value(&s.prometheus_address);
+        let prometheus_port = value(&s.prometheus_port);
+        let prometheus = value(&s.prometheus).then(|| SocketAddr::new(prometheus_address, prometheus_port));
         let allowed_peer_ip = parse_ranges(&s.allowed_peer_ip)?;
         let denied_peer_ip = parse_ranges(&s.denied_peer_ip)?;
         // Shown as the networks a range stands for.
@@ -595,7 +621,6 @@ impl RelayConfig {
         s.denied_peer_ip = denied_peer_ip.iter().map(IpNet::to_string).collect();
         let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
         s.workers = Some(workers);
-        let default_grace_ms = (crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32;
         Ok(RelayConfig {
             listening_ips,
             listening_port,
@@ -603,7 +628,7 @@ impl RelayConfig {
             tls,
             tls_listening_port,
             max_tcp_connections,
-            max_tcp_connections_per_ip: *s.max_tcp_connections_per_ip.get_or_insert(128),
+            max_tcp_connections_per_ip: value(&s.max_tcp_connections_per_ip),
             relay_ip,
             external_ip,
             alternate_servers: s.alternate_server.clone(),
@@ -618,16 +643,16 @@ impl RelayConfig {
             secrets,
             allowed_peer_ip,
             denied_peer_ip,
-            allow_loopback_peers: *s.allow_loopback_peers.get_or_insert(false),
-            strict_channel_numbers: *s.strict_channel_numbers.get_or_insert(false),
-            user_quota: *s.user_quota.get_or_insert(10),
-            client_ip_quota: *s.client_ip_quota.get_or_insert(64),
-            total_quota: *s.total_quota.get_or_insert(10_000),
-            max_bps: *s.max_bps.get_or_insert(1_250_000),
+            allow_loopback_peers: value(&s.allow_loopback_peers),
+            strict_channel_numbers: value(&s.strict_channel_numbers),
+            user_quota: value(&s.user_quota),
+            client_ip_quota: value(&s.client_ip_quota),
+            total_quota: value(&s.total_quota),
+            max_bps: value(&s.max_bps),
             max_permissions,
             max_allocate_lifetime,
             stale_nonce,
-            max_credential_lifetime: *s.max_credential_lifetime.get_or_insert(86_400),
+            max_credential_lifetime: value(&s.max_credential_lifetime),
             unauth_rate,
             unauth_burst,
             prometheus,
@@ -636,14 +661,14 @@ impl RelayConfig {
             firewall_new_flow_burst,
             firewall_allowed_tcp_port: s.firewall_allowed_tcp_port.clone(),
             workers,
-            udp_buffer: *s.udp_buffer.get_or_insert(4 << 20),
+            udp_buffer: value(&s.udp_buffer),
             dscp,
-            relay_socket_pool: *s.relay_socket_pool.get_or_insert(256),
-            busy_poll_us: *s.busy_poll_us.get_or_insert(0),
-            same_relay_delivery: *s.same_relay_delivery.get_or_insert(true),
-            max_queue_delay_ms: *s.max_queue_delay_ms.get_or_insert(3),
-            overload_grace_ms: *s.overload_grace_ms.get_or_insert(default_grace_ms),
-            log_format: *s.log_format.get_or_insert(LogFormat::Text),
+            relay_socket_pool: value(&s.relay_socket_pool),
+            busy_poll_us: value(&s.busy_poll_us),
+            same_relay_delivery: value(&s.same_relay_delivery),
+            max_queue_delay_ms: value(&s.max_queue_delay_ms),
+            overload_grace_ms: value(&s.overload_grace_ms),
+            log_format: value(&s.log_format),
             control_link,
             public_host,
             region: s.region.clone(),
