@@ -167,7 +167,7 @@ async fn registered_session(
         loop {
             match read_frame::<_, ControlToRelay>(&mut recv).await? {
                 Some(ControlToRelay::Drain { draining }) => {
-                    crate::daemon::set_draining(&server, &controls, draining, "the control plane");
+                    crate::daemon::signals::set_draining(&server, &controls, draining, "the control plane");
                     let _ = changed.send(());
                 }
                 Some(ControlToRelay::Secrets { secrets: pushed }) => accept_pushed_secrets(&secrets, pushed),
@@ -207,5 +207,5 @@ fn accept_pushed_secrets(sources: &Mutex<SecretSources>, pushed: Vec<PushedSecre
         accepted.push(teletip_turn_proto::credentials::Secret::new(secret.key_id, secret.secret.into_bytes()));
     }
     let published = sources.lock().expect("secret sources lock").replace_pushed(accepted);
-    crate::daemon::log_secrets_published("secrets pushed by the control plane", &published);
+    crate::daemon::signals::log_secrets_published("secrets pushed by the control plane", &published);
 }
