@@ -16,11 +16,20 @@ use thiserror::Error;
 macro_rules! layered_settings {
     (@default $ty:ty) => { <$ty>::default() };
     (@default $ty:ty, $default:expr) => { <$ty as Layer>::given($default) };
-    ($(#[$meta:meta])* pub struct $name:ident {
+    (@value_type $ty:ty) => { $ty };
+    (@value_type $ty:ty, $default:expr) => { <$ty as Layer>::Given };
+    (@value $setting:expr) => { $setting };
+    (@value $setting:expr, $default:expr) => { Layer::take($setting) };
+    ($(#[$meta:meta])* pub struct $name:ident => $values:ident {
         $($(#[$field_meta:meta])* pub $field:ident: $ty:ty $(= $default:expr)?,)*
     }) => {
         $(#[$meta])*
         pub struct $name { $($(#[$field_meta])* pub $field: $ty,)* }
+
+        /// Every setting's value with the defaults filled in: a setting with a default is
+        /// plain, one without stays optional (documented on [`Settings`]).
+        #[derive(Clone)]
+        pub struct $values { $(pub $field: layered_settings!(@value_type $ty $(, $default)?),)* }
 
         impl $name {
             /// `self` overrides `base` field by field (lists replace, they do not append).
@@ -34,17 +43,25 @@ macro_rules! layered_settings {
             pub fn defaults() -> $name {
                 $name { $($field: layered_settings!(@default $ty $(, $default)?),)* }
             }
+
+            /// The values, the defaults filled in.
+            pub fn values(self) -> $values {
+                let s = self.over(Self::defaults());
+                $values { $($field: layered_settings!(@value s.$field $(, $default)?),)* }
+            }
         }
     };
 }
 
 /// How one source's value of a setting layers over another's: a value set wins, a list given
 /// replaces the other (an empty list is not given).
-trait Layer {
+pub trait Layer {
     /// What a default is written as: the value of an optional setting, a list for a list.
     type Given;
     fn over(self, base: Self) -> Self;
     fn given(value: Self::Given) -> Self;
+    /// The value of a setting that has a default, once the defaults are layered under it.
+    fn take(self) -> Self::Given;
 }
 
 impl<T> Layer for Option<T> {
@@ -54,6 +71,9 @@ impl<T> Layer for Option<T> {
     }
     fn given(value: T) -> Self {
         Some(value)
+    }
+    fn take(self) -> T {
+        self.expect("layered over Settings::defaults, which sets it")
     }
 }
 
@@ -65,6 +85,9 @@ impl<T> Layer for Vec<T> {
     fn given(value: Vec<T>) -> Self {
         value
     }
+    fn take(self) -> Vec<T> {
+        self
+    }
 }
 
 layered_settings! {
@@ -73,7 +96,7 @@ layered_settings! {
 /// also what `check-config` prints.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Settings {
+pub struct Settings => Values {
     /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
     #[arg(long = "listening-ip", env = "TELETIP_RELAY_LISTENING_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
@@ -366,65 +389,42 @@ pub struct NamedSecret {
     pub value: String,
 }
 
-/// The validated, effective configuration.
+/// The validated, effective configuration: every setting's value (`Values`, reached through
+/// `Deref`, so `config.listening_port` reads the setting), and what the daemon derives from
+/// them. A derived field of the same name as a setting (`relay_ip`, `workers`, `public_host`,
+/// `allowed_peer_ip`, `denied_peer_ip`) is its checked, resolved form.
 #[derive(Clone)]
 pub struct RelayConfig {
+    /// listening-ip, at least one.
     pub listening_ips: Vec<IpAddr>,
-    pub listening_port: u16,
     /// TURN over TCP on listening-port.
     pub tcp: bool,
     /// TURN over TLS on tls-listening-port, with these files.
     pub tls: Option<TlsFiles>,
-    pub tls_listening_port: u16,
-    pub max_tcp_connections: usize,
-    /// 0: no limit per address.
-    pub max_tcp_connections_per_ip: usize,
     pub relay_ip: IpAddr,
-    pub external_ip: Option<IpAddr>,
     /// Where a draining relay sends new clients (UDP and TCP; TLS).
     pub alternate_servers: Vec<SocketAddr>,
     pub tls_alternate_servers: Vec<SocketAddr>,
     /// The nonce key from nonce-key-file (SHA-256 of its contents), or none: random per start.
     pub nonce_key: Option<NonceKey>,
-    pub min_port: u16,
-    pub max_port: u16,
-    pub realm: String,
     pub secrets: Vec<NamedSecret>,
     pub allowed_peer_ip: Vec<IpNet>,
     pub denied_peer_ip: Vec<IpNet>,
-    pub allow_loopback_peers: bool,
-    pub strict_channel_numbers: bool,
-    pub user_quota: u32,
-    pub client_ip_quota: u32,
-    pub total_quota: u32,
-    pub max_bps: u64,
-    pub max_permissions: usize,
-    pub max_allocate_lifetime: u32,
-    pub stale_nonce: u64,
-    pub max_credential_lifetime: u64,
-    pub unauth_rate: u64,
-    pub unauth_burst: u64,
     pub prometheus: Option<SocketAddr>,
-    /// Networks besides loopback allowed to reach the metrics port (firewall only).
-    pub metrics_allowed_network: Vec<IpNet>,
-    pub firewall_new_flow_rate: u32,
-    pub firewall_new_flow_burst: u32,
-    pub firewall_allowed_tcp_port: Vec<u16>,
     pub workers: usize,
-    pub udp_buffer: usize,
-    pub dscp: u8,
-    pub relay_socket_pool: usize,
-    pub busy_poll_us: u32,
-    pub same_relay_delivery: bool,
-    pub max_queue_delay_ms: u32,
-    pub overload_grace_ms: u32,
-    pub log_format: LogFormat,
     pub control_link: Option<ControlLink>,
     /// Host name or address clients reach this relay by (reported on the control link).
     pub public_host: String,
-    pub region: Option<String>,
+    values: Values,
     /// The settings with every default filled in, as `check-config` shows them.
     effective: Settings,
+}
+
+impl std::ops::Deref for RelayConfig {
+    type Target = Values;
+    fn deref(&self) -> &Values {
+        &self.values
+    }
 }
 
 #[derive(Debug, Error)]
@@ -623,55 +623,23 @@ impl RelayConfig {
         s.workers = Some(workers);
         Ok(RelayConfig {
             listening_ips,
-            listening_port,
             tcp,
             tls,
-            tls_listening_port,
-            max_tcp_connections,
-            max_tcp_connections_per_ip: value(&s.max_tcp_connections_per_ip),
             relay_ip,
-            external_ip,
             alternate_servers: s.alternate_server.clone(),
             tls_alternate_servers: s.tls_alternate_server.clone(),
             nonce_key: match &s.nonce_key_file {
                 Some(path) => Some(NonceKey::read(path)?),
                 None => None,
             },
-            min_port,
-            max_port,
-            realm,
             secrets,
             allowed_peer_ip,
             denied_peer_ip,
-            allow_loopback_peers: value(&s.allow_loopback_peers),
-            strict_channel_numbers: value(&s.strict_channel_numbers),
-            user_quota: value(&s.user_quota),
-            client_ip_quota: value(&s.client_ip_quota),
-            total_quota: value(&s.total_quota),
-            max_bps: value(&s.max_bps),
-            max_permissions,
-            max_allocate_lifetime,
-            stale_nonce,
-            max_credential_lifetime: value(&s.max_credential_lifetime),
-            unauth_rate,
-            unauth_burst,
             prometheus,
-            metrics_allowed_network: s.metrics_allowed_network.clone(),
-            firewall_new_flow_rate,
-            firewall_new_flow_burst,
-            firewall_allowed_tcp_port: s.firewall_allowed_tcp_port.clone(),
             workers,
-            udp_buffer: value(&s.udp_buffer),
-            dscp,
-            relay_socket_pool: value(&s.relay_socket_pool),
-            busy_poll_us: value(&s.busy_poll_us),
-            same_relay_delivery: value(&s.same_relay_delivery),
-            max_queue_delay_ms: value(&s.max_queue_delay_ms),
-            overload_grace_ms: value(&s.overload_grace_ms),
-            log_format: value(&s.log_format),
             control_link,
             public_host,
-            region: s.region.clone(),
+            values: s.clone().values(),
             effective: s,
         })
     }
