@@ -9,10 +9,13 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Declares the settings struct, its field-by-field layering and its defaults together, so that
-/// a setting is named once: its flag, `TELETIP_RELAY_*` variable and TOML key (coturn's name)
-/// come from the field's attributes, its merge from its type ([`Layer`]), its default from the
-/// `= value` after it.
+/// Declares the settings struct, its field-by-field layering, its defaults and its resolved
+/// values together, so that a setting is named once: its flag, `TELETIP_RELAY_*` variable and
+/// TOML key (coturn's name) come from the field's attributes, its merge from its type
+/// ([`Layer`]), its default from the `= value` after it. A small macro rather than figment or
+/// config-rs: clap already reads flags and variables into this struct and serde the file, so
+/// what is left is the merge and the defaults, which those crates do through serialized
+/// copies of the struct and a second declaration of the defaults.
 macro_rules! layered_settings {
     (@default $ty:ty) => { <$ty>::default() };
     (@default $ty:ty, $default:expr) => { <$ty as Layer>::given($default) };
