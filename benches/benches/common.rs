@@ -10,8 +10,8 @@ use teletip_turn_proto::codec::{self, Class, IntegrityKey, IntegrityKind, Messag
 use teletip_turn_proto::credentials::{PasswordAlgorithm, Secret, issue, long_term_key};
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::{
-    Action, BindError, BindRequest, BoundRelay, FiveTuple, Payload, RelayBinder, RelayId, ServerConfig, Shard,
-    Transport,
+    Action, BindError, BindRequest, BoundRelay, Controls, FiveTuple, Payload, RelayBinder, RelayId, ServerConfig,
+    Shard, Transport,
 };
 use teletip_turn_proto::time::Millis;
 
@@ -38,10 +38,11 @@ impl RelayBinder for NullBinder {
 }
 
 pub fn shard() -> Shard<NullBinder> {
-    let mut config = ServerConfig::new(REALM, vec![Secret::new("k", SECRET.to_vec())], [7; 32]);
+    let mut config = ServerConfig::new(REALM, [7; 32]);
     config.unauth_rate = 0;
     config.max_bps = 0;
-    Shard::new(Arc::new(config), Arc::new(SharedQuotas::new(0, 0, 0)), NullBinder::default())
+    let controls = Controls::new(vec![Secret::new("k", SECRET.to_vec())]);
+    Shard::new(Arc::new(config), controls, Arc::new(SharedQuotas::new(0, 0, 0)), NullBinder::default())
 }
 
 pub fn tuple(i: u32) -> FiveTuple {

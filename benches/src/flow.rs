@@ -10,8 +10,8 @@ use teletip_turn_proto::codec::{self, Class, Message, MessageWriter, Method, att
 
 use crate::hist::Histogram;
 use crate::kernel::{self, UdpCounters};
-use crate::mmsg::{RecvBatch, SendBatch};
 use crate::probe::{PROBE_LEN, Probe, mono_ns};
+use teletip_mmsg::{RecvBatch, SendBatch};
 
 /// How A frames a payload for the thing in the middle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl Flows {
         let size = spec.size.max(PROBE_LEN);
         let n = self.pairs.len();
         let mut send = SendBatch::new(BURST_CAP, size + 64);
-        let mut recv = RecvBatch::new(BURST_CAP, 2048);
+        let mut recv = RecvBatch::new(BURST_CAP, 0, 2048);
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         self.hist.clear();
         self.steady.clear();
@@ -192,9 +192,9 @@ impl Flows {
                         let probe = Probe { pair: p as u32, seq: self.seq[p], sent_ns: stamp };
                         self.seq[p] += 1;
                         let frame = self.pairs[p].frame;
-                        send.push(spec.dest, |buf| encode(frame, probe, size, buf));
+                        send.push_with(spec.dest, |buf| encode(frame, probe, size, buf));
                     }
-                    send.flush(self.pairs[p].a.as_raw_fd())?;
+                    send.flush_to(self.pairs[p].a.as_raw_fd())?;
                     sent += k as u64;
                     budget -= k;
                 }

@@ -8,7 +8,7 @@
 pub mod flow;
 pub mod hist;
 pub mod kernel;
-pub mod mmsg;
 pub mod probe;
 pub mod report;
+pub mod sockets;
 pub mod turn;

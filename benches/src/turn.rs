@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use teletip_turn_proto::codec::{self, Class, IntegrityKey, IntegrityKind, Message, MessageWriter, Method, attr};
 use teletip_turn_proto::credentials::{PasswordAlgorithm, issue, long_term_key};
 
-use crate::mmsg;
+use crate::sockets;
 
 /// The first channel number a client binds (RFC 8656 §12).
 pub const FIRST_CHANNEL: u16 = 0x4000;
@@ -94,7 +94,7 @@ impl Client {
     ) -> Result<Client, TurnError> {
         let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
         socket.set_nonblocking(true)?;
-        mmsg::set_buffers(socket.as_raw_fd(), 4 << 20);
+        sockets::set_buffers(socket.as_raw_fd(), 4 << 20);
         let local = socket.local_addr()?;
         let expiry =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + ttl_secs;

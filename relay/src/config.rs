@@ -9,26 +9,112 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// Declares the settings struct, its field-by-field layering, its defaults and its resolved
+/// values together, so that a setting is named once: its flag, `TELETIP_RELAY_*` variable and
+/// TOML key (coturn's name) come from the field's attributes, its merge from its type
+/// ([`Layer`]), its default from the `= value` after it. A small macro rather than figment or
+/// config-rs: clap already reads flags and variables into this struct and serde the file, so
+/// what is left is the merge and the defaults, which those crates do through serialized
+/// copies of the struct and a second declaration of the defaults.
+macro_rules! layered_settings {
+    (@default $ty:ty) => { <$ty>::default() };
+    (@default $ty:ty, $default:expr) => { <$ty as Layer>::given($default) };
+    (@value_type $ty:ty) => { $ty };
+    (@value_type $ty:ty, $default:expr) => { <$ty as Layer>::Given };
+    (@value $setting:expr) => { $setting };
+    (@value $setting:expr, $default:expr) => { Layer::take($setting) };
+    ($(#[$meta:meta])* pub struct $name:ident => $values:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty $(= $default:expr)?,)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$field_meta])* pub $field: $ty,)* }
+
+        /// Every setting's value with the defaults filled in: a setting with a default is
+        /// plain, one without stays optional (documented on [`Settings`]).
+        #[derive(Clone)]
+        pub struct $values { $(pub $field: layered_settings!(@value_type $ty $(, $default)?),)* }
+
+        impl $name {
+            /// `self` overrides `base` field by field (lists replace, they do not append).
+            pub fn over(self, base: $name) -> $name {
+                $name { $($field: Layer::over(self.$field, base.$field),)* }
+            }
+
+            /// The built-in defaults: every setting that has one, set to it. Defaults that
+            /// follow from other settings (relay-ip, public-host, workers, control-server-name)
+            /// are filled in by [`RelayConfig::from_settings`].
+            pub fn defaults() -> $name {
+                $name { $($field: layered_settings!(@default $ty $(, $default)?),)* }
+            }
+
+            /// The values, the defaults filled in.
+            pub fn values(self) -> $values {
+                let s = self.over(Self::defaults());
+                $values { $($field: layered_settings!(@value s.$field $(, $default)?),)* }
+            }
+        }
+    };
+}
+
+/// How one source's value of a setting layers over another's: a value set wins, a list given
+/// replaces the other (an empty list is not given).
+pub trait Layer {
+    /// What a default is written as: the value of an optional setting, a list for a list.
+    type Given;
+    fn over(self, base: Self) -> Self;
+    fn given(value: Self::Given) -> Self;
+    /// The value of a setting that has a default, once the defaults are layered under it.
+    fn take(self) -> Self::Given;
+}
+
+impl<T> Layer for Option<T> {
+    type Given = T;
+    fn over(self, base: Self) -> Self {
+        self.or(base)
+    }
+    fn given(value: T) -> Self {
+        Some(value)
+    }
+    fn take(self) -> T {
+        self.expect("layered over Settings::defaults, which sets it")
+    }
+}
+
+impl<T> Layer for Vec<T> {
+    type Given = Vec<T>;
+    fn over(self, base: Self) -> Self {
+        if self.is_empty() { base } else { self }
+    }
+    fn given(value: Vec<T>) -> Self {
+        value
+    }
+    fn take(self) -> Vec<T> {
+        self
+    }
+}
+
+layered_settings! {
 /// Every setting, all optional, as they come from one source. The same struct is parsed from
-/// the TOML file and from flags/environment, then merged.
-#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+/// the TOML file and from flags/environment, then merged; with its defaults filled in it is
+/// also what `check-config` prints.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Settings {
+pub struct Settings => Values {
     /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
     #[arg(long = "listening-ip", env = "TELETIP_RELAY_LISTENING_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "one_or_many")]
-    pub listening_ip: Vec<IpAddr>,
+    pub listening_ip: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])],
     /// UDP port for STUN/TURN. Default 3478.
     #[arg(long = "listening-port", short = 'p', env = "TELETIP_RELAY_LISTENING_PORT")]
-    pub listening_port: Option<u16>,
+    pub listening_port: Option<u16> = 3478,
     /// Do not listen for TURN over TCP on listening-port (coturn's name). Default false: TCP is
     /// served, for networks that let no UDP out.
     #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP")]
-    pub no_tcp: Option<bool>,
+    pub no_tcp: Option<bool> = false,
     /// TCP port for TURN over TLS (`turns:`), served when cert and pkey are set. Default 5349;
     /// 443 gets through most firewalls.
     #[arg(long = "tls-listening-port", env = "TELETIP_RELAY_TLS_LISTENING_PORT")]
-    pub tls_listening_port: Option<u16>,
+    pub tls_listening_port: Option<u16> = 5349,
     /// PEM certificate chain for TURN over TLS, leaf first.
     #[arg(long, env = "TELETIP_RELAY_CERT")]
     pub cert: Option<PathBuf>,
@@ -37,16 +123,16 @@ pub struct Settings {
     pub pkey: Option<PathBuf>,
     /// Do not serve TURN over TLS even though cert and pkey are set (coturn's name).
     #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS")]
-    pub no_tls: Option<bool>,
+    pub no_tls: Option<bool> = false,
     /// Client connections over TCP and TLS held at once; more are closed as they arrive.
     /// Default 10000.
     #[arg(long = "max-tcp-connections", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS")]
-    pub max_tcp_connections: Option<usize>,
+    pub max_tcp_connections: Option<usize> = 10_000,
     /// Client connections over TCP and TLS from one IP address held at once; more are closed as
     /// they arrive, so that one source cannot take max-tcp-connections. Default 128; 0 =
     /// unlimited.
     #[arg(long = "max-tcp-connections-per-ip", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS_PER_IP")]
-    pub max_tcp_connections_per_ip: Option<usize>,
+    pub max_tcp_connections_per_ip: Option<usize> = 128,
     /// Address relayed sockets bind to. Default: the first listening IP.
     #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP")]
     pub relay_ip: Option<IpAddr>,
@@ -55,13 +141,13 @@ pub struct Settings {
     pub external_ip: Option<IpAddr>,
     /// Lowest relay port. Default 49152.
     #[arg(long = "min-port", env = "TELETIP_RELAY_MIN_PORT")]
-    pub min_port: Option<u16>,
+    pub min_port: Option<u16> = 49152,
     /// Highest relay port. Default 65535.
     #[arg(long = "max-port", env = "TELETIP_RELAY_MAX_PORT")]
-    pub max_port: Option<u16>,
+    pub max_port: Option<u16> = 65535,
     /// Authentication realm. Default "teletip".
     #[arg(long, short = 'r', env = "TELETIP_RELAY_REALM")]
-    pub realm: Option<String>,
+    pub realm: Option<String> = "teletip".into(),
     /// TURN REST API shared secret (repeatable: all are accepted, the first is current).
     #[arg(
         long = "static-auth-secret",
@@ -100,51 +186,51 @@ pub struct Settings {
     pub denied_peer_ip: Vec<String>,
     /// UNSAFE: let clients relay to 127.0.0.0/8 and ::1 (tests and single-host demos only).
     #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS")]
-    pub allow_loopback_peers: Option<bool>,
+    pub allow_loopback_peers: Option<bool> = false,
     /// Accept only RFC 8656's channel numbers (0x4000-0x4FFF). Default false: RFC 5766's
     /// 0x4000-0x7FFF, which Chrome and coturn's client use.
     #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS")]
-    pub strict_channel_numbers: Option<bool>,
+    pub strict_channel_numbers: Option<bool> = false,
     /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
     #[arg(long = "user-quota", env = "TELETIP_RELAY_USER_QUOTA")]
-    pub user_quota: Option<u32>,
+    pub user_quota: Option<u32> = 10,
     /// Allocations per client IP. Default 64; 0 = unlimited.
     #[arg(long = "client-ip-quota", env = "TELETIP_RELAY_CLIENT_IP_QUOTA")]
-    pub client_ip_quota: Option<u32>,
+    pub client_ip_quota: Option<u32> = 64,
     /// Allocations in total. Default 10000; 0 = unlimited.
     #[arg(long = "total-quota", env = "TELETIP_RELAY_TOTAL_QUOTA")]
-    pub total_quota: Option<u32>,
+    pub total_quota: Option<u32> = 10_000,
     /// Relayed bytes per second per allocation. Default 1250000 (10 Mbit/s); 0 = unlimited.
     #[arg(long = "max-bps", env = "TELETIP_RELAY_MAX_BPS")]
-    pub max_bps: Option<u64>,
+    pub max_bps: Option<u64> = 1_250_000,
     /// Permissions per allocation. Default 32.
     #[arg(long = "max-permissions", env = "TELETIP_RELAY_MAX_PERMISSIONS")]
-    pub max_permissions: Option<usize>,
+    pub max_permissions: Option<usize> = 32,
     /// Longest allocation lifetime in seconds. Default 3600.
     #[arg(long = "max-allocate-lifetime", env = "TELETIP_RELAY_MAX_ALLOCATE_LIFETIME")]
-    pub max_allocate_lifetime: Option<u32>,
+    pub max_allocate_lifetime: Option<u32> = 3600,
     /// Nonce lifetime in seconds (coturn: stale-nonce). Default 600.
     #[arg(long = "stale-nonce", env = "TELETIP_RELAY_STALE_NONCE")]
-    pub stale_nonce: Option<u64>,
+    pub stale_nonce: Option<u64> = 600,
     /// Refuse credentials that expire further ahead than this many seconds. Default 86400.
     #[arg(long = "max-credential-lifetime", env = "TELETIP_RELAY_MAX_CREDENTIAL_LIFETIME")]
-    pub max_credential_lifetime: Option<u64>,
+    pub max_credential_lifetime: Option<u64> = 86_400,
     /// Answers to unauthenticated requests per second per source IP. Default 50; 0 = UNSAFE,
     /// no limit.
     #[arg(long = "unauth-rate", env = "TELETIP_RELAY_UNAUTH_RATE")]
-    pub unauth_rate: Option<u64>,
+    pub unauth_rate: Option<u64> = 50,
     /// Burst for unauth-rate. Default 200.
     #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
-    pub unauth_burst: Option<u64>,
+    pub unauth_burst: Option<u64> = 200,
     /// Serve Prometheus metrics. Default true.
     #[arg(long, env = "TELETIP_RELAY_PROMETHEUS")]
-    pub prometheus: Option<bool>,
+    pub prometheus: Option<bool> = true,
     /// Metrics listener address. Default 127.0.0.1.
     #[arg(long = "prometheus-address", env = "TELETIP_RELAY_PROMETHEUS_ADDRESS")]
-    pub prometheus_address: Option<IpAddr>,
+    pub prometheus_address: Option<IpAddr> = IpAddr::from([127, 0, 0, 1]),
     /// Metrics listener port. Default 9641 (coturn's).
     #[arg(long = "prometheus-port", env = "TELETIP_RELAY_PROMETHEUS_PORT")]
-    pub prometheus_port: Option<u16>,
+    pub prometheus_port: Option<u16> = 9641,
     /// Networks (CIDR) besides loopback that may scrape the metrics port; used by the
     /// `firewall` subcommand. Default: none, loopback only.
     #[arg(long = "metrics-allowed-network", env = "TELETIP_RELAY_METRICS_ALLOWED_NETWORK", value_delimiter = ',')]
@@ -153,10 +239,10 @@ pub struct Settings {
     /// New flows per second per source (IPv4 address, IPv6 /64) the firewall lets through to
     /// the TURN listener. Default 50.
     #[arg(long = "firewall-new-flow-rate", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_RATE")]
-    pub firewall_new_flow_rate: Option<u32>,
+    pub firewall_new_flow_rate: Option<u32> = 50,
     /// Burst for firewall-new-flow-rate, in packets. Default 200.
     #[arg(long = "firewall-new-flow-burst", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_BURST")]
-    pub firewall_new_flow_burst: Option<u32>,
+    pub firewall_new_flow_burst: Option<u32> = 200,
     /// TCP ports on the relay's addresses that the firewall leaves open (e.g. 22 when SSH
     /// shares the relay address). Default: none.
     #[arg(long = "firewall-allowed-tcp-port", env = "TELETIP_RELAY_FIREWALL_ALLOWED_TCP_PORT", value_delimiter = ',')]
@@ -167,10 +253,10 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Socket receive/send buffer in bytes for every UDP socket. Default 4194304.
     #[arg(long = "udp-buffer", env = "TELETIP_RELAY_UDP_BUFFER")]
-    pub udp_buffer: Option<usize>,
+    pub udp_buffer: Option<usize> = 4 << 20,
     /// DSCP code point for relayed media (46 = EF). Default 46; set 0 to leave unmarked.
     #[arg(long, env = "TELETIP_RELAY_DSCP")]
-    pub dscp: Option<u8>,
+    pub dscp: Option<u8> = 46,
     /// Relayed sockets each worker opens at start and keeps open when allocations end, so that
     /// an Allocate takes a ready socket instead of socket() + bind() + epoll registration.
     /// After a peak, released sockets beyond this are kept too (up to half the port range and
@@ -178,30 +264,30 @@ pub struct Settings {
     /// surplus per second. Default 256; 0 opens a socket per allocation and closes it when the
     /// allocation ends.
     #[arg(long = "relay-socket-pool", env = "TELETIP_RELAY_RELAY_SOCKET_POOL")]
-    pub relay_socket_pool: Option<usize>,
+    pub relay_socket_pool: Option<usize> = 256,
     /// Microseconds a worker keeps polling its sockets after its last datagram before it
     /// sleeps: lower latency (no wake-up of an idle core per packet) for a core that spins.
     /// For dedicated relay hosts. Default 0 (sleep at once).
     #[arg(long = "busy-poll-us", env = "TELETIP_RELAY_BUSY_POLL_US")]
-    pub busy_poll_us: Option<u32>,
+    pub busy_poll_us: Option<u32> = 0,
     /// Deliver datagrams between two allocations of the same worker in memory (one receive and
     /// one send per packet instead of two and two). Default true; false only to measure or
     /// debug the kernel path.
     #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY")]
-    pub same_relay_delivery: Option<bool>,
+    pub same_relay_delivery: Option<bool> = true,
     /// Overload control: once a listener's queue has held datagrams longer than this for
     /// `overload-grace-ms`, datagrams that waited longer are dropped (loss instead of a growing
     /// delay) until nothing has been late for 100 ms. Milliseconds; default 3; 0 turns it off.
     #[arg(long = "max-queue-delay-ms", env = "TELETIP_RELAY_MAX_QUEUE_DELAY_MS")]
-    pub max_queue_delay_ms: Option<u32>,
+    pub max_queue_delay_ms: Option<u32> = 3,
     /// Overload control: how long a listener's queue must stay above `max-queue-delay-ms`
     /// before late datagrams are dropped (shorter reacts sooner; longer rides out swings near
     /// capacity). Milliseconds; default 20.
     #[arg(long = "overload-grace-ms", env = "TELETIP_RELAY_OVERLOAD_GRACE_MS")]
-    pub overload_grace_ms: Option<u32>,
+    pub overload_grace_ms: Option<u32> = (crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32,
     /// Log format: text or json. Default text.
     #[arg(long = "log-format", env = "TELETIP_RELAY_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<LogFormat> = LogFormat::Text,
     /// The control plane's relay link (`host:port`, UDP, QUIC): the relay registers there,
     /// reports its load and takes drain orders. It keeps relaying when the control plane is
     /// down. Needs control-ca, control-cert and control-key.
@@ -229,6 +315,7 @@ pub struct Settings {
     #[arg(long, env = "TELETIP_RELAY_REGION")]
     pub region: Option<String>,
 }
+}
 
 fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
@@ -255,25 +342,6 @@ pub enum LogFormat {
 }
 
 impl Settings {
-    /// `self` overrides `base` field by field (lists replace, they do not append).
-    pub fn over(self, base: Settings) -> Settings {
-        macro_rules! pick {
-            ($($opt:ident),*; $($list:ident),*) => {
-                Settings {
-                    $($opt: self.$opt.or(base.$opt),)*
-                    $($list: if self.$list.is_empty() { base.$list } else { self.$list },)*
-                }
-            };
-        }
-        pick!(nonce_key_file, listening_port, no_tcp, tls_listening_port, cert, pkey, no_tls, max_tcp_connections, max_tcp_connections_per_ip, relay_ip, external_ip, min_port, max_port, realm, allow_loopback_peers, strict_channel_numbers, user_quota,
-            client_ip_quota, total_quota, max_bps, max_permissions, max_allocate_lifetime, stale_nonce,
-            max_credential_lifetime, unauth_rate, unauth_burst, prometheus, prometheus_address, prometheus_port,
-            workers, udp_buffer, dscp, relay_socket_pool, busy_poll_us, same_relay_delivery, max_queue_delay_ms, overload_grace_ms, log_format, firewall_new_flow_rate, firewall_new_flow_burst,
-            control_server, control_server_name, control_ca, control_cert, control_key, public_host, region;
-            listening_ip, static_auth_secret, static_auth_secret_file, allowed_peer_ip, denied_peer_ip,
-            metrics_allowed_network, firewall_allowed_tcp_port, alternate_server, tls_alternate_server)
-    }
-
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), Box::new(e)))
@@ -324,63 +392,42 @@ pub struct NamedSecret {
     pub value: String,
 }
 
-/// The validated, effective configuration.
+/// The validated, effective configuration: every setting's value (`Values`, reached through
+/// `Deref`, so `config.listening_port` reads the setting), and what the daemon derives from
+/// them. A derived field of the same name as a setting (`relay_ip`, `workers`, `public_host`,
+/// `allowed_peer_ip`, `denied_peer_ip`) is its checked, resolved form.
 #[derive(Clone)]
 pub struct RelayConfig {
+    /// listening-ip, at least one.
     pub listening_ips: Vec<IpAddr>,
-    pub listening_port: u16,
     /// TURN over TCP on listening-port.
     pub tcp: bool,
     /// TURN over TLS on tls-listening-port, with these files.
     pub tls: Option<TlsFiles>,
-    pub tls_listening_port: u16,
-    pub max_tcp_connections: usize,
-    /// 0: no limit per address.
-    pub max_tcp_connections_per_ip: usize,
     pub relay_ip: IpAddr,
-    pub external_ip: Option<IpAddr>,
     /// Where a draining relay sends new clients (UDP and TCP; TLS).
     pub alternate_servers: Vec<SocketAddr>,
     pub tls_alternate_servers: Vec<SocketAddr>,
     /// The nonce key from nonce-key-file (SHA-256 of its contents), or none: random per start.
     pub nonce_key: Option<NonceKey>,
-    pub min_port: u16,
-    pub max_port: u16,
-    pub realm: String,
     pub secrets: Vec<NamedSecret>,
     pub allowed_peer_ip: Vec<IpNet>,
     pub denied_peer_ip: Vec<IpNet>,
-    pub allow_loopback_peers: bool,
-    pub strict_channel_numbers: bool,
-    pub user_quota: u32,
-    pub client_ip_quota: u32,
-    pub total_quota: u32,
-    pub max_bps: u64,
-    pub max_permissions: usize,
-    pub max_allocate_lifetime: u32,
-    pub stale_nonce: u64,
-    pub max_credential_lifetime: u64,
-    pub unauth_rate: u64,
-    pub unauth_burst: u64,
     pub prometheus: Option<SocketAddr>,
-    /// Networks besides loopback allowed to reach the metrics port (firewall only).
-    pub metrics_allowed_network: Vec<IpNet>,
-    pub firewall_new_flow_rate: u32,
-    pub firewall_new_flow_burst: u32,
-    pub firewall_allowed_tcp_port: Vec<u16>,
     pub workers: usize,
-    pub udp_buffer: usize,
-    pub dscp: u8,
-    pub relay_socket_pool: usize,
-    pub busy_poll_us: u32,
-    pub same_relay_delivery: bool,
-    pub max_queue_delay_ms: u32,
-    pub overload_grace_ms: u32,
-    pub log_format: LogFormat,
     pub control_link: Option<ControlLink>,
     /// Host name or address clients reach this relay by (reported on the control link).
     pub public_host: String,
-    pub region: Option<String>,
+    values: Values,
+    /// The settings with every default filled in, as `check-config` shows them.
+    effective: Settings,
+}
+
+impl std::ops::Deref for RelayConfig {
+    type Target = Values;
+    fn deref(&self) -> &Values {
+        &self.values
+    }
 }
 
 #[derive(Debug, Error)]
@@ -424,6 +471,11 @@ pub enum ConfigError {
     TlsPortClash(u16),
 }
 
+/// The value of a setting that [`Settings::defaults`] gives one to.
+fn value<T: Clone>(setting: &Option<T>) -> T {
+    setting.clone().expect("Settings::defaults sets every setting read with value()")
+}
+
 /// The control link's settings: all four or none.
 fn control_link(s: &Settings) -> Result<Option<ControlLink>, ConfigError> {
     let parts = [
@@ -456,18 +508,25 @@ fn control_link(s: &Settings) -> Result<Option<ControlLink>, ConfigError> {
 }
 
 impl RelayConfig {
+    /// Validates `s` and fills in the defaults: the values used, and the settings as
+    /// `check-config` shows them.
     pub fn from_settings(s: Settings) -> Result<RelayConfig, ConfigError> {
+        let mut s = s.over(Settings::defaults());
         let control_link = control_link(&s)?;
-        let listening_ips = if s.listening_ip.is_empty() { vec![IpAddr::from([127, 0, 0, 1])] } else { s.listening_ip };
-        let relay_ip = s.relay_ip.unwrap_or(listening_ips[0]);
+        if let Some(link) = &control_link {
+            s.control_server_name = Some(link.server_name.clone());
+        }
+        let listening_ips = s.listening_ip.clone();
+        let relay_ip = *s.relay_ip.get_or_insert(listening_ips[0]);
         if relay_ip.is_unspecified() {
             return Err(ConfigError::UnspecifiedRelayIp);
         }
-        let (min_port, max_port) = (s.min_port.unwrap_or(49152), s.max_port.unwrap_or(65535));
+        let (min_port, max_port) = (value(&s.min_port), value(&s.max_port));
         if min_port > max_port {
             return Err(ConfigError::PortRange(min_port, max_port));
         }
-        let public_host = s.public_host.clone().unwrap_or_else(|| s.external_ip.unwrap_or(relay_ip).to_string());
+        let external_ip = s.external_ip;
+        let public_host = s.public_host.get_or_insert_with(|| external_ip.unwrap_or(relay_ip).to_string()).clone();
         let mut secrets: Vec<NamedSecret> = s
             .static_auth_secret
             .iter()
@@ -493,122 +552,98 @@ impl RelayConfig {
         if let Some(weak) = secrets.iter().find(|s| s.value.len() < 16) {
             return Err(ConfigError::WeakSecret(weak.key_id.clone()));
         }
-        let dscp = s.dscp.unwrap_or(46);
+        let dscp = value(&s.dscp);
         if dscp > 63 {
             return Err(ConfigError::Dscp(dscp));
         }
-        let stale_nonce = s.stale_nonce.unwrap_or(600);
+        let stale_nonce = value(&s.stale_nonce);
         if stale_nonce < 30 {
             return Err(ConfigError::TooSmall("stale-nonce", 30));
         }
-        let max_allocate_lifetime = s.max_allocate_lifetime.unwrap_or(3600);
+        let max_allocate_lifetime = value(&s.max_allocate_lifetime);
         if max_allocate_lifetime < 600 {
             return Err(ConfigError::TooSmall("max-allocate-lifetime", 600));
         }
-        if s.unauth_burst == Some(0) && s.unauth_rate != Some(0) {
+        let unauth_rate = value(&s.unauth_rate);
+        let unauth_burst = value(&s.unauth_burst);
+        if unauth_burst == 0 && unauth_rate != 0 {
             return Err(ConfigError::TooSmall("unauth-burst (0 would refuse every client's first request)", 1));
         }
-        if s.max_permissions == Some(0) {
+        let max_permissions = value(&s.max_permissions);
+        if max_permissions == 0 {
             return Err(ConfigError::TooSmall("max-permissions", 1));
         }
         // A rate of 0 would drop every new flow once a source's burst is spent, a burst of 0
         // every new flow at once: both cut clients off, so refuse them like unauth-burst = 0.
-        let firewall_new_flow_rate = s.firewall_new_flow_rate.unwrap_or(50);
+        let firewall_new_flow_rate = value(&s.firewall_new_flow_rate);
         if firewall_new_flow_rate == 0 {
             return Err(ConfigError::TooSmall("firewall-new-flow-rate", 1));
         }
-        let firewall_new_flow_burst = s.firewall_new_flow_burst.unwrap_or(200);
+        let firewall_new_flow_burst = value(&s.firewall_new_flow_burst);
         if firewall_new_flow_burst == 0 {
             return Err(ConfigError::TooSmall("firewall-new-flow-burst", 1));
         }
         if s.firewall_allowed_tcp_port.contains(&0) {
             return Err(ConfigError::TooSmall("firewall-allowed-tcp-port", 1));
         }
-        let listening_port = s.listening_port.unwrap_or(3478);
-        let tcp = !s.no_tcp.unwrap_or(false);
-        let tls = match (s.cert, s.pkey) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        let listening_port = value(&s.listening_port);
+        let tcp = !value(&s.no_tcp);
+        let tls = match (&s.cert, &s.pkey) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
             (None, None) => None,
             _ => return Err(ConfigError::TlsHalf),
         }
-        .filter(|_| !s.no_tls.unwrap_or(false));
-        let tls_listening_port = s.tls_listening_port.unwrap_or(5349);
+        .filter(|_| s.no_tls != Some(true));
+        // Shown as whether TLS is served, with or without a certificate.
+        s.no_tls = Some(tls.is_none());
+        let tls_listening_port = value(&s.tls_listening_port);
         if tls_listening_port == 0 {
             return Err(ConfigError::TooSmall("tls-listening-port", 1));
         }
         if tls.is_some() && tcp && tls_listening_port == listening_port {
             return Err(ConfigError::TlsPortClash(tls_listening_port));
         }
-        let max_tcp_connections = s.max_tcp_connections.unwrap_or(10_000);
+        let max_tcp_connections = value(&s.max_tcp_connections);
         if max_tcp_connections == 0 && (tcp || tls.is_some()) {
             return Err(ConfigError::TooSmall("max-tcp-connections (or set no-tcp and leave out cert)", 1));
         }
         // The realm goes into every 401: longer than MAX_REALM_LEN, the 401 to the smallest
         // Allocate would break the amplification bound, so the core would drop it (counted as
         // `amplification`) and a client sending that Allocate could never log in.
-        let realm = s.realm.unwrap_or_else(|| "teletip".into());
+        let realm = value(&s.realm);
         if realm.len() > teletip_turn_proto::server::MAX_REALM_LEN {
             return Err(ConfigError::RealmTooLong(realm.len()));
         }
-        let prometheus = s.prometheus.unwrap_or(true).then(|| {
-            SocketAddr::new(
-                s.prometheus_address.unwrap_or(IpAddr::from([127, 0, 0, 1])),
-                s.prometheus_port.unwrap_or(9641),
-            )
-        });
+        let prometheus_address = value(&s.prometheus_address);
+        let prometheus_port = value(&s.prometheus_port);
+        let prometheus = value(&s.prometheus).then(|| SocketAddr::new(prometheus_address, prometheus_port));
+        let allowed_peer_ip = parse_ranges(&s.allowed_peer_ip)?;
+        let denied_peer_ip = parse_ranges(&s.denied_peer_ip)?;
+        // Shown as the networks a range stands for.
+        s.allowed_peer_ip = allowed_peer_ip.iter().map(IpNet::to_string).collect();
+        s.denied_peer_ip = denied_peer_ip.iter().map(IpNet::to_string).collect();
+        let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+        s.workers = Some(workers);
         Ok(RelayConfig {
             listening_ips,
-            listening_port,
             tcp,
             tls,
-            tls_listening_port,
-            max_tcp_connections,
-            max_tcp_connections_per_ip: s.max_tcp_connections_per_ip.unwrap_or(128),
             relay_ip,
-            external_ip: s.external_ip,
-            alternate_servers: s.alternate_server,
-            tls_alternate_servers: s.tls_alternate_server,
+            alternate_servers: s.alternate_server.clone(),
+            tls_alternate_servers: s.tls_alternate_server.clone(),
             nonce_key: match &s.nonce_key_file {
                 Some(path) => Some(NonceKey::read(path)?),
                 None => None,
             },
-            min_port,
-            max_port,
-            realm,
             secrets,
-            allowed_peer_ip: parse_ranges(&s.allowed_peer_ip)?,
-            denied_peer_ip: parse_ranges(&s.denied_peer_ip)?,
-            allow_loopback_peers: s.allow_loopback_peers.unwrap_or(false),
-            strict_channel_numbers: s.strict_channel_numbers.unwrap_or(false),
-            user_quota: s.user_quota.unwrap_or(10),
-            client_ip_quota: s.client_ip_quota.unwrap_or(64),
-            total_quota: s.total_quota.unwrap_or(10_000),
-            max_bps: s.max_bps.unwrap_or(1_250_000),
-            max_permissions: s.max_permissions.unwrap_or(32),
-            max_allocate_lifetime,
-            stale_nonce,
-            max_credential_lifetime: s.max_credential_lifetime.unwrap_or(86_400),
-            unauth_rate: s.unauth_rate.unwrap_or(50),
-            unauth_burst: s.unauth_burst.unwrap_or(200),
+            allowed_peer_ip,
+            denied_peer_ip,
             prometheus,
-            metrics_allowed_network: s.metrics_allowed_network,
-            firewall_new_flow_rate,
-            firewall_new_flow_burst,
-            firewall_allowed_tcp_port: s.firewall_allowed_tcp_port,
-            workers: s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
-            udp_buffer: s.udp_buffer.unwrap_or(4 << 20),
-            dscp,
-            relay_socket_pool: s.relay_socket_pool.unwrap_or(256),
-            busy_poll_us: s.busy_poll_us.unwrap_or(0),
-            same_relay_delivery: s.same_relay_delivery.unwrap_or(true),
-            max_queue_delay_ms: s.max_queue_delay_ms.unwrap_or(3),
-            overload_grace_ms: s
-                .overload_grace_ms
-                .unwrap_or((crate::net::overload::DEFAULT_GRACE_NS / 1_000_000) as u32),
-            log_format: s.log_format.unwrap_or(LogFormat::Text),
+            workers,
             control_link,
             public_host,
-            region: s.region,
+            values: s.clone().values(),
+            effective: s,
         })
     }
 
@@ -650,96 +685,13 @@ impl RelayConfig {
         warnings
     }
 
-    /// The effective configuration as TOML, with secrets redacted (`check-config`).
+    /// The effective configuration as TOML, every setting with its default filled in and
+    /// secrets redacted (`check-config`).
     pub fn to_redacted_toml(&self) -> String {
-        let ips = |v: &[IpAddr]| v.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
-        let nets = |v: &[IpNet]| v.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
-        let mut out = String::new();
-        let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
-        line("listening-ip", format!("[{}]", ips(&self.listening_ips)));
-        line("listening-port", self.listening_port.to_string());
-        line("no-tcp", (!self.tcp).to_string());
-        line("tls-listening-port", self.tls_listening_port.to_string());
-        match &self.tls {
-            Some(files) => {
-                line("cert", format!("{:?}", files.cert.display().to_string()));
-                line("pkey", format!("{:?}", files.key.display().to_string()));
-            }
-            None => line("no-tls", "true".into()),
-        }
-        line("max-tcp-connections", self.max_tcp_connections.to_string());
-        line("max-tcp-connections-per-ip", self.max_tcp_connections_per_ip.to_string());
-        line("relay-ip", format!("\"{}\"", self.relay_ip));
-        if let Some(e) = self.external_ip {
-            line("external-ip", format!("\"{e}\""));
-        }
-        let addrs = |v: &[SocketAddr]| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-        line("alternate-server", format!("[{}]", addrs(&self.alternate_servers)));
-        line("tls-alternate-server", format!("[{}]", addrs(&self.tls_alternate_servers)));
-        if let Some(key) = &self.nonce_key {
-            line("nonce-key-file", format!("{:?}", key.path.display().to_string()));
-        }
-        line("min-port", self.min_port.to_string());
-        line("max-port", self.max_port.to_string());
-        line("realm", format!("{:?}", self.realm));
-        line(
-            "static-auth-secret",
-            format!(
-                "[{}]",
-                self.secrets
-                    .iter()
-                    .map(|s| format!("\"<redacted: key-id {}>\"", s.key_id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        line("allowed-peer-ip", format!("[{}]", nets(&self.allowed_peer_ip)));
-        line("denied-peer-ip", format!("[{}]", nets(&self.denied_peer_ip)));
-        line("allow-loopback-peers", self.allow_loopback_peers.to_string());
-        line("strict-channel-numbers", self.strict_channel_numbers.to_string());
-        line("user-quota", self.user_quota.to_string());
-        line("client-ip-quota", self.client_ip_quota.to_string());
-        line("total-quota", self.total_quota.to_string());
-        line("max-bps", self.max_bps.to_string());
-        line("max-permissions", self.max_permissions.to_string());
-        line("max-allocate-lifetime", self.max_allocate_lifetime.to_string());
-        line("stale-nonce", self.stale_nonce.to_string());
-        line("max-credential-lifetime", self.max_credential_lifetime.to_string());
-        line("unauth-rate", self.unauth_rate.to_string());
-        line("unauth-burst", self.unauth_burst.to_string());
-        line("prometheus", self.prometheus.is_some().to_string());
-        if let Some(p) = self.prometheus {
-            line("prometheus-address", format!("\"{}\"", p.ip()));
-            line("prometheus-port", p.port().to_string());
-        }
-        line("metrics-allowed-network", format!("[{}]", nets(&self.metrics_allowed_network)));
-        line("firewall-new-flow-rate", self.firewall_new_flow_rate.to_string());
-        line("firewall-new-flow-burst", self.firewall_new_flow_burst.to_string());
-        line(
-            "firewall-allowed-tcp-port",
-            format!("[{}]", self.firewall_allowed_tcp_port.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
-        );
-        line("workers", self.workers.to_string());
-        line("udp-buffer", self.udp_buffer.to_string());
-        line("dscp", self.dscp.to_string());
-        line("relay-socket-pool", self.relay_socket_pool.to_string());
-        line("busy-poll-us", self.busy_poll_us.to_string());
-        line("same-relay-delivery", self.same_relay_delivery.to_string());
-        line("max-queue-delay-ms", self.max_queue_delay_ms.to_string());
-        line("overload-grace-ms", self.overload_grace_ms.to_string());
-        line("log-format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" }));
-        line("public-host", format!("{:?}", self.public_host));
-        if let Some(region) = &self.region {
-            line("region", format!("{region:?}"));
-        }
-        if let Some(link) = &self.control_link {
-            line("control-server", format!("{:?}", link.server));
-            line("control-server-name", format!("{:?}", link.server_name));
-            line("control-ca", format!("{:?}", link.ca.display().to_string()));
-            line("control-cert", format!("{:?}", link.cert.display().to_string()));
-            line("control-key", format!("{:?}", link.key.display().to_string()));
-        }
-        out
+        let mut shown = self.effective.clone();
+        shown.static_auth_secret = self.secrets.iter().map(|s| format!("<redacted: key-id {}>", s.key_id)).collect();
+        // TOML has no integers above i64::MAX, which only a flag could have set.
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# the settings cannot be shown as TOML: {e}\n"))
     }
 }
 

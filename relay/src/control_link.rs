@@ -5,7 +5,6 @@
 //! with the secrets it has, and it redials with a capped backoff.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use teletip_link::{
     ControlToRelay, FrameError, Load, PushedSecret, Registration, RelayToControl, read_frame, write_frame,
 };
 use teletip_turn_proto::limits::SharedQuotas;
-use teletip_turn_proto::server::ServerConfig;
+use teletip_turn_proto::server::{Controls, ServerConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ControlLink;
@@ -51,6 +50,8 @@ pub struct LinkContext {
     /// The registration, `draining` filled in at each connection.
     pub registration: Registration,
     pub server: Arc<ServerConfig>,
+    /// The drain flag the control plane sets and clears.
+    pub controls: Controls,
     pub quotas: Arc<SharedQuotas>,
     /// Where pushed secrets go (besides the secret files').
     pub secrets: Arc<Mutex<SecretSources>>,
@@ -88,10 +89,7 @@ pub async fn run(context: LinkContext, mut stop: watch::Receiver<bool>) {
 }
 
 fn load(context: &LinkContext) -> RelayToControl {
-    RelayToControl::Load(Load {
-        allocations: context.quotas.active(),
-        draining: context.server.draining.load(Ordering::Relaxed),
-    })
+    RelayToControl::Load(Load { allocations: context.quotas.active(), draining: context.controls.draining() })
 }
 
 /// Connects to the first address of `control-server` that answers: a name with several
@@ -148,7 +146,7 @@ async fn registered_session(
 ) -> Result<(), LinkError> {
     let (mut send, mut recv) = connection.open_bi().await?;
     let mut registration = context.registration.clone();
-    registration.draining = context.server.draining.load(Ordering::Relaxed);
+    registration.draining = context.controls.draining();
     write_frame(&mut send, &RelayToControl::Register(registration)).await?;
     let answer = tokio::time::timeout(REGISTER_TIMEOUT, read_frame::<_, ControlToRelay>(&mut recv))
         .await
@@ -163,13 +161,13 @@ async fn registered_session(
     // Orders are read on their own task: a read cut short by the select! below would lose
     // part of a frame. It pings `changed` so that the new state is reported at once.
     let (changed, mut changes) = mpsc::unbounded_channel::<()>();
-    let server = context.server.clone();
+    let (server, controls) = (context.server.clone(), context.controls.clone());
     let secrets = context.secrets.clone();
     let mut orders = tokio::spawn(async move {
         loop {
             match read_frame::<_, ControlToRelay>(&mut recv).await? {
                 Some(ControlToRelay::Drain { draining }) => {
-                    crate::daemon::set_draining(&server, draining, "the control plane");
+                    crate::daemon::signals::set_draining(&server, &controls, draining, "the control plane");
                     let _ = changed.send(());
                 }
                 Some(ControlToRelay::Secrets { secrets: pushed }) => accept_pushed_secrets(&secrets, pushed),
@@ -209,5 +207,5 @@ fn accept_pushed_secrets(sources: &Mutex<SecretSources>, pushed: Vec<PushedSecre
         accepted.push(teletip_turn_proto::credentials::Secret::new(secret.key_id, secret.secret.into_bytes()));
     }
     let published = sources.lock().expect("secret sources lock").replace_pushed(accepted);
-    crate::daemon::log_secrets_published("secrets pushed by the control plane", &published);
+    crate::daemon::signals::log_secrets_published("secrets pushed by the control plane", &published);
 }

@@ -19,7 +19,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use clap::Parser;
-use teletip_benches::mmsg::{self, RecvBatch, SendBatch};
+use teletip_benches::sockets;
+use teletip_mmsg::{RecvBatch, SendBatch};
 
 #[derive(Parser)]
 #[command(name = "teletip-forwarder", about = "Raw UDP forwarder with recvmmsg/sendmmsg, 1 or 2 hops")]
@@ -42,7 +43,7 @@ fn main() -> std::io::Result<()> {
     let b = UdpSocket::bind(SocketAddr::new(cli.listen.ip(), 0))?;
     for s in [&a, &b] {
         s.set_nonblocking(true)?;
-        mmsg::set_buffers(s.as_raw_fd(), 4 << 20);
+        sockets::set_buffers(s.as_raw_fd(), 4 << 20);
     }
     if cli.socket_per_pair {
         eprintln!("forwarder: 2 hops with two sockets per pair on {}", cli.listen);
@@ -50,7 +51,7 @@ fn main() -> std::io::Result<()> {
     }
     let b_addr = b.local_addr()?;
     let mut routes: Vec<Option<SocketAddr>> = Vec::new();
-    let mut recv = RecvBatch::new(BATCH, 2048);
+    let mut recv = RecvBatch::new(BATCH, 0, 2048);
     let mut send = SendBatch::new(BATCH, 2048);
     let mut fds = [
         libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -97,10 +98,10 @@ fn first_hop(
         }
         let dest = if hops == 2 { Some(b_addr) } else { route(routes, packet) };
         if let Some(dest) = dest {
-            send.push(dest, |buf| copy(packet, buf));
+            send.push_with(dest, |buf| copy(packet, buf));
         }
     }
-    send.flush(a.as_raw_fd())?;
+    send.flush_to(a.as_raw_fd())?;
     Ok(n)
 }
 
@@ -115,10 +116,10 @@ fn second_hop(
     for i in 0..n {
         let packet = recv.packet(i);
         if let Some(dest) = route(routes, packet) {
-            send.push(dest, |buf| copy(packet, buf));
+            send.push_with(dest, |buf| copy(packet, buf));
         }
     }
-    send.flush(b.as_raw_fd())?;
+    send.flush_to(b.as_raw_fd())?;
     Ok(n)
 }
 
@@ -137,7 +138,8 @@ mod per_pair {
     use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    use teletip_benches::mmsg::{self, RecvBatch, SendBatch};
+    use teletip_benches::sockets;
+    use teletip_mmsg::{RecvBatch, SendBatch};
 
     use super::{BATCH, copy};
 
@@ -153,12 +155,12 @@ mod per_pair {
     }
 
     pub fn run(a: UdpSocket) -> std::io::Result<()> {
-        mmsg::raise_nofile_limit();
+        sockets::raise_nofile_limit();
         // SAFETY: plain epoll calls on descriptors we own.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         add(epoll, a.as_raw_fd(), LISTENER)?;
         let mut pairs: Vec<Option<Pair>> = Vec::new();
-        let mut recv = RecvBatch::new(BATCH, 2048);
+        let mut recv = RecvBatch::new(BATCH, 0, 2048);
         let mut to_peer = SendBatch::new(BATCH, 2048);
         let mut to_clients = SendBatch::new(BATCH, 2048);
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
@@ -186,7 +188,7 @@ mod per_pair {
                         if from.is_some_and(|f| f != p) || to_peer.is_full() {
                             flush_from(&pairs, from, &mut to_peer)?;
                         }
-                        to_peer.push(pair.y_addr, |buf| copy(packet, buf));
+                        to_peer.push_with(pair.y_addr, |buf| copy(packet, buf));
                         from = Some(p);
                     }
                     flush_from(&pairs, from, &mut to_peer)?;
@@ -194,15 +196,15 @@ mod per_pair {
                     let n = recv.recv(pair.y.as_raw_fd())?;
                     for i in 0..n {
                         if to_clients.is_full() {
-                            to_clients.flush(a.as_raw_fd())?;
+                            to_clients.flush_to(a.as_raw_fd())?;
                         }
                         let packet = recv.packet(i);
-                        to_clients.push(pair.client_b, |buf| copy(packet, buf));
+                        to_clients.push_with(pair.client_b, |buf| copy(packet, buf));
                     }
                 }
             }
             // Everything for the clients leaves through socket A: one batch per turn.
-            to_clients.flush(a.as_raw_fd())?;
+            to_clients.flush_to(a.as_raw_fd())?;
         }
     }
 
@@ -212,7 +214,7 @@ mod per_pair {
 
     fn flush_from(pairs: &[Option<Pair>], from: Option<usize>, batch: &mut SendBatch) -> std::io::Result<()> {
         if let Some(Some(pair)) = from.and_then(|p| pairs.get(p)) {
-            batch.flush(pair.x.as_raw_fd())?;
+            batch.flush_to(pair.x.as_raw_fd())?;
         }
         Ok(())
     }
@@ -229,7 +231,7 @@ mod per_pair {
         let (x, y) = (UdpSocket::bind(ip)?, UdpSocket::bind(ip)?);
         for s in [&x, &y] {
             s.set_nonblocking(true)?;
-            mmsg::set_buffers(s.as_raw_fd(), 4 << 20);
+            sockets::set_buffers(s.as_raw_fd(), 4 << 20);
         }
         add(epoll, y.as_raw_fd(), p as u64)?;
         let y_addr = y.local_addr()?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use teletip_benches::flow::{Flows, Frame, Pair, RunResult, RunSpec};
 use teletip_benches::kernel;
-use teletip_benches::mmsg;
+use teletip_benches::sockets;
 use teletip_benches::turn::{Client, FIRST_CHANNEL, Request, TurnError, run_transactions};
 
 #[derive(Parser)]
@@ -115,7 +115,7 @@ enum LoadgenError {
 
 fn main() {
     let cli = Cli::parse();
-    mmsg::raise_nofile_limit();
+    sockets::raise_nofile_limit();
     let result = match cli.command {
         Command::Relay { turn, mode, load } => relay(&turn, mode, &load),
         Command::Raw { server, load } => raw(server, &load),
@@ -175,8 +175,8 @@ fn raw(server: SocketAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
     for p in 0..load.pairs {
         let a = UdpSocket::bind(SocketAddr::new(ip, 0))?;
         let b = UdpSocket::bind(SocketAddr::new(ip, 0))?;
-        mmsg::set_buffers(a.as_raw_fd(), 4 << 20);
-        mmsg::set_buffers(b.as_raw_fd(), 4 << 20);
+        sockets::set_buffers(a.as_raw_fd(), 4 << 20);
+        sockets::set_buffers(b.as_raw_fd(), 4 << 20);
         register(&b, server, p as u32)?;
         pairs.push(Pair { a, b, frame: Frame::Raw });
     }

@@ -152,7 +152,7 @@ fn a_rotation_takes_effect_at_once_and_ends_no_allocation() {
     allocate(&mut s, T0, &mut under_k1);
     // The operator retires k1 (keeps k2) and brings in k3, while the shard runs.
     let rotation = s
-        .config()
+        .controls()
         .secrets
         .replace(vec![Secret::new("k3", b"next-secret-value".to_vec()), Secret::new("k2", SECRET.to_vec())]);
     assert_eq!((rotation.added, rotation.removed), (vec!["k3".to_string()], vec!["k1".to_string()]));
@@ -170,7 +170,7 @@ fn a_rotation_takes_effect_at_once_and_ends_no_allocation() {
     let mut under_k2 = Client::new("198.51.100.23:5000", "w");
     allocate(&mut s, later, &mut under_k2);
     assert_eq!(s.stats().auth_by_secret, vec![1, 1, 1], "k2, k1 and k3 by slot");
-    assert_eq!(s.config().secrets.current().key_ids, vec!["k2", "k1", "k3"]);
+    assert_eq!(s.controls().secrets.current().key_ids, vec!["k2", "k1", "k3"]);
     assert_eq!(s.allocation_count(), 3);
 }
 
@@ -178,12 +178,12 @@ fn a_rotation_takes_effect_at_once_and_ends_no_allocation() {
 fn a_draining_relay_turns_new_allocations_away_and_keeps_the_old_ones() {
     let with_alternates =
         config_with_alternates(vec!["[2001:db8::9]:3478".parse().unwrap(), "192.0.2.9:3478".parse().unwrap()]);
-    let draining = with_alternates.draining.clone();
     let mut s = shard_with(with_alternates, SharedQuotas::new(0, 0, 0));
+    let draining = s.controls().clone();
     let mut before = Client::new("198.51.100.20:5000", "x");
     allocate(&mut s, T0, &mut before);
 
-    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    draining.set_draining(true);
     // A new client: 300 Try Alternate, signed, naming the alternate of its own family, in the
     // plain (not XOR-ed) address form.
     let mut new = Client::new("198.51.100.21:5000", "y");
@@ -210,14 +210,14 @@ fn a_draining_relay_turns_new_allocations_away_and_keeps_the_old_ones() {
     assert_eq!(call(&mut s, T0.plus_secs(1), &mut before, Method::REFRESH, |_| {}).class(), Class::Success);
 
     // Drain over: allocations again.
-    draining.store(false, std::sync::atomic::Ordering::Relaxed);
+    draining.set_draining(false);
     allocate(&mut s, T0.plus_secs(2), &mut new);
     assert_eq!(s.allocation_count(), 2);
 
     // With no alternate of the client's family: 508.
     let only_v6 = config_with_alternates(vec!["[2001:db8::9]:3478".parse().unwrap()]);
-    only_v6.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut s = shard_with(only_v6, SharedQuotas::new(0, 0, 0));
+    s.controls().set_draining(true);
     let mut c = Client::new("198.51.100.22:5000", "z");
     learn_nonce(&mut s, T0, &mut c);
     let a = call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp);
@@ -808,8 +808,8 @@ fn smallest_requests(
     cfg.realm = realm.into();
     cfg.alternate_servers = vec![if v6 { "[2001:db8::2]:3478" } else { "192.0.2.2:3478" }.parse().unwrap()];
     cfg.tls_alternate_servers = cfg.alternate_servers.clone();
-    cfg.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    s.controls().set_draining(true);
     let mut d = Client::new(addr, "x");
     d.realm = realm.into();
     d.tuple.transport = transport;

@@ -136,9 +136,8 @@ impl NetBinder {
 
     /// Closes a thirty-second (at least one) of the sockets pooled beyond `settings.pool`,
     /// called once a second. After a peak of calls, released sockets wait in the pool for the
-    /// next burst: a call that begins soon after another ended takes a ready socket (measured:
-    /// second and third rounds of 10,000 allocations at 35-51k/s, against 31-37k/s when only
-    /// `pool` sockets were kept), while the surplus halves every ~22 s, so that the
+    /// next burst: a call that begins soon after another ended takes a ready socket
+    /// (docs/performance.md, optimisation 3), while the surplus halves every ~22 s, so that the
     /// descriptors and kernel memory of a peak are given back within a few minutes. The
     /// newest are closed, so that those that have rested longest are the ones handed out.
     pub fn trim_pool(&mut self) {

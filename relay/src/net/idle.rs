@@ -2,9 +2,9 @@
 //! and a packet that finds it idle waits for it to wake up. On a KVM guest whose idle vCPUs halt
 //! at once (cpuidle-haltpoll with `guest_halt_poll_ns` 0, which some hosts set on their guests'
 //! kernel command line), that wake-up goes through the hypervisor and is most of a relayed
-//! packet's latency at light load: measured here, one-way p50 64 µs with the setting at 0 and
-//! 22 µs at the kernel's default of 200,000 ns (docs/performance.md). The relay cannot change a
-//! host setting itself (it runs unprivileged); it says what it found and what changes it.
+//! packet's latency at light load (docs/performance.md, optimisation 8, has the numbers). The
+//! relay cannot change a host setting itself (it runs unprivileged); it says what it found and
+//! what changes it.
 
 /// Where the haltpoll governor's poll window is, on a guest that has one.
 pub const GUEST_HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";

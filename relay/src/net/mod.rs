@@ -3,7 +3,6 @@
 pub mod binder;
 pub mod idle;
 pub mod memory;
-pub mod mmsg;
 pub mod overload;
 pub mod socket;
 pub mod stream;

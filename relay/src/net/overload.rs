@@ -15,17 +15,11 @@
 
 /// The default of how long the queue must stay above the target before late datagrams are
 /// dropped (`overload-grace-ms`): a queue that serves bursts drains below the target at least
-/// once in it, a queue the worker cannot serve does not. It was 500 ms while, near (not over)
-/// a worker's capacity, the queue swung by tens of milliseconds and stayed above 3 ms for a
-/// few hundred: then 20 ms cost 20-40 % of the highest rate at <= 1 % loss and CoDel's 100 ms
-/// 2.5-9 % of the packets. Those swings were the worker serving its listeners before the
-/// relayed sockets it had just filled (optimisation 7 in docs/performance.md) and a generator
-/// that sent catch-up bursts. Without them, measured on one core (benches/compare, 1 to 1,000
-/// pairs, 160 and 1200 B, two runs on the kernel path and one same-relay), 20 ms gave the
-/// maxima of 500 ms within the run-to-run noise (median ratio 1.0), and cut the p99 of a 4-s
-/// run at 1.5x capacity, its onset included, from 27-150 ms to 3.3-6.4 ms: the onset is no
-/// longer queued for half a second as without control. A hiccup shorter than this (the
-/// worker descheduled, a burst of key frames) is still delivered late, not dropped.
+/// once in it, a queue the worker cannot serve does not. Short, so that the onset of an
+/// overload is cut back within milliseconds instead of being relayed late; long enough that a
+/// hiccup (the worker descheduled, a burst of key frames) is still delivered late, not dropped,
+/// and that a worker near (not over) its capacity keeps its highest rate. How 20 ms was chosen
+/// against 10, 100 and 500 ms is optimisation 9 in docs/performance.md.
 pub const DEFAULT_GRACE_NS: u64 = 20_000_000;
 /// How long without a late datagram before dropping stops. Under overload the queue head is
 /// late again within milliseconds of being cut back, so this never ends a real overload; it

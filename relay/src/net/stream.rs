@@ -17,11 +17,10 @@ use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
+use teletip_mmsg::MAX_DATAGRAM;
 use teletip_turn_proto::codec::{CHANNEL_DATA_HEADER_LEN, Framer, is_channel_data, stream_padding};
 use teletip_turn_proto::server::{FiveTuple, Transport};
 use teletip_turn_proto::time::Millis;
-
-use super::mmsg::MAX_DATAGRAM;
 
 /// The longest message accepted from a stream: the longest datagram the relay forwards, framed
 /// as ChannelData with its padding. A longer one could not be relayed over UDP anyway; it is
@@ -180,7 +179,7 @@ impl Connection {
         self.outbox.resize(self.outbox.len() + padding, 0);
         if let Some(tls) = &mut self.tls {
             // One TLS record per message: OpenSSL-based clients (coturn's uclient) lose
-            // messages that share a record (measured: a third of them, against coturn too).
+            // messages that share a record, with coturn's own server too.
             // rustls encrypts now and holds the record until `flush` writes it; its buffer is
             // unbounded (set in `new`), this connection's limit is `OUTBOX_LIMIT`.
             if tls.writer().write_all(&self.outbox).is_err() {

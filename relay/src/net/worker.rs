@@ -13,14 +13,14 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use teletip_mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
 use teletip_turn_proto::codec::{CHANNEL_DATA_HEADER_LEN, Next};
 use teletip_turn_proto::limits::SharedQuotas;
-use teletip_turn_proto::server::{Action, FiveTuple, Payload, RelayId, ServerConfig, Shard, Transport};
+use teletip_turn_proto::server::{Action, Controls, FiveTuple, Payload, RelayId, ServerConfig, Shard, Transport};
 use teletip_turn_proto::time::Millis;
 
 use super::binder::{BinderSettings, NetBinder, RELAY_TOKEN_BASE, Reservations};
 use super::memory::{MemoryReturn, trim_heap};
-use super::mmsg::{BATCH, MAX_DATAGRAM, RecvBatch, SendBatch};
 use super::overload::QueueDelayGuard;
 use super::socket::{self, SocketTuning};
 use super::stream::{CloseReason, Connection, StreamListener, UNALLOCATED_TIMEOUT_MS};
@@ -43,6 +43,7 @@ const HEADROOM: usize = CHANNEL_DATA_HEADER_LEN;
 pub struct WorkerSetup {
     pub index: usize,
     pub config: Arc<ServerConfig>,
+    pub controls: Controls,
     pub quotas: Arc<SharedQuotas>,
     pub binder: BinderSettings,
     pub reservations: Reservations,
@@ -74,6 +75,7 @@ impl WorkerSetup {
         listen: &[SocketAddr],
         tuning: SocketTuning,
         config: Arc<ServerConfig>,
+        controls: Controls,
         quotas: Arc<SharedQuotas>,
         binder: BinderSettings,
         reservations: Reservations,
@@ -95,6 +97,7 @@ impl WorkerSetup {
         Ok(WorkerSetup {
             index,
             config,
+            controls,
             quotas,
             binder,
             reservations,
@@ -132,6 +135,7 @@ impl WorkerSetup {
         let WorkerSetup {
             index,
             config,
+            controls,
             quotas,
             binder,
             reservations,
@@ -156,9 +160,9 @@ impl WorkerSetup {
         let mut w = Worker {
             listener_guards: vec![QueueDelayGuard::new(target_ns, overload_grace.as_nanos() as u64); listeners.len()],
             overload_control: target_ns > 0,
-            shard: Shard::new(config, quotas, binder),
+            shard: Shard::new(config, controls, quotas, binder),
             listeners,
-            rx: RecvBatch::new(HEADROOM),
+            rx: RecvBatch::new(BATCH, HEADROOM, MAX_DATAGRAM),
             out: vec![0u8; MAX_DATAGRAM + 64].into_boxed_slice(),
             to_clients: SendBatch::default(),
             to_peers: SendBatch::default(),
@@ -249,11 +253,9 @@ fn now() -> Millis {
 /// Orders a turn's sockets so that relayed sockets are served before listeners. What waits on
 /// a relayed socket was usually admitted through a listener already (the kernel path between
 /// two allocations sends it there), so finishing it before reading more keeps the work inside
-/// the relay bounded: a busy listener, served first from the backlog, used to make every
-/// admitted datagram wait another listener turn, and near capacity the queue then held above
-/// the overload target long enough to start dropping. Measured on the kernel path, 10 pairs,
-/// 160 B: the highest rate with <= 1 % loss rose from 74-80 to 84-94 kpps (docs/performance.md,
-/// optimisation 7); at 1.5x overload the settled p99 stayed at 3.9-4.4 ms.
+/// the relay bounded: a busy listener served first from the backlog would make every admitted
+/// datagram wait another listener turn, and near capacity hold the queue above the overload
+/// target long enough to start dropping (docs/performance.md, optimisation 7).
 ///
 /// Each socket is also served once per turn: a socket left on the backlog by the last turn and
 /// woken again by a new event would otherwise be served twice, which is either twice its
@@ -287,7 +289,7 @@ struct Worker {
     /// relayed socket has usually been relayed once already by this worker (the kernel path
     /// between two allocations), and its sojourn measures the worker's own turn, not the
     /// offered load; dropping it there throws away work done and collapses throughput
-    /// (measured: 97 % loss at 1,000 pairs).
+    /// (docs/performance.md, optimisation 4).
     listener_guards: Vec<QueueDelayGuard>,
     overload_control: bool,
     streams: Streams,
@@ -330,8 +332,7 @@ impl Worker {
         let server = self.listeners[index].1;
         // Under overload, one batch per turn: the datagrams already admitted (queued on relayed
         // sockets, on the kernel path) are relayed before more are read, so what is admitted
-        // is not left waiting a long turn. Measured at about 1.5x the kernel path's capacity:
-        // the settled p99 fell from 11-12 ms to 4-6 ms, throughput within run-to-run noise.
+        // is not left waiting a long turn (docs/performance.md, optimisation 4).
         let budget = if self.listener_guards[index].dropping() { 1 } else { TURN_BUDGET };
         for _ in 0..budget {
             let n = match self.rx.recv(fd) {

@@ -76,7 +76,7 @@ impl<B: RelayBinder> Shard<B> {
             }
         }
         // The set as it is now: a rotation published meanwhile applies from the next request.
-        let secrets = self.config.secrets.current();
+        let secrets = self.controls.secrets.current();
         for accepted in &secrets.accepted {
             let password = rest_password(accepted.secret.value(), username);
             let key = long_term_key(algorithm, username, &self.config.realm, &password);

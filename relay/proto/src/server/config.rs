@@ -1,21 +1,15 @@
-//! What the state machine needs to know: realm, secrets, lifetimes, limits, peer policy.
+//! What the state machine needs to know: realm, lifetimes, limits, peer policy.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use crate::credentials::Secret;
 use crate::nonce::NonceIssuer;
 use crate::policy::PeerPolicy;
-use crate::secrets::SecretRing;
 
-/// Protocol settings shared (read-only) by every shard.
+/// Protocol settings shared by every shard, fixed at start. What changes while the relay runs
+/// (secrets, the drain flag) is in [`Controls`](super::Controls).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub realm: String,
-    /// Accepted REST API secrets; the first is the current one, the others still verify.
-    /// Replaceable while the relay runs (`SecretRing::replace`).
-    pub secrets: Arc<SecretRing>,
     pub nonces: NonceIssuer,
     pub policy: PeerPolicy,
     /// Allocation lifetime when the client asks for none or for less (RFC 8656: 600 s).
@@ -44,10 +38,6 @@ pub struct ServerConfig {
     /// Deliver a datagram addressed to another allocation of the same shard straight to that
     /// allocation's client (see `local.rs`). Off only to measure or debug the kernel path.
     pub same_relay_delivery: bool,
-    /// While set, the relay drains: new Allocates are turned away (300 Try Alternate to an
-    /// alternate server, else 508) and existing allocations carry on. The daemon sets and
-    /// clears it (SIGUSR1, SIGUSR2); read once per Allocate.
-    pub draining: Arc<AtomicBool>,
     /// Where a draining relay sends new clients over UDP and TCP (ALTERNATE-SERVER), the first
     /// of the client's address family.
     pub alternate_servers: Vec<SocketAddr>,
@@ -56,12 +46,10 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The RFC's lifetimes and conservative limits; callers fill in realm, secrets and nonce
-    /// key.
-    pub fn new(realm: impl Into<String>, secrets: Vec<Secret>, nonce_key: [u8; 32]) -> Self {
+    /// The RFC's lifetimes and conservative limits; callers fill in realm and nonce key.
+    pub fn new(realm: impl Into<String>, nonce_key: [u8; 32]) -> Self {
         ServerConfig {
             realm: realm.into(),
-            secrets: Arc::new(SecretRing::new(secrets)),
             nonces: NonceIssuer::new(nonce_key, 600),
             policy: PeerPolicy::default(),
             default_lifetime: 600,
@@ -77,7 +65,6 @@ impl ServerConfig {
             unauth_burst: 200,
             unauth_max_sources: 65_536,
             same_relay_delivery: true,
-            draining: Arc::new(AtomicBool::new(false)),
             alternate_servers: Vec::new(),
             tls_alternate_servers: Vec::new(),
         }

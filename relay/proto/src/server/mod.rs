@@ -11,6 +11,7 @@
 mod allocation;
 mod auth;
 mod config;
+mod controls;
 mod data;
 mod local;
 mod reply;
@@ -19,6 +20,7 @@ mod stats;
 
 pub use allocation::{Allocation, RelayId};
 pub use config::ServerConfig;
+pub use controls::Controls;
 pub use stats::{AllocFailure, AuthFailure, DropReason, Flow, Stats};
 
 use rustc_hash::FxHashMap;
@@ -154,6 +156,7 @@ pub trait RelayBinder {
 /// One shard of the server: its allocations, indexed by client 5-tuple and by relayed socket.
 pub struct Shard<B: RelayBinder> {
     config: Arc<ServerConfig>,
+    controls: Controls,
     quotas: Arc<SharedQuotas>,
     binder: B,
     allocations: Slab<Allocation>,
@@ -170,11 +173,12 @@ pub struct Shard<B: RelayBinder> {
 }
 
 impl<B: RelayBinder> Shard<B> {
-    pub fn new(config: Arc<ServerConfig>, quotas: Arc<SharedQuotas>, binder: B) -> Self {
+    pub fn new(config: Arc<ServerConfig>, controls: Controls, quotas: Arc<SharedQuotas>, binder: B) -> Self {
         let limiter = UnauthLimiter::new(config.unauth_rate, config.unauth_burst, config.unauth_max_sources);
-        let stats = Stats { auth_by_secret: vec![0; config.secrets.current().key_ids.len()], ..Stats::default() };
+        let stats = Stats { auth_by_secret: vec![0; controls.secrets.current().key_ids.len()], ..Stats::default() };
         Shard {
             config,
+            controls,
             quotas,
             binder,
             allocations: Slab::new(),
@@ -193,6 +197,10 @@ impl<B: RelayBinder> Shard<B> {
 
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    pub fn controls(&self) -> &Controls {
+        &self.controls
     }
 
     pub fn binder(&self) -> &B {

@@ -109,7 +109,7 @@ impl<B: RelayBinder> Shard<B> {
             }
             return self.allocate_failed(out, msg, &signer, AllocFailure::Mismatch, 437);
         }
-        if self.config.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.controls.draining() {
             return self.turn_away_while_draining(now, tuple, msg, &signer, out);
         }
         let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {

@@ -11,8 +11,8 @@ use teletip_turn_proto::codec::{self, Class, IntegrityKind, Message, MessageWrit
 use teletip_turn_proto::credentials::{PasswordAlgorithm, Secret, issue, long_term_key};
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::{
-    Action, BindError, BindRequest, BoundRelay, FiveTuple, Payload, RelayBinder, RelayId, ServerConfig, Shard,
-    Transport,
+    Action, BindError, BindRequest, BoundRelay, Controls, FiveTuple, Payload, RelayBinder, RelayId, ServerConfig,
+    Shard, Transport,
 };
 use teletip_turn_proto::time::Millis;
 
@@ -79,17 +79,18 @@ impl RelayBinder for FakeBinder {
 }
 
 pub fn config() -> ServerConfig {
-    let mut c = ServerConfig::new(
-        REALM,
-        vec![Secret::new("k2", SECRET.to_vec()), Secret::new("k1", OLD_SECRET.to_vec())],
-        [42; 32],
-    );
+    let mut c = ServerConfig::new(REALM, [42; 32]);
     c.unauth_rate = 0;
     c
 }
 
+/// The secrets every test shard accepts: k2 (current), then k1.
+pub fn controls() -> Controls {
+    Controls::new(vec![Secret::new("k2", SECRET.to_vec()), Secret::new("k1", OLD_SECRET.to_vec())])
+}
+
 pub fn shard_with(config: ServerConfig, quotas: SharedQuotas) -> Shard<FakeBinder> {
-    Shard::new(Arc::new(config), Arc::new(quotas), FakeBinder::default())
+    Shard::new(Arc::new(config), controls(), Arc::new(quotas), FakeBinder::default())
 }
 
 pub fn shard() -> Shard<FakeBinder> {

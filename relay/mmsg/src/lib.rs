@@ -1,19 +1,22 @@
-//! Batched UDP I/O: `recvmmsg` and `sendmmsg` over buffers allocated once per worker.
+//! Batched UDP I/O: `recvmmsg` and `sendmmsg` over buffers allocated once, for the relay's
+//! workers and for the load generator and forwarders in `benches/` (which measure the relay
+//! against what the kernel can do with the same pattern).
 //!
-//! Hand-written on libc because the measured hot path justifies it (docs/performance.md): with
-//! one `recv_from` and one `send_to` per datagram, syscall entry and exit are a large share of
-//! a worker's time at media packet rates; a batch of up to [`BATCH`] datagrams costs one of
-//! each. Nothing here allocates after construction.
+//! Hand-written on libc because the hot path justifies it (docs/performance.md, optimisation
+//! 1): with one `recv_from` and one `send_to` per datagram, syscall entry and exit are a large
+//! share of a core's time at media packet rates; a batch costs one of each. Nothing here
+//! allocates or locks after construction.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
-/// Datagrams per syscall.
+/// Datagrams per syscall in the relay.
 pub const BATCH: usize = 32;
-/// The largest datagram relayed: a jumbo frame. Larger ones arrive truncated (MSG_TRUNC) and
-/// are dropped as receive errors; TURN over UDP on real paths stays below 1500 bytes.
+/// The largest datagram the relay handles: a jumbo frame. Larger ones arrive truncated
+/// (MSG_TRUNC) and are dropped as receive errors; TURN over UDP on real paths stays below
+/// 1500 bytes.
 pub const MAX_DATAGRAM: usize = 9216;
 
 fn zeroed<T>() -> T {
@@ -22,7 +25,8 @@ fn zeroed<T>() -> T {
     unsafe { MaybeUninit::zeroed().assume_init() }
 }
 
-fn to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+/// Writes `addr` into `storage` in the form the kernel takes; returns its length.
+pub fn to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -50,7 +54,8 @@ fn to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::
     }
 }
 
-fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The address the kernel wrote, if it is IPv4 or IPv6.
+pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
@@ -68,11 +73,12 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Receive slots. Each datagram lands `headroom` bytes into its slot, so that a ChannelData
-/// header can be written in front of peer data without moving it.
+/// Receive slots. Each datagram lands `headroom` bytes into its slot, so that the relay can
+/// write a ChannelData header in front of peer data without moving it.
 pub struct RecvBatch {
     slot: usize,
     headroom: usize,
+    max_datagram: usize,
     bufs: Box<[u8]>,
     iov: Box<[libc::iovec]>,
     hdr: Box<[libc::mmsghdr]>,
@@ -80,31 +86,36 @@ pub struct RecvBatch {
     /// Ancillary data per slot: room for the SO_TIMESTAMPNS stamp (u64s for cmsghdr
     /// alignment).
     control: Box<[[u64; CONTROL_WORDS]]>,
+    len: usize,
 }
 
 /// CMSG_SPACE(sizeof(struct timespec)) is 32 bytes on 64-bit Linux; some to spare.
 const CONTROL_WORDS: usize = 8;
 
 impl RecvBatch {
-    pub fn new(headroom: usize) -> Self {
-        let slot = headroom + MAX_DATAGRAM;
+    /// Room for `capacity` datagrams of up to `max_datagram` bytes, each after `headroom`.
+    pub fn new(capacity: usize, headroom: usize, max_datagram: usize) -> Self {
+        let slot = headroom + max_datagram;
         RecvBatch {
             slot,
             headroom,
-            bufs: vec![0; BATCH * slot].into_boxed_slice(),
-            iov: (0..BATCH).map(|_| zeroed()).collect(),
-            hdr: (0..BATCH).map(|_| zeroed()).collect(),
-            addr: (0..BATCH).map(|_| zeroed()).collect(),
-            control: vec![[0u64; CONTROL_WORDS]; BATCH].into_boxed_slice(),
+            max_datagram,
+            bufs: vec![0; capacity * slot].into_boxed_slice(),
+            iov: (0..capacity).map(|_| zeroed()).collect(),
+            hdr: (0..capacity).map(|_| zeroed()).collect(),
+            addr: (0..capacity).map(|_| zeroed()).collect(),
+            control: vec![[0u64; CONTROL_WORDS]; capacity].into_boxed_slice(),
+            len: 0,
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams waiting on `fd` without blocking; `Ok(0)` when none
+    /// Receives up to `capacity` datagrams waiting on `fd` without blocking; `Ok(0)` when none
     /// is.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for i in 0..BATCH {
+        let capacity = self.hdr.len();
+        for i in 0..capacity {
             self.iov[i].iov_base = self.bufs[i * self.slot + self.headroom..].as_mut_ptr().cast();
-            self.iov[i].iov_len = MAX_DATAGRAM;
+            self.iov[i].iov_len = self.max_datagram;
             let h = &mut self.hdr[i].msg_hdr;
             h.msg_name = (&mut self.addr[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -114,13 +125,15 @@ impl RecvBatch {
             h.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
             h.msg_flags = 0;
         }
+        self.len = 0;
         loop {
             // SAFETY: every header points into buffers owned by self that outlive the call.
             let n = unsafe {
-                libc::recvmmsg(fd, self.hdr.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+                libc::recvmmsg(fd, self.hdr.as_mut_ptr(), capacity as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
             };
             if n >= 0 {
-                return Ok(n as usize);
+                self.len = n as usize;
+                return Ok(self.len);
             }
             let e = io::Error::last_os_error();
             match e.kind() {
@@ -131,6 +144,14 @@ impl RecvBatch {
         }
     }
 
+    /// Datagrams of the last receive.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     /// When the kernel queued datagram `i` (nanoseconds since the Unix epoch), if the socket
     /// has SO_TIMESTAMPNS on.
     pub fn queued_at_ns(&self, i: usize) -> Option<u64> {
@@ -163,9 +184,20 @@ impl RecvBatch {
             return None;
         }
         let from = from_sockaddr(&self.addr[i])?;
-        let len = (self.hdr[i].msg_len as usize).min(MAX_DATAGRAM);
+        let len = (self.hdr[i].msg_len as usize).min(self.max_datagram);
         let slot = &mut self.bufs[i * self.slot..(i + 1) * self.slot];
         Some((slot, self.headroom..self.headroom + len, from))
+    }
+
+    /// Datagram `i` of the last receive, cut to `max_datagram` when it was longer.
+    pub fn packet(&self, i: usize) -> &[u8] {
+        let n = (self.hdr[i].msg_len as usize).min(self.max_datagram);
+        &self.bufs[i * self.slot + self.headroom..i * self.slot + self.headroom + n]
+    }
+
+    /// The source of datagram `i` of the last receive.
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        from_sockaddr(&self.addr[i])
     }
 }
 
@@ -181,31 +213,39 @@ pub struct SendOutcome {
 /// Datagrams queued for one socket, sent with one `sendmmsg`.
 pub struct SendBatch {
     fd: Option<RawFd>,
+    max_datagram: usize,
     bufs: Box<[u8]>,
-    lens: [usize; BATCH],
+    lens: Box<[usize]>,
     dest: Box<[libc::sockaddr_storage]>,
-    dest_len: [libc::socklen_t; BATCH],
+    dest_len: Box<[libc::socklen_t]>,
     iov: Box<[libc::iovec]>,
     hdr: Box<[libc::mmsghdr]>,
     len: usize,
 }
 
+/// The relay's batch: [`BATCH`] datagrams of up to [`MAX_DATAGRAM`] bytes.
 impl Default for SendBatch {
     fn default() -> Self {
-        SendBatch {
-            fd: None,
-            bufs: vec![0; BATCH * MAX_DATAGRAM].into_boxed_slice(),
-            lens: [0; BATCH],
-            dest: (0..BATCH).map(|_| zeroed()).collect(),
-            dest_len: [0; BATCH],
-            iov: (0..BATCH).map(|_| zeroed()).collect(),
-            hdr: (0..BATCH).map(|_| zeroed()).collect(),
-            len: 0,
-        }
+        SendBatch::new(BATCH, MAX_DATAGRAM)
     }
 }
 
 impl SendBatch {
+    /// Room for `capacity` datagrams of up to `max_datagram` bytes.
+    pub fn new(capacity: usize, max_datagram: usize) -> Self {
+        SendBatch {
+            fd: None,
+            max_datagram,
+            bufs: vec![0; capacity * max_datagram].into_boxed_slice(),
+            lens: vec![0; capacity].into_boxed_slice(),
+            dest: (0..capacity).map(|_| zeroed()).collect(),
+            dest_len: vec![0; capacity].into_boxed_slice(),
+            iov: (0..capacity).map(|_| zeroed()).collect(),
+            hdr: (0..capacity).map(|_| zeroed()).collect(),
+            len: 0,
+        }
+    }
+
     /// The socket the queued datagrams go out of.
     pub fn fd(&self) -> Option<RawFd> {
         self.fd.filter(|_| self.len > 0)
@@ -213,35 +253,79 @@ impl SendBatch {
 
     /// Queues a copy of `bytes` to `dest` from `fd`. The caller flushes first when the batch
     /// is full or belongs to another socket. Returns false (queuing nothing) for a datagram
-    /// over [`MAX_DATAGRAM`].
+    /// over `max_datagram` or a full batch.
     pub fn push(&mut self, fd: RawFd, dest: SocketAddr, bytes: &[u8]) -> bool {
-        debug_assert!(self.len < BATCH && self.fd().is_none_or(|f| f == fd));
-        if bytes.len() > MAX_DATAGRAM {
+        debug_assert!(self.fd().is_none_or(|f| f == fd));
+        if bytes.len() > self.max_datagram {
+            return false;
+        }
+        let queued = self.push_with(dest, |slot| {
+            slot[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        });
+        if queued {
+            self.fd = Some(fd);
+        }
+        queued
+    }
+
+    /// Queues a datagram to `dest` whose bytes `fill` writes into its slot, returning their
+    /// length (cut to `max_datagram`). Returns false (queuing nothing) when the batch is full.
+    pub fn push_with(&mut self, dest: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        if self.is_full() {
             return false;
         }
         let i = self.len;
-        self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + bytes.len()].copy_from_slice(bytes);
-        self.lens[i] = bytes.len();
+        let slot = &mut self.bufs[i * self.max_datagram..(i + 1) * self.max_datagram];
+        self.lens[i] = fill(slot).min(self.max_datagram);
         self.dest_len[i] = to_sockaddr(dest, &mut self.dest[i]);
-        self.fd = Some(fd);
         self.len += 1;
         true
     }
 
     pub fn is_full(&self) -> bool {
-        self.len == BATCH
+        self.len == self.lens.len()
     }
 
-    /// Sends everything queued. A datagram the kernel refuses is counted and skipped, as a
-    /// failed `send_to` of it alone would be; the rest still go.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sends everything queued from the socket given to [`push`](Self::push). A datagram the
+    /// kernel refuses is counted and skipped, as a failed `send_to` of it alone would be; the
+    /// rest still go.
     pub fn flush(&mut self) -> SendOutcome {
-        let mut outcome = SendOutcome::default();
-        let Some(fd) = self.fd() else {
-            self.len = 0;
-            return outcome;
-        };
+        match self.fd() {
+            Some(fd) => self.send(fd).0,
+            None => {
+                self.len = 0;
+                SendOutcome::default()
+            }
+        }
+    }
+
+    /// Sends everything queued from `fd` and returns how many datagrams the kernel took; the
+    /// rest of a full send buffer is dropped, as a media sender would. A refused port
+    /// (ECONNREFUSED, how loopback reports an earlier datagram to a closed port) skips one
+    /// datagram; any other error is returned once the rest have been tried.
+    pub fn flush_to(&mut self, fd: RawFd) -> io::Result<usize> {
+        let queued = self.len as u64;
+        match self.send(fd) {
+            (_, Some(e)) => Err(e),
+            (outcome, None) => Ok((queued - outcome.buffer_full - outcome.errors) as usize),
+        }
+    }
+
+    /// Sends what is queued; also returns the first error other than a full buffer or a
+    /// refused port.
+    fn send(&mut self, fd: RawFd) -> (SendOutcome, Option<io::Error>) {
+        let (mut outcome, mut failure) = (SendOutcome::default(), None);
         for i in 0..self.len {
-            self.iov[i].iov_base = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr().cast();
+            self.iov[i].iov_base = self.bufs[i * self.max_datagram..].as_mut_ptr().cast();
             self.iov[i].iov_len = self.lens[i];
             let h = &mut self.hdr[i].msg_hdr;
             h.msg_name = (&mut self.dest[i] as *mut libc::sockaddr_storage).cast();
@@ -266,14 +350,17 @@ impl SendBatch {
                     outcome.buffer_full += (self.len - sent) as u64;
                     break;
                 }
-                _ => {
+                kind => {
+                    if kind != io::ErrorKind::ConnectionRefused && failure.is_none() {
+                        failure = Some(e);
+                    }
                     outcome.errors += 1;
                     sent += 1;
                 }
             }
         }
         self.len = 0;
-        outcome
+        (outcome, failure)
     }
 }
 
@@ -292,7 +379,7 @@ mod tests {
         }
         assert_eq!(s.flush(), SendOutcome::default());
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut r = RecvBatch::new(4);
+        let mut r = RecvBatch::new(BATCH, 4, MAX_DATAGRAM);
         assert_eq!(r.recv(rx.as_raw_fd()).unwrap(), 5);
         let (slot, range, from) = r.datagram(3).unwrap();
         assert_eq!(range, 4..6);
@@ -309,5 +396,24 @@ mod tests {
             to_sockaddr(a, &mut s);
             assert_eq!(from_sockaddr(&s), Some(a));
         }
+    }
+
+    #[test]
+    fn batches_go_through_loopback() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut s = SendBatch::new(8, 64);
+        for i in 0..5u8 {
+            assert!(s.push_with(rx.local_addr().unwrap(), |b| {
+                b[0] = i;
+                1
+            }));
+        }
+        assert_eq!(s.flush_to(tx.as_raw_fd()).unwrap(), 5);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut r = RecvBatch::new(8, 0, 64);
+        assert_eq!(r.recv(rx.as_raw_fd()).unwrap(), 5);
+        assert_eq!(r.packet(3), &[3]);
+        assert_eq!(r.source(0), Some(tx.local_addr().unwrap()));
     }
 }

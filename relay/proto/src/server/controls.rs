@@ -1,0 +1,37 @@
+//! What the daemon changes while the relay runs: the accepted secrets and the drain flag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::credentials::Secret;
+use crate::secrets::SecretRing;
+
+/// The run-time controls every shard shares, beside the fixed [`ServerConfig`]. Cloning
+/// shares them: the daemon keeps one clone to rotate secrets (SIGHUP, the control link) and
+/// to start and end a drain (SIGUSR1, SIGUSR2, the control link), the shards read them.
+///
+/// [`ServerConfig`]: super::ServerConfig
+#[derive(Debug, Clone)]
+pub struct Controls {
+    /// Accepted REST API secrets; the first is the current one, the others still verify.
+    pub secrets: Arc<SecretRing>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Controls {
+    /// `secrets` must not be empty (see [`SecretRing::new`]); not draining.
+    pub fn new(secrets: Vec<Secret>) -> Self {
+        Controls { secrets: Arc::new(SecretRing::new(secrets)), draining: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// While set, new Allocates are turned away (300 Try Alternate to an alternate server,
+    /// else 508) and existing allocations carry on. Read once per Allocate.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts (`true`) or ends a drain; returns whether the relay was draining before.
+    pub fn set_draining(&self, draining: bool) -> bool {
+        self.draining.swap(draining, Ordering::Relaxed)
+    }
+}
