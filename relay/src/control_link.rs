@@ -171,6 +171,10 @@ async fn registered_session(
                     let _ = changed.send(());
                 }
                 Some(ControlToRelay::Secrets { secrets: pushed }) => accept_pushed_secrets(&secrets, pushed),
+                Some(ControlToRelay::Revoke { sessions }) => {
+                    // Contract only: applied by the revocation work of issue 20.
+                    tracing::warn!(sessions = sessions.len(), "control link: revocations received but not yet applied");
+                }
                 Some(ControlToRelay::Registered { .. }) => return Err(LinkError::Protocol("registered sent twice")),
                 None => return Ok(()),
             }

@@ -12,7 +12,7 @@ pub mod message;
 pub mod tls;
 
 pub use frame::{FrameError, read_frame, write_frame};
-pub use message::{ControlToRelay, Load, PushedSecret, Registration, RelayToControl};
+pub use message::{ControlToRelay, Load, PushedSecret, REVOKE_BATCH, Registration, RelayToControl, RevokedSession};
 
 /// ALPN protocol id of this link; a peer speaking anything else is refused in the handshake.
 pub const ALPN: &[u8] = b"teletip-link/1";

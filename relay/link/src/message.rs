@@ -26,6 +26,25 @@ pub enum ControlToRelay {
     /// accepts them besides its own secret files, so that a rotation needs no change on the
     /// relays. Sent after `Registered` and whenever they change.
     Secrets { secrets: Vec<PushedSecret> },
+    /// TURN sessions the control plane revoked, each until its credentials expire: the relay
+    /// ends every allocation of each at once and refuses its credentials until `expires`. Sent
+    /// after `Registered` with every revocation still in force (in frames of at most
+    /// [`REVOKE_BATCH`] sessions) and whenever new ones are made. Idempotent; an entry whose
+    /// `expires` has passed is ignored.
+    Revoke { sessions: Vec<RevokedSession> },
+}
+
+/// The most sessions one `Revoke` frame names: about 45 bytes of JSON each, well under the
+/// 64 KiB frame limit.
+pub const REVOKE_BATCH: usize = 1000;
+
+/// One revoked TURN session: the opaque part of its REST username (`<expiry>:<id>`) and that
+/// expiry (Unix seconds), after which its credentials are refused anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedSession {
+    pub id: String,
+    pub expires: u64,
 }
 
 /// One secret as pushed. Its value never appears in `Debug` output (logs).
