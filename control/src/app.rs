@@ -40,6 +40,7 @@ fn documented(limits: Option<&AppState>) -> (OpenApiRouter<AppState>, Vec<String
         .merge(crate::users::router())
         .merge(crate::audit::router())
         .merge(crate::relays::routes::router())
+        .merge(crate::revocation::router())
         .merge(crate::scheduling::router())
         .merge(crate::privacy::router())
         .merge(crate::ops::router());

@@ -18,6 +18,8 @@ use crate::config::RelayEntry;
 use crate::domain::ice_lifetime::{self, TtlBounds};
 use crate::problem::{ApiError, ApiResult, OptionalJson};
 use crate::state::{AppState, ClientIp};
+use crate::store::IssuedTurnSession;
+use uuid::Uuid;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -120,14 +122,16 @@ async fn relays_to_offer(state: &AppState) -> ApiResult<Vec<RelayEntry>> {
 }
 
 /// Issues relay credentials valid until `expires_at` (already bounded by the caller), audited
-/// under the caller, optionally naming what they are for (an appointment).
+/// under the caller, optionally for an appointment's consultation. The session is recorded
+/// (who, under which login, for which appointment, until when), so that logging out, an
+/// appointment's end, an erasure or an admin can revoke it (`crate::revocation`).
 pub async fn credentials(
     state: &AppState,
     ip: &ClientIp,
     caller: &Caller,
     expires_at: OffsetDateTime,
     relay_only: bool,
-    purpose: Option<String>,
+    appointment: Option<Uuid>,
 ) -> ApiResult<IceResponse> {
     let now = state.clock().now();
     let ttl = ice_lifetime::ttl_seconds(expires_at, now);
@@ -154,14 +158,20 @@ pub async fn credentials(
             credential: Some(password.clone()),
         });
     }
-    let purpose = purpose.map_or(String::new(), |p| format!(" for:{p}"));
-    state
-        .audit(
-            Audit::new("ice.credentials.issue", ip)
-                .actor(caller.user_id)
-                .target(format!("turn-session:{session_id} key:{secret_id} ttl:{ttl}{purpose}")),
-        )
-        .await?;
+    let purpose = appointment.map_or(String::new(), |a| format!(" for:appointment:{a}"));
+    let event = Audit::new("ice.credentials.issue", ip)
+        .actor(caller.user_id)
+        .target(format!("turn-session:{session_id} key:{secret_id} ttl:{ttl}{purpose}"))
+        .into_event();
+    let issued = IssuedTurnSession {
+        id: session_id,
+        expires_at,
+        user_id: caller.user_id,
+        login_session: caller.session_id,
+        appointment_id: appointment,
+        issued_at: now,
+    };
+    state.store().record_turn_session(issued, event).await?;
     metrics::counter!("teletip_ice_credentials_issued_total").increment(1);
     Ok(IceResponse {
         ice_servers: servers,

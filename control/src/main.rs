@@ -181,7 +181,16 @@ async fn serve(mut config: ControlConfig, store: store::DynStore) -> anyhow::Res
             report_every: std::time::Duration::from_secs(link.report_seconds),
             secrets,
         };
-        tokio::spawn(teletip_control::relays::link::serve(endpoint, state.relays().clone(), settings));
+        if let Some(url) = &state.config().redis_url {
+            let resp3 = teletip_control::signaling::redis_driver::resp3_url(url);
+            if let Err(e) = state.relays().follow_revocations(&resp3).await {
+                tracing::error!(
+                    "redis-url: cannot follow other instances' revocations ({e}); relays connected here get them \
+                     only when they register again"
+                );
+            }
+        }
+        tokio::spawn(teletip_control::relays::link::serve(endpoint, state.clone(), settings));
     }
     let app = teletip_control::signaling::attach(router(state.clone()), state).await?;
     tracing::info!("teletip-control {} listening on http://{local} (database: {database})", env!("CARGO_PKG_VERSION"));

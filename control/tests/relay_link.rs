@@ -13,49 +13,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::http::*;
+use support::pki::{free_tcp_port, free_udp_port, link_config, make_ca, make_cert};
 use support::redis_server::redis_server;
 use support::relay::{allocate_and_hold, relay_binary, turn_allocate};
 use support::{Control, Engine};
-
-/// Runs openssl in `dir`; `args` are split on spaces (none of the test's arguments holds one).
-fn openssl(dir: &Path, args: &str) {
-    let out = Command::new("openssl")
-        .args(args.split(' '))
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A fresh P-256 key, unencrypted.
-const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-
-/// A CA named `ca` in `dir` (ca.pem, ca.key).
-fn make_ca(dir: &Path, ca: &str) {
-    openssl(dir, &format!("req -x509 {NEW_KEY} -keyout {ca}.key -out {ca}.pem -days 2 -subj /CN={ca}"));
-}
-
-/// `name`.pem and `name`.key, signed by CA `ca`, for a server (`serverAuth`) or a relay node
-/// (`clientAuth`), naming `name` as its DNS name.
-fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
-    openssl(dir, &format!("req {NEW_KEY} -keyout {name}.key -out {name}.csr -subj /CN={name}"));
-    std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=DNS:{name}\nextendedKeyUsage={usage}\n"))
-        .unwrap();
-    openssl(
-        dir,
-        &format!(
-            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
-        ),
-    );
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A running teletip-relay with a control link.
 struct Relay {
@@ -145,17 +106,6 @@ async fn offered(e: &Env, token: &str) -> (Vec<String>, String, String) {
     let servers = body["iceServers"].as_array().unwrap();
     let urls = servers.iter().map(|s| s["urls"][0].as_str().unwrap().to_owned()).collect();
     (urls, servers[0]["username"].as_str().unwrap().into(), servers[0]["credential"].as_str().unwrap().into())
-}
-
-fn link_config(pki: &Path, link_port: u16) -> String {
-    format!(
-        "{RELAXED_LIMITS}\n[[ice.relays]]\nhost = \"static.invalid\"\nudp-port = 3478\n\
-         [relay-link]\nlisten = \"127.0.0.1:{link_port}\"\ncert = \"{cert}\"\nkey = \"{key}\"\nclient-ca = \"{ca}\"\n\
-         report-seconds = 1\nstale-after-seconds = 3\n",
-        cert = pki.join("control.test.pem").display(),
-        key = pki.join("control.test.key").display(),
-        ca = pki.join("ca.pem").display(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -287,13 +287,16 @@ pub async fn refresh(
     }))
 }
 
-/// End the caller's session: its access and refresh tokens stop working at once, and its
-/// signaling connections are ended (`session:ended {reason: "logout"}`).
+/// End the caller's session: its access and refresh tokens stop working at once, its
+/// signaling connections are ended (`session:ended {reason: "logout"}`), and the relay
+/// credentials issued under it are revoked on every relay.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::problem::Problem)))]
 pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller) -> ApiResult<StatusCode> {
     state.store().revoke_session(caller.session_id, "logout", state.clock().now()).await?;
     state.sessions_ended().announce(ended::Ended::Session(caller.session_id), "logout").await;
+    let revoke = crate::domain::revocation::on_logout(caller.session_id);
+    crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
     state
         .audit(
             Audit::new("auth.logout", &ip)

@@ -7,3 +7,4 @@ pub mod appointment;
 pub mod consultation;
 pub mod ice_lifetime;
 pub mod retention;
+pub mod revocation;

@@ -2,7 +2,8 @@
 //! had a consultation has a medical record that law requires the institution to keep: that
 //! record is anonymised (every identifying field removed, the login account disabled and
 //! stripped) and kept until the retention period ends, when the retention job deletes it. A
-//! patient with no consultation has nothing to retain and is deleted outright.
+//! patient with no consultation has nothing to retain and is deleted outright. Either way the
+//! relay credentials issued to the account are revoked on every relay.
 
 use axum::Json;
 use axum::extract::State;
@@ -125,6 +126,8 @@ pub async fn erase_me(
     let patient = state.store().patient_by_user(caller.user_id).await?;
     let target = patient.as_ref().map_or_else(|| format!("user:{}", caller.user_id), |p| p.id.to_string());
     let outcome = erase(&state, patient.as_ref(), Some(caller.user_id), audit.target(target)).await?;
+    let revoke = crate::domain::revocation::on_erasure(caller.user_id);
+    crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
     Ok(Json(outcome))
 }
 
@@ -145,6 +148,10 @@ pub async fn erase_patient(
     }
     let patient = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     let outcome = erase(&state, Some(&patient), patient.user_id, audit).await?;
+    if let Some(user) = patient.user_id {
+        let revoke = crate::domain::revocation::on_erasure(user);
+        crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
+    }
     Ok(Json(outcome))
 }
 

@@ -25,6 +25,8 @@ pub struct RetentionReport {
     pub patients_purged: Vec<Uuid>,
     /// Expired login sessions deleted.
     pub sessions_purged: u64,
+    /// Issued and revoked TURN sessions whose credentials expired, deleted.
+    pub turn_sessions_purged: u64,
 }
 
 /// Who ran the job, for the audit events.
@@ -59,6 +61,8 @@ async fn run_once(state: &AppState, now: OffsetDateTime, by: &RunBy) -> StoreRes
     if report.sessions_purged > 0 {
         store.append_audit(by.event(now, format!("sessions:{}", report.sessions_purged))).await?;
     }
+    // Expired credentials are refused by the relays anyway: nothing is kept past that.
+    report.turn_sessions_purged = store.purge_turn_sessions_expired_before(now).await?;
     Ok(report)
 }
 

@@ -1,14 +1,15 @@
 //! The QUIC server relay nodes dial (mutual TLS, see `teletip_link::tls`): a node registers,
-//! then reports its load every few seconds and takes drain orders until the connection ends.
+//! is sent the secrets and every revocation still in force, then reports its load every few
+//! seconds and takes drain orders and new revocations until the connection ends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use teletip_link::{ControlToRelay, FrameError, PushedSecret, RelayToControl, read_frame, write_frame};
 use tokio::sync::mpsc;
 
-use super::Relays;
 use super::registry::now_ms;
+use super::{on_the_link, revoke_frames};
+use crate::state::AppState;
 
 /// A node that has not registered this long after its handshake is dropped.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +26,10 @@ enum SessionError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// The revocations in force could not be read: the relay is let go to register again
+    /// rather than left unaware of them.
+    #[error("cannot read the revocations in force: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl SessionError {
@@ -34,6 +39,7 @@ impl SessionError {
             SessionError::RegisterTimeout => "register_timeout",
             SessionError::Protocol(_) | SessionError::Frame(_) => "protocol",
             SessionError::Connection(_) => "connection",
+            SessionError::Store(_) => "store",
         }
     }
 }
@@ -47,9 +53,9 @@ pub struct LinkSettings {
 }
 
 /// Accepts relay connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, relays: Arc<Relays>, settings: LinkSettings) {
+pub async fn serve(endpoint: quinn::Endpoint, state: AppState, settings: LinkSettings) {
     while let Some(incoming) = endpoint.accept().await {
-        let relays = relays.clone();
+        let state = state.clone();
         let settings = settings.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
@@ -62,7 +68,7 @@ pub async fn serve(endpoint: quinn::Endpoint, relays: Arc<Relays>, settings: Lin
                     return;
                 }
             };
-            let ended = session(&connection, &relays, &settings).await;
+            let ended = session(&connection, &state, &settings).await;
             // A frame error on a closed connection only says "connection lost"; why it closed
             // (the relay stopping, or its idle timeout) says more.
             let ended = match (ended, connection.close_reason()) {
@@ -85,7 +91,12 @@ pub async fn serve(endpoint: quinn::Endpoint, relays: Arc<Relays>, settings: Lin
     }
 }
 
-async fn session(connection: &quinn::Connection, relays: &Relays, settings: &LinkSettings) -> Result<(), SessionError> {
+async fn session(
+    connection: &quinn::Connection,
+    state: &AppState,
+    settings: &LinkSettings,
+) -> Result<(), SessionError> {
+    let relays = state.relays();
     let node = teletip_link::tls::peer_node(connection).ok_or(SessionError::NoIdentity)?;
     let (registration, mut send, mut recv) = tokio::time::timeout(REGISTER_TIMEOUT, async {
         let (send, mut recv) = connection.accept_bi().await?;
@@ -127,6 +138,16 @@ async fn session(connection: &quinn::Connection, relays: &Relays, settings: &Lin
     }
     for command in pending {
         write_frame(&mut send, &command).await?;
+    }
+    // Read after the node joined the registry: a revocation made meanwhile is in the outbox
+    // too (sent twice, harmlessly), never in neither.
+    let in_force = state.store().turn_revocations_in_force(state.clock().now()).await?;
+    let in_force: Vec<_> = in_force.iter().map(on_the_link).collect();
+    for frame in revoke_frames(&in_force) {
+        write_frame(&mut send, &frame).await?;
+    }
+    if !in_force.is_empty() {
+        tracing::info!(node, sessions = in_force.len(), "revocations in force sent to the relay");
     }
     // Writes on their own task: a read cut short by a select! would lose part of a frame.
     let writer = tokio::spawn(async move {

@@ -240,6 +240,16 @@ impl Registry {
         true
     }
 
+    /// Sends `frames` to every node connected here; returns how many nodes took them.
+    pub fn broadcast(&self, frames: &[ControlToRelay]) -> usize {
+        let nodes = self.nodes.lock().expect("registry lock");
+        nodes
+            .values()
+            .filter_map(|n| n.commands.as_ref())
+            .filter(|commands| frames.iter().all(|f| commands.send(f.clone()).is_ok()))
+            .count()
+    }
+
     /// This instance's nodes.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.nodes.lock().expect("registry lock").values().map(|n| n.snapshot.clone()).collect()
@@ -319,6 +329,20 @@ mod tests {
         assert!(registry.snapshots()[0].connected);
         assert!(!registry.disconnect("x", second).unwrap().connected);
         assert_eq!(registry.set_drain("x", false), Ok(false), "recorded, sent when it reconnects");
+    }
+
+    #[test]
+    fn a_broadcast_reaches_every_connected_node_and_no_disconnected_one() {
+        let registry = Registry::new(STALE);
+        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+        registry.connect("a", registration("a.example", 0), tx_a, None, 0);
+        let (b, _, _) = registry.connect("b", registration("b.example", 0), tx_b, None, 0);
+        registry.disconnect("b", b);
+        let frame = ControlToRelay::Drain { draining: true };
+        assert_eq!(registry.broadcast(std::slice::from_ref(&frame)), 1);
+        assert_eq!(rx_a.try_recv().unwrap(), frame);
+        assert!(rx_b.try_recv().is_err());
     }
 
     #[test]

@@ -124,8 +124,7 @@ pub async fn join(
         JoinError::Failed(e) => e,
     })?;
     let JoinWindow { opens_at, closes_at } = window;
-    let ice =
-        crate::ice::credentials(&state, &ip, &caller, closes_at, false, Some(format!("appointment:{id}"))).await?;
+    let ice = crate::ice::credentials(&state, &ip, &caller, closes_at, false, Some(id)).await?;
     state.audit(audit).await?;
     Ok(Json(ConsultationSession {
         appointment_id: id,

@@ -26,8 +26,17 @@ pub async fn run(state: AppState) {
             source_ip: None,
             request_id: None,
         };
-        if let Err(e) = state.store().mark_no_shows(cutoff, now, &event).await {
-            tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick");
+        match state.store().mark_no_shows(cutoff, now, &event).await {
+            // A no-show's consultation never happens: the system revokes its credentials.
+            Ok(marked) => {
+                for a in marked {
+                    let status = crate::store::AppointmentStatus::Noshow;
+                    if let Some(revoke) = crate::domain::revocation::on_appointment_status(a.id, status) {
+                        crate::revocation::follow(&state, revoke, None, None).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick"),
         }
     }
 }

@@ -222,7 +222,13 @@ async fn follow_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: R
             .transition_appointment(appointment, *expected, to, None, None, sig.app.clock().now(), event)
             .await
         {
-            Ok(Some(_)) => return,
+            Ok(Some(_)) => {
+                if let Some(revoke) = crate::domain::revocation::on_appointment_status(appointment, to) {
+                    let ip = ClientIp(conn.0.ip);
+                    crate::revocation::follow(&sig.app, revoke, Some(conn.caller().user_id), Some(&ip)).await;
+                }
+                return;
+            }
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(appointment = %appointment, error = %e, "appointment status not updated");
@@ -329,15 +335,7 @@ async fn join<A: Adapter>(
             let _ = s.to(rooms::members(id)).emit("room:peer-joined", &peer_view(&me)).await;
         }
     }
-    let ice = crate::ice::credentials(
-        &sig.app,
-        &ClientIp(conn.0.ip),
-        &caller,
-        closes_at,
-        false,
-        Some(format!("appointment:{id}")),
-    )
-    .await?;
+    let ice = crate::ice::credentials(&sig.app, &ClientIp(conn.0.ip), &caller, closes_at, false, Some(id)).await?;
     let outcome = match (resumed, state) {
         (true, _) => "success:resumed",
         (false, PeerState::Waiting) => "success:waiting",

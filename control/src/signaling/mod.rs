@@ -8,7 +8,7 @@
 mod conn;
 pub mod directory;
 mod handlers;
-mod redis_driver;
+pub mod redis_driver;
 mod reply;
 mod rooms;
 
@@ -51,11 +51,7 @@ pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router,
         return Ok(router.layer(layer));
     };
     // socketioxide's Redis driver speaks RESP3.
-    let resp3 = if url.contains("protocol=") {
-        url.clone()
-    } else {
-        format!("{url}{}protocol=resp3", if url.contains('?') { "&" } else { "?" })
-    };
+    let resp3 = redis_driver::resp3_url(&url);
     let redis_error = |source| SignalingError::Redis { url: url.clone(), source };
     let client = redis::Client::open(resp3.as_str()).map_err(redis_error)?;
     let driver = redis_driver::ReconnectingDriver::connect(client.clone()).await.map_err(redis_error)?;

@@ -14,6 +14,16 @@ use tokio::sync::mpsc;
 
 type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 
+/// `url` asking for RESP3 (pushed pub/sub messages on a `ConnectionManager`), unless it names a
+/// protocol already.
+pub fn resp3_url(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_owned()
+    } else {
+        format!("{url}{}protocol=resp3", if url.contains('?') { "&" } else { "?" })
+    }
+}
+
 #[derive(Clone)]
 pub struct ReconnectingDriver {
     handlers: Handlers,

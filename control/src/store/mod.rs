@@ -1,5 +1,6 @@
 //! Persistence, one trait per capability: accounts and sessions ([`AccountStore`]), the audit
-//! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]) and privacy ([`PrivacyStore`]);
+//! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]) and
+//! issued and revoked TURN sessions ([`TurnSessionStore`]);
 //! [`Store`] is all of them on one database. One implementation, [`SqlStore`], runs every query
 //! on SQLite (the embedded default, a single file) or PostgreSQL (production); what differs
 //! between the engines is in `engine`. The same test suite (control/tests/store.rs) runs on both
@@ -12,6 +13,8 @@ mod privacy;
 mod privacy_store;
 mod scheduling;
 mod scheduling_store;
+mod turn_sessions;
+mod turn_sessions_store;
 
 pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
@@ -22,6 +25,8 @@ pub use scheduling::{
     StoredRule,
 };
 pub use scheduling_store::SchedulingStore;
+pub use turn_sessions::{IssuedTurnSession, RevokedTurnSession, TurnRevocation, TurnSessionScope};
+pub use turn_sessions_store::TurnSessionStore;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -215,7 +220,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The whole store: every capability on one database. Handlers name the capability they use
 /// (`use crate::store::AccountStore`…); tests and fakes may implement one alone.
 #[async_trait]
-pub trait Store: AccountStore + AuditStore + SchedulingStore + PrivacyStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + AuditStore + SchedulingStore + PrivacyStore + TurnSessionStore + Send + Sync + 'static
+{
     /// The engine's name, for logs and /readyz.
     fn engine(&self) -> &'static str;
     async fn migrate(&self) -> StoreResult<()>;

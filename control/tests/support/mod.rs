@@ -6,6 +6,8 @@
 
 pub mod clinic;
 pub mod http;
+pub mod link_peer;
+pub mod pki;
 pub mod redis_server;
 pub mod relay;
 
@@ -127,6 +129,17 @@ impl Control {
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// Stops this control plane (SIGTERM) and starts it again with the same configuration,
+    /// database and data directory.
+    pub fn restart(self) -> Control {
+        let (dir, database_url, config) = (self.dir.clone(), self.database_url.clone(), self.config_path.clone());
+        self.stop();
+        // `start` writes listen, database-url and data-dir itself, first.
+        let extra: String =
+            std::fs::read_to_string(&config).unwrap().lines().skip(3).map(|l| format!("{l}\n")).collect();
+        Control::start(&dir, &database_url, &extra)
     }
 
     pub fn stop(mut self) -> std::process::ExitStatus {

@@ -1,0 +1,119 @@
+//! TURN sessions as stored: each issued credential's session, and the revocations relays are
+//! sent (at once, and again when they register).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::audit_log::commit_audited;
+use super::engine::{Row, map_rows, sql};
+use super::{
+    IssuedTurnSession, NewAuditEvent, RevokedTurnSession, SqlStore, StoreResult, TurnRevocation, TurnSessionScope,
+};
+
+#[async_trait]
+pub trait TurnSessionStore: Send + Sync {
+    /// Records an issued session with its `ice.credentials.issue` event, in one transaction.
+    async fn record_turn_session(&self, session: IssuedTurnSession, audit: NewAuditEvent) -> StoreResult<()>;
+    /// Revokes the sessions `revocation` names that are still valid and records the event
+    /// `audit` makes of them, in one transaction. Returns every session it names that is
+    /// revoked now (a session revoked before keeps its first revocation's who and why, and is
+    /// returned too).
+    async fn revoke_turn_sessions(
+        &self,
+        revocation: &TurnRevocation,
+        audit: &(dyn for<'a> Fn(&'a [RevokedTurnSession]) -> NewAuditEvent + Send + Sync),
+    ) -> StoreResult<Vec<RevokedTurnSession>>;
+    /// The revocations still in force at `now`, for a relay that registers.
+    async fn turn_revocations_in_force(&self, now: OffsetDateTime) -> StoreResult<Vec<RevokedTurnSession>>;
+    /// Deletes issued sessions and revocations that expired before `cutoff`; how many went.
+    async fn purge_turn_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
+}
+
+fn revoked_from_row(r: &Row) -> Result<RevokedTurnSession, sqlx::Error> {
+    Ok(RevokedTurnSession { id: r.get("id")?, expires_at: r.time("expires_at")? })
+}
+
+#[async_trait]
+impl TurnSessionStore for SqlStore {
+    async fn record_turn_session(&self, s: IssuedTurnSession, audit: NewAuditEvent) -> StoreResult<()> {
+        let mut tx = self.db.begin_audited().await?;
+        tx.execute(
+            sql("INSERT INTO turn_sessions (id, expires_at, user_id, login_session, appointment_id, issued_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&s.id)
+            .bind(s.expires_at)
+            .bind(s.user_id)
+            .bind(s.login_session)
+            .bind(s.appointment_id)
+            .bind(s.issued_at),
+        )
+        .await?;
+        commit_audited(tx, audit).await?;
+        Ok(())
+    }
+
+    async fn revoke_turn_sessions(
+        &self,
+        r: &TurnRevocation,
+        audit: &(dyn for<'a> Fn(&'a [RevokedTurnSession]) -> NewAuditEvent + Send + Sync),
+    ) -> StoreResult<Vec<RevokedTurnSession>> {
+        let mut tx = self.db.begin_audited().await?;
+        let issued = |column: &str, value: uuid::Uuid| {
+            sql(format!("SELECT id, expires_at FROM turn_sessions WHERE {column} = $1 AND expires_at > $2"))
+                .bind(value)
+                .bind(r.now)
+        };
+        let named = match &r.scope {
+            TurnSessionScope::Session { id, unknown_until } => {
+                let found = tx
+                    .fetch_optional(sql("SELECT id, expires_at FROM turn_sessions WHERE id = $1").bind(id))
+                    .await?
+                    .map(|row| revoked_from_row(&row))
+                    .transpose()?;
+                let session =
+                    found.unwrap_or_else(|| RevokedTurnSession { id: id.clone(), expires_at: *unknown_until });
+                if session.expires_at > r.now { vec![session] } else { Vec::new() }
+            }
+            TurnSessionScope::User(user) => map_rows(tx.fetch_all(issued("user_id", *user)).await?, revoked_from_row)?,
+            TurnSessionScope::Login(login) => {
+                map_rows(tx.fetch_all(issued("login_session", *login)).await?, revoked_from_row)?
+            }
+            TurnSessionScope::Appointment(a) => {
+                map_rows(tx.fetch_all(issued("appointment_id", *a)).await?, revoked_from_row)?
+            }
+        };
+        for s in &named {
+            tx.execute(
+                sql("INSERT INTO turn_revocations (id, expires_at, revoked_by, reason, revoked_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING")
+                .bind(&s.id)
+                .bind(s.expires_at)
+                .bind(r.by)
+                .bind(&r.reason)
+                .bind(r.now),
+            )
+            .await?;
+        }
+        commit_audited(tx, audit(&named)).await?;
+        Ok(named)
+    }
+
+    async fn turn_revocations_in_force(&self, now: OffsetDateTime) -> StoreResult<Vec<RevokedTurnSession>> {
+        Ok(self
+            .db
+            .fetch_all_as(
+                sql("SELECT id, expires_at FROM turn_revocations WHERE expires_at > $1 ORDER BY expires_at, id")
+                    .bind(now),
+                revoked_from_row,
+            )
+            .await?)
+    }
+
+    async fn purge_turn_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
+        let mut tx = self.db.begin().await?;
+        let sessions = tx.execute(sql("DELETE FROM turn_sessions WHERE expires_at < $1").bind(cutoff)).await?;
+        let revocations = tx.execute(sql("DELETE FROM turn_revocations WHERE expires_at < $1").bind(cutoff)).await?;
+        tx.commit().await?;
+        Ok(sessions + revocations)
+    }
+}

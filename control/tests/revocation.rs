@@ -1,0 +1,250 @@
+//! Issue 20, the control plane's half of revocation, with the real `teletip-control` and a
+//! relay's end of the control link (`support::link_peer`, through the `teletip-link` library
+//! the relay uses): every trigger sends the right TURN sessions with their expiry to a relay
+//! connected now; a relay that registers later, and one that registers after a control-plane
+//! restart, is sent every revocation still in force; with Redis, a revocation made on one
+//! instance reaches a relay connected to another. Bad input: malformed ids are 400 problems,
+//! unknown ids are accepted, only admins may revoke; every revocation is audited with who and
+//! why.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::clinic::{act, clinic_with};
+use support::http::*;
+use support::link_peer::LinkPeer;
+use support::pki::{free_udp_port, link_config, make_ca, make_cert, relay_link_table};
+use support::redis_server::redis_server;
+use support::{Engine, engines};
+
+/// How long a revocation may take to reach a connected relay here (the target is 1 s from
+/// the API call to the relay's last packet; the send itself is a few milliseconds).
+const AT_ONCE: Duration = Duration::from_secs(1);
+
+/// A CA, the control plane's certificate and one per relay node, in a fresh directory.
+fn pki(nodes: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_cert(dir.path(), "ca", "control.test", "serverAuth");
+    for node in nodes {
+        make_cert(dir.path(), "ca", node, "clientAuth");
+    }
+    dir
+}
+
+/// The session id and expiry of a username `<expiry>:<id>`.
+fn session_of(username: &str) -> (String, u64) {
+    let (expiry, id) = username.split_once(':').expect("a REST username");
+    (id.to_owned(), expiry.parse().unwrap())
+}
+
+/// The session id and expiry of an ICE answer's credential (its last server is a TURN one).
+fn session_in(ice: &Value) -> (String, u64) {
+    session_of(ice["iceServers"].as_array().unwrap().last().unwrap()["username"].as_str().unwrap())
+}
+
+/// A fresh ICE credential of `token`'s account: its session id and expiry.
+async fn credential(e: &Env, token: &str) -> (String, u64) {
+    let (s, body) = e.post("/v1/ice/credentials", Some(token), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    session_in(&body)
+}
+
+async fn my_id(e: &Env, token: &str) -> String {
+    e.get("/v1/me", Some(token)).await.1["id"].as_str().unwrap().to_owned()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trigger_revokes_its_sessions_on_relays_connected_now_later_and_after_a_restart() {
+    for engine in engines() {
+        let pki = pki(&["relay-a.test", "relay-b.test", "relay-c.test"]);
+        let link_port = free_udp_port();
+        let extra = format!(
+            "[scheduling]\nsweep-interval-seconds = 1\n[[ice.relays]]\nhost = \"static.invalid\"\nudp-port = 3478\n{}",
+            relay_link_table(pki.path(), link_port)
+        );
+        let c = clinic_with(engine, &extra).await;
+        let e = &c.e;
+        let a = LinkPeer::register(pki.path(), "relay-a.test", link_port).await;
+        let admin_id = my_id(e, &c.admin).await;
+        let patient_id = my_id(e, &c.patient).await;
+
+        // An admin revokes one session: the relay gets it with its credential's expiry.
+        let (s1, expires1) = credential(e, &c.patient).await;
+        let (s2, expires2) = credential(e, &c.patient).await;
+        let (s, body) = e.post(&format!("/v1/ice/sessions/{s1}/revoke"), Some(&c.admin), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {body}");
+        assert_eq!(body["revoked"].as_array().unwrap().len(), 1, "{body}");
+        assert_eq!(body["revoked"][0]["id"], s1.as_str());
+        let got = a.await_revoked(&[&s1], AT_ONCE).await;
+        assert_eq!(got[&s1], expires1, "{engine:?}: the credential's own expiry");
+        assert!(!got.contains_key(&s2), "{engine:?}: only the session named");
+
+        // Only admins; malformed ids are precise 400 problems; an unknown user is a 404.
+        for (token, who) in [(&c.patient, "a patient"), (&c.doctor, "a practitioner")] {
+            let (s, p) = e.post(&format!("/v1/ice/sessions/{s2}/revoke"), Some(token), json!({})).await;
+            assert_problem(s, &p, StatusCode::FORBIDDEN, who);
+            let (s, p) = e.post(&format!("/v1/users/{patient_id}/revoke-sessions"), Some(token), json!({})).await;
+            assert_problem(s, &p, StatusCode::FORBIDDEN, who);
+        }
+        for bad in ["short", "AAAAAAAAAAAAAAAAAA", "AAAAAAAA%2BAAAAAAA", "1796000000:AAAAAAAAAAAAAAAA"] {
+            let (s, p) = e.post(&format!("/v1/ice/sessions/{bad}/revoke"), Some(&c.admin), json!({})).await;
+            assert_problem(s, &p, StatusCode::BAD_REQUEST, bad);
+            assert!(p["detail"].as_str().unwrap().contains("16 URL-safe base64"), "{bad}: {p}");
+        }
+        let (s, p) = e.post("/v1/users/not-a-uuid/revoke-sessions", Some(&c.admin), json!({})).await;
+        assert_problem(s, &p, StatusCode::BAD_REQUEST, "a malformed user id");
+        let (s, p) =
+            e.post(&format!("/v1/users/{}/revoke-sessions", uuid::Uuid::new_v4()), Some(&c.admin), json!({})).await;
+        assert_problem(s, &p, StatusCode::NOT_FOUND, "an unknown user");
+        assert!(!a.revoked().contains_key(&s2), "{engine:?}: refused requests revoke nothing");
+
+        // An id no credential was issued with is accepted and expires harmlessly: revoked for
+        // the longest credential lifetime (a 240-minute consultation and its window).
+        let unknown = "AAAAAAAAAAAAAAAA";
+        let (s, body) = e.post(&format!("/v1/ice/sessions/{unknown}/revoke"), Some(&c.admin), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let got = a.await_revoked(&[unknown], AT_ONCE).await;
+        let longest = (240 + 15 + 30) * 60;
+        assert!((unix_now() + longest - 5..=unix_now() + longest).contains(&got[unknown]), "{got:?}");
+
+        // Every session of a user.
+        let (s, body) = e.post(&format!("/v1/users/{patient_id}/revoke-sessions"), Some(&c.admin), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let ids: Vec<&str> = body["revoked"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert!(ids.contains(&s1.as_str()) && ids.contains(&s2.as_str()), "{ids:?}");
+        assert_eq!(a.await_revoked(&[&s2], AT_ONCE).await[&s2], expires2);
+
+        // Logout revokes the sessions issued under that login, and no other.
+        let (other_kept, _) = credential(e, &c.other_patient).await;
+        let (s, second_login) = e.login("john@example.org", "a long enough passphrase").await;
+        assert_eq!(s, StatusCode::OK);
+        let second = second_login["accessToken"].as_str().unwrap();
+        let (s3, _) = credential(e, second).await;
+        assert_eq!(e.post("/v1/auth/logout", Some(second), json!({})).await.0, StatusCode::NO_CONTENT);
+        a.await_revoked(&[&s3], AT_ONCE).await;
+        assert!(!a.revoked().contains_key(&other_kept), "{engine:?}: the other login's session stays");
+
+        // A cancelled appointment revokes the consultation sessions issued for it (both sides).
+        let f = &time::format_description::well_known::Rfc3339;
+        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+        let book = |start: time::OffsetDateTime| {
+            json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record,
+                   "start": start.format(f).unwrap(), "end": (start + time::Duration::minutes(20)).format(f).unwrap()})
+        };
+        let (s, appointment) = e.post("/v1/appointments", Some(&c.admin), book(soon)).await;
+        assert_eq!(s, StatusCode::CREATED, "{appointment}");
+        let id = appointment["id"].as_str().unwrap();
+        let mut consultation = Vec::new();
+        for token in [&c.patient, &c.doctor] {
+            let (s, session) = e.post(&format!("/v1/appointments/{id}/session"), Some(token), json!({})).await;
+            assert_eq!(s, StatusCode::OK, "{session}");
+            consultation.push(session_in(&session["ice"]));
+        }
+        let (unrelated, _) = credential(e, &c.patient).await;
+        let (s, body) = act(&c, id, &c.doctor, "cancel", json!({"reason": "practitioner ill"})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let got = a.await_revoked(&[&consultation[0].0, &consultation[1].0], AT_ONCE).await;
+        for (session, expires) in &consultation {
+            assert_eq!(got[session], *expires, "{engine:?}: until the join window closes");
+        }
+        assert!(!got.contains_key(&unrelated), "{engine:?}: a credential not for the appointment stays");
+
+        // Erasure revokes the account's sessions.
+        let (erased, _) = e.user_token(&c.admin, "erase.me@example.org", "patient").await;
+        let (s4, _) = credential(e, &erased).await;
+        let (s, body) = e.post("/v1/me/erasure", Some(&erased), json!({"password": "a long enough passphrase"})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        a.await_revoked(&[&s4], AT_ONCE).await;
+
+        // A relay that registers now is sent every revocation still in force.
+        let mut in_force: Vec<&str> = vec![&s1, &s2, unknown, &s3, &consultation[0].0, &consultation[1].0, &s4];
+        let b = LinkPeer::register(pki.path(), "relay-b.test", link_port).await;
+        let on_b = b.await_revoked(&in_force, Duration::from_secs(5)).await;
+        assert_eq!(on_b, a.revoked(), "{engine:?}: B learns what A was told");
+
+        // Who and why are in the audit trail.
+        let (_, audit) = e.get("/v1/audit?action=ice.sessions.revoke", Some(&c.admin)).await;
+        let events = audit["events"].as_array().unwrap();
+        let find = |why: &str| -> Value {
+            events
+                .iter()
+                .find(|ev| ev["target"].as_str().unwrap().ends_with(&format!("why:{why}")))
+                .unwrap_or_else(|| panic!("{engine:?}: no revocation audited why:{why}: {audit}"))
+                .clone()
+        };
+        let by_admin = find("admin");
+        assert_eq!(by_admin["actor"], admin_id.as_str());
+        assert!(events.iter().any(|ev| ev["target"] == format!("turn-sessions:1 of:turn-session:{s1} why:admin")));
+        assert_eq!(find("logout")["target"].as_str().unwrap().split(' ').next(), Some("turn-sessions:1"));
+        assert_eq!(
+            find("appointment-cancelled")["target"],
+            format!("turn-sessions:2 of:appointment:{id} why:appointment-cancelled")
+        );
+        assert_eq!(find("erasure")["outcome"], "success");
+        assert_eq!(audit["chain"]["verified"], true, "{audit}");
+
+        // After a restart, the store still has them: a relay registering then gets them all.
+        let Env { control, http, engine: kept_engine, _dir } = c.e;
+        let control = control.restart();
+        let e = Env { control, http, engine: kept_engine, _dir };
+        let c_peer = LinkPeer::register(pki.path(), "relay-c.test", link_port).await;
+        let after_restart = c_peer.await_revoked(&in_force, Duration::from_secs(5)).await;
+        assert_eq!(after_restart.len(), in_force.len(), "{engine:?}: {after_restart:?}");
+
+        // The no-show sweeper (the system) revokes a no-show's consultation sessions.
+        let admin = e.admin().await;
+        let (s, patient_login) = e.login("ayse@example.org", "a long enough passphrase").await;
+        assert_eq!(s, StatusCode::OK);
+        let patient = patient_login["accessToken"].as_str().unwrap();
+        let later = soon + time::Duration::minutes(30);
+        let (_, missed) = e.post("/v1/appointments", Some(&admin), book(later)).await;
+        let missed = missed["id"].as_str().unwrap().to_owned();
+        e.control.set_clock(time::Duration::minutes(25));
+        let (s, session) = e.post(&format!("/v1/appointments/{missed}/session"), Some(patient), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{session}");
+        let (noshow, _) = session_in(&session["ice"]);
+        // Past its start and the 15-minute grace: the sweeper (every second here) marks it.
+        e.control.set_clock(time::Duration::minutes(25 + 30));
+        c_peer.await_revoked(&[&noshow], Duration::from_secs(5)).await;
+        let (_, audit) = e.get("/v1/audit?action=ice.sessions.revoke", Some(&admin)).await;
+        let system = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|ev| ev["target"] == format!("turn-sessions:1 of:appointment:{missed} why:appointment-noshow"));
+        let system = system.unwrap_or_else(|| panic!("{engine:?}: {audit}"));
+        assert_eq!((system["actor"].clone(), system["outcome"].clone()), (Value::Null, json!("success:system")));
+        in_force.push(&noshow);
+        drop((a, b));
+    }
+}
+
+/// Two control instances on one Redis: a revocation made on the second reaches, at once, a
+/// relay connected to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_a_revocation_on_one_instance_reaches_relays_connected_to_another() {
+    let Some(redis) = redis_server() else { return };
+    let pki = pki(&["relay-a.test"]);
+    let (port_1, port_2) = (free_udp_port(), free_udp_port());
+    let shared = format!("redis-url = \"{}\"\n", redis.url);
+    let one = env_with(Engine::Sqlite, &format!("{shared}{}", link_config(pki.path(), port_1))).await;
+    let two = env_with(Engine::Sqlite, &format!("{shared}{}", link_config(pki.path(), port_2))).await;
+    let admin_2 = two.admin().await;
+    let (patient_2, _) = two.user_token(&admin_2, "patient.two@example.org", "patient").await;
+    let a = LinkPeer::register(pki.path(), "relay-a.test", port_1).await;
+    let (session, expires) = credential(&two, &patient_2).await;
+    let (s, body) = two.post(&format!("/v1/ice/sessions/{session}/revoke"), Some(&admin_2), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let got = a.await_revoked(&[&session], AT_ONCE).await;
+    assert_eq!(got[&session], expires);
+    assert_eq!(a.revoke_frames(), 1, "sent once, not echoed back by the first instance");
+    drop(one);
+}
