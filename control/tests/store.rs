@@ -13,8 +13,8 @@ use support::{Engine, engines, fresh_database};
 use teletip_control::audit::chain::{ChainVerification, verify_chain};
 use teletip_control::clock;
 use teletip_control::store::{
-    self, AuditEvent, AuditFilter, DynStore, LoginThrottle, NewAuditEvent, NewUser, RefreshToken, Role, Session,
-    StoreError, ThrottlePolicy, User, UserChanges,
+    self, AuditEvent, AuditFilter, DynStore, IssuedTurnSession, LoginThrottle, NewAuditEvent, NewUser, RefreshToken,
+    RevokedTurnSession, Role, Session, StoreError, ThrottlePolicy, TurnRevocation, TurnSessionScope, User, UserChanges,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -1151,6 +1151,96 @@ async fn audit_tamper_deleted_row_detected() {
             verify_chain(&chain),
             ChainVerification { verified: false, events_checked: 3, first_broken_seq: Some(3) }
         );
+        Ok(())
+    })
+    .await;
+}
+
+/// Issued TURN sessions are revoked by the scope named, each until its own expiry, with the
+/// revocation's audit event (counting them) in the same transaction; expired ones are left
+/// out and purged; an unknown id is revoked until the time given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turn_sessions_are_revoked_by_scope_until_their_expiry_and_purged_after() {
+    each_engine(|c| async move {
+        let now = datetime!(2026-12-06 10:00:00.123456 UTC);
+        let (user, other, login, appointment) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let issue = |id: &str, user: Uuid, login: Uuid, appointment: Option<Uuid>, minutes: i64| IssuedTurnSession {
+            id: id.into(),
+            expires_at: now + Duration::minutes(minutes),
+            user_id: user,
+            login_session: login,
+            appointment_id: appointment,
+            issued_at: now,
+        };
+        for s in [
+            issue("consultation0001", user, login, Some(appointment), 60),
+            issue("plain00000000002", user, login, None, 10),
+            issue("expired000000003", user, login, None, -1),
+            issue("otherlogin000004", user, Uuid::new_v4(), None, 10),
+            issue("otheruser0000005", other, Uuid::new_v4(), Some(appointment), 30),
+        ] {
+            c.store.record_turn_session(s, event("ice.credentials.issue", Some(user), now)).await?;
+        }
+        let revoke = |scope: TurnSessionScope| TurnRevocation { scope, by: Some(user), reason: "test".into(), now };
+        let audited = |revoked: &[RevokedTurnSession]| {
+            let mut e = event("ice.sessions.revoke", Some(user), now);
+            e.target = Some(format!("turn-sessions:{}", revoked.len()));
+            e
+        };
+        let ids = |revoked: Vec<RevokedTurnSession>| revoked.into_iter().map(|s| s.id).collect::<Vec<_>>();
+
+        let mut by_appointment =
+            ids(c.store.revoke_turn_sessions(&revoke(TurnSessionScope::Appointment(appointment)), &audited).await?);
+        by_appointment.sort();
+        ensure!(by_appointment == ["consultation0001", "otheruser0000005"], "{by_appointment:?}");
+        let by_login = ids(c.store.revoke_turn_sessions(&revoke(TurnSessionScope::Login(login)), &audited).await?);
+        ensure!(by_login.len() == 2 && !by_login.contains(&"expired000000003".to_string()), "{by_login:?}");
+        let known = TurnSessionScope::Session { id: "otherlogin000004".into(), unknown_until: now };
+        let one = c.store.revoke_turn_sessions(&revoke(known), &audited).await?;
+        ensure!(
+            one == [RevokedTurnSession { id: "otherlogin000004".into(), expires_at: now + Duration::minutes(10) }],
+            "{one:?}"
+        );
+        let until = now + Duration::hours(5);
+        let unknown = TurnSessionScope::Session { id: "neverissued00006".into(), unknown_until: until };
+        let one = c.store.revoke_turn_sessions(&revoke(unknown), &audited).await?;
+        ensure!(one == [RevokedTurnSession { id: "neverissued00006".into(), expires_at: until }], "{one:?}");
+        let expired = TurnSessionScope::Session { id: "expired000000003".into(), unknown_until: until };
+        ensure!(c.store.revoke_turn_sessions(&revoke(expired), &audited).await?.is_empty());
+        ensure!(
+            c.store.revoke_turn_sessions(&revoke(TurnSessionScope::User(Uuid::new_v4())), &audited).await?.is_empty()
+        );
+
+        let in_force = c.store.turn_revocations_in_force(now).await?;
+        ensure!(in_force.len() == 5, "each session once, however often revoked: {in_force:?}");
+        ensure!(in_force.iter().all(|s| s.expires_at > now));
+        let targets: Vec<String> = c
+            .store
+            .list_audit(&AuditFilter { action: Some("ice.sessions.revoke".into()), limit: 10, ..Default::default() })
+            .await?
+            .into_iter()
+            .filter_map(|e| e.target)
+            .collect();
+        ensure!(
+            targets
+                == [
+                    "turn-sessions:0",
+                    "turn-sessions:0",
+                    "turn-sessions:1",
+                    "turn-sessions:1",
+                    "turn-sessions:2",
+                    "turn-sessions:2"
+                ],
+            "{targets:?}"
+        );
+
+        // Forty minutes on: only the consultation (60) and the unknown id (5 h) are in force.
+        let later = now + Duration::minutes(40);
+        let left = ids(c.store.turn_revocations_in_force(later).await?);
+        ensure!(left == ["consultation0001", "neverissued00006"], "{left:?}");
+        let purged = c.store.purge_turn_sessions_expired_before(later).await?;
+        ensure!(purged == 4 + 3, "4 issued sessions and 3 revocations expired: {purged}");
+        ensure!(ids(c.store.turn_revocations_in_force(now).await?) == left);
         Ok(())
     })
     .await;
