@@ -148,6 +148,12 @@ test("lobby, admission, relayed signals, media state, end, status and audit", as
   assert.ok(checkIns.some((e) => e.outcome === "success:signaling"), JSON.stringify(checkIns));
   const completions = (await c.audit("appointment.complete")).filter((e) => e.target === appointment.id);
   assert.ok(completions.some((e) => e.outcome === "success:signaling"), JSON.stringify(completions));
+  // The end of the call fulfils the appointment, which revokes the relay credentials both sides
+  // got with room:join (issue 20), under the practitioner's name.
+  const revoked = (await c.audit("ice.sessions.revoke")).filter((e) => e.target.endsWith(`of:appointment:${appointment.id} why:appointment-fulfilled`));
+  assert.equal(revoked.length, 1, JSON.stringify(revoked));
+  assert.equal(revoked[0].actor, practitioner.userId);
+  assert.ok(Number(revoked[0].target.match(/^turn-sessions:(\d+) /)[1]) >= 2, `both sides' credentials: ${revoked[0].target}`);
   for (const other of ["appointment.checked-in", "appointment.fulfilled", "appointment.arrived"]) {
     assert.equal((await c.audit(other)).length, 0, `no event named ${other}`);
   }
