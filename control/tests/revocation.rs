@@ -248,3 +248,62 @@ async fn with_redis_a_revocation_on_one_instance_reaches_relays_connected_to_ano
     assert_eq!(a.revoke_frames(), 1, "sent once, not echoed back by the first instance");
     drop(one);
 }
+
+/// The control plane's half of the burst benchmark: 10,000 sessions of one user (written
+/// straight into the database, as 10,000 logins would), revoked by one admin call, reach a
+/// connected relay in frames of `REVOKE_BATCH`, and a relay that registers then gets them
+/// all. Prints the times; the bound is loose (a shared CI machine), the numbers are the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_sessions_revoked_in_one_burst_reach_the_relays_in_batches() {
+    const N: usize = 10_000;
+    for engine in engines() {
+        let pki = pki(&["relay-a.test", "relay-b.test"]);
+        let link_port = free_udp_port();
+        let c = clinic_with(engine, &relay_link_table(pki.path(), link_port)).await;
+        let user = my_id(&c.e, &c.patient).await;
+        let login = uuid::Uuid::new_v4();
+        let statement = match engine {
+            Engine::Sqlite => {
+                let hex = |u: &str| u.replace('-', "");
+                let micros = |s: u64| s * 1_000_000;
+                format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N})
+                     INSERT INTO turn_sessions (id, expires_at, user_id, login_session, appointment_id, issued_at)
+                     SELECT printf('burst%011d', i), {}, X'{}', X'{}', NULL, {} FROM n",
+                    micros(unix_now() + 3600),
+                    hex(&user),
+                    hex(&login.to_string()),
+                    micros(unix_now())
+                )
+            }
+            Engine::Postgres => format!(
+                "INSERT INTO turn_sessions (id, expires_at, user_id, login_session, appointment_id, issued_at)
+                 SELECT 'burst' || lpad(i::text, 11, '0'), now() + interval '1 hour', '{user}', '{login}', NULL, now()
+                 FROM generate_series(1, {N}) AS i"
+            ),
+        };
+        support::clinic::exec_sql(&c, &[&statement]).await;
+        let a = LinkPeer::register(pki.path(), "relay-a.test", link_port).await;
+        let ids: Vec<String> = (1..=N).map(|i| format!("burst{i:011}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+
+        let started = std::time::Instant::now();
+        let (s, body) = c.e.post(&format!("/v1/users/{user}/revoke-sessions"), Some(&c.admin), json!({})).await;
+        let answered = started.elapsed();
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body["revoked"].as_array().unwrap().len(), N);
+        a.await_revoked(&refs, Duration::from_secs(10)).await;
+        let delivered = started.elapsed();
+        assert_eq!(a.revoke_frames(), N.div_ceil(teletip_link::REVOKE_BATCH), "{engine:?}: full batches");
+
+        let registering = std::time::Instant::now();
+        let b = LinkPeer::register(pki.path(), "relay-b.test", link_port).await;
+        b.await_revoked(&refs, Duration::from_secs(10)).await;
+        let on_registration = registering.elapsed();
+        eprintln!(
+            "{engine:?}: {N} sessions revoked: API answered in {answered:?}, a connected relay had them all after \
+             {delivered:?} ({} frames); a registering relay had them all {on_registration:?} after dialling",
+            a.revoke_frames()
+        );
+    }
+}

@@ -58,42 +58,62 @@ impl TurnSessionStore for SqlStore {
         audit: &(dyn for<'a> Fn(&'a [RevokedTurnSession]) -> NewAuditEvent + Send + Sync),
     ) -> StoreResult<Vec<RevokedTurnSession>> {
         let mut tx = self.db.begin_audited().await?;
-        let issued = |column: &str, value: uuid::Uuid| {
-            sql(format!("SELECT id, expires_at FROM turn_sessions WHERE {column} = $1 AND expires_at > $2"))
-                .bind(value)
-                .bind(r.now)
+        let column = match &r.scope {
+            TurnSessionScope::Session { .. } => "id",
+            TurnSessionScope::User(_) => "user_id",
+            TurnSessionScope::Login(_) => "login_session",
+            TurnSessionScope::Appointment(_) => "appointment_id",
         };
-        let named = match &r.scope {
-            TurnSessionScope::Session { id, unknown_until } => {
-                let found = tx
-                    .fetch_optional(sql("SELECT id, expires_at FROM turn_sessions WHERE id = $1").bind(id))
-                    .await?
-                    .map(|row| revoked_from_row(&row))
-                    .transpose()?;
-                let session =
-                    found.unwrap_or_else(|| RevokedTurnSession { id: id.clone(), expires_at: *unknown_until });
-                if session.expires_at > r.now { vec![session] } else { Vec::new() }
-            }
-            TurnSessionScope::User(user) => map_rows(tx.fetch_all(issued("user_id", *user)).await?, revoked_from_row)?,
-            TurnSessionScope::Login(login) => {
-                map_rows(tx.fetch_all(issued("login_session", *login)).await?, revoked_from_row)?
-            }
-            TurnSessionScope::Appointment(a) => {
-                map_rows(tx.fetch_all(issued("appointment_id", *a)).await?, revoked_from_row)?
+        // One statement each, however many sessions (10,000 of a user revoked at once are two
+        // round trips, not 10,000).
+        let scoped = |q: String| match &r.scope {
+            TurnSessionScope::Session { id, .. } => sql(q).bind(id),
+            TurnSessionScope::User(v) | TurnSessionScope::Login(v) | TurnSessionScope::Appointment(v) => {
+                sql(q).bind(*v)
             }
         };
-        for s in &named {
-            tx.execute(
-                sql("INSERT INTO turn_revocations (id, expires_at, revoked_by, reason, revoked_at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING")
-                .bind(&s.id)
-                .bind(s.expires_at)
-                .bind(r.by)
-                .bind(&r.reason)
-                .bind(r.now),
+        let named = map_rows(
+            tx.fetch_all(
+                scoped(format!("SELECT id, expires_at FROM turn_sessions WHERE {column} = $1 AND expires_at > $2"))
+                    .bind(r.now),
             )
-            .await?;
-        }
+            .await?,
+            revoked_from_row,
+        )?;
+        tx.execute(
+            scoped(format!(
+                "INSERT INTO turn_revocations (id, expires_at, revoked_by, reason, revoked_at)
+                 SELECT id, expires_at, $3, $4, $2 FROM turn_sessions WHERE {column} = $1 AND expires_at > $2
+                 ON CONFLICT (id) DO NOTHING"
+            ))
+            .bind(r.now)
+            .bind(r.by)
+            .bind(&r.reason),
+        )
+        .await?;
+        let named = match &r.scope {
+            // An id never issued here (or already purged) is revoked until `unknown_until`.
+            TurnSessionScope::Session { id, unknown_until } if named.is_empty() => {
+                let issued_once =
+                    tx.fetch_optional(sql("SELECT 1 FROM turn_sessions WHERE id = $1").bind(id)).await?.is_some();
+                if issued_once || *unknown_until <= r.now {
+                    Vec::new()
+                } else {
+                    tx.execute(
+                        sql("INSERT INTO turn_revocations (id, expires_at, revoked_by, reason, revoked_at)
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING")
+                        .bind(id)
+                        .bind(*unknown_until)
+                        .bind(r.by)
+                        .bind(&r.reason)
+                        .bind(r.now),
+                    )
+                    .await?;
+                    vec![RevokedTurnSession { id: id.clone(), expires_at: *unknown_until }]
+                }
+            }
+            _ => named,
+        };
         commit_audited(tx, audit(&named)).await?;
         Ok(named)
     }
