@@ -5,7 +5,8 @@
 //!
 //! Triggers: an admin (`POST /v1/ice/sessions/{id}/revoke`, `POST /v1/users/{id}/revoke-sessions`);
 //! an appointment that is fulfilled, cancelled, a no-show or entered in error (whoever moved it,
-//! or the system for the no-show sweeper); a logout; an erasure. Which sessions each revokes is
+//! or the system for the no-show sweeper); a logout or a reused refresh token; an admin disabling
+//! an account, changing its role or password; an erasure. Which sessions each revokes is
 //! `domain::revocation`'s. Every revocation is audited as `ice.sessions.revoke`: the actor is
 //! who revoked (none: the system), the target names the sessions and why.
 
@@ -95,7 +96,7 @@ pub async fn revoke(
     Ok(revoked)
 }
 
-/// A revocation that follows from another action (a status change, a logout, an erasure): the
+/// A revocation that follows from another action (a status change, a logout, an erasure…): the
 /// action has happened and stays done; a revocation that fails is logged and counted, and the
 /// credentials still end at their expiry.
 pub async fn follow(state: &AppState, revoke: Revoke, by: Option<Uuid>, ip: Option<&ClientIp>) {

@@ -222,6 +222,8 @@ pub async fn update(
     if let Some(reason) = ended {
         state.store().revoke_user_sessions(id, "account-changed", now).await?;
         state.sessions_ended().announce(crate::auth::ended::Ended::User(id), reason).await;
+        let revoke = crate::domain::revocation::on_account_change(id, reason);
+        crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
     }
     state.audit(audit).await?;
     Ok(Json(UserView::from(&user)))

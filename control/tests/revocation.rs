@@ -307,3 +307,50 @@ async fn ten_thousand_sessions_revoked_in_one_burst_reach_the_relays_in_batches(
         );
     }
 }
+
+/// The other ways a login ends revoke its relay credentials too: a reused refresh token (the
+/// system revokes that login's sessions) and an admin disabling an account (all its sessions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_and_a_disabled_account_revoke_their_sessions() {
+    for engine in engines() {
+        let pki = pki(&["relay-a.test"]);
+        let link_port = free_udp_port();
+        let c = clinic_with(engine, &relay_link_table(pki.path(), link_port)).await;
+        let e = &c.e;
+        let a = LinkPeer::register(pki.path(), "relay-a.test", link_port).await;
+
+        let (s, stolen) = e.login("ayse@example.org", "a long enough passphrase").await;
+        assert_eq!(s, StatusCode::OK);
+        let (of_stolen, _) = credential(e, stolen["accessToken"].as_str().unwrap()).await;
+        let (of_other_login, _) = credential(e, &c.patient).await;
+        let spent = stolen["refreshToken"].as_str().unwrap();
+        let (s, _) = e.post("/v1/auth/refresh", None, json!({"refreshToken": spent})).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = e.post("/v1/auth/refresh", None, json!({"refreshToken": spent})).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{engine:?}: reuse");
+        a.await_revoked(&[&of_stolen], AT_ONCE).await;
+        assert!(!a.revoked().contains_key(&of_other_login), "{engine:?}: only the reused login's sessions");
+
+        let (doctor_session, _) = credential(e, &c.doctor).await;
+        let doctor = my_id(e, &c.doctor).await;
+        let (s, body) = e.patch(&format!("/v1/users/{doctor}"), Some(&c.admin), json!({"disabled": true})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        a.await_revoked(&[&doctor_session], AT_ONCE).await;
+
+        let (_, audit) = e.get("/v1/audit?action=ice.sessions.revoke", Some(&c.admin)).await;
+        let targets: Vec<(&str, &Value)> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ev| (ev["target"].as_str().unwrap(), &ev["actor"]))
+            .collect();
+        assert!(
+            targets.iter().any(|(t, actor)| t.ends_with("why:refresh-token-reuse") && actor.is_null()),
+            "{targets:?}"
+        );
+        assert!(
+            targets.iter().any(|(t, _)| *t == format!("turn-sessions:1 of:user:{doctor} why:account-disabled")),
+            "{targets:?}"
+        );
+    }
+}

@@ -254,6 +254,8 @@ pub async fn refresh(
         // A spent token presented again: someone holds a copy. End the whole session.
         state.store().revoke_session(session.id, "refresh-token-reuse", now).await?;
         state.sessions_ended().announce(ended::Ended::Session(session.id), "refresh-token-reuse").await;
+        let revoke = crate::domain::revocation::on_refresh_token_reuse(session.id);
+        crate::revocation::follow(&state, revoke, None, Some(&ip)).await;
         state.audit(audit.outcome("failure:reuse-detected-session-revoked")).await?;
         return Err(refused());
     }
@@ -273,6 +275,8 @@ pub async fn refresh(
         // Lost a race with another use of the same token: that is reuse too.
         state.store().revoke_session(session.id, "refresh-token-reuse", now).await?;
         state.sessions_ended().announce(ended::Ended::Session(session.id), "refresh-token-reuse").await;
+        let revoke = crate::domain::revocation::on_refresh_token_reuse(session.id);
+        crate::revocation::follow(&state, revoke, None, Some(&ip)).await;
         state.audit(audit.outcome("failure:reuse-detected-session-revoked")).await?;
         return Err(refused());
     }

@@ -38,6 +38,11 @@ pub enum Reason {
     /// An admin's order.
     Admin,
     Logout,
+    /// A spent refresh token was presented again: someone holds a copy of the login.
+    RefreshTokenReuse,
+    /// An admin disabled the account, changed its role or set its password (the login
+    /// sessions' own reason: `account-disabled`, `role-changed`, `password-changed`).
+    AccountChanged(&'static str),
     Erasure,
     /// The appointment reached this status: its consultation is over or never happens.
     AppointmentEnded(AppointmentStatus),
@@ -48,6 +53,8 @@ impl Reason {
         match self {
             Reason::Admin => "admin",
             Reason::Logout => "logout",
+            Reason::RefreshTokenReuse => "refresh-token-reuse",
+            Reason::AccountChanged(why) => why,
             Reason::Erasure => "erasure",
             Reason::AppointmentEnded(AppointmentStatus::Fulfilled) => "appointment-fulfilled",
             Reason::AppointmentEnded(AppointmentStatus::Cancelled) => "appointment-cancelled",
@@ -77,6 +84,17 @@ pub fn on_appointment_status(appointment: Uuid, next: AppointmentStatus) -> Opti
 /// A logout revokes the sessions issued under that login.
 pub fn on_logout(login_session: Uuid) -> Revoke {
     Revoke { scope: Scope::Login(login_session), reason: Reason::Logout }
+}
+
+/// A reused refresh token ends its login, and the sessions issued under it.
+pub fn on_refresh_token_reuse(login_session: Uuid) -> Revoke {
+    Revoke { scope: Scope::Login(login_session), reason: Reason::RefreshTokenReuse }
+}
+
+/// An account an admin disabled, gave another role or a new password loses its logins, and the
+/// sessions issued to it.
+pub fn on_account_change(user: Uuid, why: &'static str) -> Revoke {
+    Revoke { scope: Scope::User(user), reason: Reason::AccountChanged(why) }
 }
 
 /// An erasure revokes every session issued to the erased account.
@@ -138,6 +156,8 @@ mod tests {
         assert_eq!(on_logout(id).scope, Scope::Login(id));
         assert_eq!(on_erasure(id), Revoke { scope: Scope::User(id), reason: Reason::Erasure });
         assert_eq!(Scope::Session("abc".into()).audit_name(), "turn-session:abc");
+        assert_eq!(on_refresh_token_reuse(id).reason.as_str(), "refresh-token-reuse");
+        assert_eq!(on_account_change(id, "account-disabled").reason.as_str(), "account-disabled");
     }
 
     #[test]
