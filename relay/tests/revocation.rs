@@ -67,25 +67,6 @@ async fn accept_relay(endpoint: quinn::Endpoint) -> ControlEnd {
     ControlEnd { endpoint, connection, send }
 }
 
-async fn turn_client(relay: SocketAddr, credentials: (String, String)) -> turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.to_string(),
-        turn_serv_addr: relay.to_string(),
-        username: credentials.0,
-        password: credentials.1,
-        realm: REALM.into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
-    client
-}
-
 /// Arrivals at the peer: which relayed address sent, and when.
 type Arrivals = Arc<Mutex<Vec<(SocketAddr, Instant)>>>;
 
@@ -153,7 +134,7 @@ async fn a_revoked_session_stops_at_once_and_others_relay_on() {
     let mut clients = Vec::new();
     let mut relayed = Vec::new();
     for credentials in [revoked_credentials.clone(), issue(SECRET.as_bytes(), kept_id, expires)] {
-        let client = turn_client(relay.addr, credentials).await;
+        let client = turn_crate_client(&relay, credentials).await;
         let conn = client.allocate().await.unwrap();
         relayed.push(conn.local_addr().unwrap());
         let stop = stop.clone();
