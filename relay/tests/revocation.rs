@@ -1,7 +1,7 @@
 //! Revocation over the real control link: the real daemon registers with a stand-in control
 //! plane (the link's own QUIC endpoint and frames, certificates made by openssl), two `turn`
 //! crate (webrtc-rs) clients of two sessions relay to a peer, and the control plane revokes one
-//! of them mid-call.
+//! of them mid-call; and a relay that registers is sent every revocation in force.
 
 mod support;
 
@@ -67,16 +67,9 @@ async fn accept_relay(endpoint: quinn::Endpoint) -> ControlEnd {
     ControlEnd { endpoint, connection, send }
 }
 
-/// Arrivals at the peer: which relayed address sent, and when.
-type Arrivals = Arc<Mutex<Vec<(SocketAddr, Instant)>>>;
-
-/// Two sessions relay to one peer, a datagram every 5 ms each. The control plane revokes one:
-/// its last datagram reaches the peer well within a second of the order (the delay is printed),
-/// none after; the other keeps flowing. The revoked session's credentials then get 401, also
-/// after the relay is cut off from the control plane, and the relay counts the allocation as
-/// ended `how="revoked"`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_session_stops_at_once_and_others_relay_on() {
+/// A relay with its control link registered with a stand-in control plane, which is returned
+/// with the certificates' folder (removed when dropped).
+async fn linked_relay() -> (Relay, ControlEnd, tempfile::TempDir) {
     let pki = tempfile::tempdir().unwrap();
     make_pki(pki.path());
     let server = teletip_link::tls::server_config(
@@ -108,7 +101,21 @@ async fn a_revoked_session_stops_at_once_and_others_relay_on() {
     })
     .await
     .unwrap();
-    let mut control = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("registered").unwrap();
+    let control = tokio::time::timeout(Duration::from_secs(10), accepted).await.expect("registered").unwrap();
+    (relay, control, pki)
+}
+
+/// Arrivals at the peer: which relayed address sent, and when.
+type Arrivals = Arc<Mutex<Vec<(SocketAddr, Instant)>>>;
+
+/// Two sessions relay to one peer, a datagram every 5 ms each. The control plane revokes one:
+/// its last datagram reaches the peer well within a second of the order (the delay is printed),
+/// none after; the other keeps flowing. The revoked session's credentials then get 401, also
+/// after the relay is cut off from the control plane, and the relay counts the allocation as
+/// ended `how="revoked"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_stops_at_once_and_others_relay_on() {
+    let (relay, mut control, _pki) = linked_relay().await;
 
     // Opaque ids as the control plane issues them (URL-safe base64 of 12 random bytes).
     let (revoked_id, kept_id) = ("q8Zs0bX1m2c9LkPw", "Xk3pQ9aLm0Rt7VbN");
@@ -195,4 +202,33 @@ async fn a_revoked_session_stops_at_once_and_others_relay_on() {
     for c in &clients {
         let _ = c.close().await;
     }
+}
+
+/// What a relay that registers is sent: every revocation in force, in orders of at most
+/// `REVOKE_BATCH` (2,500 sessions in three frames, each frame within the link's frame limit).
+/// Each is refused from then on, a session revoked twice counts once, entries already expired
+/// are ignored, and a session that was not revoked allocates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_registers_refuses_every_revocation_in_force() {
+    let (relay, mut control, _pki) = linked_relay().await;
+    let expires = unix_now() + 600;
+    let ids: Vec<String> = (0..2500).map(|i| format!("revoked-{i:09}")).collect();
+    for batch in ids.chunks(teletip_link::REVOKE_BATCH) {
+        let mut sessions: Vec<RevokedSession> =
+            batch.iter().map(|id| RevokedSession { id: id.clone(), expires }).collect();
+        sessions.push(RevokedSession { id: ids[0].clone(), expires });
+        sessions.push(RevokedSession { id: "long-expired".into(), expires: unix_now() - 60 });
+        write_frame(&mut control.send, &ControlToRelay::Revoke { sessions }).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.metric("teletip_revoked_sessions", "") != 2500.0 {
+        assert!(Instant::now() < deadline, "2,500 sessions revoked: {}", relay.metric("teletip_revoked_sessions", ""));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in [&ids[0], &ids[1234], &ids[2499]] {
+        let mut client = TurnClient::with_credentials(relay.addr, issue(SECRET.as_bytes(), id, expires));
+        assert_eq!(client.allocate(&|_| {}).error_code(), Some(401), "{id} refused");
+    }
+    assert!(TurnClient::new(relay.addr, "revoked-000002500").allocate(&|_| {}).error_code().is_none());
+    assert_eq!(relay.wait_metric("teletip_auth_failures_total", "reason=\"revoked\"", 3.0), 3.0);
 }
