@@ -38,10 +38,18 @@ impl RelayBinder for NullBinder {
 }
 
 pub fn shard() -> Shard<NullBinder> {
+    shard_with(controls())
+}
+
+/// The run-time controls with the bench's secret; shards given clones share them.
+pub fn controls() -> Controls {
+    Controls::new(vec![Secret::new("k", SECRET.to_vec())])
+}
+
+pub fn shard_with(controls: Controls) -> Shard<NullBinder> {
     let mut config = ServerConfig::new(REALM, [7; 32]);
     config.unauth_rate = 0;
     config.max_bps = 0;
-    let controls = Controls::new(vec![Secret::new("k", SECRET.to_vec())]);
     Shard::new(Arc::new(config), controls, Arc::new(SharedQuotas::new(0, 0, 0)), NullBinder::default())
 }
 

@@ -1,8 +1,9 @@
 //! The relay's end of the control link: dial the control plane (QUIC, mutual TLS), register,
-//! report the load every few seconds and at once after a change, and apply drain orders.
+//! report the load every few seconds and at once after a change, and apply drain orders,
+//! pushed secrets and revocations.
 //!
 //! The link is a convenience, never a dependency: while it is down the relay keeps relaying
-//! with the secrets it has, and it redials with a capped backoff.
+//! with the secrets and the revocations it has, and it redials with a capped backoff.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use teletip_link::{
-    ControlToRelay, FrameError, Load, PushedSecret, Registration, RelayToControl, read_frame, write_frame,
+    ControlToRelay, FrameError, Load, PushedSecret, Registration, RelayToControl, RevokedSession, read_frame,
+    write_frame,
 };
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::server::{Controls, ServerConfig};
@@ -55,6 +57,9 @@ pub struct LinkContext {
     pub quotas: Arc<SharedQuotas>,
     /// Where pushed secrets go (besides the secret files').
     pub secrets: Arc<Mutex<SecretSources>>,
+    /// Wake each worker, so that it applies a revocation now rather than at its next datagram
+    /// or its poll timeout.
+    pub workers: Vec<Arc<mio::Waker>>,
 }
 
 /// Keeps the link up until `stop` turns true, then closes it so that the control plane stops
@@ -163,6 +168,7 @@ async fn registered_session(
     let (changed, mut changes) = mpsc::unbounded_channel::<()>();
     let (server, controls) = (context.server.clone(), context.controls.clone());
     let secrets = context.secrets.clone();
+    let workers = context.workers.clone();
     let mut orders = tokio::spawn(async move {
         loop {
             match read_frame::<_, ControlToRelay>(&mut recv).await? {
@@ -171,10 +177,7 @@ async fn registered_session(
                     let _ = changed.send(());
                 }
                 Some(ControlToRelay::Secrets { secrets: pushed }) => accept_pushed_secrets(&secrets, pushed),
-                Some(ControlToRelay::Revoke { sessions }) => {
-                    // Contract only: applied by the revocation work of issue 20.
-                    tracing::warn!(sessions = sessions.len(), "control link: revocations received but not yet applied");
-                }
+                Some(ControlToRelay::Revoke { sessions }) => apply_revocations(&controls, &workers, &sessions),
                 Some(ControlToRelay::Registered { .. }) => return Err(LinkError::Protocol("registered sent twice")),
                 None => return Ok(()),
             }
@@ -187,12 +190,40 @@ async fn registered_session(
             Some(()) = changes.recv() => {}
             ended = &mut orders => break ended.unwrap_or(Err(LinkError::Protocol("the order reader stopped"))),
         }
+        // Revocations outlive the link (a relay cut off keeps them) but not their credentials.
+        ::metrics::gauge!("teletip_revoked_sessions").set(context.controls.revocations.prune(unix_secs()) as f64);
         if let Err(e) = write_frame(&mut send, &load(context)).await {
             break Err(e.into());
         }
     };
     orders.abort();
     ended
+}
+
+/// Publishes the sessions the control plane revoked and wakes every worker, each of which ends
+/// its allocations of them before it relays anything else. Kept while the link is down; a
+/// restart forgets them, and the control plane sends every revocation in force again when the
+/// relay registers.
+fn apply_revocations(controls: &Controls, workers: &[Arc<mio::Waker>], sessions: &[RevokedSession]) {
+    let applied = controls.revocations.revoke(sessions.iter().map(|s| (s.id.as_str(), s.expires)), unix_secs());
+    if applied.added > 0 {
+        for worker in workers {
+            // A worker that cannot be woken (stopping) applies it at its next turn.
+            let _ = worker.wake();
+        }
+    }
+    ::metrics::gauge!("teletip_revoked_sessions").set(controls.revocations.current().len() as f64);
+    // Session ids are pseudonymous credentials' names, not logged; counts are.
+    tracing::info!(
+        added = applied.added,
+        already = applied.known,
+        ignored = applied.ignored,
+        "control link: sessions revoked"
+    );
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Publishes the secrets the control plane pushed, beside the secret files'. A secret the

@@ -47,11 +47,16 @@ pub fn describe() {
         "1 while registered with the control plane over the control link (0 also when none is configured)"
     );
     gauge!("teletip_control_link_up").set(0.0);
+    describe_gauge!(
+        "teletip_revoked_sessions",
+        "TURN sessions the control plane revoked whose credentials have not expired yet (refused until then)"
+    );
+    gauge!("teletip_revoked_sessions").set(0.0);
     describe_counter!("teletip_allocations_created_total", "Allocations granted");
     describe_counter!("teletip_allocations_failed_total", "Authenticated Allocate requests refused, by reason");
     describe_counter!(
         "teletip_allocations_ended_total",
-        "Allocations ended, by how (expired, deleted by the client, or connection_closed: its TCP/TLS connection closed)"
+        "Allocations ended, by how (expired, deleted by the client, connection_closed: its TCP/TLS connection closed, or revoked: the control plane revoked its session)"
     );
     describe_counter!(
         "teletip_auth_challenges_total",
@@ -130,6 +135,8 @@ impl Publisher {
             .increment(d(now.allocations_deleted, last.allocations_deleted));
         counter!("teletip_allocations_ended_total", "how" => "connection_closed")
             .increment(d(now.allocations_closed, last.allocations_closed));
+        counter!("teletip_allocations_ended_total", "how" => "revoked")
+            .increment(d(now.allocations_revoked, last.allocations_revoked));
         gauge_delta("teletip_allocations_active", now.allocations_active, last.allocations_active);
         gauge_delta("teletip_permissions_active", now.permissions_active, last.permissions_active);
         gauge_delta("teletip_channels_active", now.channels_active, last.channels_active);

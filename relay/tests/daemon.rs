@@ -5,7 +5,6 @@ mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -61,26 +60,6 @@ async fn turn_crate_clients_relay_to_each_other() {
     for c in &clients {
         c.close().await.unwrap();
     }
-}
-
-/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening.
-async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.addr.to_string(),
-        turn_serv_addr: relay.addr.to_string(),
-        username,
-        password,
-        realm: REALM.into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
-    client
 }
 
 fn sink(bind: &str) -> (UdpSocket, u16) {

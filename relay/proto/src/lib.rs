@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod limits;
 pub mod nonce;
 pub mod policy;
+pub mod revocations;
 pub mod secrets;
 pub mod server;
 pub mod time;

@@ -40,6 +40,7 @@ pub(super) fn start_control_link(
     runtime: &tokio::runtime::Runtime,
     config: &RelayConfig,
     core: &Core,
+    workers: &[std::sync::Arc<mio::Waker>],
 ) -> anyhow::Result<LinkTask> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let Some(link) = &config.control_link else {
@@ -55,6 +56,7 @@ pub(super) fn start_control_link(
         controls: core.controls.clone(),
         quotas: core.quotas.clone(),
         secrets: core.secret_sources.clone(),
+        workers: workers.to_vec(),
     };
     tracing::info!(server = link.server, server_name = link.server_name, "control link: dialling the control plane");
     Ok(LinkTask { task: Some(runtime.spawn(crate::control_link::run(context, stopped))), stop })

@@ -33,7 +33,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     log_started(&config, &listeners);
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let link = start_control_link(&runtime, &config, &core)?;
+    let link = start_control_link(&runtime, &config, &core, &workers.wakers)?;
     notify_ready_and_watch(&runtime, workers.heartbeats.clone());
     let signal = runtime.block_on(serve_signals(&core, listeners.served_certificate.as_deref(), reread))?;
     tracing::info!("{signal} received: closing allocations and stopping");

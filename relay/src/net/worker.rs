@@ -203,6 +203,11 @@ impl WorkerSetup {
             // One clock read per wake-up: every packet of the turn shares it.
             let now = now();
             heartbeat.store(now.0, Ordering::Relaxed);
+            // Before this turn's datagrams, so that none of a revoked session is relayed once
+            // the turn that saw the order began; one atomic load when nothing was revoked. The
+            // batches were flushed at the end of the last turn, so no queued datagram names a
+            // relayed socket released here.
+            w.shard.apply_revocations(now);
             ready.clear();
             ready.append(&mut backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));

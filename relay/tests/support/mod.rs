@@ -184,6 +184,26 @@ impl Drop for Relay {
     }
 }
 
+/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening.
+pub async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: relay.addr.to_string(),
+        turn_serv_addr: relay.addr.to_string(),
+        username,
+        password,
+        realm: REALM.into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: std::sync::Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    client.listen().await.unwrap();
+    client
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }

@@ -65,6 +65,11 @@ impl<B: RelayBinder> Shard<B> {
         if max != 0 && rest.expiry > now_secs.saturating_add(max) {
             return Err(self.refuse(now, tuple, msg, out, AuthFailure::LifetimeTooLong));
         }
+        // Before the key reuse below: a revoked session is refused on every request, as if its
+        // credentials had expired (its allocations are being ended by the same order).
+        if self.controls.revocations.is_revoked(rest.id, now_secs) {
+            return Err(self.refuse(now, tuple, msg, out, AuthFailure::Revoked));
+        }
         // The allocation on this 5-tuple already knows the key for its username.
         if let Some(&index) = self.by_client.get(tuple) {
             let a = &self.allocations[index];

@@ -170,6 +170,8 @@ pub struct Shard<B: RelayBinder> {
     /// The most allocations held at once since `take_allocation_peak` last ran: a burst that
     /// comes and goes between two ticks still counts as a peak.
     allocation_peak: usize,
+    /// The revocations generation this shard has applied ([`Shard::apply_revocations`]).
+    revocations_applied: u64,
 }
 
 impl<B: RelayBinder> Shard<B> {
@@ -188,6 +190,7 @@ impl<B: RelayBinder> Shard<B> {
             limiter,
             stats,
             allocation_peak: 0,
+            revocations_applied: 0,
         }
     }
 
@@ -270,8 +273,35 @@ impl<B: RelayBinder> Shard<B> {
         self.peer_data(now, relay, peer, buf, data, out)
     }
 
+    /// Ends this shard's allocations of sessions revoked since the last call, if the control
+    /// plane revoked any (one atomic load when it did not); returns how many ended. The shell
+    /// calls it at every turn of its loop, before handling the turn's datagrams, so that no
+    /// packet of a revoked session is relayed once the turn that saw the order began; `tick`
+    /// calls it too. The relayed ports are released at once.
+    pub fn apply_revocations(&mut self, now: Millis) -> usize {
+        let generation = self.controls.revocations.generation();
+        if generation == self.revocations_applied {
+            return 0;
+        }
+        self.revocations_applied = generation;
+        let revoked = self.controls.revocations.current();
+        let now_secs = now.unix_secs();
+        let ended: Vec<usize> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| !a.user_id.is_empty() && revoked.contains(&a.user_id, now_secs))
+            .map(|(i, _)| i)
+            .collect();
+        for &index in &ended {
+            self.remove_allocation(index);
+        }
+        self.stats.allocations_revoked += ended.len() as u64;
+        ended.len()
+    }
+
     /// Expires allocations, permissions and channels that are due. Call about once a second.
     pub fn tick(&mut self, now: Millis) {
+        self.apply_revocations(now);
         let expired: Vec<usize> = self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(i, _)| i).collect();
         for index in expired {
             self.remove_allocation(index);

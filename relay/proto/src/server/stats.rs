@@ -49,6 +49,7 @@ reason_enum!(
         BadIntegrity => "bad_integrity",
         BadPasswordAlgorithm => "bad_password_algorithm",
         WrongCredentials => "wrong_credentials",
+        Revoked => "revoked",
     }
 );
 
@@ -99,6 +100,8 @@ pub struct Stats {
     pub allocations_deleted: u64,
     /// Allocations that ended because their client's TCP or TLS connection closed.
     pub allocations_closed: u64,
+    /// Allocations ended because the control plane revoked their session.
+    pub allocations_revoked: u64,
     pub permissions_created: u64,
     pub channels_bound: u64,
     pub client_to_peer: Flow,
