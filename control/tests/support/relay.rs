@@ -22,11 +22,16 @@ pub fn relay_binary() -> PathBuf {
 pub struct Held {
     client: turn::client::Client,
     /// Refreshes the allocation while it lives.
-    conn: Box<dyn webrtc_util::Conn + Send + Sync>,
+    conn: std::sync::Arc<dyn webrtc_util::Conn + Send + Sync>,
     pub relayed: SocketAddr,
 }
 
 impl Held {
+    /// The relayed connection, to send to peers through the allocation (`send_to`).
+    pub fn conn(&self) -> std::sync::Arc<dyn webrtc_util::Conn + Send + Sync> {
+        self.conn.clone()
+    }
+
     pub async fn close(self) {
         let _ = self.conn.close().await;
         let _ = self.client.close().await;
@@ -54,7 +59,7 @@ pub async fn allocate_and_hold(relay: SocketAddr, username: &str, password: &str
     match tokio::time::timeout(Duration::from_secs(10), client.allocate()).await {
         Ok(Ok(conn)) => {
             let relayed = conn.local_addr().unwrap();
-            Ok(Held { client, conn: Box::new(conn), relayed })
+            Ok(Held { client, conn: std::sync::Arc::new(conn), relayed })
         }
         Ok(Err(e)) => {
             let _ = client.close().await;
