@@ -43,6 +43,7 @@ fn documented(limits: Option<&AppState>) -> (OpenApiRouter<AppState>, Vec<String
         .merge(crate::revocation::router())
         .merge(crate::scheduling::router())
         .merge(crate::privacy::router())
+        .merge(crate::residency::router())
         .merge(crate::ops::router());
     (routes, rate_limited)
 }

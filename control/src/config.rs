@@ -34,6 +34,10 @@ pub struct ControlConfig {
     /// The QUIC server relay nodes dial to register and report their load. Unset: no relay
     /// link; ICE credentials name the static `ice.relays`.
     pub relay_link: Option<RelayLinkConfig>,
+    /// The region this deployment keeps data in (`tr`, `eu-de`: 1 to 32 lowercase letters,
+    /// digits or dashes): the data region of new patients and practices that get none, and
+    /// the region of relays that report none. Unset: no region applies, every relay is named.
+    pub deployment_region: Option<crate::domain::residency::Region>,
 }
 
 /// The control link's server side (mutual TLS: every relay presents a certificate signed by
@@ -157,6 +161,7 @@ impl Default for ControlConfig {
             max_body_bytes: 64 * 1024,
             redis_url: None,
             relay_link: None,
+            deployment_region: None,
         }
     }
 }
@@ -284,6 +289,7 @@ impl Default for IceConfig {
                 tcp_port: Some(3478),
                 tls_port: None,
                 stun: true,
+                region: None,
             }],
         }
     }
@@ -302,6 +308,10 @@ pub struct RelayEntry {
     /// Also list it as a STUN server.
     #[serde(default = "yes")]
     pub stun: bool,
+    /// The region it is in (a region label); unset: the deployment's region. Relays that
+    /// register over the link report their own (`teletip-relay --region`).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 fn yes() -> bool {
@@ -369,6 +379,10 @@ impl ControlConfig {
         }
         for r in &self.ice.relays {
             anyhow::ensure!(!r.host.trim().is_empty(), "ice.relays: a relay without a host");
+            if let Some(region) = &r.region {
+                crate::domain::residency::Region::parse(region)
+                    .map_err(|e| anyhow::anyhow!("ice.relays: relay {:?}: region {region:?}: {e}", r.host))?;
+            }
             anyhow::ensure!(
                 r.udp_port.is_some() || r.tcp_port.is_some() || r.tls_port.is_some(),
                 "ice.relays: relay {:?} has no udp-port, tcp-port or tls-port",

@@ -86,7 +86,8 @@ fn turn_urls(r: &RelayEntry) -> Vec<String> {
 /// how the README's `curl` and most clients ask; a body that is sent is held to the schema.
 #[utoipa::path(post, path = "/v1/ice/credentials", tag = "ice", request_body = Option<IceRequest>, security(("bearer" = [])),
     responses((status = 200, body = IceResponse), (status = 401, body = crate::problem::Problem),
-              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
+              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem),
+              (status = 503, body = crate::problem::Problem, description = "no relay is available, or none in a region this patient's media may use")))]
 pub async fn issue(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -141,7 +142,8 @@ pub async fn credentials(
     let (secret_id, secret) = state.ice_secret();
     let (username, password) =
         teletip_turn_proto::credentials::issue(secret, &session_id, expires_at.unix_timestamp() as u64);
-    let relays = relays_to_offer(state).await?;
+    let relays =
+        crate::residency::permitted_relays(state, ip, caller, appointment, relays_to_offer(state).await?).await?;
     let mut servers = Vec::new();
     let stun: Vec<String> = relays
         .iter()

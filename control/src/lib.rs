@@ -18,6 +18,7 @@ pub mod privacy;
 pub mod problem;
 pub mod ratelimit;
 pub mod relays;
+pub mod residency;
 pub mod revocation;
 pub mod scheduling;
 pub mod signaling;

@@ -29,6 +29,7 @@ pub fn finish(mut description: Description, rate_limited: &[String]) -> String {
          (name = "relays", description = "Relay nodes: registry, load, drain"), (name = "audit", description = "Audit trail"),
          (name = "scheduling", description = "Practitioners, patients, appointments"),
          (name = "privacy", description = "KVKK / HIPAA: notices, consents, export, erasure, retention"),
+         (name = "residency", description = "Data residency: practices, data regions, transfer bases"),
          (name = "ops", description = "Health"))
 )]
 struct ApiDoc;

@@ -45,6 +45,7 @@ async fn fixture(engine: support::Engine, dir: &std::path::Path) -> Fixture {
             display_name: "Dr. Elif Kaya".into(),
             specialty: "cardiology".into(),
             time_zone: "Europe/Istanbul".into(),
+            practice_id: None,
             created_at: now,
             updated_at: now,
         })
@@ -67,6 +68,7 @@ async fn fixture(engine: support::Engine, dir: &std::path::Path) -> Fixture {
                 notes_enc: None,
                 anonymized_at: None,
                 retain_until: None,
+                data_region: None,
                 created_at: now,
                 updated_at: now,
             },

@@ -6,5 +6,6 @@
 pub mod appointment;
 pub mod consultation;
 pub mod ice_lifetime;
+pub mod residency;
 pub mod retention;
 pub mod revocation;

@@ -71,7 +71,7 @@ pub struct ConsentState {
 }
 
 /// The latest decision per purpose, oldest purpose first.
-fn latest_per_purpose(history: &[Consent]) -> BTreeMap<&str, &Consent> {
+pub fn latest_per_purpose(history: &[Consent]) -> BTreeMap<&str, &Consent> {
     let mut latest = BTreeMap::new();
     for c in history {
         latest.insert(c.purpose.as_str(), c);

@@ -117,6 +117,7 @@ pub fn ice_relays(snapshots: &[Snapshot], now_ms: i64, stale_after: Duration) ->
             tcp_port: s.registration.tcp_port,
             tls_port: s.registration.tls_port,
             stun: true,
+            region: s.registration.region.clone(),
         })
         .collect()
 }

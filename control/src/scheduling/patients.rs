@@ -19,6 +19,7 @@ use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::crypto::field;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::residency::{PATIENT_REGION_CHANGE, region_field};
 use crate::state::{AppState, ClientIp};
 use crate::store::{PatientFilter, PatientRecord, Role};
 
@@ -48,6 +49,10 @@ pub struct CreatePatient {
     /// The patient's login account (role patient), if any. A patient creating their own
     /// record must give their own id.
     pub user_id: Option<Uuid>,
+    /// Where the patient's data and consultation media stay (a region label; staff only).
+    /// Absent: the region of the registering practitioner's practice, else the deployment's.
+    #[schema(pattern = r"^[a-z0-9-]{1,32}$")]
+    pub data_region: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,6 +68,8 @@ pub struct PatientView {
     pub phone: Option<String>,
     pub email: Option<String>,
     pub notes: Option<String>,
+    /// Absent: the deployment's region.
+    pub data_region: Option<String>,
 }
 
 fn decrypt(state: &AppState, name: &str, value: &Option<String>) -> ApiResult<Option<String>> {
@@ -82,7 +89,34 @@ pub(crate) fn view(state: &AppState, p: &PatientRecord) -> ApiResult<PatientView
         phone: decrypt(state, field::PHONE, &p.phone_enc)?,
         email: decrypt(state, field::EMAIL, &p.email_enc)?,
         notes: decrypt(state, field::NOTES, &p.notes_enc)?,
+        data_region: p.data_region.clone(),
     })
+}
+
+/// Only staff set a patient's data region: a patient asking to is refused, audited as a
+/// denied `patient.region.change`.
+async fn require_staff_for_region(state: &AppState, ip: &ClientIp, caller: &Caller, target: &str) -> ApiResult<()> {
+    if caller.role != Role::Patient {
+        return Ok(());
+    }
+    let audit = Audit::new(PATIENT_REGION_CHANGE, ip).actor(caller.user_id).target(target.to_owned()).outcome("denied");
+    state.audit(audit).await?;
+    Err(ApiError::Forbidden("only staff (admins, the patient's practitioners) set a patient's data region".into()))
+}
+
+/// The data region of a patient `caller` registers without naming one: their practice's if
+/// they work for one that has a region, else the deployment's.
+async fn default_region(state: &AppState, caller: &Caller) -> ApiResult<Option<String>> {
+    let deployment = state.config().deployment_region.as_ref().map(|r| r.to_string());
+    if caller.role != Role::Practitioner {
+        return Ok(deployment);
+    }
+    let practice_id = state.store().practitioner_by_user(caller.user_id).await?.and_then(|p| p.practice_id);
+    let practice = match practice_id {
+        Some(id) => state.store().practice(id).await?,
+        None => None,
+    };
+    Ok(practice.and_then(|p| p.data_region).or(deployment))
 }
 
 /// Encrypts an optional field and computes its blind index.
@@ -122,6 +156,13 @@ pub async fn create(
     if let Some(email) = &req.email {
         crate::users::validate_email(&email.trim().to_lowercase())?;
     }
+    let data_region = match &req.data_region {
+        Some(label) => {
+            require_staff_for_region(&state, &ip, &caller, "new patient").await?;
+            Some(region_field("dataRegion", label)?.to_string())
+        }
+        None => default_region(&state, &caller).await?,
+    };
     if req.birth_date.is_some_and(|d| d > state.clock().now().date()) {
         return Err(ApiError::field("birthDate", "must not be in the future"));
     }
@@ -144,6 +185,7 @@ pub async fn create(
         notes_enc,
         anonymized_at: None,
         retain_until: None,
+        data_region,
         created_at: now,
         updated_at: now,
     };
@@ -197,6 +239,9 @@ pub struct UpdatePatient {
     pub email: Option<String>,
     #[schema(max_length = 4000)]
     pub notes: Option<String>,
+    /// A new data region (staff only; audited as `patient.region.change`).
+    #[schema(pattern = r"^[a-z0-9-]{1,32}$")]
+    pub data_region: Option<String>,
 }
 
 /// Applies one optional sealed-field change to the pair the record keeps.
@@ -233,6 +278,13 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdatePatient>,
 ) -> ApiResult<Json<PatientView>> {
     let audit = authorize_patient(&state, &ip, &caller, &headers, id, RecordAccess::Update).await?;
+    let region = match &req.data_region {
+        Some(label) => {
+            require_staff_for_region(&state, &ip, &caller, &id.to_string()).await?;
+            Some(region_field("dataRegion", label)?.to_string())
+        }
+        None => None,
+    };
     let mut p = state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     if p.anonymized_at.is_some() {
         return Err(ApiError::Conflict("this record was anonymised on an erasure request".into()));
@@ -262,6 +314,15 @@ pub async fn update(
     p.updated_at = state.clock().now();
     if !state.store().update_patient(&p, audit.into_event()).await? {
         return Err(ApiError::NotFound);
+    }
+    if let Some(region) = region.filter(|r| p.data_region.as_ref() != Some(r)) {
+        let before = p.data_region.as_deref().unwrap_or("none");
+        let change =
+            Audit::new(PATIENT_REGION_CHANGE, &ip).actor(caller.user_id).target(format!("{id} {before}->{region}"));
+        if !state.store().set_patient_region(id, Some(&region), p.updated_at, change.into_event()).await? {
+            return Err(ApiError::NotFound);
+        }
+        p.data_region = Some(region);
     }
     Ok(Json(view(&state, &p)?))
 }

@@ -27,6 +27,9 @@ pub struct CreatePractitioner {
     pub time_zone: String,
     /// The practitioner's login account (role practitioner), if any.
     pub user_id: Option<Uuid>,
+    /// The practice it works for (`POST /v1/practices`), if any: patients it registers get
+    /// that practice's data region.
+    pub practice_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,6 +40,7 @@ pub struct PractitionerView {
     pub display_name: String,
     pub specialty: String,
     pub time_zone: String,
+    pub practice_id: Option<Uuid>,
 }
 
 impl From<&Practitioner> for PractitionerView {
@@ -47,6 +51,7 @@ impl From<&Practitioner> for PractitionerView {
             display_name: p.display_name.clone(),
             specialty: p.specialty.clone(),
             time_zone: p.time_zone.clone(),
+            practice_id: p.practice_id,
         }
     }
 }
@@ -78,6 +83,11 @@ pub async fn create(
             _ => return Err(ApiError::field("userId", "must be an existing account with the role practitioner")),
         }
     }
+    if let Some(practice) = req.practice_id {
+        if state.store().practice(practice).await?.is_none() {
+            return Err(ApiError::field("practiceId", "no practice has this id"));
+        }
+    }
     let now = state.clock().now();
     let p = state
         .store()
@@ -87,6 +97,7 @@ pub async fn create(
             display_name: text("displayName", &req.display_name, 200)?,
             specialty: text("specialty", &req.specialty, 100)?,
             time_zone: req.time_zone,
+            practice_id: req.practice_id,
             created_at: now,
             updated_at: now,
         })

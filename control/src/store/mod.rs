@@ -1,6 +1,6 @@
 //! Persistence, one trait per capability: accounts and sessions ([`AccountStore`]), the audit
-//! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]) and
-//! issued and revoked TURN sessions ([`TurnSessionStore`]);
+//! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]),
+//! issued and revoked TURN sessions ([`TurnSessionStore`]) and data residency ([`ResidencyStore`]);
 //! [`Store`] is all of them on one database. One implementation, [`SqlStore`], runs every query
 //! on SQLite (the embedded default, a single file) or PostgreSQL (production); what differs
 //! between the engines is in `engine`. The same test suite (control/tests/store.rs) runs on both
@@ -11,6 +11,8 @@ mod audit_log;
 mod engine;
 mod privacy;
 mod privacy_store;
+mod residency;
+mod residency_store;
 mod scheduling;
 mod scheduling_store;
 mod turn_sessions;
@@ -20,6 +22,8 @@ pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use privacy_store::PrivacyStore;
+pub use residency::{LegalBasis, Practice};
+pub use residency_store::ResidencyStore;
 pub use scheduling::{
     Appointment, AppointmentFilter, AppointmentStatus, CareWindow, PatientRecord, Practitioner, StoredException,
     StoredRule,
@@ -221,7 +225,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// (`use crate::store::AccountStore`…); tests and fakes may implement one alone.
 #[async_trait]
 pub trait Store:
-    AccountStore + AuditStore + SchedulingStore + PrivacyStore + TurnSessionStore + Send + Sync + 'static
+    AccountStore + AuditStore + SchedulingStore + PrivacyStore + TurnSessionStore + ResidencyStore + Send + Sync + 'static
 {
     /// The engine's name, for logs and /readyz.
     fn engine(&self) -> &'static str;

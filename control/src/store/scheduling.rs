@@ -84,6 +84,8 @@ pub struct Practitioner {
     pub specialty: String,
     /// IANA time zone name (e.g. Europe/Istanbul).
     pub time_zone: String,
+    /// The practice it works for, if any.
+    pub practice_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -105,6 +107,9 @@ pub struct PatientRecord {
     /// For an anonymised record: when medical-record retention ends and the retention job may
     /// delete it.
     pub retain_until: Option<OffsetDateTime>,
+    /// Where the patient's data and consultation media stay (a region label); `None`: the
+    /// deployment's region (`domain::residency`).
+    pub data_region: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

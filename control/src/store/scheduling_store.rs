@@ -113,6 +113,7 @@ pub(super) fn patient_from_row(r: &Row) -> Result<PatientRecord, sqlx::Error> {
         notes_enc: r.get("notes_enc")?,
         anonymized_at: r.opt_time("anonymized_at")?,
         retain_until: r.opt_time("retain_until")?,
+        data_region: r.get("data_region")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })
@@ -125,6 +126,7 @@ fn practitioner_from_row(r: &Row) -> Result<Practitioner, sqlx::Error> {
         display_name: r.get("display_name")?,
         specialty: r.get("specialty")?,
         time_zone: r.get("time_zone")?,
+        practice_id: r.get("practice_id")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })
@@ -155,15 +157,17 @@ impl SchedulingStore for SqlStore {
         self
             .db
             .execute(
-                sql("INSERT INTO practitioners (id, user_id, display_name, specialty, time_zone, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                sql("INSERT INTO practitioners (id, user_id, display_name, specialty, time_zone, created_at, updated_at,
+                        practice_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(p.id)
                 .bind(p.user_id)
                 .bind(&p.display_name)
                 .bind(&p.specialty)
                 .bind(&p.time_zone)
                 .bind(p.created_at)
-                .bind(p.updated_at),
+                .bind(p.updated_at)
+                .bind(p.practice_id),
             )
             .await
             .map_err(write_error)?;
@@ -211,8 +215,9 @@ impl SchedulingStore for SqlStore {
         tx
             .execute(
                 sql("INSERT INTO patients (id, user_id, display_name, birth_date, national_id_enc, national_id_index,
-                        phone_enc, phone_index, email_enc, email_index, notes_enc, anonymized_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
+                        phone_enc, phone_index, email_enc, email_index, notes_enc, anonymized_at, created_at, updated_at,
+                        data_region)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
                 .bind(p.id)
                 .bind(p.user_id)
                 .bind(&p.display_name)
@@ -226,7 +231,8 @@ impl SchedulingStore for SqlStore {
                 .bind(&p.notes_enc)
                 .bind(p.anonymized_at)
                 .bind(p.created_at)
-                .bind(p.updated_at),
+                .bind(p.updated_at)
+                .bind(&p.data_region),
             )
             .await
             .map_err(write_error)?;
