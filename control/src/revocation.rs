@@ -4,8 +4,8 @@
 //! relays connected to this instance and, through Redis, to every other instance's.
 //!
 //! Triggers: an admin (`POST /v1/ice/sessions/{id}/revoke`, `POST /v1/users/{id}/revoke-sessions`);
-//! an appointment that is fulfilled, cancelled, a no-show or entered in error (whoever moved it,
-//! or the system for the no-show sweeper); a logout or a reused refresh token; an admin disabling
+//! an appointment that is fulfilled, cancelled, a no-show, entered in error or rescheduled
+//! (whoever moved it, or the system for the no-show sweeper); a logout or a reused refresh token; an admin disabling
 //! an account, changing its role or password; an erasure. Which sessions each revokes is
 //! `domain::revocation`'s. Every revocation is audited as `ice.sessions.revoke`: the actor is
 //! who revoked (none: the system), the target names the sessions and why.

@@ -7,87 +7,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::http::*;
-use support::pki::{free_tcp_port, free_udp_port, link_config, make_ca, make_cert};
+use support::pki::{free_udp_port, link_config, make_ca, make_cert};
 use support::redis_server::redis_server;
-use support::relay::{allocate_and_hold, relay_binary, turn_allocate};
+use support::relay::{LinkedRelay, allocate_and_hold, eventually, turn_allocate};
 use support::{Control, Engine};
-
-/// A running teletip-relay with a control link.
-struct Relay {
-    child: Child,
-    port: u16,
-    metrics: u16,
-}
-
-impl Relay {
-    fn start(pki: &Path, node: &str, link_port: u16, secret_file: &Path, ports: (u16, u16)) -> Relay {
-        let (port, metrics) = (free_udp_port(), free_tcp_port());
-        let child = Command::new(relay_binary())
-            .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
-            .args(["--listening-port", &port.to_string(), "--prometheus-port", &metrics.to_string()])
-            .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
-            .args(["--region", "istanbul-1", "--total-quota", "100"])
-            .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
-            .arg("--control-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--control-cert")
-            .arg(pki.join(format!("{node}.pem")))
-            .arg("--control-key")
-            .arg(pki.join(format!("{node}.key")))
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start teletip-relay");
-        Relay { child, port, metrics }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-
-    /// One value of the relay's own metrics (None while the endpoint is not up).
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await.ok()?.text().await.ok()?;
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// Polls `check` every 100 ms until it is true, or fails saying `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn nodes(e: &Env, admin: &str) -> Vec<Value> {
     let (s, body) = e.get("/v1/relays", Some(admin)).await;
@@ -129,13 +57,13 @@ async fn relays_register_report_load_drain_on_order_and_outlive_the_control_plan
     assert_eq!(urls, ["turn:static.invalid:3478?transport=udp"]);
 
     let secret = e.control.dir.join("data/relay.secret");
-    let mut a = Relay::start(pki, "relay-a.test", link_port, &secret, (24100, 24139));
+    let mut a = LinkedRelay::start(pki, "relay-a.test", link_port, &secret, (24100, 24139));
     // B has a secret file of its own: it accepts the control plane's credentials only because
     // the control plane pushes its secrets over the link.
     let b_secret = pki.join("relay-b.secrets");
     std::fs::write(&b_secret, "b-own=b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0\n").unwrap();
-    let mut b = Relay::start(pki, "relay-b.test", link_port, &b_secret, (24140, 24179));
-    let rogue = Relay::start(pki, "relay-rogue.test", link_port, &secret, (24180, 24199));
+    let mut b = LinkedRelay::start(pki, "relay-b.test", link_port, &b_secret, (24140, 24179));
+    let rogue = LinkedRelay::start(pki, "relay-rogue.test", link_port, &secret, (24180, 24199));
     eventually(Duration::from_secs(20), "both relays registered and healthy", || async {
         let list = nodes(&e, &admin).await;
         ["relay-a.test", "relay-b.test"].iter().all(|n| node(&list, n).is_some_and(|n| n["healthy"] == true))
@@ -179,8 +107,7 @@ async fn relays_register_report_load_drain_on_order_and_outlive_the_control_plan
     let pushed = turn_allocate(b.addr(), &user, &pass).await;
     assert!(pushed.is_ok(), "B accepts the control plane's credential through the pushed secret: {pushed:?}");
     // A SIGHUP re-reads B's own secret file and keeps the pushed secret.
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(b.child.id() as i32, 1) };
+    b.signal(1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after_reload = turn_allocate(b.addr(), &user, &pass).await;
     assert!(after_reload.is_ok(), "after a SIGHUP B still accepts it: {after_reload:?}");
@@ -263,7 +190,7 @@ async fn a_relay_notices_a_killed_control_plane_within_five_seconds() {
     let link_port = free_udp_port();
     let e = env_with(Engine::Sqlite, &link_config(pki, link_port)).await;
     let secret = e.control.dir.join("data/relay.secret");
-    let mut a = Relay::start(pki, "relay-a.test", link_port, &secret, (24240, 24279));
+    let mut a = LinkedRelay::start(pki, "relay-a.test", link_port, &secret, (24240, 24279));
     eventually(Duration::from_secs(20), "A's link is up", || async {
         a.metric("teletip_control_link_up").await == Some(1.0)
     })
@@ -323,7 +250,7 @@ async fn with_redis_any_instance_names_and_drains_a_relay_connected_to_another()
     let admin_2 = two.admin().await;
     let (patient_2, _) = two.user_token(&admin_2, "patient.two@example.org", "patient").await;
 
-    let mut a = Relay::start(pki, "relay-a.test", port_1, &secret, (24200, 24239));
+    let mut a = LinkedRelay::start(pki, "relay-a.test", port_1, &secret, (24200, 24239));
     eventually(Duration::from_secs(20), "the second instance lists A, connected to the first, as healthy", || async {
         nodes(&two, &admin_2).await.iter().any(|n| n["node"] == "relay-a.test" && n["healthy"] == true)
     })
@@ -344,7 +271,7 @@ async fn with_redis_any_instance_names_and_drains_a_relay_connected_to_another()
     // A restarts (not draining any more) and registers again: the request, kept in Redis, is
     // applied at once.
     a.terminate();
-    let mut a = Relay::start(pki, "relay-a.test", port_1, &secret, (24200, 24239));
+    let mut a = LinkedRelay::start(pki, "relay-a.test", port_1, &secret, (24200, 24239));
     eventually(Duration::from_secs(20), "the restarted A drains again", || async {
         a.metric("teletip_control_link_up").await == Some(1.0) && a.metric("teletip_draining").await == Some(1.0)
     })

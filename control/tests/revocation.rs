@@ -354,3 +354,72 @@ async fn a_reused_refresh_token_and_a_disabled_account_revoke_their_sessions() {
         );
     }
 }
+
+/// A rescheduled appointment's consultation credentials were issued for its old times: the
+/// reschedule revokes them (both sides), audited under whoever rescheduled as
+/// `why:appointment-rescheduled`; a credential of the same patient not for the appointment
+/// stays, and joining again issues a credential that is not revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_revokes_the_consultation_sessions_issued_for_the_old_times() {
+    for engine in engines() {
+        let pki = pki(&["relay-a.test"]);
+        let link_port = free_udp_port();
+        let extra = format!(
+            "[[ice.relays]]\nhost = \"static.invalid\"\nudp-port = 3478\n{}",
+            relay_link_table(pki.path(), link_port)
+        );
+        let c = clinic_with(engine, &extra).await;
+        let e = &c.e;
+        let a = LinkPeer::register(pki.path(), "relay-a.test", link_port).await;
+        let f = &time::format_description::well_known::Rfc3339;
+        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+        let times = |start: time::OffsetDateTime| {
+            (start.format(f).unwrap(), (start + time::Duration::minutes(20)).format(f).unwrap())
+        };
+        let (start, end) = times(soon);
+        let (s, appointment) = e
+            .post(
+                "/v1/appointments",
+                Some(&c.admin),
+                json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{appointment}");
+        let id = appointment["id"].as_str().unwrap();
+        let mut consultation = Vec::new();
+        for token in [&c.patient, &c.doctor] {
+            let (s, session) = e.post(&format!("/v1/appointments/{id}/session"), Some(token), json!({})).await;
+            assert_eq!(s, StatusCode::OK, "{session}");
+            consultation.push(session_in(&session["ice"]));
+        }
+        let (unrelated, _) = credential(e, &c.patient).await;
+
+        // The practitioner moves it five minutes later (its join window is open at both times).
+        let (start, end) = times(soon + time::Duration::minutes(5));
+        let (s, body) = act(&c, id, &c.doctor, "reschedule", json!({"start": start, "end": end})).await;
+        assert_eq!(s, StatusCode::OK, "{engine:?}: {body}");
+        let got = a.await_revoked(&[&consultation[0].0, &consultation[1].0], AT_ONCE).await;
+        for (session, expires) in &consultation {
+            assert_eq!(got[session], *expires, "{engine:?}: until the old join window closes");
+        }
+        assert!(!got.contains_key(&unrelated), "{engine:?}: a credential not for the appointment stays");
+
+        // Joining at the new times issues a credential that is not revoked.
+        let (s, session) = e.post(&format!("/v1/appointments/{id}/session"), Some(&c.patient), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{session}");
+        let (fresh, _) = session_in(&session["ice"]);
+        assert!(!a.revoked().contains_key(&fresh), "{engine:?}: the new credential is not revoked");
+
+        let doctor_id = my_id(e, &c.doctor).await;
+        let (_, audit) = e.get("/v1/audit?action=ice.sessions.revoke", Some(&c.admin)).await;
+        let event = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|ev| ev["target"] == format!("turn-sessions:2 of:appointment:{id} why:appointment-rescheduled"))
+            .unwrap_or_else(|| panic!("{engine:?}: the reschedule's revocation is audited: {audit}"))
+            .clone();
+        assert_eq!(event["actor"], doctor_id.as_str(), "{engine:?}: under who rescheduled");
+        drop(a);
+    }
+}

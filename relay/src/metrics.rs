@@ -91,7 +91,7 @@ pub fn describe() {
     );
     describe_counter!(
         "teletip_stream_connections_closed_total",
-        "Client connections closed, by reason (peer_closed, error, framing, tls, unallocated_timeout)"
+        "Client connections closed, by reason (peer_closed, error, framing, tls, unallocated_timeout, revoked: its allocation's session was revoked)"
     );
     // Gauges exist from the start, so that alert rules see 0 rather than no series.
     for name in [

@@ -3,11 +3,13 @@
 // teletip-relay: log in through the UI, the patient waits in the lobby, the practitioner admits,
 // both "relay only". Checked: video frames decoded on both sides, the selected candidate pair is
 // relay↔relay on both, the relay counted relayed bytes, mute reaches the other side, and the
-// practitioner's "End consultation" fulfils the appointment. Screenshots go to
-// artifacts/browser/.
+// practitioner's "End consultation" fulfils the appointment; a consultation whose appointment the
+// practitioner fulfils mid-call through the API loses its relay at once (issue 20: revocation).
+// Screenshots go to artifacts/browser/.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
@@ -551,5 +553,121 @@ test("a relayed video consultation between two browsers", async () => {
     await pat.screenshot({ path: join(ARTIFACTS, "patient-failed.png"), fullPage: true }).catch(() => {});
     e.message += `\npractitioner console: ${JSON.stringify(doc.problems)}\npatient console: ${JSON.stringify(pat.problems)}`;
     throw e;
+  }
+});
+
+/** A CA, the control plane's link certificate and one for relay `node`, made by openssl in `dir`. */
+function linkPki(dir, node) {
+  const openssl = (args) => {
+    const r = spawnSync("openssl", args.split(" "), { cwd: dir, encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`openssl ${args}: ${r.stderr}`);
+  };
+  const key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  openssl(`req -x509 ${key} -keyout ca.key -out ca.pem -days 2 -subj /CN=ca`);
+  for (const [name, usage] of [["control.test", "serverAuth"], [node, "clientAuth"]]) {
+    openssl(`req ${key} -keyout ${name}.key -out ${name}.csr -subj /CN=${name}`);
+    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=DNS:${name}\nextendedKeyUsage=${usage}\n`);
+    openssl(`x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out ${name}.pem -days 2 -extfile ${name}.ext`);
+  }
+}
+
+/** One series of a relay's metrics, by its exact labels (0 while it does not exist). */
+async function series(relay, nameWithLabels) {
+  const text = await (await fetch(relay.metricsUrl())).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${nameWithLabels} `));
+  return line ? Number(line.slice(nameWithLabels.length + 1)) : 0;
+}
+
+// Issue 20 in a browser: the relay is registered over the control link, so the control plane
+// can revoke. Mid-call the practitioner fulfils the appointment through the API (the pages are
+// not told: only the revocation can stop the media): the relay ends every allocation of the
+// call, counted how="revoked", relays nothing more, and both pages see their connection go.
+test("a consultation whose appointment is fulfilled mid-call loses its relay at once", async () => {
+  const dir = tempDir("teletip-browser-revoke-");
+  const node = "relay-revoke.test";
+  linkPki(dir, node);
+  const [relayPort, linkPort] = [await freeUdpPort(), await freeUdpPort()];
+  const linkControl = await Control.start({
+    name: "browser-revoke",
+    dir,
+    extraToml: `${RELAXED_LIMITS}
+[[ice.relays]]
+host = "static.invalid"
+udp-port = 3478
+[relay-link]
+listen = "127.0.0.1:${linkPort}"
+cert = "${join(dir, "control.test.pem")}"
+key = "${join(dir, "control.test.key")}"
+client-ca = "${join(dir, "ca.pem")}"
+report-seconds = 1
+stale-after-seconds = 3
+`,
+  });
+  linkControl.createAdmin();
+  const linkRelay = await Relay.start({
+    secretFile: join(linkControl.dataDir, "relay.secret"),
+    port: relayPort,
+    dir,
+    name: "linked",
+    extraArgs: [
+      "--control-server", `127.0.0.1:${linkPort}`,
+      "--control-server-name", "control.test",
+      "--control-ca", join(dir, "ca.pem"),
+      "--control-cert", join(dir, `${node}.pem`),
+      "--control-key", join(dir, `${node}.key`),
+    ],
+  });
+  const clinic = await Clinic.open({ control: linkControl });
+  try {
+    await until("the relay registered and healthy", async () => {
+      const nodes = await clinic.api.must("GET", "/v1/relays", clinic.admin);
+      return { ok: nodes.some((n) => n.node === node && n.healthy), value: nodes };
+    });
+    const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Mert Öz", patient: "Selin Ak" });
+    await withTwoPages("revoked", async (doc, pat) => {
+      await logIn(pat, patient, linkControl);
+      await logIn(doc, practitioner, linkControl);
+      await joinAndAdmit(doc, pat, appointment.id);
+      for (const page of [doc, pat]) {
+        await until(`${page.label} decoding video over the registered relay`, async () => {
+          const st = await mediaStats(page);
+          return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay" && st.remote === "relay", value: st };
+        });
+      }
+      const flowing = await linkRelay.counter("teletip_relayed_bytes_total");
+      await until("the relay carrying the media", async () => {
+        const n = await linkRelay.counter("teletip_relayed_bytes_total");
+        return { ok: n > flowing + 10000, value: n };
+      });
+      const allocations = await series(linkRelay, "teletip_allocations_active");
+      assert.ok(allocations >= 2, `the call holds allocations on the relay: ${allocations}`);
+
+      // The practitioner fulfils the appointment through the API, mid-call.
+      const called = Date.now();
+      const done = await clinic.api.req("POST", `/v1/appointments/${appointment.id}/complete`, practitioner.token);
+      assert.equal(done.status, 200, JSON.stringify(done.body));
+      // Every allocation of the call ends as revoked (the relay publishes its metrics every second).
+      await until("every allocation of the call ended how=revoked", async () => {
+        const revoked = await series(linkRelay, 'teletip_allocations_ended_total{how="revoked"}');
+        const active = await series(linkRelay, "teletip_allocations_active");
+        return { ok: revoked >= allocations && active === 0, value: { revoked, active } };
+      }, 15000);
+      const bytesAtRevocation = await linkRelay.counter("teletip_relayed_bytes_total");
+      console.log(`browser call: allocations seen revoked on the relay's metrics ${Date.now() - called} ms after the API call`);
+      // Both pages lose the connection: their media went through the relay only.
+      for (const page of [doc, pat]) {
+        await until(`${page.label} losing its connection`, async () => {
+          const state = await page.evaluate(() => window.teletip.pc?.iceConnectionState ?? "closed");
+          return { ok: ["disconnected", "failed", "closed"].includes(state), value: state };
+        }, 60000);
+      }
+      // From the revocation on, the relay carried nothing more of the call, which the pages
+      // kept sending until they noticed.
+      assert.equal(await linkRelay.counter("teletip_relayed_bytes_total"), bytesAtRevocation, "nothing relayed after the revocation");
+      assert.equal(await clinic.appointmentStatus(appointment.id), "fulfilled");
+    });
+  } finally {
+    await linkRelay.stop();
+    await linkControl.stop();
   }
 });

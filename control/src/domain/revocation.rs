@@ -46,6 +46,8 @@ pub enum Reason {
     Erasure,
     /// The appointment reached this status: its consultation is over or never happens.
     AppointmentEnded(AppointmentStatus),
+    /// The appointment moved to other times: credentials issued for the old times are spent.
+    AppointmentRescheduled,
 }
 
 impl Reason {
@@ -61,6 +63,7 @@ impl Reason {
             Reason::AppointmentEnded(AppointmentStatus::Noshow) => "appointment-noshow",
             Reason::AppointmentEnded(AppointmentStatus::EnteredInError) => "appointment-entered-in-error",
             Reason::AppointmentEnded(_) => "appointment-ended",
+            Reason::AppointmentRescheduled => "appointment-rescheduled",
         }
     }
 }
@@ -79,6 +82,13 @@ pub fn on_appointment_status(appointment: Uuid, next: AppointmentStatus) -> Opti
     use AppointmentStatus::*;
     matches!(next, Fulfilled | Cancelled | Noshow | EnteredInError)
         .then(|| Revoke { scope: Scope::Appointment(appointment), reason: Reason::AppointmentEnded(next) })
+}
+
+/// A rescheduled appointment's consultation credentials were issued for its old times (and
+/// live until the old join window closes): they are revoked, and joining at the new times
+/// issues new ones.
+pub fn on_reschedule(appointment: Uuid) -> Revoke {
+    Revoke { scope: Scope::Appointment(appointment), reason: Reason::AppointmentRescheduled }
 }
 
 /// A logout revokes the sessions issued under that login.
@@ -148,6 +158,13 @@ mod tests {
         for next in [Proposed, Pending, Booked, Arrived, CheckedIn] {
             assert_eq!(on_appointment_status(id, next), None, "{next:?}");
         }
+    }
+
+    #[test]
+    fn a_reschedule_revokes_the_appointments_sessions() {
+        let id = Uuid::from_u128(8);
+        let r = on_reschedule(id);
+        assert_eq!((r.scope, r.reason.as_str()), (Scope::Appointment(id), "appointment-rescheduled"));
     }
 
     #[test]

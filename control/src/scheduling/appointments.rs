@@ -347,7 +347,11 @@ pub async fn change(
             other => other.into(),
         })?
         .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
-    if let Some(revoke) = crate::domain::revocation::on_appointment_status(id, next) {
+    let revoke = match times {
+        Some(_) => Some(crate::domain::revocation::on_reschedule(id)),
+        None => crate::domain::revocation::on_appointment_status(id, next),
+    };
+    if let Some(revoke) = revoke {
         crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
     }
     Ok(Json(AppointmentView::from(&changed)))

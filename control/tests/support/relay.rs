@@ -1,10 +1,11 @@
-//! The real `teletip-relay` for the control plane's tests, and the `turn` crate (a TURN client
-//! we did not write) to allocate on it.
+//! The real `teletip-relay` for the control plane's tests (alone or registered over the control
+//! link), and the `turn` crate (a TURN client we did not write) to allocate on it.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The relay binary of this workspace, built if the test run has not built it yet.
@@ -16,6 +17,96 @@ pub fn relay_binary() -> PathBuf {
         assert!(status.success());
     }
     path
+}
+
+/// A running `teletip-relay` registered with the control plane over the control link (its
+/// certificate `<node>.pem` in `pki`, signed by `pki/ca.pem`), one worker, killed on drop.
+pub struct LinkedRelay {
+    child: Child,
+    pub port: u16,
+    pub metrics: u16,
+}
+
+impl LinkedRelay {
+    /// Starts relay `node` dialling the control link at `link_port`, with the ICE secrets of
+    /// `secret_file` and relayed ports `ports`.
+    pub fn start(pki: &Path, node: &str, link_port: u16, secret_file: &Path, ports: (u16, u16)) -> LinkedRelay {
+        LinkedRelay::start_with(pki, node, link_port, secret_file, ports, &[])
+    }
+
+    /// As `start`, with more command-line arguments (`--allow-loopback-peers true` to relay to
+    /// a peer on this host).
+    pub fn start_with(
+        pki: &Path,
+        node: &str,
+        link_port: u16,
+        secret_file: &Path,
+        ports: (u16, u16),
+        extra_args: &[&str],
+    ) -> LinkedRelay {
+        let (port, metrics) = (super::pki::free_udp_port(), super::pki::free_tcp_port());
+        let child = Command::new(relay_binary())
+            .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
+            .args(["--listening-port", &port.to_string(), "--prometheus-port", &metrics.to_string()])
+            .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
+            .args(["--region", "istanbul-1", "--total-quota", "100"])
+            .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
+            .arg("--control-ca")
+            .arg(pki.join("ca.pem"))
+            .arg("--control-cert")
+            .arg(pki.join(format!("{node}.pem")))
+            .arg("--control-key")
+            .arg(pki.join(format!("{node}.key")))
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start teletip-relay");
+        LinkedRelay { child, port, metrics }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// One value of the relay's own metrics, `name` with its labels (None while the endpoint
+    /// is not up or the series does not exist yet).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Sends the relay signal `signal` (1: SIGHUP, a reload).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { super::libc_kill(self.child.id() as i32, signal) };
+    }
+
+    /// Stops the relay (SIGTERM) and waits for it.
+    pub fn terminate(&mut self) {
+        self.signal(15);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LinkedRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it is true, or fails saying `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An allocation held open by the `turn` crate until dropped (closed) or `close`d.

@@ -81,11 +81,20 @@ pub enum CloseReason {
     Tls,
     /// No allocation for [`UNALLOCATED_TIMEOUT_MS`].
     Unallocated,
+    /// The control plane revoked the session of its allocation: its credentials are refused,
+    /// so the client has nothing left to do on it.
+    Revoked,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] =
-        [CloseReason::Peer, CloseReason::Error, CloseReason::Framing, CloseReason::Tls, CloseReason::Unallocated];
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::Peer,
+        CloseReason::Error,
+        CloseReason::Framing,
+        CloseReason::Tls,
+        CloseReason::Unallocated,
+        CloseReason::Revoked,
+    ];
 
     pub const fn label(self) -> &'static str {
         match self {
@@ -94,6 +103,7 @@ impl CloseReason {
             CloseReason::Framing => "framing",
             CloseReason::Tls => "tls",
             CloseReason::Unallocated => "unallocated_timeout",
+            CloseReason::Revoked => "revoked",
         }
     }
 }

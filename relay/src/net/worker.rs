@@ -179,6 +179,7 @@ impl WorkerSetup {
                 registry: stream_registry,
                 dscp,
             },
+            revocations_seen: 0,
         };
         let mut events = Events::with_capacity(1024);
         // Sockets that still had datagrams when their turn's budget ran out, served again on
@@ -207,7 +208,7 @@ impl WorkerSetup {
             // the turn that saw the order began; one atomic load when nothing was revoked. The
             // batches were flushed at the end of the last turn, so no queued datagram names a
             // relayed socket released here.
-            w.shard.apply_revocations(now);
+            w.apply_revocations(now);
             ready.clear();
             ready.append(&mut backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
@@ -232,6 +233,9 @@ impl WorkerSetup {
             // across the turn's relayed sockets too (one sendmmsg for many allocations' data).
             w.flush_all();
             if now.0 >= last_tick.0 + 1000 {
+                // The tick sweeps revocations too; an order that arrived during this turn is
+                // swept here first, so that its connections are closed with it.
+                w.apply_revocations(now);
                 w.shard.tick(now);
                 w.close_unallocated_connections(now);
                 w.shard.binder_mut().trim_pool();
@@ -298,6 +302,8 @@ struct Worker {
     listener_guards: Vec<QueueDelayGuard>,
     overload_control: bool,
     streams: Streams,
+    /// The revocation generation this worker last applied.
+    revocations_seen: u64,
 }
 
 /// The worker's TCP and TLS side: its listeners and the client connections it accepted.
@@ -611,6 +617,34 @@ impl Worker {
         match connection.tuple.transport {
             Transport::Tls => self.shell.tls_open -= 1,
             _ => self.shell.tcp_open -= 1,
+        }
+    }
+
+    /// Ends the allocations of the sessions the control plane revoked (`Shard::apply_revocations`)
+    /// and closes the TCP and TLS connections that held them, instead of leaving them open until
+    /// the unallocated timeout: their credentials are refused, so nothing more can happen on
+    /// them. Compares one generation number when nothing was revoked.
+    fn apply_revocations(&mut self, now: Millis) {
+        let generation = self.shard.controls().revocations.generation();
+        if generation == self.revocations_seen {
+            return;
+        }
+        self.revocations_seen = generation;
+        // Which connections hold an allocation before the sweep: those that hold none after it
+        // lost theirs to it (an order published meanwhile is swept now too, and the next turn
+        // finds nothing more to close).
+        let allocated: Vec<usize> = self
+            .streams
+            .connections
+            .iter()
+            .filter(|(_, c)| self.shard.allocation_for(&c.tuple).is_some())
+            .map(|(key, _)| key)
+            .collect();
+        self.shard.apply_revocations(now);
+        for key in allocated {
+            if self.shard.allocation_for(&self.streams.connections[key].tuple).is_none() {
+                self.close_connection(key, CloseReason::Revoked);
+            }
         }
     }
 
