@@ -6,7 +6,7 @@
 // answer without error and with series, and every rule of monitoring/prometheus must be loaded,
 // evaluate without error, and answer its expression without error. The new series carry the
 // values the traffic made, and the control plane's metrics name none of the people, rooms or
-// peers involved.
+// peers involved; a TURN certificate renewed and reloaded (SIGHUP) shows its new expiry.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync, spawnSync } from "node:child_process";
@@ -231,4 +231,22 @@ test("the traffic shows in the new series, and no series names a person, room or
     assert.ok(sample(t, "process_open_fds") > 0, "open fds");
     assert.ok(sample(t, "process_resident_memory_bytes") > 0, "resident memory");
   }
+});
+
+test("a renewed TURN certificate's expiry is exported after SIGHUP", async () => {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl(["req", "-x509", ...ec, "-days", "90", "-subj", "/CN=turn.test", "-keyout", "turn.key.next", "-out", "turn.pem.next"]);
+  const end = execFileSync("openssl", ["x509", "-noout", "-enddate", "-in", join(dir, "turn.pem.next")], { encoding: "utf8" });
+  const renewed = Date.parse(end.trim().replace(/^notAfter=/, "")) / 1000;
+  assert.ok(renewed > turnCertExpiry);
+  execFileSync("mv", [join(dir, "turn.key.next"), join(dir, "turn.key")]);
+  execFileSync("mv", [join(dir, "turn.pem.next"), join(dir, "turn.pem")]);
+  relay.signal("SIGHUP");
+  let seen;
+  for (let i = 0; i < 100; i++) {
+    seen = sample(await metricsText(relay.metricsUrl()), 'teletip_tls_certificate_expiry_timestamp_seconds{certificate="turn_tls"}');
+    if (seen === renewed) break;
+    await sleep(100);
+  }
+  assert.equal(seen, renewed, "the renewed certificate's notAfter");
 });
