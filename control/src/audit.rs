@@ -166,6 +166,7 @@ pub async fn list(
     let filter = AuditFilter { actor: q.actor, action: q.action, since: q.since, until: q.until, limit };
     let events = state.store().list_audit(&filter).await?;
     let chain = verify_chain(&state.store().audit_chain().await?);
+    crate::observability::audit_chain_verified(chain.verified);
     if !chain.verified {
         tracing::error!(first_broken_seq = ?chain.first_broken_seq, "AUDIT CHAIN BROKEN: the audit table was altered");
     }

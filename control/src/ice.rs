@@ -99,7 +99,9 @@ pub async fn issue(
     let bounds = TtlBounds { default: cfg.default_ttl, min: cfg.min_ttl, max: cfg.max_ttl };
     let expires_at = ice_lifetime::expiry(req.ttl, bounds, state.clock().now())
         .map_err(|e| ApiError::field("ttl", e.to_string()))?;
-    Ok(Json(credentials(&state, &ip, &caller, expires_at, req.relay_only, None).await?))
+    Ok(Json(crate::observability::ice_answer(
+        credentials(&state, &ip, &caller, expires_at, req.relay_only, None).await,
+    )?))
 }
 
 /// The relays registered through the relay link that are healthy and not draining, least

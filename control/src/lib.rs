@@ -12,6 +12,7 @@ pub mod domain;
 pub mod fhir;
 pub mod ice;
 pub mod keys;
+pub mod observability;
 pub mod openapi;
 pub mod ops;
 pub mod privacy;

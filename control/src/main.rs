@@ -146,6 +146,7 @@ fn state(config: ControlConfig, store: store::DynStore) -> anyhow::Result<AppSta
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])?
         .install_recorder()?;
+    teletip_control::observability::describe(&config);
     let fields = teletip_control::keys::field_keys(&config)?;
     let clock = teletip_control::clock::Clock::from_env()?;
     Ok(AppState::new(config, store, jwt, ice, metrics, fields, clock))

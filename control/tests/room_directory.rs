@@ -31,6 +31,7 @@ fn participant(user: Uuid, socket: &str, state: PeerState) -> Participant {
         state,
         socket_id: socket.into(),
         disconnected_at_ms: None,
+        waiting_since_ms: None,
     }
 }
 

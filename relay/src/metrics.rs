@@ -212,3 +212,47 @@ impl Publisher {
         self.last_shell = shell.clone();
     }
 }
+
+/// What does not change while the relay runs, and what it is measured against: build info,
+/// the allocation quota and the size of the relay port range (for the "near the quota" and
+/// "near the end of the port range" alerts), and when the certificates it presents expire.
+pub fn describe_setup(config: &crate::config::RelayConfig) {
+    describe_gauge!("teletip_build_info", "Always 1; the version of the running binary is the label");
+    gauge!("teletip_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_gauge!("teletip_allocations_quota", "total-quota: allocations the relay grants at most (0: no limit)");
+    gauge!("teletip_allocations_quota").set(f64::from(config.total_quota));
+    describe_gauge!("teletip_relay_ports", "Ports in the relay port range (min-port to max-port)");
+    let (min, max) = (config.min_port, config.max_port);
+    gauge!("teletip_relay_ports").set(f64::from(max.saturating_sub(min)) + 1.0);
+    describe_gauge!(
+        "teletip_tls_certificate_expiry_timestamp_seconds",
+        "When a certificate the relay presents expires (Unix seconds), by certificate (turn_tls, control_link)"
+    );
+    if let Some(tls) = &config.tls {
+        certificate_expiry("turn_tls", &tls.cert);
+    }
+    if let Some(link) = &config.control_link {
+        certificate_expiry("control_link", &link.cert);
+    }
+    process_collector().describe();
+    process_collector().collect();
+}
+
+/// Exports when the certificate in `path` expires (again after SIGHUP reloads it).
+pub fn certificate_expiry(name: &'static str, path: &std::path::Path) {
+    match teletip_link::tls::certificate_expiry(path) {
+        Ok(at) => gauge!("teletip_tls_certificate_expiry_timestamp_seconds", "certificate" => name).set(at as f64),
+        Err(e) => tracing::warn!(certificate = name, "cannot read the expiry of {}: {e}", path.display()),
+    }
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Process CPU, memory, file descriptors and threads, read from /proc; the exporter serves
+/// what was last set, so this runs on a timer (every second, like the workers' counters).
+pub fn collect_process() {
+    process_collector().collect();
+}

@@ -73,7 +73,9 @@ pub async fn run(state: AppState) {
     let by = RunBy { actor: None, source_ip: None };
     loop {
         tick.tick().await;
-        match run_once(&state, state.clock().now(), &by).await {
+        let run = run_once(&state, state.clock().now(), &by).await;
+        crate::observability::job_ran(crate::observability::Job::Retention, run.is_ok());
+        match run {
             Ok(r) if !r.patients_purged.is_empty() || r.sessions_purged > 0 => {
                 tracing::info!(patients = r.patients_purged.len(), sessions = r.sessions_purged, "retention purge")
             }

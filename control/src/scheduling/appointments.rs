@@ -147,8 +147,12 @@ pub async fn book(
     // event, so an idempotent repeat that finds the booking finds it audited too.
     let created = audit.clone().target(appointment.id.to_string()).into_event();
     match state.store().create_appointment(appointment, created).await {
-        Ok(a) => Ok((StatusCode::CREATED, Json(AppointmentView::from(&a)))),
+        Ok(a) => {
+            crate::observability::booking(true);
+            Ok((StatusCode::CREATED, Json(AppointmentView::from(&a))))
+        }
         Err(StoreError::DoubleBooking) => {
+            crate::observability::booking(false);
             state
                 .audit(audit.target(format!("practitioner:{}", req.practitioner_id)).outcome("refused:double-booking"))
                 .await?;

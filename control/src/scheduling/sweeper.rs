@@ -29,6 +29,7 @@ pub async fn run(state: AppState) {
         match state.store().mark_no_shows(cutoff, now, &event).await {
             // A no-show's consultation never happens: the system revokes its credentials.
             Ok(marked) => {
+                crate::observability::job_ran(crate::observability::Job::NoShowSweeper, true);
                 for a in marked {
                     let status = crate::store::AppointmentStatus::Noshow;
                     if let Some(revoke) = crate::domain::revocation::on_appointment_status(a.id, status) {
@@ -36,7 +37,10 @@ pub async fn run(state: AppState) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick"),
+            Err(e) => {
+                crate::observability::job_ran(crate::observability::Job::NoShowSweeper, false);
+                tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick")
+            }
         }
     }
 }

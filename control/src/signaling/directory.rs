@@ -28,6 +28,10 @@ pub struct Participant {
     pub socket_id: String,
     /// Unix milliseconds of the disconnect, while disconnected.
     pub disconnected_at_ms: Option<i64>,
+    /// Unix milliseconds of a patient's first join, for the lobby waiting time (kept when the
+    /// place is resumed and after the admit; absent in places written by older instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]

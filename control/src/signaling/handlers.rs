@@ -131,6 +131,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
     s.on_disconnect(
         async |s: SocketRef<A>, _reason: DisconnectReason, State(sig): State<Signaling>, io: SocketIo<A>| {
             if let Some(conn) = s.extensions.get::<Conn>() {
+                crate::observability::signaling_socket(false);
                 if let Err(e) = disconnected(&s, &io, &sig, &conn).await {
                     tracing::warn!(code = ?e.code, "signaling disconnect cleanup failed: {}", e.message);
                 }
@@ -143,6 +144,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
 /// rooms, and start the connection's timers.
 pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>) {
     if let Some(conn) = s.extensions.get::<Conn>() {
+        crate::observability::signaling_socket(true);
         let caller = conn.caller();
         s.join([rooms::session(caller.session_id), rooms::user(caller.user_id)]);
         // A session ended between the handshake and the join above was announced to rooms
@@ -279,12 +281,10 @@ async fn join<A: Adapter>(
             && p.disconnected_at_ms.is_none_or(|t| unix_ms(now) - t <= RESUME_WINDOW.whole_milliseconds() as i64)
     });
     let resumed = resumable.is_some();
-    let (peer_id, state) = match &resumable {
-        Some(p) => (p.peer_id.clone(), p.state),
-        None => (
-            Uuid::new_v4().simple().to_string(),
-            if role == Role::Practitioner { PeerState::Admitted } else { PeerState::Waiting },
-        ),
+    let (peer_id, state, waiting_since_ms) = match &resumable {
+        Some(p) => (p.peer_id.clone(), p.state, p.waiting_since_ms),
+        None if role == Role::Practitioner => (Uuid::new_v4().simple().to_string(), PeerState::Admitted, None),
+        None => (Uuid::new_v4().simple().to_string(), PeerState::Waiting, Some(unix_ms(now))),
     };
     if let Some(old) = existing {
         if old.socket_id != s.id.to_string() && old.disconnected_at_ms.is_none() {
@@ -304,6 +304,7 @@ async fn join<A: Adapter>(
         state,
         socket_id: s.id.to_string(),
         disconnected_at_ms: None,
+        waiting_since_ms,
     };
     sig.directory.put(id, &me).await?;
     s.join([rooms::all(id), rooms::peer(id, &peer_id)]);
@@ -335,13 +336,16 @@ async fn join<A: Adapter>(
             let _ = s.to(rooms::members(id)).emit("room:peer-joined", &peer_view(&me)).await;
         }
     }
-    let ice = crate::ice::credentials(&sig.app, &ClientIp(conn.0.ip), &caller, closes_at, false, Some(id)).await?;
+    let ice = crate::observability::ice_answer(
+        crate::ice::credentials(&sig.app, &ClientIp(conn.0.ip), &caller, closes_at, false, Some(id)).await,
+    )?;
     let outcome = match (resumed, state) {
         (true, _) => "success:resumed",
         (false, PeerState::Waiting) => "success:waiting",
         (false, PeerState::Admitted) => "success:admitted",
     };
     sig.app.audit(audit(conn, AUDIT_JOIN).target(id.to_string()).outcome(outcome)).await?;
+    crate::observability::consultation_joined(role == Role::Practitioner);
     Ok(json!({
         "peerId": peer_id,
         "role": role,
@@ -554,6 +558,10 @@ async fn admit<A: Adapter>(
     let patient =
         sig.directory.update(j.appointment, waiting.user_id, admitted).await?.ok_or_else(no_such_waiting_peer)?;
     let id = j.appointment;
+    if let Some(since) = patient.waiting_since_ms {
+        let waited = unix_ms(sig.app.clock().now()).saturating_sub(since).max(0);
+        crate::observability::lobby_admitted(std::time::Duration::from_millis(waited as u64));
+    }
     let peer_room = rooms::peer(id, &patient.peer_id);
     // Announce to the members first, so the newcomer is not told about itself.
     let _ = rtc(io).to(rooms::members(id)).emit("room:peer-joined", &peer_view(&patient)).await;
@@ -595,6 +603,7 @@ async fn deny<A: Adapter>(
     let _ = rtc(io).to(rooms::practitioner(j.appointment)).emit("room:peer-left", &gone).await;
     let _ = rtc(io).to(peer_room).leave(rooms::of_participant(j.appointment, &patient.peer_id)).await;
     sig.app.audit(audit(conn, "consultation.deny").target(format!("{}:{}", j.appointment, patient.peer_id))).await?;
+    crate::observability::lobby_denied();
     Ok(json!({ "peerId": patient.peer_id }))
 }
 
@@ -616,6 +625,7 @@ async fn end<A: Adapter>(
     sig.directory.clear(id).await?;
     conn.set_joined(None);
     sig.app.audit(audit(conn, "consultation.end").target(id.to_string())).await?;
+    crate::observability::consultation_ended();
     follow_status(sig, conn, id, RoomEvent::Ended).await;
     Ok(Value::Null)
 }

@@ -47,6 +47,7 @@ pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router,
         let state = Signaling { app: app.clone(), directory: Arc::new(Directory::memory()) };
         let (layer, io) = SocketIo::builder().with_state(state).build_layer();
         io.ns("/rtc", handlers::on_connect::<LocalAdapter>.with(handlers::authenticate::<LocalAdapter>));
+        tokio::spawn(count_rooms(io.clone()));
         end_sessions_through(&app, io);
         return Ok(router.layer(layer));
     };
@@ -67,6 +68,7 @@ pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router,
     if let Err(e) = io.ns("/rtc", handlers::on_connect::<Redis>.with(handlers::authenticate::<Redis>)).await {
         tracing::error!(error = %e, "signaling namespace could not join the Redis adapter");
     }
+    tokio::spawn(count_rooms(io.clone()));
     end_sessions_through(&app, io);
     tracing::info!("signaling fans out through Redis");
     Ok(router.layer(layer))
@@ -79,4 +81,20 @@ fn end_sessions_through<A: socketioxide::adapter::Adapter>(app: &AppState, io: S
         let io = io.clone();
         Box::pin(async move { handlers::end_sessions(&io, ended, reason).await })
     }));
+}
+
+/// Samples the number of consultation rooms (`rtc:<appointment>`) every few seconds for
+/// `teletip_signaling_rooms`; with the Redis adapter, the rooms of every instance.
+async fn count_rooms<A: socketioxide::adapter::Adapter>(io: SocketIo<A>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(rtc) = io.of("/rtc") else { continue };
+        match rtc.rooms().await {
+            Ok(rooms) => {
+                crate::observability::signaling_rooms(rooms.iter().filter(|r| rooms::is_consultation(r)).count())
+            }
+            Err(e) => tracing::debug!("signaling rooms not counted: {e}"),
+        }
+    }
 }

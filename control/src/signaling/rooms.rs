@@ -13,6 +13,11 @@ pub fn all(a: Uuid) -> String {
     format!("rtc:{a}")
 }
 
+/// Whether a room name is a consultation's `all` room (one per consultation with a participant).
+pub fn is_consultation(room: &str) -> bool {
+    room.strip_prefix("rtc:").is_some_and(|rest| Uuid::parse_str(rest).is_ok())
+}
+
 pub fn lobby(a: Uuid) -> String {
     format!("rtc:{a}:lobby")
 }

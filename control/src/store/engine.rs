@@ -169,25 +169,46 @@ impl Sql {
     }
 
     async fn execute(&self, c: Conn<'_>) -> Result<u64, sqlx::Error> {
-        Ok(match c {
-            Conn::Sqlite(c) => self.sqlite().execute(c).await?.rows_affected(),
-            Conn::Postgres(c) => self.postgres().execute(c).await?.rows_affected(),
+        observed("execute", async {
+            Ok(match c {
+                Conn::Sqlite(c) => self.sqlite().execute(c).await?.rows_affected(),
+                Conn::Postgres(c) => self.postgres().execute(c).await?.rows_affected(),
+            })
         })
+        .await
     }
 
     async fn fetch_all(&self, c: Conn<'_>) -> Result<Vec<Row>, sqlx::Error> {
-        Ok(match c {
-            Conn::Sqlite(c) => self.sqlite().fetch_all(c).await?.into_iter().map(Row::Sqlite).collect(),
-            Conn::Postgres(c) => self.postgres().fetch_all(c).await?.into_iter().map(Row::Postgres).collect(),
+        observed("fetch", async {
+            Ok(match c {
+                Conn::Sqlite(c) => self.sqlite().fetch_all(c).await?.into_iter().map(Row::Sqlite).collect(),
+                Conn::Postgres(c) => self.postgres().fetch_all(c).await?.into_iter().map(Row::Postgres).collect(),
+            })
         })
+        .await
     }
 
     async fn fetch_optional(&self, c: Conn<'_>) -> Result<Option<Row>, sqlx::Error> {
-        Ok(match c {
-            Conn::Sqlite(c) => self.sqlite().fetch_optional(c).await?.map(Row::Sqlite),
-            Conn::Postgres(c) => self.postgres().fetch_optional(c).await?.map(Row::Postgres),
+        observed("fetch", async {
+            Ok(match c {
+                Conn::Sqlite(c) => self.sqlite().fetch_optional(c).await?.map(Row::Sqlite),
+                Conn::Postgres(c) => self.postgres().fetch_optional(c).await?.map(Row::Postgres),
+            })
         })
+        .await
     }
+}
+
+/// Every statement of either engine passes here: timed, and its error counted unless it is a
+/// refused write (the no-double-booking rule, a unique key) or a deadlock that is retried.
+async fn observed<T>(
+    operation: &'static str,
+    statement: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    crate::observability::db_statement(operation, statement, |e| {
+        is_double_booking(e) || is_unique_violation(e) || is_deadlock(e)
+    })
+    .await
 }
 
 enum Conn<'a> {
@@ -307,10 +328,21 @@ impl Db {
     }
 
     async fn acquire(&self) -> Result<Pooled, sqlx::Error> {
-        Ok(match self {
-            Db::Sqlite { pool, .. } => Pooled::Sqlite(pool.acquire().await?),
-            Db::Postgres { pool } => Pooled::Postgres(pool.acquire().await?),
+        crate::observability::pool_wait(async {
+            Ok(match self {
+                Db::Sqlite { pool, .. } => Pooled::Sqlite(pool.acquire().await?),
+                Db::Postgres { pool } => Pooled::Postgres(pool.acquire().await?),
+            })
         })
+        .await
+    }
+
+    pub fn pool_status(&self) -> super::PoolStatus {
+        let (size, idle, max) = match self {
+            Db::Sqlite { pool, .. } => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+            Db::Postgres { pool } => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+        };
+        super::PoolStatus { size, idle: idle as u32, max }
     }
 
     /// Rows affected.

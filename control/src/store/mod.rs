@@ -231,6 +231,18 @@ pub trait Store:
     fn engine(&self) -> &'static str;
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
+    /// The connection pool now, for the metrics; `None` for a store without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// A connection pool's connections: open (in use or idle), idle, and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -261,6 +273,10 @@ impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         self.db.execute(engine::sql("SELECT 1")).await?;
         Ok(())
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        Some(self.db.pool_status())
     }
 }
 

@@ -41,6 +41,8 @@ pub enum TlsError {
     Verifier(PathBuf, rustls::server::VerifierBuilderError),
     #[error("QUIC cannot use this TLS configuration: {0}")]
     Quic(String),
+    #[error("{0}: not an X.509 certificate: {1}")]
+    Parse(PathBuf, String),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -113,6 +115,16 @@ pub fn client_config(cert: &Path, key: &Path, server_ca: &Path) -> Result<quinn:
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport());
     Ok(config)
+}
+
+/// When the first certificate of a PEM file (the one a server or client presents) expires, in
+/// Unix seconds: both daemons export it so that an expiring certificate alerts in time.
+pub fn certificate_expiry(path: &Path) -> Result<i64, TlsError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let certs = certificates(path)?;
+    let (_, parsed) =
+        X509Certificate::from_der(certs[0].as_ref()).map_err(|e| TlsError::Parse(path.to_owned(), e.to_string()))?;
+    Ok(parsed.validity().not_after.timestamp())
 }
 
 /// The node name in a verified client certificate: its first DNS subject alternative name,

@@ -35,6 +35,15 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let link = start_control_link(&runtime, &config, &core, &workers.wakers)?;
     notify_ready_and_watch(&runtime, workers.heartbeats.clone());
+    if config.prometheus.is_some() {
+        runtime.spawn(async {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                metrics::collect_process();
+            }
+        });
+    }
     let signal = runtime.block_on(serve_signals(&core, listeners.served_certificate.as_deref(), reread))?;
     tracing::info!("{signal} received: closing allocations and stopping");
     link.stop(&runtime);
@@ -74,6 +83,7 @@ fn serve_metrics(config: &RelayConfig) -> anyhow::Result<()> {
             .install()
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         metrics::describe();
+        metrics::describe_setup(config);
     }
     Ok(())
 }

@@ -50,11 +50,14 @@ fn reload_certificate(served: Option<&crate::net::tls::ServedCertificate>) {
     };
     let (cert, key) = served.files();
     match served.reload() {
-        Ok(()) => tracing::info!(
+        Ok(()) => {
+            crate::metrics::certificate_expiry("turn_tls", cert);
+            tracing::info!(
             cert = %cert.display(),
             key = %key.display(),
             "SIGHUP: TLS certificate reloaded for new connections; configuration changes other than secrets need a restart"
-        ),
+            )
+        }
         Err(e) => tracing::error!("SIGHUP: TLS certificate NOT reloaded, still serving the previous one: {e}"),
     }
 }
