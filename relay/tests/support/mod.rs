@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -342,4 +343,23 @@ pub fn have_tool(tool: &str, test: &str) -> bool {
         eprintln!("SKIPPED {test}: {tool} is not installed (apt-get install coturn)");
     }
     found
+}
+
+/// A self-signed EC certificate for the relay, made with openssl (installed by .ci/install).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    certificate_named(dir, "relay")
+}
+
+pub fn certificate_named(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=relay.test"])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
 }
