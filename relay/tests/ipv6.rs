@@ -194,22 +194,7 @@ async fn turn_crate_clients_over_ipv6_relay_to_each_other() {
     let mut conns = Vec::new();
     let mut clients = Vec::new();
     for id in ["practitioner-v6", "patient-v6"] {
-        let (username, password) = issue(SECRET.as_bytes(), id, unix_now() + 600);
-        let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
-        let client = turn::client::Client::new(turn::client::ClientConfig {
-            stun_serv_addr: relay.addr.to_string(),
-            turn_serv_addr: relay.addr.to_string(),
-            username,
-            password,
-            realm: REALM.into(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: std::sync::Arc::new(socket),
-            vnet: None,
-        })
-        .await
-        .unwrap();
-        client.listen().await.unwrap();
+        let client = turn_crate_client(&relay, issue(SECRET.as_bytes(), id, unix_now() + 600)).await;
         let mapped = client.send_binding_request().await.unwrap();
         assert_eq!(mapped.ip().to_string(), "::1", "the client speaks IPv6 to the relay");
         conns.push(client.allocate().await.unwrap());

@@ -185,9 +185,11 @@ impl Drop for Relay {
     }
 }
 
-/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening.
+/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening, on the
+/// loopback address of the relay's family.
 pub async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = if relay.addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let socket = tokio::net::UdpSocket::bind(local).await.unwrap();
     let client = turn::client::Client::new(turn::client::ClientConfig {
         stun_serv_addr: relay.addr.to_string(),
         turn_serv_addr: relay.addr.to_string(),
