@@ -284,6 +284,7 @@ impl Default for IceConfig {
             secrets: Vec::new(),
             relays: vec![RelayEntry {
                 host: "127.0.0.1".into(),
+                ipv6_host: None,
                 udp_port: Some(3478),
                 // teletip-relay serves TCP on its UDP port by default (no-tcp = false).
                 tcp_port: Some(3478),
@@ -301,6 +302,10 @@ impl Default for IceConfig {
 pub struct RelayEntry {
     /// Host name or address clients use (IPv6 without brackets).
     pub host: String,
+    /// The relay's IPv6 address when `host` is an IPv4 address and the relay serves IPv6 too:
+    /// its URLs are listed as well, bracketed.
+    #[serde(default)]
+    pub ipv6_host: Option<std::net::Ipv6Addr>,
     pub udp_port: Option<u16>,
     pub tcp_port: Option<u16>,
     /// TURN over TLS (`turns:`), usually 443 to get through hospital firewalls.

@@ -65,17 +65,19 @@ fn host(h: &str) -> String {
     if h.contains(':') { format!("[{h}]") } else { h.to_string() }
 }
 
+/// The relay's URLs on `host`, then on its IPv6 address when it has one besides (bracketed).
 fn turn_urls(r: &RelayEntry) -> Vec<String> {
-    let h = host(&r.host);
     let mut urls = Vec::new();
-    if let Some(p) = r.udp_port {
-        urls.push(format!("turn:{h}:{p}?transport=udp"));
-    }
-    if let Some(p) = r.tcp_port {
-        urls.push(format!("turn:{h}:{p}?transport=tcp"));
-    }
-    if let Some(p) = r.tls_port {
-        urls.push(format!("turns:{h}:{p}?transport=tcp"));
+    for h in std::iter::once(host(&r.host)).chain(r.ipv6_host.map(|ip| format!("[{ip}]"))) {
+        if let Some(p) = r.udp_port {
+            urls.push(format!("turn:{h}:{p}?transport=udp"));
+        }
+        if let Some(p) = r.tcp_port {
+            urls.push(format!("turn:{h}:{p}?transport=tcp"));
+        }
+        if let Some(p) = r.tls_port {
+            urls.push(format!("turns:{h}:{p}?transport=tcp"));
+        }
     }
     urls
 }

@@ -289,3 +289,49 @@ async fn with_redis_any_instance_names_and_drains_a_relay_connected_to_another()
     .await;
     a.terminate();
 }
+
+/// A relay listening and relaying on IPv4 and IPv6 registers its IPv6 address too: the ICE answer
+/// lists its URLs on the bracketed IPv6 literal after the IPv4 ones, and the credential it carries
+/// allocates through that URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_relay_is_offered_on_its_ipv6_address_too() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        assert!(std::env::var_os("CI").is_none(), "::1 is required in CI");
+        eprintln!("SKIPPED a_dual_stack_relay_is_offered_on_its_ipv6_address_too: no IPv6 loopback here");
+        return;
+    }
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca");
+    make_cert(pki, "ca", "control.test", "serverAuth");
+    make_cert(pki, "ca", "relay-a.test", "clientAuth");
+    let link_port = free_udp_port();
+    let e = env_with(Engine::Sqlite, &link_config(pki, link_port)).await;
+    let admin = e.admin().await;
+    let (patient, _) = e.user_token(&admin, "patient.v6@example.org", "patient").await;
+    let secret = e.control.dir.join("data/relay.secret");
+    let dual = ["--listening-ip", "127.0.0.1,::1", "--allow-loopback-peers", "true"];
+    let a = LinkedRelay::start_with(pki, "relay-a.test", link_port, &secret, (24420, 24459), &dual);
+    eventually(Duration::from_secs(20), "A registered and healthy", || async {
+        node(&nodes(&e, &admin).await, "relay-a.test").is_some_and(|n| n["healthy"] == true)
+    })
+    .await;
+    let (s, body) = e.post("/v1/ice/credentials", Some(&patient), json!({"relayOnly": true})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let server = &body["iceServers"][0];
+    let urls: Vec<&str> = server["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    let p = a.port;
+    assert_eq!(
+        urls,
+        [
+            format!("turn:127.0.0.1:{p}?transport=udp"),
+            format!("turn:127.0.0.1:{p}?transport=tcp"),
+            format!("turn:[::1]:{p}?transport=udp"),
+            format!("turn:[::1]:{p}?transport=tcp"),
+        ]
+    );
+    let (user, pass) = (server["username"].as_str().unwrap(), server["credential"].as_str().unwrap());
+    let over_v6 = format!("[::1]:{p}").parse().unwrap();
+    let relayed = turn_allocate(over_v6, user, pass).await.expect("the credential allocates over the IPv6 URL");
+    assert!((24420..=24459).contains(&relayed.port()), "{relayed}");
+}

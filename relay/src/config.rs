@@ -133,12 +133,18 @@ pub struct Settings => Values {
     /// unlimited.
     #[arg(long = "max-tcp-connections-per-ip", env = "TELETIP_RELAY_MAX_TCP_CONNECTIONS_PER_IP")]
     pub max_tcp_connections_per_ip: Option<usize> = 128,
-    /// Address relayed sockets bind to. Default: the first listening IP.
-    #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP")]
-    pub relay_ip: Option<IpAddr>,
-    /// Address advertised in XOR-RELAYED-ADDRESS when the host sits behind 1:1 NAT.
-    #[arg(long = "external-ip", short = 'X', env = "TELETIP_RELAY_EXTERNAL_IP")]
-    pub external_ip: Option<IpAddr>,
+    /// Addresses relayed sockets bind to, at most one IPv4 and one IPv6 (repeatable): an
+    /// allocation relays over the family its client asks for (REQUESTED-ADDRESS-FAMILY), or
+    /// both (ADDITIONAL-ADDRESS-FAMILY). Default: the first listening IP of each family.
+    #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Address advertised in XOR-RELAYED-ADDRESS when the host sits behind 1:1 NAT, one per
+    /// family (repeatable): `public` for the relay-ip of its family, or coturn's
+    /// `public/private` naming the relay-ip it stands for.
+    #[arg(long = "external-ip", short = 'X', env = "TELETIP_RELAY_EXTERNAL_IP", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub external_ip: Vec<String>,
     /// Lowest relay port. Default 49152.
     #[arg(long = "min-port", env = "TELETIP_RELAY_MIN_PORT")]
     pub min_port: Option<u16> = 49152,
@@ -394,7 +400,7 @@ pub struct NamedSecret {
 
 /// The validated, effective configuration: every setting's value (`Values`, reached through
 /// `Deref`, so `config.listening_port` reads the setting), and what the daemon derives from
-/// them. A derived field of the same name as a setting (`relay_ip`, `workers`, `public_host`,
+/// them. A derived field of the same name as a setting (`workers`, `public_host`,
 /// `allowed_peer_ip`, `denied_peer_ip`) is its checked, resolved form.
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -404,7 +410,8 @@ pub struct RelayConfig {
     pub tcp: bool,
     /// TURN over TLS on tls-listening-port, with these files.
     pub tls: Option<TlsFiles>,
-    pub relay_ip: IpAddr,
+    /// relay-ip with external-ip applied: one per family served, IPv4 first.
+    pub relay_addresses: Vec<RelayAddress>,
     /// Where a draining relay sends new clients (UDP and TCP; TLS).
     pub alternate_servers: Vec<SocketAddr>,
     pub tls_alternate_servers: Vec<SocketAddr>,
@@ -444,6 +451,23 @@ pub enum ConfigError {
     PortRange(u16, u16),
     #[error("relay-ip is unspecified (0.0.0.0 or ::): set relay-ip to the address peers reach")]
     UnspecifiedRelayIp,
+    #[error("relay-ip {0} and {1} are both {2}: give at most one relay-ip per address family")]
+    RelayIpFamilyTwice(IpAddr, IpAddr, &'static str),
+    #[error("external-ip {0:?} is neither an address nor public/private (coturn's form)")]
+    ExternalIpSyntax(String),
+    #[error("external-ip {0:?}: public and private addresses must be of one family")]
+    ExternalIpMixedFamily(String),
+    #[error(
+        "external-ip {0:?} stands for no relay-ip (relay-ip: {1}): name a relay-ip as its private part, or add one of its family"
+    )]
+    ExternalIpWithoutRelayIp(String, String),
+    #[error("external-ip gives two public addresses for relay-ip {0}")]
+    ExternalIpTwice(IpAddr),
+    #[error(
+        "listening-ip {0} is IPv4 but no relay-ip is: an Allocate gets an IPv4 relayed address unless it asks for another \
+         family (RFC 8656), so most clients would get 440; add an IPv4 relay-ip"
+    )]
+    NoIpv4RelayIp(IpAddr),
     #[error("invalid peer range {0:?}: use CIDR (10.0.0.0/8), an address, or a range (a-b)")]
     PeerRange(String),
     #[error("dscp {0} is not a 6-bit code point")]
@@ -517,16 +541,20 @@ impl RelayConfig {
             s.control_server_name = Some(link.server_name.clone());
         }
         let listening_ips = s.listening_ip.clone();
-        let relay_ip = *s.relay_ip.get_or_insert(listening_ips[0]);
-        if relay_ip.is_unspecified() {
-            return Err(ConfigError::UnspecifiedRelayIp);
+        if s.relay_ip.is_empty() {
+            s.relay_ip = first_of_each_family(&listening_ips);
+        }
+        let relay_addresses = relay_addresses(&s.relay_ip, &s.external_ip)?;
+        if let Some(v4) = listening_ips.iter().find(|ip| ip.is_ipv4())
+            && !relay_addresses.iter().any(|a| a.ip.is_ipv4())
+        {
+            return Err(ConfigError::NoIpv4RelayIp(*v4));
         }
         let (min_port, max_port) = (value(&s.min_port), value(&s.max_port));
         if min_port > max_port {
             return Err(ConfigError::PortRange(min_port, max_port));
         }
-        let external_ip = s.external_ip;
-        let public_host = s.public_host.get_or_insert_with(|| external_ip.unwrap_or(relay_ip).to_string()).clone();
+        let public_host = s.public_host.get_or_insert_with(|| relay_addresses[0].advertised.to_string()).clone();
         let mut secrets: Vec<NamedSecret> = s
             .static_auth_secret
             .iter()
@@ -628,7 +656,7 @@ impl RelayConfig {
             listening_ips,
             tcp,
             tls,
-            relay_ip,
+            relay_addresses,
             alternate_servers: s.alternate_server.clone(),
             tls_alternate_servers: s.tls_alternate_server.clone(),
             nonce_key: match &s.nonce_key_file {
@@ -645,6 +673,22 @@ impl RelayConfig {
             values: s.clone().values(),
             effective: s,
         })
+    }
+
+    /// The IPv6 address clients reach this relay by besides public-host, for the control link:
+    /// the advertised IPv6 relay address when the relay listens on it (or on `::`) and
+    /// public-host is an IPv4 address. None when public-host is a DNS name (its AAAA record
+    /// serves IPv6 clients) or when the relay serves no IPv6.
+    pub fn ipv6_host(&self) -> Option<std::net::Ipv6Addr> {
+        if !self.public_host.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4()) {
+            return None;
+        }
+        let v6 = self.relay_addresses.iter().find(|a| a.ip.is_ipv6())?;
+        let listens = self.listening_ips.iter().any(|ip| *ip == v6.ip || (ip.is_ipv6() && ip.is_unspecified()));
+        match v6.advertised {
+            IpAddr::V6(advertised) if listens => Some(advertised),
+            _ => None,
+        }
     }
 
     /// Peer ranges that override the built-in deny list, including loopback when the unsafe
@@ -713,6 +757,70 @@ pub fn parse_secret_line(line: &str, location: &str) -> NamedSecret {
         }
     }
     NamedSecret { key_id: location.to_owned(), value: line.to_owned() }
+}
+
+/// A relay address: where relayed sockets bind, and the address advertised for them
+/// (external-ip behind 1:1 NAT, else the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayAddress {
+    pub ip: IpAddr,
+    pub advertised: IpAddr,
+}
+
+fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// The first specific (not wildcard) listening IP of each family, IPv4 first: the default
+/// relay-ip.
+fn first_of_each_family(listening: &[IpAddr]) -> Vec<IpAddr> {
+    let v4 = listening.iter().find(|ip| ip.is_ipv4() && !ip.is_unspecified());
+    let v6 = listening.iter().find(|ip| ip.is_ipv6() && !ip.is_unspecified());
+    v4.into_iter().chain(v6).copied().collect()
+}
+
+/// relay-ip (at most one per family, none unspecified) with external-ip (`public` or
+/// `public/private`, coturn's forms) applied, IPv4 first.
+fn relay_addresses(relay_ips: &[IpAddr], external: &[String]) -> Result<Vec<RelayAddress>, ConfigError> {
+    if relay_ips.iter().any(IpAddr::is_unspecified) || relay_ips.is_empty() {
+        return Err(ConfigError::UnspecifiedRelayIp);
+    }
+    for (i, a) in relay_ips.iter().enumerate() {
+        if let Some(b) = relay_ips[i + 1..].iter().find(|b| b.is_ipv4() == a.is_ipv4()) {
+            return Err(ConfigError::RelayIpFamilyTwice(*a, *b, family_name(*a)));
+        }
+    }
+    let mut addresses: Vec<RelayAddress> = relay_ips.iter().map(|&ip| RelayAddress { ip, advertised: ip }).collect();
+    addresses.sort_by_key(|a| a.ip.is_ipv6());
+    let mut mapped: Vec<IpAddr> = Vec::new();
+    for item in external {
+        let item = item.trim();
+        let syntax = || ConfigError::ExternalIpSyntax(item.to_owned());
+        let (public, private) = match item.split_once('/') {
+            Some((public, private)) => {
+                let private: IpAddr = private.trim().parse().map_err(|_| syntax())?;
+                (public.trim().parse::<IpAddr>().map_err(|_| syntax())?, Some(private))
+            }
+            None => (item.parse::<IpAddr>().map_err(|_| syntax())?, None),
+        };
+        if private.is_some_and(|p| p.is_ipv4() != public.is_ipv4()) {
+            return Err(ConfigError::ExternalIpMixedFamily(item.to_owned()));
+        }
+        let target = addresses.iter_mut().find(|a| match private {
+            Some(private) => a.ip == private,
+            None => a.ip.is_ipv4() == public.is_ipv4(),
+        });
+        let Some(target) = target else {
+            let relay = relay_ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ");
+            return Err(ConfigError::ExternalIpWithoutRelayIp(item.to_owned(), relay));
+        };
+        if mapped.contains(&target.ip) {
+            return Err(ConfigError::ExternalIpTwice(target.ip));
+        }
+        mapped.push(target.ip);
+        target.advertised = public;
+    }
+    Ok(addresses)
 }
 
 /// Parses coturn-style peer ranges: CIDR, a single address, or `first-last`.
@@ -813,6 +921,58 @@ mod tests {
         let c = RelayConfig::from_settings(loud).unwrap();
         assert_eq!(c.unsafe_settings().len(), 2);
         assert!(c.effective_allowed_peers().iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn relay_ip_and_external_ip_are_per_family_as_coturn_writes_them() {
+        const SECRET_LINE: &str = "static-auth-secret = \"0123456789abcdef\"\n";
+        let resolve = |toml_text: &str| RelayConfig::from_settings(settings(&format!("{SECRET_LINE}{toml_text}")));
+        let addr = |ip: &str, advertised: &str| RelayAddress {
+            ip: ip.parse().unwrap(),
+            advertised: advertised.parse().unwrap(),
+        };
+        // By default, the first specific listening IP of each family, IPv4 first.
+        let c = resolve("listening-ip = [\"::\", \"::1\", \"0.0.0.0\", \"127.0.0.1\", \"127.0.0.2\"]").unwrap();
+        assert_eq!(c.relay_addresses, [addr("127.0.0.1", "127.0.0.1"), addr("::1", "::1")]);
+        // external-ip: a bare public address maps its family's relay-ip, public/private the one named.
+        let c = resolve(
+            "relay-ip = [\"2001:db8::5\", \"10.0.0.5\"]\nexternal-ip = [\"203.0.113.5\", \"2001:db8:ffff::5/2001:db8::5\"]",
+        )
+        .unwrap();
+        assert_eq!(c.relay_addresses, [addr("10.0.0.5", "203.0.113.5"), addr("2001:db8::5", "2001:db8:ffff::5")]);
+        assert_eq!(c.public_host, "203.0.113.5");
+        let c = resolve("relay-ip = \"10.0.0.5\"\nexternal-ip = \"203.0.113.5/10.0.0.5\"").unwrap();
+        assert_eq!(c.relay_addresses, [addr("10.0.0.5", "203.0.113.5")]);
+        // What check-config refuses, each with its own message.
+        let refused = |toml_text: &str| resolve(toml_text).err().unwrap_or_else(|| panic!("accepted: {toml_text}"));
+        assert!(matches!(
+            refused("relay-ip = [\"10.0.0.5\", \"10.0.0.6\"]"),
+            ConfigError::RelayIpFamilyTwice(_, _, "IPv4")
+        ));
+        assert!(matches!(refused("relay-ip = [\"::1\", \"::2\"]"), ConfigError::RelayIpFamilyTwice(_, _, "IPv6")));
+        assert!(matches!(refused("relay-ip = [\"10.0.0.5\", \"::\"]"), ConfigError::UnspecifiedRelayIp));
+        assert!(matches!(refused("relay-ip = \"::1\""), ConfigError::NoIpv4RelayIp(_)), "listening on 127.0.0.1");
+        assert!(resolve("listening-ip = \"::1\"").is_ok(), "an IPv6-only relay is consistent");
+        assert!(matches!(refused("listening-ip = [\"0.0.0.0\", \"::\"]"), ConfigError::UnspecifiedRelayIp));
+        assert!(matches!(
+            refused("relay-ip = \"10.0.0.5\"\nexternal-ip = \"nonsense\""),
+            ConfigError::ExternalIpSyntax(_)
+        ));
+        assert!(matches!(
+            refused("relay-ip = \"10.0.0.5\"\nexternal-ip = \"2001:db8::5/10.0.0.5\""),
+            ConfigError::ExternalIpMixedFamily(_)
+        ));
+        let Err(err) = resolve("relay-ip = \"10.0.0.5\"\nexternal-ip = \"2001:db8::5\"") else { panic!("accepted") };
+        assert!(matches!(err, ConfigError::ExternalIpWithoutRelayIp(..)), "{err}");
+        assert!(err.to_string().contains("relay-ip: 10.0.0.5"), "{err}");
+        assert!(matches!(
+            refused("relay-ip = \"10.0.0.5\"\nexternal-ip = [\"203.0.113.5\", \"203.0.113.6/10.0.0.5\"]"),
+            ConfigError::ExternalIpTwice(_)
+        ));
+        assert!(matches!(
+            refused("relay-ip = \"10.0.0.5\"\nexternal-ip = \"203.0.113.5/10.0.0.9\""),
+            ConfigError::ExternalIpWithoutRelayIp(..)
+        ));
     }
 
     #[test]

@@ -108,7 +108,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (username, password) =
                 teletip_turn_proto::credentials::issue(secret.value.as_bytes(), &user, now + ttl);
             if json {
-                let host = config.external_ip.unwrap_or(config.listening_ips[0]);
+                // external-ip (the IPv4 one first) when the host is behind NAT, else where it listens.
+                let mapped = config.relay_addresses.iter().find(|a| a.advertised != a.ip).map(|a| a.advertised);
+                let host = mapped.unwrap_or(config.listening_ips[0]);
                 let host = if host.is_ipv6() { format!("[{host}]") } else { host.to_string() };
                 let mut uris = vec![format!("\"turn:{host}:{}?transport=udp\"", config.listening_port)];
                 if config.tcp {

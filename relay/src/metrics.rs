@@ -6,7 +6,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 use std::sync::Arc;
 use teletip_turn_proto::policy::DenyClass;
 use teletip_turn_proto::secrets::SecretRing;
-use teletip_turn_proto::server::{AllocFailure, AuthFailure, DropReason, Stats};
+use teletip_turn_proto::server::{AllocFailure, AuthFailure, DropReason, Family, Stats};
 
 use crate::net::stream::CloseReason;
 
@@ -53,6 +53,10 @@ pub fn describe() {
     );
     gauge!("teletip_revoked_sessions").set(0.0);
     describe_counter!("teletip_allocations_created_total", "Allocations granted");
+    describe_counter!(
+        "teletip_relayed_addresses_created_total",
+        "Relayed addresses granted, by family (ipv4, ipv6): a dual allocation (ADDITIONAL-ADDRESS-FAMILY) counts one of each"
+    );
     describe_counter!("teletip_allocations_failed_total", "Authenticated Allocate requests refused, by reason");
     describe_counter!(
         "teletip_allocations_ended_total",
@@ -129,6 +133,11 @@ impl Publisher {
             }
         };
         counter!("teletip_allocations_created_total").increment(d(now.allocations_created, last.allocations_created));
+        for family in Family::ALL {
+            let i = family.index();
+            counter!("teletip_relayed_addresses_created_total", "family" => family.label())
+                .increment(d(now.relayed_created[i], last.relayed_created[i]));
+        }
         counter!("teletip_allocations_ended_total", "how" => "expired")
             .increment(d(now.allocations_expired, last.allocations_expired));
         counter!("teletip_allocations_ended_total", "how" => "deleted")

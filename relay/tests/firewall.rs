@@ -353,6 +353,9 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
     let above_range = udp_in(&server, addr(SERVER_V4, 40100));
     let metrics_udp = udp_in(&server, addr(SERVER_V4, 9641));
     let other_v6 = udp_in(&server, addr(SERVER_V6, 5000));
+    let relay_v6_low = udp_in(&server, addr(SERVER_V6, 40000));
+    let relay_v6_high = udp_in(&server, addr(SERVER_V6, 40099));
+    let below_range_v6 = udp_in(&server, addr(SERVER_V6, 39999));
     let tcp_ports = [9641, 22, 2222, 3478, 5349];
     let tcp_listeners: Vec<TcpListener> =
         in_ns(&server, move || tcp_ports.into_iter().map(|p| TcpListener::bind(addr(SERVER_V4, p)).unwrap()).collect());
@@ -366,6 +369,8 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
         ("above range", &above_range, CLIENT_V4),
         ("udp to the metrics port", &metrics_udp, CLIENT_V4),
         ("other v6 port", &other_v6, CLIENT_V6),
+        ("v6 relay port", &relay_v6_low, CLIENT_V6),
+        ("below the v6 range", &below_range_v6, CLIENT_V6),
     ] {
         // A few tries: this checks the setup (neighbour discovery may still be running), not
         // the firewall, whose probes below get one datagram each.
@@ -384,12 +389,12 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
     ns.exec(&server, "nft", &["-f", "-"], other_table);
     let other_before = ns.nft_list(&["list", "table", "ip", "hostfw"]);
 
-    let apply = |ns: &Namespaces| {
+    let apply_with_relay_ip = |ns: &Namespaces, relay_ip: &str| {
         let args = [
             "--listening-ip",
             &format!("{SERVER_V4},{SERVER_V6}"),
             "--relay-ip",
-            SERVER_V4,
+            relay_ip,
             "--listening-port",
             "3478",
             "--min-port",
@@ -423,6 +428,7 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
         assert!(log.contains("replaced table inet teletip_relay atomically"), "{log}");
         ns.nft_list(&["-s", "list", "table", "inet", "teletip_relay"])
     };
+    let apply = |ns: &Namespaces| apply_with_relay_ip(ns, SERVER_V4);
     let first = apply(&ns);
     let rules = first.lines().filter(|l| l.contains(" comment \"")).count();
     eprintln!("applied {rules} rules:\n{first}");
@@ -441,6 +447,7 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
     dropped("udp just above the relay range", &above_range, CLIENT_V4);
     dropped("udp to the metrics port", &metrics_udp, CLIENT_V4);
     dropped("udp to another port of the IPv6 address", &other_v6, CLIENT_V6);
+    dropped("udp to the relay range of an IPv6 address that is not relay-ip", &relay_v6_low, CLIENT_V6);
     dropped("udp to the metrics port, even from the monitoring address", &metrics_udp, MONITOR_V4);
     assert!(!tcp_connects(&client, CLIENT_V4, metrics), "metrics from outside metrics-allowed-network is dropped");
     assert!(tcp_connects(&client, MONITOR_V4, metrics), "metrics from metrics-allowed-network is accepted");
@@ -469,5 +476,15 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
         "the new-flow rule counts exactly the flows it dropped: {meter_rule}"
     );
     assert_eq!(ns.nft_list(&["list", "table", "ip", "hostfw"]), other_before);
+
+    // Dual stack: a relay-ip of each family opens the relayed range on both addresses, and
+    // only the range.
+    let dual = apply_with_relay_ip(&ns, &format!("{SERVER_V4},{SERVER_V6}"));
+    assert!(dual.contains("relayed ports udp/40000-40099 (IPv6)"), "{dual}");
+    pass("udp to the lowest IPv6 relay port", &relay_v6_low, CLIENT_V6);
+    pass("udp to the highest IPv6 relay port", &relay_v6_high, CLIENT_V6);
+    pass("udp to the IPv4 relay range still", &relay_low, CLIENT_V4);
+    dropped("udp just below the IPv6 relay range", &below_range_v6, CLIENT_V6);
+    dropped("udp to another port of the IPv6 address still", &other_v6, CLIENT_V6);
     drop(tcp_listeners);
 }

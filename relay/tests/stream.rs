@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,25 +17,6 @@ use teletip_turn_proto::codec::{self, Class, Method, attr, frame_len};
 
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A self-signed EC certificate for the relay, made with openssl (installed by .ci/install).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    certificate_named(dir, "relay")
-}
-
-fn certificate_named(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=relay.test"])
-        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (apt-get install openssl)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (cert, key)
 }
 
 fn run_uclient(port: u16, extra: &[&str]) -> String {

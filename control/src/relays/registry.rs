@@ -113,6 +113,7 @@ pub fn ice_relays(snapshots: &[Snapshot], now_ms: i64, stale_after: Duration) ->
         .into_iter()
         .map(|s| RelayEntry {
             host: s.registration.host.clone(),
+            ipv6_host: s.registration.ipv6_host,
             udp_port: s.registration.udp_port,
             tcp_port: s.registration.tcp_port,
             tls_port: s.registration.tls_port,
@@ -268,6 +269,7 @@ mod tests {
             version: "0.1.0".into(),
             region: None,
             host: host.into(),
+            ipv6_host: None,
             udp_port: Some(3478),
             tcp_port: Some(3478),
             tls_port: None,

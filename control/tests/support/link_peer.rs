@@ -44,6 +44,7 @@ impl LinkPeer {
             version: "test-peer".into(),
             region: None,
             host: "127.0.0.1".into(),
+            ipv6_host: None,
             udp_port: Some(3478),
             tcp_port: None,
             tls_port: None,

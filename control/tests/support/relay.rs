@@ -132,7 +132,8 @@ impl Held {
 /// Allocates on `relay` (realm teletip.test) and keeps the allocation.
 pub async fn allocate_and_hold(relay: SocketAddr, username: &str, password: &str) -> Result<Held, String> {
     use webrtc_util::Conn;
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = if relay.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let socket = tokio::net::UdpSocket::bind(local).await.unwrap();
     let client = turn::client::Client::new(turn::client::ClientConfig {
         stun_serv_addr: relay.to_string(),
         turn_serv_addr: relay.to_string(),

@@ -72,6 +72,11 @@ pub struct Registration {
     pub region: Option<String>,
     /// Host name or address clients use (the TLS certificate's name when `tls_port` is set).
     pub host: String,
+    /// The IPv6 address clients reach the relay by too, when `host` is an IPv4 address and the
+    /// relay serves IPv6 as well (a DNS name in `host` carries its IPv6 address itself, in its
+    /// AAAA record). Absent from older relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_host: Option<std::net::Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@ pub(super) fn registration(config: &RelayConfig) -> teletip_link::Registration {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         region: config.region.clone(),
         host: config.public_host.clone(),
+        ipv6_host: config.ipv6_host(),
         udp_port: Some(config.listening_port),
         tcp_port: config.tcp.then_some(config.listening_port),
         tls_port: config.tls.as_ref().map(|_| config.tls_listening_port),

@@ -89,13 +89,24 @@ fn serve_metrics(config: &RelayConfig) -> anyhow::Result<()> {
 }
 
 fn log_started(config: &RelayConfig, listeners: &Listeners) {
-    let advertised = config.external_ip.unwrap_or(config.relay_ip);
+    let relaying =
+        config
+            .relay_addresses
+            .iter()
+            .map(|a| {
+                if a.advertised == a.ip {
+                    a.ip.to_string()
+                } else {
+                    format!("{} (advertised as {})", a.ip, a.advertised)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" and ");
     tracing::info!(
-        "teletip-relay {} listening on {} with {} workers; relaying on {}:{}-{} (advertised as {advertised}); realm {:?}; {} secret(s); metrics {}",
+        "teletip-relay {} listening on {} with {} workers; relaying on {relaying}, ports {}-{}; realm {:?}; {} secret(s); metrics {}",
         env!("CARGO_PKG_VERSION"),
         listeners.describe(),
         config.workers,
-        config.relay_ip,
         config.min_port,
         config.max_port,
         config.realm,

@@ -88,8 +88,7 @@ pub(super) fn start_workers(
         SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
     let (pool, pool_ceiling) = pool_per_worker(config, open_file_limit);
     let binder = BinderSettings {
-        relay_ip: config.relay_ip,
-        external_ip: config.external_ip,
+        relay_addresses: config.relay_addresses.clone(),
         min_port: config.min_port,
         max_port: config.max_port,
         tuning,
@@ -133,16 +132,17 @@ pub(super) fn start_workers(
     Ok(Workers { stop, wakers, heartbeats, handles })
 }
 
-/// The relayed-socket pool of each worker: as configured, but all pools together hold at most
-/// half of the port range, so that EVEN-PORT requests and the other workers still find ports,
-/// and at most a quarter of the open-file limit, so that allocations beyond the pools, the
+/// The relayed-socket pool of each worker and family: as configured, but all pools of a family
+/// together hold at most half of the port range, so that EVEN-PORT requests and the other
+/// workers still find ports, and all pools at most a quarter of the open-file limit, so that allocations beyond the pools, the
 /// metrics listener and its connections still get descriptors. Returns the pool opened at
 /// start and the ceiling up to which released sockets are kept after a peak (that same cap;
 /// 0 when the pool is turned off).
 fn pool_per_worker(config: &RelayConfig, open_file_limit: u64) -> (usize, usize) {
     let span = usize::from(config.max_port - config.min_port) + 1;
     let by_ports = span / 2 / config.workers;
-    let by_files = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX) / config.workers;
+    let families = config.relay_addresses.len().max(1);
+    let by_files = usize::try_from(open_file_limit / 4).unwrap_or(usize::MAX) / config.workers / families;
     let cap = by_ports.min(by_files);
     if config.relay_socket_pool > cap {
         tracing::info!(

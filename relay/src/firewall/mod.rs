@@ -99,17 +99,20 @@ impl Firewall {
 
         listener_rules(&mut rules, config);
 
-        // Relayed sockets bind relay-ip only, so the range is open on that address only. Peers
-        // are not rate-limited here: the relay drops whatever no permission covers, at no cost.
-        let relay = Family::of(config.relay_ip);
-        rules.add(
-            &format!("relayed ports udp/{}-{}", config.min_port, config.max_port),
-            vec![
-                expr::eq(relay.daddr(), expr::addr(config.relay_ip)),
-                expr::eq(expr::payload("udp", "dport"), expr::port_range(config.min_port, config.max_port)),
-                expr::accept(),
-            ],
-        );
+        // Relayed sockets bind relay-ip only (one per family), so the range is open on those
+        // addresses only. Peers are not rate-limited here: the relay drops whatever no
+        // permission covers, at no cost.
+        for relay in &config.relay_addresses {
+            let family = Family::of(relay.ip);
+            rules.add(
+                &format!("relayed ports udp/{}-{} ({})", config.min_port, config.max_port, family.label()),
+                vec![
+                    expr::eq(family.daddr(), expr::addr(relay.ip)),
+                    expr::eq(expr::payload("udp", "dport"), expr::port_range(config.min_port, config.max_port)),
+                    expr::accept(),
+                ],
+            );
+        }
 
         if let Some(metrics) = config.prometheus {
             metrics_rules(&mut rules, &mut warnings, metrics.ip(), metrics.port(), &config.metrics_allowed_network)?;
@@ -273,8 +276,8 @@ fn own_addresses(config: &RelayConfig, family: Family) -> Vec<IpAddr> {
     let mut addrs: Vec<IpAddr> = config
         .listening_ips
         .iter()
-        .chain([&config.relay_ip])
         .copied()
+        .chain(config.relay_addresses.iter().map(|a| a.ip))
         .filter(|ip| Family::of(*ip) == family && !ip.is_loopback() && !ip.is_unspecified())
         .collect();
     addrs.sort();

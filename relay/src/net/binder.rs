@@ -14,6 +14,7 @@ use teletip_turn_proto::server::{BindError, BindRequest, BoundRelay, Family, Rel
 use teletip_turn_proto::time::Millis;
 
 use super::socket::{self, SocketTuning};
+use crate::config::RelayAddress;
 
 /// Mio tokens below this are listeners; relayed socket `i` has token `RELAY_TOKEN_BASE + i`.
 pub const RELAY_TOKEN_BASE: usize = 1 << 20;
@@ -55,73 +56,107 @@ pub struct RelaySocket {
 /// Where relayed sockets go and how they are made.
 #[derive(Clone)]
 pub struct BinderSettings {
-    pub relay_ip: IpAddr,
-    pub external_ip: Option<IpAddr>,
+    /// At most one per family: an Allocate of a family without one gets 440.
+    pub relay_addresses: Vec<RelayAddress>,
     pub min_port: u16,
     pub max_port: u16,
     pub tuning: SocketTuning,
-    /// Relayed sockets this worker keeps bound and registered while no allocation uses them.
+    /// Relayed sockets this worker keeps bound and registered, per family, while no allocation
+    /// uses them.
     pub pool: usize,
     /// Up to how many released sockets are kept after a peak (at least `pool`); the surplus
     /// over `pool` is closed gradually by `trim_pool`.
     pub pool_ceiling: usize,
 }
 
-pub struct NetBinder {
-    settings: BinderSettings,
-    registry: mio::Registry,
-    /// Every relayed socket of the worker: the allocations' and the pooled ones. A pooled
-    /// socket that receives something (a late datagram for the allocation that just ended)
-    /// is read and dropped by the state machine as addressed to no allocation.
-    pub sockets: Slab<RelaySocket>,
+/// One family's relay address and its pool of ready sockets.
+struct FamilyRelay {
+    address: RelayAddress,
     /// Sockets (slab keys) ready for the next Allocate, oldest release first so that a port
     /// rests as long as possible before it relays for someone else. Measured: opening,
     /// binding, registering and later closing a socket was about half of an Allocate's cost
     /// (docs/performance.md).
     pool: VecDeque<usize>,
+}
+
+pub struct NetBinder {
+    settings: BinderSettings,
+    registry: mio::Registry,
+    /// Every relayed socket of the worker, of both families: the allocations' and the pooled
+    /// ones. A pooled socket that receives something (a late datagram for the allocation that
+    /// just ended) is read and dropped by the state machine as addressed to no allocation.
+    pub sockets: Slab<RelaySocket>,
+    /// The relay address of each family served, indexed by `Family::index`.
+    families: [Option<FamilyRelay>; 2],
     reservations: Reservations,
 }
 
 impl NetBinder {
-    /// A binder whose pool is filled to `settings.pool` sockets (fewer if the port range or the
-    /// descriptor limit runs out first: the rest are opened on demand, as without a pool).
+    /// A binder whose pools are filled to `settings.pool` sockets per family (fewer if the port
+    /// range or the descriptor limit runs out first: the rest are opened on demand, as without
+    /// a pool).
     pub fn new(settings: BinderSettings, registry: mio::Registry, reservations: Reservations) -> Self {
-        let pool = VecDeque::with_capacity(settings.pool);
-        let mut binder = NetBinder { settings, registry, sockets: Slab::new(), pool, reservations };
-        binder.fill_pool();
+        let mut families = [None, None];
+        for &address in &settings.relay_addresses {
+            let family = Family::of(&SocketAddr::new(address.ip, 0));
+            families[family.index()] = Some(FamilyRelay { address, pool: VecDeque::with_capacity(settings.pool) });
+        }
+        let mut binder = NetBinder { settings, registry, sockets: Slab::new(), families, reservations };
+        for family in Family::ALL {
+            binder.fill_pool(family);
+        }
         binder
     }
 
-    fn fill_pool(&mut self) {
-        while self.pool.len() < self.settings.pool {
-            let Some((port, socket, _)) = self.bind_free_port(false, false, false) else { break };
-            let Ok(id) = self.register(socket, port, false) else { break };
-            self.pool.push_back(id.0 as usize);
+    fn fill_pool(&mut self, family: Family) {
+        let Some(ip) = self.relay_ip(family) else { return };
+        let wanted = self.settings.pool;
+        while self.pool(family).len() < wanted {
+            let Some((port, socket, _)) = self.bind_free_port(ip, false, false, false) else { break };
+            let Ok(id) = self.register(socket, port, ip.is_ipv4(), false) else { break };
+            self.pool_mut(family).push_back(id.0 as usize);
         }
-        if self.pool.len() < self.settings.pool {
+        if self.pool(family).len() < wanted {
             tracing::warn!(
-                pooled = self.pool.len(),
-                wanted = self.settings.pool,
+                pooled = self.pool(family).len(),
+                wanted,
+                family = family.label(),
                 "relay socket pool not filled (port range or open-file limit): the rest open on demand"
             );
         }
     }
 
-    /// Sockets waiting in the pool.
-    pub fn pooled(&self) -> usize {
-        self.pool.len()
+    fn relay_ip(&self, family: Family) -> Option<IpAddr> {
+        self.families[family.index()].as_ref().map(|f| f.address.ip)
     }
 
-    /// A pooled socket, even-numbered if asked, with DF as asked and nothing queued.
-    fn take_pooled(&mut self, even: bool, dont_fragment: bool) -> Option<(RelayId, u16)> {
+    /// The pool of a family served (an empty one for a family not served).
+    fn pool(&self, family: Family) -> &VecDeque<usize> {
+        static EMPTY: VecDeque<usize> = VecDeque::new();
+        self.families[family.index()].as_ref().map_or(&EMPTY, |f| &f.pool)
+    }
+
+    fn pool_mut(&mut self, family: Family) -> &mut VecDeque<usize> {
+        &mut self.families[family.index()].as_mut().expect("a family served").pool
+    }
+
+    /// Sockets waiting in the pools.
+    pub fn pooled(&self) -> usize {
+        Family::ALL.iter().map(|&f| self.pool(f).len()).sum()
+    }
+
+    /// A pooled socket of `family`, even-numbered if asked, with DF as asked and nothing
+    /// queued.
+    fn take_pooled(&mut self, family: Family, even: bool, dont_fragment: bool) -> Option<(RelayId, u16)> {
+        let pool = self.pool(family);
         let position = if even {
-            self.pool.iter().position(|&key| self.sockets[key].port % 2 == 0)?
-        } else if self.pool.is_empty() {
+            pool.iter().position(|&key| self.sockets[key].port % 2 == 0)?
+        } else if pool.is_empty() {
             return None;
         } else {
             0
         };
-        let key = self.pool.remove(position)?;
+        let key = self.pool_mut(family).remove(position)?;
         let relay = &mut self.sockets[key];
         // Whatever arrived since the worker last read this socket was meant for the previous
         // allocation: it must not reach the new one.
@@ -141,18 +176,20 @@ impl NetBinder {
     /// descriptors and kernel memory of a peak are given back within a few minutes. The
     /// newest are closed, so that those that have rested longest are the ones handed out.
     pub fn trim_pool(&mut self) {
-        let surplus = self.pool.len().saturating_sub(self.settings.pool);
-        for _ in 0..surplus.div_ceil(32) {
-            if let Some(key) = self.pool.pop_back() {
-                self.close(key);
+        for family in Family::ALL {
+            let surplus = self.pool(family).len().saturating_sub(self.settings.pool);
+            for _ in 0..surplus.div_ceil(32) {
+                if let Some(key) = self.pool_mut(family).pop_back() {
+                    self.close(key);
+                }
             }
         }
     }
 
-    /// Closes every pooled socket: for an EVEN-PORT reservation that needs two adjacent free
-    /// ports, which the pool may be holding.
-    fn empty_pool(&mut self) {
-        while let Some(key) = self.pool.pop_front() {
+    /// Closes every pooled socket of `family`: for an EVEN-PORT reservation that needs two
+    /// adjacent free ports, which the pool may be holding.
+    fn empty_pool(&mut self, family: Family) {
+        while let Some(key) = self.pool_mut(family).pop_front() {
             self.close(key);
         }
     }
@@ -163,8 +200,9 @@ impl NetBinder {
         }
     }
 
-    fn advertised(&self, port: u16) -> SocketAddr {
-        SocketAddr::new(self.settings.external_ip.unwrap_or(self.settings.relay_ip), port)
+    fn advertised(&self, family: Family, port: u16) -> SocketAddr {
+        let relay = self.families[family.index()].as_ref().expect("a family served");
+        SocketAddr::new(relay.address.advertised, port)
     }
 
     /// Binds a free port (even if asked) from a random starting point in the range, walking
@@ -172,6 +210,7 @@ impl NetBinder {
     /// nearly full range still finds the last free port.
     fn bind_free_port(
         &self,
+        ip: IpAddr,
         even: bool,
         reserve_next: bool,
         dont_fragment: bool,
@@ -181,8 +220,7 @@ impl NetBinder {
         let start = rand::rng().random_range(0..span);
         if !reserve_next {
             let ports = (0..span).map(|step| (min + (start + step) % span) as u16).filter(|p| !even || p % 2 == 0);
-            let (port, socket) =
-                socket::relay_on_free_port(self.settings.relay_ip, ports, self.settings.tuning, dont_fragment)?;
+            let (port, socket) = socket::relay_on_free_port(ip, ports, self.settings.tuning, dont_fragment)?;
             return Some((port, socket, None));
         }
         for step in 0..span {
@@ -193,9 +231,9 @@ impl NetBinder {
             if reserve_next && u32::from(port) + 1 > max {
                 continue;
             }
-            let addr = SocketAddr::new(self.settings.relay_ip, port);
+            let addr = SocketAddr::new(ip, port);
             let Ok(socket) = socket::relay(addr, self.settings.tuning, dont_fragment) else { continue };
-            let next = SocketAddr::new(self.settings.relay_ip, port + 1);
+            let next = SocketAddr::new(ip, port + 1);
             if let Ok(held) = socket::relay(next, self.settings.tuning, false) {
                 return Some((port, socket, Some(held)));
             }
@@ -203,10 +241,16 @@ impl NetBinder {
         None
     }
 
-    /// Registers a socket bound to `port` of the relay address. The port is passed in rather than
-    /// read back with getsockname: one syscall less per allocation that finds no pooled socket.
-    fn register(&mut self, socket: std::net::UdpSocket, port: u16, dont_fragment: bool) -> Result<RelayId, BindError> {
-        let ipv4 = self.settings.relay_ip.is_ipv4();
+    /// Registers a socket bound to `port` of a relay address of the family `ipv4` says. Both are
+    /// passed in rather than read back with getsockname: one syscall less per allocation that
+    /// finds no pooled socket.
+    fn register(
+        &mut self,
+        socket: std::net::UdpSocket,
+        port: u16,
+        ipv4: bool,
+        dont_fragment: bool,
+    ) -> Result<RelayId, BindError> {
         let mut socket = UdpSocket::from_std(socket);
         let entry = self.sockets.vacant_entry();
         let token = mio::Token(RELAY_TOKEN_BASE + entry.key());
@@ -219,31 +263,31 @@ impl NetBinder {
 
 impl RelayBinder for NetBinder {
     fn bind(&mut self, request: &BindRequest) -> Result<BoundRelay, BindError> {
-        let family = if self.settings.relay_ip.is_ipv4() { Family::V4 } else { Family::V6 };
-        if request.family != family {
-            return Err(BindError::FamilyUnsupported);
-        }
         if let Some(token) = request.reservation {
+            // The reserved port's family, whatever the request's: a reservation holds one port.
             let socket = self.reservations.take(token, request.now).ok_or(BindError::UnknownReservation)?;
-            let port = socket.local_addr().map_err(|_| BindError::UnknownReservation)?.port();
+            let local = socket.local_addr().map_err(|_| BindError::UnknownReservation)?;
+            let family = Family::of(&local);
             if request.dont_fragment {
                 let _ = socket::set_dont_fragment(&socket, family == Family::V4, true);
             }
-            let id = self.register(socket, port, request.dont_fragment)?;
-            return Ok(BoundRelay { id, addr: self.advertised(port), reservation_token: None });
+            let id = self.register(socket, local.port(), family == Family::V4, request.dont_fragment)?;
+            return Ok(BoundRelay { id, addr: self.advertised(family, local.port()), reservation_token: None });
         }
+        let family = request.family;
+        let ip = self.relay_ip(family).ok_or(BindError::FamilyUnsupported)?;
         if !request.reserve_next
-            && let Some((id, port)) = self.take_pooled(request.even_port, request.dont_fragment)
+            && let Some((id, port)) = self.take_pooled(family, request.even_port, request.dont_fragment)
         {
-            return Ok(BoundRelay { id, addr: self.advertised(port), reservation_token: None });
+            return Ok(BoundRelay { id, addr: self.advertised(family, port), reservation_token: None });
         }
         let even = request.even_port || request.reserve_next;
-        let fresh = self.bind_free_port(even, request.reserve_next, request.dont_fragment);
+        let fresh = self.bind_free_port(ip, even, request.reserve_next, request.dont_fragment);
         let (port, socket, held) = match fresh {
             Some(bound) => bound,
-            None if !self.pool.is_empty() => {
-                self.empty_pool();
-                self.bind_free_port(even, request.reserve_next, request.dont_fragment).ok_or(BindError::NoPorts)?
+            None if !self.pool(family).is_empty() => {
+                self.empty_pool(family);
+                self.bind_free_port(ip, even, request.reserve_next, request.dont_fragment).ok_or(BindError::NoPorts)?
             }
             None => return Err(BindError::NoPorts),
         };
@@ -252,14 +296,17 @@ impl RelayBinder for NetBinder {
             self.reservations.put(token, held, request.now);
             token
         });
-        let id = self.register(socket, port, request.dont_fragment)?;
-        Ok(BoundRelay { id, addr: self.advertised(port), reservation_token })
+        let id = self.register(socket, port, ip.is_ipv4(), request.dont_fragment)?;
+        Ok(BoundRelay { id, addr: self.advertised(family, port), reservation_token })
     }
 
     fn release(&mut self, relay: RelayId) {
         let key = relay.0 as usize;
-        if self.pool.len() < self.settings.pool_ceiling.max(self.settings.pool) && self.sockets.contains(key) {
-            self.pool.push_back(key);
+        let Some(socket) = self.sockets.get(key) else { return };
+        let family = if socket.ipv4 { Family::V4 } else { Family::V6 };
+        let ceiling = self.settings.pool_ceiling.max(self.settings.pool);
+        if self.families[family.index()].is_some() && self.pool(family).len() < ceiling {
+            self.pool_mut(family).push_back(key);
         } else {
             self.close(key);
         }

@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -184,9 +185,11 @@ impl Drop for Relay {
     }
 }
 
-/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening.
+/// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening, on the
+/// loopback address of the relay's family.
 pub async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = if relay.addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let socket = tokio::net::UdpSocket::bind(local).await.unwrap();
     let client = turn::client::Client::new(turn::client::ClientConfig {
         stun_serv_addr: relay.addr.to_string(),
         turn_serv_addr: relay.addr.to_string(),
@@ -342,4 +345,23 @@ pub fn have_tool(tool: &str, test: &str) -> bool {
         eprintln!("SKIPPED {test}: {tool} is not installed (apt-get install coturn)");
     }
     found
+}
+
+/// A self-signed EC certificate for the relay, made with openssl (installed by .ci/install).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    certificate_named(dir, "relay")
+}
+
+pub fn certificate_named(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=relay.test"])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
 }

@@ -24,6 +24,9 @@ pub const RESERVATION_TOKEN: u16 = 0x0022;
 pub const PRIORITY: u16 = 0x0024;
 pub const USE_CANDIDATE: u16 = 0x0025;
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+/// ADDITIONAL-ADDRESS-FAMILY as draft-ietf-tram-turnbis numbered it before RFC 8656, which
+/// coturn (4.6, its `turnutils_uclient -Z` included) still sends: read as the same attribute.
+pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
 pub const ALTERNATE_DOMAIN: u16 = 0x8003;

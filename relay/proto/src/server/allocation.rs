@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{DropReason, FiveTuple};
+use super::{DropReason, Family, FiveTuple};
 use crate::IntegrityKey;
 use crate::codec::TransactionId;
 use crate::credentials::PasswordAlgorithm;
@@ -31,12 +31,28 @@ pub(crate) struct Channel {
 /// After a channel expires, its number and peer stay reserved this long.
 pub(crate) const CHANNEL_COOLDOWN_SECS: u64 = 300;
 
+/// A relayed transport address and the socket behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    pub id: RelayId,
+    /// As clients and peers see it (external-ip applied).
+    pub addr: SocketAddr,
+}
+
 #[derive(Debug)]
 pub struct Allocation {
     pub tuple: FiveTuple,
+    /// The first relayed address: of the requested family (IPv4 unless REQUESTED-ADDRESS-FAMILY
+    /// said otherwise), or IPv6 when a dual request could only be granted for IPv6.
     pub relay: RelayId,
     /// The relayed transport address as clients and peers see it (external-ip applied).
     pub relay_addr: SocketAddr,
+    /// The IPv6 relayed address of a dual allocation (ADDITIONAL-ADDRESS-FAMILY, RFC 8656
+    /// §7.2). It lives and ends with the allocation; peers of its family are relayed through it.
+    pub additional: Option<Relayed>,
+    /// The family a dual request asked for but did not get, and the error code of its
+    /// ADDRESS-ERROR-CODE, repeated when the Allocate is retransmitted.
+    pub(crate) address_error: Option<(Family, u16)>,
     pub username: Box<str>,
     /// The REST username's id part: the per-user quota key.
     pub user_id: Box<str>,
@@ -60,6 +76,20 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// The relayed address that talks to peers of `family`, if the allocation has one.
+    #[inline]
+    pub fn relayed(&self, family: Family) -> Option<Relayed> {
+        if Family::of(&self.relay_addr) == family {
+            return Some(Relayed { id: self.relay, addr: self.relay_addr });
+        }
+        self.additional.filter(|r| Family::of(&r.addr) == family)
+    }
+
+    /// Every relayed address of the allocation: one, or two for a dual allocation.
+    pub fn relayed_addresses(&self) -> impl Iterator<Item = Relayed> + '_ {
+        std::iter::once(Relayed { id: self.relay, addr: self.relay_addr }).chain(self.additional)
+    }
+
     #[inline]
     pub(crate) fn permits(&self, ip: IpAddr, now: Millis) -> bool {
         self.permissions.iter().any(|p| p.ip == ip && p.expires > now)

@@ -34,10 +34,10 @@ impl<B: RelayBinder> Shard<B> {
             return Action::None;
         };
         let a = &mut self.allocations[index];
-        if Family::of(&peer) != Family::of(&a.relay_addr) {
+        let Some(relayed) = a.relayed(Family::of(&peer)) else {
             self.stats.drop(DropReason::FamilyMismatch);
             return Action::None;
-        }
+        };
         if let Err(class) = self.config.policy.check(peer.ip()) {
             self.stats.denied(class);
             self.stats.drop(DropReason::PeerDenied);
@@ -50,7 +50,7 @@ impl<B: RelayBinder> Shard<B> {
         }
         let start = data.offset as usize;
         let dont_fragment = a.dont_fragment || msg.has(attr::DONT_FRAGMENT);
-        let relay = a.relay;
+        let relay = relayed.id;
         if let Some(action) = self.deliver_local(now, index, peer, &msg.bytes()[start..start + len], out) {
             return action;
         }

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 
 use super::data::write_data_indication;
-use super::{Action, DropReason, Payload, RelayBinder, Shard};
+use super::{Action, DropReason, Family, Payload, RelayBinder, Shard};
 use crate::codec::{self, CHANNEL_DATA_HEADER_LEN};
 use crate::time::Millis;
 
@@ -37,7 +37,9 @@ impl<B: RelayBinder> Shard<B> {
             return None;
         }
         let &to = self.by_relay_addr.get(&peer)?;
-        let source = self.allocations[from].relay_addr;
+        // The sender's relayed address of the peer's family: what the receiver's permission and
+        // channel name (the caller has checked that the sender has one of that family).
+        let source = self.allocations[from].relayed(Family::of(&peer))?.addr;
         self.stats.client_to_peer.add(data.len());
         Some(self.receive_local(now, to, source, data, out))
     }

@@ -18,7 +18,7 @@ mod reply;
 mod requests;
 mod stats;
 
-pub use allocation::{Allocation, RelayId};
+pub use allocation::{Allocation, RelayId, Relayed};
 pub use config::ServerConfig;
 pub use controls::Controls;
 pub use stats::{AllocFailure, AuthFailure, DropReason, Flow, Stats};
@@ -110,8 +110,26 @@ pub enum Family {
 }
 
 impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
     pub fn of(addr: &SocketAddr) -> Family {
         if addr.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    /// 0 for IPv4, 1 for IPv6: the slot of per-family counters.
+    pub const fn index(self) -> usize {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        }
+    }
+
+    /// The metrics label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
     }
 }
 
@@ -343,10 +361,13 @@ impl<B: RelayBinder> Shard<B> {
     fn remove_allocation(&mut self, index: usize) {
         let a = self.allocations.remove(index);
         self.by_client.remove(&a.tuple);
-        self.by_relay.remove(&a.relay);
-        self.by_relay_addr.remove(&a.relay_addr);
+        for relayed in a.relayed_addresses() {
+            self.by_relay.remove(&relayed.id);
+            self.by_relay_addr.remove(&relayed.addr);
+            self.binder.release(relayed.id);
+        }
+        // A dual allocation took one quota unit: it gives back one.
         self.quotas.release(&a.user_id, a.tuple.client.ip());
-        self.binder.release(a.relay);
         self.stats.allocations_active = self.allocations.len() as u64;
     }
 
@@ -386,7 +407,13 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.drop(reason);
             return Action::None;
         }
-        let (relay, dont_fragment) = (a.relay, a.dont_fragment);
+        // The permission admitted the peer, and permissions exist only for the families of the
+        // allocation's relayed addresses: one comparison picks the socket.
+        let Some(relayed) = a.relayed(Family::of(&peer)) else {
+            self.stats.drop(DropReason::FamilyMismatch);
+            return Action::None;
+        };
+        let (relay, dont_fragment) = (relayed.id, a.dont_fragment);
         if let Some(action) = self.deliver_local(now, index, peer, frame.data, out) {
             return action;
         }

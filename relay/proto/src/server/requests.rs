@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::allocation::{Allocation, Channel};
+use super::allocation::{Allocation, Channel, Relayed};
 use super::auth::Authenticated;
 use super::reply::{Signer, challenge_attributes, respond, respond_error};
 use super::{
@@ -124,7 +124,8 @@ impl<B: RelayBinder> Shard<B> {
         let even_port = msg.get(attr::EVEN_PORT);
         let reservation = msg.get(attr::RESERVATION_TOKEN);
         let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
-        let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        let additional_family =
+            msg.get(attr::ADDITIONAL_ADDRESS_FAMILY).or_else(|| msg.get(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT));
         let bad_combination = (even_port.is_some() && reservation.is_some())
             || (requested_family.is_some() && reservation.is_some())
             || (requested_family.is_some() && additional_family.is_some());
@@ -138,12 +139,12 @@ impl<B: RelayBinder> Shard<B> {
             Some(v) if v[0] == codec::FAMILY_IPV6 => Family::V6,
             Some(_) => return self.allocate_failed(out, msg, &signer, AllocFailure::AddressFamily, 440),
         };
-        // ADDITIONAL-ADDRESS-FAMILY asks for a second, IPv6 relayed address (RFC 8656 §7.2).
-        // This relay serves one relayed address per allocation for now, so the IPv4 one is
-        // granted and ADDRESS-ERROR-CODE says why there is no IPv6 one.
-        let refuse_additional = match additional_family {
+        // ADDITIONAL-ADDRESS-FAMILY asks for an IPv6 relayed address besides the IPv4 one (RFC
+        // 8656 §7.2); any other value, or a reservation (which holds one port of one family),
+        // makes the request malformed.
+        let dual = match additional_family {
             None => false,
-            Some(v) if v.len() == 4 && v[0] == codec::FAMILY_IPV6 => true,
+            Some(v) if v.len() == 4 && v[0] == codec::FAMILY_IPV6 && reservation.is_none() => true,
             Some(_) => return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400),
         };
         let lifetime = self.config.granted_lifetime(msg.u32_value(attr::LIFETIME));
@@ -155,24 +156,33 @@ impl<B: RelayBinder> Shard<B> {
             reservation: reservation.map(|v| u64::from_be_bytes(v.try_into().expect("8 bytes"))),
             dont_fragment: msg.has(attr::DONT_FRAGMENT),
         };
+        // One quota unit per allocation, dual or not: a dual allocation is one client's one
+        // allocation.
         match self.quotas.acquire(auth.user_id, tuple.client.ip()) {
             Ok(()) => {}
             Err(QuotaRefusal::User) => return self.allocate_failed(out, msg, &signer, AllocFailure::UserQuota, 486),
             Err(QuotaRefusal::ClientIp) => return self.allocate_failed(out, msg, &signer, AllocFailure::IpQuota, 486),
             Err(QuotaRefusal::Total) => return self.allocate_failed(out, msg, &signer, AllocFailure::Capacity, 508),
         }
-        let bound = match self.binder.bind(&request) {
-            Ok(b) => b,
-            Err(e) => {
+        let first = self.binder.bind(&request);
+        let second = dual.then(|| {
+            self.binder.bind(&BindRequest { family: Family::V6, reserve_next: false, reservation: None, ..request })
+        });
+        // A dual request succeeds when either family could be bound; the other one is named in
+        // ADDRESS-ERROR-CODE (RFC 8656 §7.2).
+        let (bound, additional, address_error) = match (first, second) {
+            (Ok(b), None) => (b, None, None),
+            (Ok(b), Some(Ok(v6))) => (b, Some(Relayed { id: v6.id, addr: v6.addr }), None),
+            (Ok(b), Some(Err(e))) => (b, None, Some((Family::V6, bind_error_code(e)))),
+            (Err(e), Some(Ok(v6))) => (v6, None, Some((Family::V4, bind_error_code(e)))),
+            (Err(e), None | Some(Err(_))) => {
                 self.quotas.release(auth.user_id, tuple.client.ip());
-                return match e {
-                    BindError::FamilyUnsupported => {
-                        self.allocate_failed(out, msg, &signer, AllocFailure::AddressFamily, 440)
-                    }
-                    BindError::NoPorts | BindError::UnknownReservation => {
-                        self.allocate_failed(out, msg, &signer, AllocFailure::Capacity, 508)
-                    }
+                let reason = if e == BindError::FamilyUnsupported {
+                    AllocFailure::AddressFamily
+                } else {
+                    AllocFailure::Capacity
                 };
+                return self.allocate_failed(out, msg, &signer, reason, bind_error_code(e));
             }
         };
         let max_bps = self.config.max_bps;
@@ -180,6 +190,8 @@ impl<B: RelayBinder> Shard<B> {
             tuple: *tuple,
             relay: bound.id,
             relay_addr: bound.addr,
+            additional,
+            address_error,
             username: auth.username.into(),
             user_id: auth.user_id.into(),
             key: (auth.algorithm, auth.key.clone()),
@@ -195,27 +207,17 @@ impl<B: RelayBinder> Shard<B> {
         };
         let index = self.allocations.insert(allocation);
         self.by_client.insert(*tuple, index);
-        self.by_relay.insert(bound.id, index);
-        self.by_relay_addr.insert(bound.addr, index);
+        for relayed in self.allocations[index].relayed_addresses() {
+            self.by_relay.insert(relayed.id, index);
+            self.by_relay_addr.insert(relayed.addr, index);
+        }
         self.stats.allocations_created += 1;
+        for relayed in self.allocations[index].relayed_addresses() {
+            self.stats.relayed_created[Family::of(&relayed.addr).index()] += 1;
+        }
         self.stats.allocations_active = self.allocations.len() as u64;
         self.allocation_peak = self.allocation_peak.max(self.allocations.len());
-        let a = &self.allocations[index];
-        if refuse_additional {
-            respond(out, msg, Class::Success, Some(&signer), |w| {
-                allocate_success_attributes(w, a, now)?;
-                // ADDRESS-ERROR-CODE: family, reserved, class, number, reason.
-                let reason = super::reply::reason_phrase(440);
-                let mut value = [0u8; 4 + 32];
-                value[0] = codec::FAMILY_IPV6;
-                value[2] = 4;
-                value[3] = 40;
-                value[4..4 + reason.len()].copy_from_slice(reason.as_bytes());
-                w.bytes(attr::ADDRESS_ERROR_CODE, &value[..4 + reason.len()]).map(drop)
-            })
-        } else {
-            allocate_success(out, msg, &signer, a, now)
-        }
+        allocate_success(out, msg, &signer, &self.allocations[index], now)
     }
 
     /// A draining relay's answer to a new Allocate: 300 Try Alternate with ALTERNATE-SERVER
@@ -299,13 +301,15 @@ impl<B: RelayBinder> Shard<B> {
         };
         let signer = auth.signer();
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
-            let family = Family::of(&self.allocations[index].relay_addr);
             let asked = match v.first() {
                 Some(&codec::FAMILY_IPV4) => Some(Family::V4),
                 Some(&codec::FAMILY_IPV6) => Some(Family::V6),
                 _ => None,
             };
-            if v.len() != 4 || asked != Some(family) {
+            // Both addresses of a dual allocation are refreshed (and deleted) together: naming
+            // either family refreshes the allocation.
+            let a = &self.allocations[index];
+            if v.len() != 4 || asked.is_none_or(|f| a.relayed(f).is_none()) {
                 return respond_error(out, msg, 443, Some(&signer), |_| Ok(()));
             }
         }
@@ -336,14 +340,13 @@ impl<B: RelayBinder> Shard<B> {
         };
         let signer = auth.signer();
         let txid = msg.transaction_id();
-        let relay_family = Family::of(&self.allocations[index].relay_addr);
         let mut peers = [None; codec::MAX_ATTRIBUTES];
         let mut count = 0;
         for value in msg.get_all(attr::XOR_PEER_ADDRESS) {
             let Some(peer) = decode_xor_address(value, &txid) else {
                 return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
             };
-            if let Some(code) = self.peer_refusal(peer, relay_family) {
+            if let Some(code) = self.peer_refusal(index, peer) {
                 return respond_error(out, msg, code, Some(&signer), |_| Ok(()));
             }
             peers[count] = Some(peer);
@@ -372,9 +375,10 @@ impl<B: RelayBinder> Shard<B> {
         respond(out, msg, Class::Success, Some(&signer), |_| Ok(()))
     }
 
-    /// 443 if the peer's family differs from the relayed address's, 403 if policy denies it.
-    fn peer_refusal(&mut self, peer: SocketAddr, relay_family: Family) -> Option<u16> {
-        if Family::of(&peer) != relay_family {
+    /// 443 if allocation `index` has no relayed address of the peer's family, 403 if policy
+    /// denies the peer.
+    fn peer_refusal(&mut self, index: usize, peer: SocketAddr) -> Option<u16> {
+        if self.allocations[index].relayed(Family::of(&peer)).is_none() {
             return Some(443);
         }
         match self.config.policy.check(peer.ip()) {
@@ -410,8 +414,7 @@ impl<B: RelayBinder> Shard<B> {
         if !codec::is_channel_number(number) || number > self.config.max_channel_number {
             return respond_error(out, msg, 400, Some(&signer), |_| Ok(()));
         }
-        let relay_family = Family::of(&self.allocations[index].relay_addr);
-        if let Some(code) = self.peer_refusal(peer, relay_family) {
+        if let Some(code) = self.peer_refusal(index, peer) {
             return respond_error(out, msg, code, Some(&signer), |_| Ok(()));
         }
         let a = &self.allocations[index];
@@ -454,11 +457,36 @@ fn allocate_success_attributes(
     a: &Allocation,
     now: Millis,
 ) -> Result<(), codec::EncodeError> {
-    w.xor_address(attr::XOR_RELAYED_ADDRESS, a.relay_addr)?;
+    for relayed in a.relayed_addresses() {
+        w.xor_address(attr::XOR_RELAYED_ADDRESS, relayed.addr)?;
+    }
+    if let Some((family, code)) = a.address_error {
+        // ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, reserved, class, number, reason.
+        let reason = super::reply::reason_phrase(code);
+        let mut value = [0u8; 4 + 64];
+        let n = reason.len().min(64);
+        value[0] = match family {
+            Family::V4 => codec::FAMILY_IPV4,
+            Family::V6 => codec::FAMILY_IPV6,
+        };
+        value[2] = (code / 100) as u8;
+        value[3] = (code % 100) as u8;
+        value[4..4 + n].copy_from_slice(&reason.as_bytes()[..n]);
+        w.bytes(attr::ADDRESS_ERROR_CODE, &value[..4 + n])?;
+    }
     w.u32(attr::LIFETIME, now.secs_until(a.expires) as u32)?;
     if let Some(token) = a.reservation_token {
         w.bytes(attr::RESERVATION_TOKEN, &token.to_be_bytes())?;
     }
     w.xor_address(attr::XOR_MAPPED_ADDRESS, a.tuple.client)?;
     Ok(())
+}
+
+/// The error code for an Allocate whose relayed socket could not be bound: 440 for a family the
+/// relay does not serve, 508 when its ports are used up.
+fn bind_error_code(e: BindError) -> u16 {
+    match e {
+        BindError::FamilyUnsupported => 440,
+        BindError::NoPorts | BindError::UnknownReservation => 508,
+    }
 }

@@ -96,6 +96,9 @@ pub struct Stats {
     pub challenges: u64,
     pub bindings: u64,
     pub allocations_created: u64,
+    /// Relayed addresses granted, per family (indexed by `Family::index`): a dual allocation counts
+    /// once in `allocations_created` and once in each family here.
+    pub relayed_created: [u64; 2],
     pub allocations_expired: u64,
     pub allocations_deleted: u64,
     /// Allocations that ended because their client's TCP or TLS connection closed.

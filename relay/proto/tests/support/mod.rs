@@ -22,12 +22,14 @@ pub const SECRET: &[u8] = b"current-secret";
 pub const OLD_SECRET: &[u8] = b"previous-secret";
 pub const SERVER: &str = "192.0.2.1:3478";
 
-/// Hands out relayed addresses on 203.0.113.1 from port 50000 up; IPv4 only unless `v6` is
-/// set. Remembers what it released and holds reservations like the real one does.
+/// Hands out relayed addresses on 203.0.113.1 (and 2001:db8::1 when `v6` is set) from port
+/// 50000 up; IPv4 unless `no_v4` is set. Remembers what it released and holds reservations like
+/// the real one does.
 #[derive(Default)]
 pub struct FakeBinder {
     pub next_port: u16,
     pub v6: bool,
+    pub no_v4: bool,
     pub bound: HashMap<RelayId, SocketAddr>,
     pub released: Vec<RelayId>,
     pub reservations: HashMap<u64, (u16, Millis)>,
@@ -38,6 +40,9 @@ pub struct FakeBinder {
 impl RelayBinder for FakeBinder {
     fn bind(&mut self, r: &BindRequest) -> Result<BoundRelay, BindError> {
         if r.family == teletip_turn_proto::server::Family::V6 && !self.v6 {
+            return Err(BindError::FamilyUnsupported);
+        }
+        if r.family == teletip_turn_proto::server::Family::V4 && self.no_v4 {
             return Err(BindError::FamilyUnsupported);
         }
         if self.exhausted {
