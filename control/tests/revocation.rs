@@ -16,24 +16,13 @@ use serde_json::{Value, json};
 use support::clinic::{act, clinic_with};
 use support::http::*;
 use support::link_peer::LinkPeer;
-use support::pki::{free_udp_port, link_config, make_ca, make_cert, relay_link_table};
+use support::pki::{free_udp_port, link_config, link_pki, relay_link_table};
 use support::redis_server::redis_server;
 use support::{Engine, engines};
 
 /// How long a revocation may take to reach a connected relay here (the target is 1 s from
 /// the API call to the relay's last packet; the send itself is a few milliseconds).
 const AT_ONCE: Duration = Duration::from_secs(1);
-
-/// A CA, the control plane's certificate and one per relay node, in a fresh directory.
-fn pki(nodes: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    make_ca(dir.path(), "ca");
-    make_cert(dir.path(), "ca", "control.test", "serverAuth");
-    for node in nodes {
-        make_cert(dir.path(), "ca", node, "clientAuth");
-    }
-    dir
-}
 
 /// The session id and expiry of a username `<expiry>:<id>`.
 fn session_of(username: &str) -> (String, u64) {
@@ -53,6 +42,18 @@ async fn credential(e: &Env, token: &str) -> (String, u64) {
     session_in(&body)
 }
 
+/// The consultation credentials of appointment `id` for its patient and its practitioner
+/// (`POST /v1/appointments/{id}/session`): session id and expiry of each.
+async fn consultation_sessions(c: &support::clinic::Clinic, id: &str) -> Vec<(String, u64)> {
+    let mut sessions = Vec::new();
+    for token in [&c.patient, &c.doctor] {
+        let (s, session) = c.e.post(&format!("/v1/appointments/{id}/session"), Some(token), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{session}");
+        sessions.push(session_in(&session["ice"]));
+    }
+    sessions
+}
+
 async fn my_id(e: &Env, token: &str) -> String {
     e.get("/v1/me", Some(token)).await.1["id"].as_str().unwrap().to_owned()
 }
@@ -64,7 +65,7 @@ fn unix_now() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_trigger_revokes_its_sessions_on_relays_connected_now_later_and_after_a_restart() {
     for engine in engines() {
-        let pki = pki(&["relay-a.test", "relay-b.test", "relay-c.test"]);
+        let pki = link_pki(&["relay-a.test", "relay-b.test", "relay-c.test"]);
         let link_port = free_udp_port();
         let extra = format!(
             "[scheduling]\nsweep-interval-seconds = 1\n[[ice.relays]]\nhost = \"static.invalid\"\nudp-port = 3478\n{}",
@@ -142,12 +143,7 @@ async fn every_trigger_revokes_its_sessions_on_relays_connected_now_later_and_af
         let (s, appointment) = e.post("/v1/appointments", Some(&c.admin), book(soon)).await;
         assert_eq!(s, StatusCode::CREATED, "{appointment}");
         let id = appointment["id"].as_str().unwrap();
-        let mut consultation = Vec::new();
-        for token in [&c.patient, &c.doctor] {
-            let (s, session) = e.post(&format!("/v1/appointments/{id}/session"), Some(token), json!({})).await;
-            assert_eq!(s, StatusCode::OK, "{session}");
-            consultation.push(session_in(&session["ice"]));
-        }
+        let consultation = consultation_sessions(&c, id).await;
         let (unrelated, _) = credential(e, &c.patient).await;
         let (s, body) = act(&c, id, &c.doctor, "cancel", json!({"reason": "practitioner ill"})).await;
         assert_eq!(s, StatusCode::OK, "{body}");
@@ -232,7 +228,7 @@ async fn every_trigger_revokes_its_sessions_on_relays_connected_now_later_and_af
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_a_revocation_on_one_instance_reaches_relays_connected_to_another() {
     let Some(redis) = redis_server() else { return };
-    let pki = pki(&["relay-a.test"]);
+    let pki = link_pki(&["relay-a.test"]);
     let (port_1, port_2) = (free_udp_port(), free_udp_port());
     let shared = format!("redis-url = \"{}\"\n", redis.url);
     let one = env_with(Engine::Sqlite, &format!("{shared}{}", link_config(pki.path(), port_1))).await;
@@ -257,7 +253,7 @@ async fn with_redis_a_revocation_on_one_instance_reaches_relays_connected_to_ano
 async fn ten_thousand_sessions_revoked_in_one_burst_reach_the_relays_in_batches() {
     const N: usize = 10_000;
     for engine in engines() {
-        let pki = pki(&["relay-a.test", "relay-b.test"]);
+        let pki = link_pki(&["relay-a.test", "relay-b.test"]);
         let link_port = free_udp_port();
         let c = clinic_with(engine, &relay_link_table(pki.path(), link_port)).await;
         let user = my_id(&c.e, &c.patient).await;
@@ -313,7 +309,7 @@ async fn ten_thousand_sessions_revoked_in_one_burst_reach_the_relays_in_batches(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_refresh_token_and_a_disabled_account_revoke_their_sessions() {
     for engine in engines() {
-        let pki = pki(&["relay-a.test"]);
+        let pki = link_pki(&["relay-a.test"]);
         let link_port = free_udp_port();
         let c = clinic_with(engine, &relay_link_table(pki.path(), link_port)).await;
         let e = &c.e;
@@ -362,7 +358,7 @@ async fn a_reused_refresh_token_and_a_disabled_account_revoke_their_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reschedule_revokes_the_consultation_sessions_issued_for_the_old_times() {
     for engine in engines() {
-        let pki = pki(&["relay-a.test"]);
+        let pki = link_pki(&["relay-a.test"]);
         let link_port = free_udp_port();
         let extra = format!(
             "[[ice.relays]]\nhost = \"static.invalid\"\nudp-port = 3478\n{}",
@@ -386,12 +382,7 @@ async fn a_reschedule_revokes_the_consultation_sessions_issued_for_the_old_times
             .await;
         assert_eq!(s, StatusCode::CREATED, "{appointment}");
         let id = appointment["id"].as_str().unwrap();
-        let mut consultation = Vec::new();
-        for token in [&c.patient, &c.doctor] {
-            let (s, session) = e.post(&format!("/v1/appointments/{id}/session"), Some(token), json!({})).await;
-            assert_eq!(s, StatusCode::OK, "{session}");
-            consultation.push(session_in(&session["ice"]));
-        }
+        let consultation = consultation_sessions(&c, id).await;
         let (unrelated, _) = credential(e, &c.patient).await;
 
         // The practitioner moves it five minutes later (its join window is open at both times).

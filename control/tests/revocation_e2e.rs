@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::http::*;
-use support::pki::{free_udp_port, link_config, make_ca, make_cert};
+use support::pki::{free_udp_port, link_config, link_pki};
 use support::redis_server::redis_server;
 use support::relay::{Held, LinkedRelay, allocate_and_hold, eventually};
 use support::{Control, Engine, engines};
@@ -29,17 +29,6 @@ const TARGET: Duration = Duration::from_secs(1);
 
 /// The peer is on this host: the relays must allow loopback peers.
 const LOOPBACK_PEERS: &[&str] = &["--allow-loopback-peers", "true"];
-
-/// A CA, the control plane's link certificate and one certificate per relay node.
-fn link_pki(nodes: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    make_ca(dir.path(), "ca");
-    make_cert(dir.path(), "ca", "control.test", "serverAuth");
-    for node in nodes {
-        make_cert(dir.path(), "ca", node, "clientAuth");
-    }
-    dir
-}
 
 /// A control plane with the control link on a free port, the certificates of `nodes`, and
 /// the tokens of its admin and of a patient.

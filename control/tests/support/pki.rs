@@ -39,6 +39,18 @@ pub fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
     );
 }
 
+/// A fresh directory with a CA (`ca`), the control plane's link certificate (`control.test`,
+/// serverAuth) and one client certificate per relay node, named by its DNS name.
+pub fn link_pki(nodes: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_cert(dir.path(), "ca", "control.test", "serverAuth");
+    for node in nodes {
+        make_cert(dir.path(), "ca", node, "clientAuth");
+    }
+    dir
+}
+
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
