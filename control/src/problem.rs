@@ -181,7 +181,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state).await.map_err(
+            |e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge("the body is larger than this endpoint accepts".into())
+                }
+                _ => ApiError::BadRequest(e.body_text()),
+            },
+        )?;
+        // serde also reads a struct from a JSON array (its fields by position); every body of
+        // this API is an object.
+        let array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        match Json::<T>::from_request(Request::from_parts(parts, axum::body::Body::from(bytes)), state).await {
+            Ok(_) if array => Err(ApiError::field("body", "must be a JSON object")),
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }

@@ -93,18 +93,20 @@ async fn healthy_relays(e: &Env, admin: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The first TURN URL of each relay an ICE answer names, in order.
+fn turn_urls(ice: &Value) -> Vec<&str> {
+    let servers = ice["iceServers"].as_array().unwrap();
+    servers.iter().filter(|s| s["username"].is_string()).map(|s| s["urls"][0].as_str().unwrap()).collect()
+}
+
 /// The relay ports an ICE answer names, in order, and its TURN username and password.
 fn named(ice: &Value) -> (Vec<u16>, String, String) {
-    let mut ports = Vec::new();
-    let mut credential = (String::new(), String::new());
-    for server in ice["iceServers"].as_array().unwrap() {
-        let Some(username) = server["username"].as_str() else { continue };
-        credential = (username.to_owned(), server["credential"].as_str().unwrap().to_owned());
-        let url = server["urls"][0].as_str().unwrap();
-        let port = url.rsplit(':').next().unwrap().split('?').next().unwrap();
-        ports.push(port.parse().unwrap());
-    }
-    (ports, credential.0, credential.1)
+    let ports = turn_urls(ice)
+        .iter()
+        .map(|url| url.rsplit(':').next().unwrap().split('?').next().unwrap().parse().unwrap())
+        .collect();
+    let turn = ice["iceServers"].as_array().unwrap().last().unwrap();
+    (ports, turn["username"].as_str().unwrap().to_owned(), turn["credential"].as_str().unwrap().to_owned())
 }
 
 /// The consultation's credentials for `token`: the relay ports named, username, password.
@@ -274,14 +276,8 @@ async fn a_deployment_without_regions_names_every_relay() {
         for token in [&c.patient, &c.doctor] {
             let (s, ice) = c.e.post("/v1/ice/credentials", Some(token), json!({})).await;
             assert_eq!(s, StatusCode::OK, "{ice}");
-            let hosts: Vec<&str> = ice["iceServers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|s| s["username"].is_string())
-                .map(|s| s["urls"][0].as_str().unwrap())
-                .collect();
-            assert_eq!(hosts.len(), 2, "{engine:?}: {hosts:?}");
+            let urls = turn_urls(&ice);
+            assert_eq!(urls.len(), 2, "{engine:?}: {urls:?}");
         }
     }
 }
@@ -322,6 +318,11 @@ async fn regions_are_set_by_staff_checked_and_default_to_the_practice() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");
+        // A JSON array is not an object, even where serde could read the fields from it.
+        let ankara_path = format!("/v1/practices/{}", ankara["id"].as_str().unwrap());
+        let (s, body) = e.patch(&ankara_path, Some(&c.admin), json!([null, null])).await;
+        assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "an array body");
+        assert_eq!(body["detail"], "body: must be a JSON object");
 
         // A practitioner of the Berlin practice registers a patient: the practice's region.
         let (s, body) = e
@@ -381,14 +382,7 @@ async fn regions_are_set_by_staff_checked_and_default_to_the_practice() {
         // Now in eu-de, the patient's credentials name the eu-de relay only.
         let (s, ice) = e.post("/v1/ice/credentials", Some(&c.patient), json!({})).await;
         assert_eq!(s, StatusCode::OK, "{ice}");
-        let urls: Vec<&str> = ice["iceServers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["username"].is_string())
-            .map(|s| s["urls"][0].as_str().unwrap())
-            .collect();
-        assert_eq!(urls, ["turn:relay-de.test:3478?transport=udp"], "{engine:?}");
+        assert_eq!(turn_urls(&ice), ["turn:relay-de.test:3478?transport=udp"], "{engine:?}");
 
         // Legal bases: checked input, unknown patient 404, patients and practitioners 403.
         let bases = format!("/v1/patients/{}/transfer-bases", c.patient_record);
@@ -396,7 +390,6 @@ async fn regions_are_set_by_staff_checked_and_default_to_the_practice() {
             (json!({"reference": " "}), "reference"),
             (json!({"reference": "ok", "destinations": []}), "destinations"),
             (json!({"reference": "ok", "destinations": ["US"]}), "destinations[0]"),
-            (json!({"reference": "ok", "expiresAt": "2020-01-01T00:00:00Z"}), "expiresAt"),
         ] {
             let (s, body) = e.post(&bases, Some(&c.admin), bad.clone()).await;
             assert_problem(s, &body, StatusCode::UNPROCESSABLE_ENTITY, &bad.to_string());
@@ -414,7 +407,7 @@ async fn regions_are_set_by_staff_checked_and_default_to_the_practice() {
         assert_eq!(s, StatusCode::CREATED, "{any}");
         let (s, ice) = e.post("/v1/ice/credentials", Some(&c.patient), json!({})).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(ice["iceServers"].as_array().unwrap().iter().filter(|s| s["username"].is_string()).count(), 2);
+        assert_eq!(turn_urls(&ice).len(), 2, "{engine:?}: a basis to any region");
         let withdraw = format!("{bases}/{}/withdraw", any["id"].as_str().unwrap());
         assert_eq!(e.post(&withdraw, Some(&c.admin), json!({})).await.0, StatusCode::OK);
         let (s, body) = e.post(&withdraw, Some(&c.admin), json!({})).await;

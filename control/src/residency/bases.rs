@@ -31,8 +31,9 @@ pub struct RecordLegalBasis {
     pub reference: String,
     /// The regions it covers (1 to 20 region labels); absent: any region.
     #[schema(min_items = 1, max_items = 20)]
-    pub destinations: Option<Vec<String>>,
-    /// When it ends by itself (in the future); absent: until withdrawn.
+    pub destinations: Option<Vec<super::RegionLabel>>,
+    /// When it ends by itself; absent: until withdrawn. A time already past records a basis
+    /// that is not in force (history).
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
@@ -165,7 +166,7 @@ pub async fn record(
         Some(list) => {
             let mut regions = Vec::with_capacity(list.len());
             for (i, label) in list.iter().enumerate() {
-                regions.push(region_field(&format!("destinations[{i}]"), label)?.to_string());
+                regions.push(region_field(&format!("destinations[{i}]"), &label.0)?.to_string());
             }
             regions.sort();
             regions.dedup();
@@ -173,9 +174,6 @@ pub async fn record(
         }
     };
     let now = state.clock().now();
-    if req.expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::field("expiresAt", "must be in the future"));
-    }
     state.store().patient(id).await?.ok_or(ApiError::NotFound)?;
     let basis = LegalBasis {
         id: Uuid::new_v4(),

@@ -31,6 +31,11 @@ pub const TRANSFER_BASIS_READ: &str = "transfer-basis.read";
 /// ICE credentials refused because no usable relay is in a permitted region.
 pub const ICE_REFUSE: &str = "ice.credentials.refuse";
 
+/// A region label (`tr`, `eu-de`) as a request gives it, checked by [`region_field`].
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[schema(pattern = r"^[a-z0-9-]{1,32}$")]
+pub struct RegionLabel(pub String);
+
 /// A region label from a request, or a 422 naming the field.
 pub fn region_field(field: &str, label: &str) -> ApiResult<Region> {
     Region::parse(label).map_err(|e| ApiError::field(field, e.to_string()))
