@@ -281,6 +281,11 @@ pub struct Settings => Values {
     /// debug the kernel path.
     #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY")]
     pub same_relay_delivery: Option<bool> = true,
+    /// The relayed address family of an Allocate that names none (coturn's name): ipv4 (RFC
+    /// 8656), ipv6, or keep (the family the client reaches the relay over; Chromium asks an IPv6
+    /// TURN server for no family). Default ipv4.
+    #[arg(long = "allocation-default-address-family", env = "TELETIP_RELAY_ALLOCATION_DEFAULT_ADDRESS_FAMILY")]
+    pub allocation_default_address_family: Option<AddressFamilySetting> = AddressFamilySetting::Ipv4,
     /// Overload control: once a listener's queue has held datagrams longer than this for
     /// `overload-grace-ms`, datagrams that waited longer are dropped (loss instead of a growing
     /// delay) until nothing has been late for 100 ms. Milliseconds; default 3; 0 turns it off.
@@ -338,6 +343,14 @@ where
         OneOrMany::One(v) => vec![v],
         OneOrMany::Many(v) => v,
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressFamilySetting {
+    Ipv4,
+    Ipv6,
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]

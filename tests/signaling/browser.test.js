@@ -302,6 +302,68 @@ test("a consultation relayed over TURN/TCP when only TCP is offered", async () =
   }
 });
 
+// Hospital and mobile networks that hand out IPv6: the control plane offers only the relay's
+// bracketed IPv6 address and the relay listens and relays on ::1 only. Chromium reaches an IPv6
+// TURN server without asking for an IPv6 relayed address (no REQUESTED-ADDRESS-FAMILY, which RFC
+// 8656 answers with IPv4), so the relay runs with allocation-default-address-family = keep, as
+// coturn does for this: every relay candidate is IPv6 and the call must still carry video.
+test("a consultation relayed over IPv6 when only IPv6 relay candidates exist", async () => {
+  const dir = tempDir("teletip-browser-ipv6-");
+  const port = await freeUdpPort();
+  const v6Control = await Control.start({
+    name: "browser-ipv6",
+    dir,
+    extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "::1"\nudp-port = ${port}\nstun = false\n`,
+  });
+  v6Control.createAdmin();
+  const v6Relay = await Relay.start({
+    secretFile: join(v6Control.dataDir, "relay.secret"),
+    port,
+    dir,
+    ip: "::1",
+    extraArgs: ["--allocation-default-address-family", "keep"],
+  });
+  const clinic = await Clinic.open({ control: v6Control });
+  const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Elif Kaya", patient: "Mert Şahin" });
+  try {
+    await withTwoPages("ipv6", async (doc, pat) => {
+      await logIn(pat, patient, v6Control);
+      await logIn(doc, practitioner, v6Control);
+      await joinAndAdmit(doc, pat, appointment.id);
+      for (const page of [doc, pat]) {
+        const s = await until(`${page.label} decoding video through IPv6 relay candidates`, async () => {
+          const st = await mediaStats(page);
+          return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 0 && st.local === "relay", value: st, st };
+        });
+        const urls = (await page.evaluate(() => window.teletip.pc.getConfiguration().iceServers)).flatMap((x) => [].concat(x.urls));
+        assert.deepEqual(urls, [`turn:[::1]:${port}?transport=udp`], `${page.label}: only the IPv6 relay offered`);
+        assert.equal(s.remote, "relay", `${page.label}: remote candidate type`);
+        assert.equal(s.localAddress, "::1", `${page.label}: the selected relay candidate is IPv6`);
+        const relayCandidates = await page.evaluate(async () => {
+          const stats = await window.teletip.pc.getStats();
+          return [...stats.values()]
+            .filter((x) => (x.type === "local-candidate" || x.type === "remote-candidate") && x.candidateType === "relay")
+            .map((x) => x.address || x.ip);
+        });
+        assert.ok(relayCandidates.length >= 2 && relayCandidates.every((a) => a.includes(":")), `${page.label}: every relay candidate is IPv6: ${relayCandidates}`);
+      }
+      const v6 = await until("the relay counting IPv6 relayed addresses", async () => {
+        const n = await v6Relay.counter("teletip_relayed_addresses_created_total");
+        return { ok: n >= 2, value: n };
+      });
+      assert.ok(v6 >= 2, `teletip_relayed_addresses_created_total ${v6} (the relay has only an IPv6 relay-ip)`);
+      const bytes = await until("the relay counting relayed bytes", async () => {
+        const n = await v6Relay.counter("teletip_relayed_bytes_total");
+        return { ok: n > 10000, value: n };
+      });
+      assert.ok(bytes > 10000);
+    });
+  } finally {
+    await v6Relay.stop();
+    await v6Control.stop();
+  }
+});
+
 // Maintenance on a relay: it drains (SIGUSR1) with another relay as its alternate-server. The
 // control plane still offers only the draining relay; Chromium's Allocate gets 300 Try Alternate,
 // follows ALTERNATE-SERVER to the other relay, and the call runs there, relay only. Chromium

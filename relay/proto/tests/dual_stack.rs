@@ -351,3 +351,22 @@ fn coturns_pre_rfc_additional_address_family_code_point_is_read_too() {
     });
     assert_eq!(both.error_code(), Some(400));
 }
+
+#[test]
+fn the_default_family_can_follow_the_clients_as_coturns_keep_does() {
+    let mut cfg = config();
+    cfg.default_family = teletip_turn_proto::server::DefaultFamily::Keep;
+    let mut s = dual_shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    let mut over_v6 = Client::new("[2001:db8:1::20]:5000", "chromium");
+    let a = call(&mut s, T0, &mut over_v6, Method::ALLOCATE, requested_udp);
+    assert!(relayed_addresses(&a)[0].is_ipv6(), "a client over IPv6 that names no family gets IPv6");
+    let mut over_v4 = Client::new("198.51.100.20:5000", "chromium");
+    let a = call(&mut s, T0, &mut over_v4, Method::ALLOCATE, requested_udp);
+    assert!(relayed_addresses(&a)[0].is_ipv4());
+    let mut dual = Client::new("[2001:db8:1::20]:5001", "chromium");
+    allocate_dual(&mut s, &mut dual);
+    // The default stays RFC 8656's: IPv4 for an IPv6 client that names no family.
+    let mut s = dual_shard();
+    let mut c = Client::new("[2001:db8:1::20]:5000", "rfc");
+    assert!(relayed_addresses(&call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp))[0].is_ipv4());
+}

@@ -8,9 +8,9 @@ use teletip_turn_proto::credentials::Secret;
 use teletip_turn_proto::limits::SharedQuotas;
 use teletip_turn_proto::nonce::NonceIssuer;
 use teletip_turn_proto::policy::PeerPolicy;
-use teletip_turn_proto::server::{Controls, ServerConfig};
+use teletip_turn_proto::server::{Controls, DefaultFamily, ServerConfig};
 
-use crate::config::RelayConfig;
+use crate::config::{AddressFamilySetting, RelayConfig};
 use crate::secret_sources::SecretSources;
 
 /// The secrets as the state machine takes them.
@@ -36,6 +36,11 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
     sc.unauth_rate = c.unauth_rate;
     sc.unauth_burst = c.unauth_burst;
     sc.same_relay_delivery = c.same_relay_delivery;
+    sc.default_family = match c.allocation_default_address_family {
+        AddressFamilySetting::Ipv4 => DefaultFamily::Ipv4,
+        AddressFamilySetting::Ipv6 => DefaultFamily::Ipv6,
+        AddressFamilySetting::Keep => DefaultFamily::Keep,
+    };
     sc.alternate_servers = c.alternate_servers.clone();
     sc.tls_alternate_servers = c.tls_alternate_servers.clone();
     sc

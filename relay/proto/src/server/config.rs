@@ -38,11 +38,25 @@ pub struct ServerConfig {
     /// Deliver a datagram addressed to another allocation of the same shard straight to that
     /// allocation's client (see `local.rs`). Off only to measure or debug the kernel path.
     pub same_relay_delivery: bool,
+    /// The family of an Allocate that names none (RFC 8656: IPv4).
+    pub default_family: DefaultFamily,
     /// Where a draining relay sends new clients over UDP and TCP (ALTERNATE-SERVER), the first
     /// of the client's address family.
     pub alternate_servers: Vec<SocketAddr>,
     /// The same for clients over TLS.
     pub tls_alternate_servers: Vec<SocketAddr>,
+}
+
+/// What an Allocate without REQUESTED-ADDRESS-FAMILY (or ADDITIONAL-ADDRESS-FAMILY) gets:
+/// coturn's `allocation-default-address-family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultFamily {
+    /// RFC 8656's rule.
+    Ipv4,
+    Ipv6,
+    /// The family the client speaks to the relay: for clients such as Chromium, which reach an
+    /// IPv6 TURN server without asking for an IPv6 relayed address.
+    Keep,
 }
 
 impl ServerConfig {
@@ -65,6 +79,7 @@ impl ServerConfig {
             unauth_burst: 200,
             unauth_max_sources: 65_536,
             same_relay_delivery: true,
+            default_family: DefaultFamily::Ipv4,
             alternate_servers: Vec::new(),
             tls_alternate_servers: Vec::new(),
         }

@@ -19,7 +19,7 @@ mod requests;
 mod stats;
 
 pub use allocation::{Allocation, RelayId, Relayed};
-pub use config::ServerConfig;
+pub use config::{DefaultFamily, ServerConfig};
 pub use controls::Controls;
 pub use stats::{AllocFailure, AuthFailure, DropReason, Flow, Stats};
 

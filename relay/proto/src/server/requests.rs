@@ -6,8 +6,8 @@ use super::allocation::{Allocation, Channel, Relayed};
 use super::auth::Authenticated;
 use super::reply::{Signer, challenge_attributes, respond, respond_error};
 use super::{
-    Action, AllocFailure, AuthFailure, BindError, BindRequest, DropReason, Family, FiveTuple, Payload, RelayBinder,
-    Shard, Transport,
+    Action, AllocFailure, AuthFailure, BindError, BindRequest, DefaultFamily, DropReason, Family, FiveTuple, Payload,
+    RelayBinder, Shard, Transport,
 };
 use crate::codec::{self, Class, Message, MessageWriter, Method, attr, decode_xor_address};
 use crate::limits::{QuotaRefusal, TokenBucket};
@@ -133,7 +133,12 @@ impl<B: RelayBinder> Shard<B> {
             return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400);
         }
         let family = match requested_family {
-            None => Family::V4,
+            None if additional_family.is_some() => Family::V4,
+            None => match self.config.default_family {
+                DefaultFamily::Ipv4 => Family::V4,
+                DefaultFamily::Ipv6 => Family::V6,
+                DefaultFamily::Keep => Family::of(&tuple.client),
+            },
             Some(v) if v.len() != 4 => return self.allocate_failed(out, msg, &signer, AllocFailure::BadRequest, 400),
             Some(v) if v[0] == codec::FAMILY_IPV4 => Family::V4,
             Some(v) if v[0] == codec::FAMILY_IPV6 => Family::V6,
