@@ -10,76 +10,15 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::clinic::{Clinic, clinic_with};
 use support::http::*;
-use support::pki::{free_tcp_port, free_udp_port, make_ca, make_cert, relay_link_table};
-use support::relay::{relay_binary, turn_allocate};
+use support::pki::{free_udp_port, make_ca, make_cert, relay_link_table};
+use support::relay::{LinkedRelay, eventually, turn_allocate};
 use support::{Engine, engines};
-
-/// A running teletip-relay in a region, registered over the control link.
-struct Relay {
-    child: Child,
-    port: u16,
-}
-
-impl Relay {
-    fn start(pki: &Path, node: &str, region: &str, link_port: u16, secret_file: &Path, ports: (u16, u16)) -> Relay {
-        let port = free_udp_port();
-        let child = Command::new(relay_binary())
-            .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
-            .args(["--listening-port", &port.to_string(), "--prometheus-port", &free_tcp_port().to_string()])
-            .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
-            .args(["--region", region, "--total-quota", "100"])
-            .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
-            .arg("--control-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--control-cert")
-            .arg(pki.join(format!("{node}.pem")))
-            .arg("--control-key")
-            .arg(pki.join(format!("{node}.key")))
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start teletip-relay");
-        Relay { child, port }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` every 100 ms until it is true, or fails saying `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The healthy relays the admin list shows: (node, region).
 async fn healthy_relays(e: &Env, admin: &str) -> Vec<(String, Option<String>)> {
@@ -148,8 +87,8 @@ async fn consultation_in_two_regions(engine: Engine) {
     assert_eq!(record["dataRegion"], "tr", "{engine:?}: {record}");
 
     let secret = e.control.dir.join("data/relay.secret");
-    let tr = Relay::start(pki, "relay-tr.test", "tr", link_port, &secret, (25100, 25139));
-    let us = Relay::start(pki, "relay-us.test", "us", link_port, &secret, (25140, 25179));
+    let tr = LinkedRelay::start_in_region(pki, "relay-tr.test", "tr", link_port, &secret, (25100, 25139));
+    let us = LinkedRelay::start_in_region(pki, "relay-us.test", "us", link_port, &secret, (25140, 25179));
     eventually(Duration::from_secs(20), "both relays registered and healthy", || async {
         healthy_relays(e, &c.admin).await.len() == 2
     })
@@ -245,7 +184,7 @@ async fn consultation_in_two_regions(engine: Engine) {
     assert_eq!(residency["transferConsents"].as_array().unwrap().len(), 2, "{residency}");
 
     // The tr relay stops: no relay in a permitted region, a 503 that says so, audited.
-    tr.stop();
+    drop(tr);
     eventually(Duration::from_secs(20), "the tr relay is no longer healthy", || async {
         healthy_relays(e, &c.admin).await.len() == 1
     })
@@ -263,7 +202,7 @@ async fn consultation_in_two_regions(engine: Engine) {
     let (s, ice) = e.post("/v1/ice/credentials", Some(&c.doctor), json!({})).await;
     assert_eq!(s, StatusCode::OK, "{ice}");
     assert_eq!(named(&ice).0, [us.port], "{engine:?}");
-    us.stop();
+    drop(us);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,12 +44,36 @@ impl LinkedRelay {
         ports: (u16, u16),
         extra_args: &[&str],
     ) -> LinkedRelay {
+        LinkedRelay::spawn(pki, node, "istanbul-1", link_port, secret_file, ports, extra_args)
+    }
+
+    /// As `start`, reporting `region` at registration (the data-residency tests).
+    pub fn start_in_region(
+        pki: &Path,
+        node: &str,
+        region: &str,
+        link_port: u16,
+        secret_file: &Path,
+        ports: (u16, u16),
+    ) -> LinkedRelay {
+        LinkedRelay::spawn(pki, node, region, link_port, secret_file, ports, &[])
+    }
+
+    fn spawn(
+        pki: &Path,
+        node: &str,
+        region: &str,
+        link_port: u16,
+        secret_file: &Path,
+        ports: (u16, u16),
+        extra_args: &[&str],
+    ) -> LinkedRelay {
         let (port, metrics) = (super::pki::free_udp_port(), super::pki::free_tcp_port());
         let child = Command::new(relay_binary())
             .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
             .args(["--listening-port", &port.to_string(), "--prometheus-port", &metrics.to_string()])
             .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
-            .args(["--region", "istanbul-1", "--total-quota", "100"])
+            .args(["--region", region, "--total-quota", "100"])
             .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
             .arg("--control-ca")
             .arg(pki.join("ca.pem"))
