@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-/// The `Udp:` line of /proc/net/snmp that matters for loss.
+/// The UDP counters that matter for loss: the `Udp:` lines of /proc/net/snmp plus the `Udp6…`
+/// lines of /proc/net/snmp6, since IPv6 datagrams are counted only in the latter.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct UdpCounters {
     pub in_datagrams: u64,
@@ -14,20 +15,45 @@ pub struct UdpCounters {
 
 impl UdpCounters {
     pub fn read() -> UdpCounters {
-        let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let v4 = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let v6 = std::fs::read_to_string("/proc/net/snmp6").unwrap_or_default();
+        UdpCounters::from_snmp(&v4).plus(&UdpCounters::from_snmp6(&v6))
+    }
+
+    /// The `Udp:` header line and value line of /proc/net/snmp.
+    fn from_snmp(text: &str) -> UdpCounters {
         let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
         let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return UdpCounters::default() };
-        let map: HashMap<&str, u64> = names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .filter_map(|(n, v)| Some((n, v.parse().ok()?)))
-            .collect();
+        UdpCounters::from_pairs(names.split_whitespace().zip(values.split_whitespace()), "")
+    }
+
+    /// The `Udp6<Name> <value>` lines of /proc/net/snmp6.
+    fn from_snmp6(text: &str) -> UdpCounters {
+        let pairs = text.lines().filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?, f.next()?))
+        });
+        UdpCounters::from_pairs(pairs, "Udp6")
+    }
+
+    fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, prefix: &str) -> UdpCounters {
+        let map: HashMap<&str, u64> =
+            pairs.filter_map(|(n, v)| Some((n.strip_prefix(prefix)?, v.parse().ok()?))).collect();
         let get = |k: &str| map.get(k).copied().unwrap_or(0);
         UdpCounters {
             in_datagrams: get("InDatagrams"),
             in_errors: get("InErrors"),
             rcvbuf_errors: get("RcvbufErrors"),
             sndbuf_errors: get("SndbufErrors"),
+        }
+    }
+
+    fn plus(&self, other: &UdpCounters) -> UdpCounters {
+        UdpCounters {
+            in_datagrams: self.in_datagrams + other.in_datagrams,
+            in_errors: self.in_errors + other.in_errors,
+            rcvbuf_errors: self.rcvbuf_errors + other.rcvbuf_errors,
+            sndbuf_errors: self.sndbuf_errors + other.sndbuf_errors,
         }
     }
 
@@ -118,4 +144,19 @@ pub fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UdpCounters;
+
+    #[test]
+    fn udp_counters_sum_both_families() {
+        let snmp = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    Udp: 100 1 7 90 5 2\n";
+        let snmp6 = "Udp6InDatagrams                 \t40\nUdp6NoPorts \t3\nUdp6InErrors \t4\n\
+                     Udp6RcvbufErrors \t4\nUdp6SndbufErrors \t1\nUdpLite6InErrors \t9\n";
+        let sum = UdpCounters::from_snmp(snmp).plus(&UdpCounters::from_snmp6(snmp6));
+        assert_eq!(sum, UdpCounters { in_datagrams: 140, in_errors: 11, rcvbuf_errors: 9, sndbuf_errors: 3 });
+    }
 }

@@ -165,8 +165,23 @@ fn relay(turn: &TurnArgs, mode: Mode, load: &LoadArgs) -> Result<(), LoadgenErro
         };
         pairs.push(Pair { a: a.socket, b: b.socket, frame });
     }
-    let label = format!("mode={} label={}", if mode == Mode::Channel { "channel" } else { "send" }, load.label);
+    let label = format!(
+        "mode={} relayed={} label={}",
+        if mode == Mode::Channel { "channel" } else { "send" },
+        relayed_family(&relayed),
+        load.label
+    );
     drive(Flows::new(pairs, false)?, turn.server, load, &label)
+}
+
+/// The family the server relayed over: "ipv4", "ipv6", or "mixed" (what a comparison of the
+/// families must not be measuring).
+fn relayed_family(relayed: &[SocketAddr]) -> &'static str {
+    match (relayed.iter().any(SocketAddr::is_ipv4), relayed.iter().any(SocketAddr::is_ipv6)) {
+        (true, false) => "ipv4",
+        (false, true) => "ipv6",
+        _ => "mixed",
+    }
 }
 
 fn raw(server: SocketAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
