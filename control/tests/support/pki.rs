@@ -59,6 +59,18 @@ pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port free for both UDP and TCP on loopback: a relay's listening port serves TURN over
+/// both, and a port the kernel handed out as free for UDP may be a TCP connection's local port.
+pub fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The `[relay-link]` table of a control plane listening for relays on `link_port`, with the
 /// certificates of `pki` (control.test.pem, ca.pem).
 pub fn relay_link_table(pki: &Path, link_port: u16) -> String {

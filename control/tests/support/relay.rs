@@ -68,25 +68,33 @@ impl LinkedRelay {
         ports: (u16, u16),
         extra_args: &[&str],
     ) -> LinkedRelay {
-        let (port, metrics) = (super::pki::free_udp_port(), super::pki::free_tcp_port());
-        let child = Command::new(relay_binary())
-            .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
-            .args(["--listening-port", &port.to_string(), "--prometheus-port", &metrics.to_string()])
-            .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
-            .args(["--region", region, "--total-quota", "100"])
-            .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
-            .arg("--control-ca")
-            .arg(pki.join("ca.pem"))
-            .arg("--control-cert")
-            .arg(pki.join(format!("{node}.pem")))
-            .arg("--control-key")
-            .arg(pki.join(format!("{node}.key")))
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start teletip-relay");
-        LinkedRelay { child, port, metrics }
+        // Ports picked free may be taken by another test before the relay binds them: a relay
+        // that exits at start is started again on fresh ports rather than failing the test
+        // later with a relay that never registered.
+        for _ in 0..5 {
+            let (port, metrics) = (super::pki::free_udp_and_tcp_port(), super::pki::free_tcp_port());
+            let mut child = Command::new(relay_binary())
+                .args(["--realm", "teletip.test", "--static-auth-secret-file", secret_file.to_str().unwrap()])
+                .args(["--listening-port", &port.to_string(), "--prometheus-port", &metrics.to_string()])
+                .args(["--min-port", &ports.0.to_string(), "--max-port", &ports.1.to_string(), "--workers", "1"])
+                .args(["--region", region, "--total-quota", "100"])
+                .args(["--control-server", &format!("127.0.0.1:{link_port}"), "--control-server-name", "control.test"])
+                .arg("--control-ca")
+                .arg(pki.join("ca.pem"))
+                .arg("--control-cert")
+                .arg(pki.join(format!("{node}.pem")))
+                .arg("--control-key")
+                .arg(pki.join(format!("{node}.key")))
+                .args(extra_args)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start teletip-relay");
+            if wait_until_serving(&mut child, metrics) {
+                return LinkedRelay { child, port, metrics };
+            }
+        }
+        panic!("teletip-relay {node} did not start on five sets of free ports (its stderr is above)");
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -111,6 +119,23 @@ impl LinkedRelay {
         self.signal(15);
         let _ = self.child.wait();
     }
+}
+
+/// Whether the relay `child` serves its metrics endpoint (it has bound every listening socket
+/// by then) within 10 s; false if it exited first.
+fn wait_until_serving(child: &mut Child, metrics: u16) -> bool {
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 impl Drop for LinkedRelay {
