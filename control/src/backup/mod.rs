@@ -136,3 +136,33 @@ pub async fn load(url: &str, opened: Opened) -> Result<Summary, BackupError> {
     }
     Ok(Summary { tables: opened.dump.tables.len(), rows: opened.dump.rows(), header: opened.header })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> BackupKey {
+        BackupKey::parse(&"42".repeat(32)).unwrap()
+    }
+
+    fn file(engine: &str, schema_version: i64) -> Vec<u8> {
+        sealed::seal(&key(), engine, schema_version, OffsetDateTime::UNIX_EPOCH, br#"{"tables":[]}"#).unwrap()
+    }
+
+    #[test]
+    fn a_backup_goes_into_its_own_engine_only() {
+        let made = file("postgres", 1);
+        assert!(open_for("postgres://db/x", &key(), &made).is_ok());
+        assert!(matches!(open_for("sqlite://x.db", &key(), &made), Err(BackupError::Engine(_))));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let known = known_schema("sqlite");
+        assert!(open_for("sqlite://x.db", &key(), &file("sqlite", known)).is_ok());
+        let refused = open_for("sqlite://x.db", &key(), &file("sqlite", known + 1));
+        assert!(
+            matches!(refused, Err(BackupError::NewerSchema { backup, known: k }) if backup == known + 1 && k == known)
+        );
+    }
+}
