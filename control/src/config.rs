@@ -38,6 +38,28 @@ pub struct ControlConfig {
     /// digits or dashes): the data region of new patients and practices that get none, and
     /// the region of relays that report none. Unset: no region applies, every relay is named.
     pub deployment_region: Option<crate::domain::residency::Region>,
+    /// `text` (default) or `json`: one JSON object per line, for a log collector.
+    pub log_format: LogFormat,
+    pub backup: BackupConfig,
+}
+
+/// The format of the log lines on standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `teletip-control backup` and `restore`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The backup key: 32 bytes as 64 hex digits or base64 (`openssl rand -base64 32`). Keep a
+    /// copy away from the backups and the host: without it no backup can be read. Unset:
+    /// `backup` and `restore` need `--key-file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The control link's server side (mutual TLS: every relay presents a certificate signed by
@@ -162,6 +184,8 @@ impl Default for ControlConfig {
             redis_url: None,
             relay_link: None,
             deployment_region: None,
+            log_format: LogFormat::Text,
+            backup: BackupConfig::default(),
         }
     }
 }

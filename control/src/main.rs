@@ -45,6 +45,22 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Write an encrypted, authenticated backup of the whole database to a file.
+    Backup {
+        #[arg(long)]
+        output: PathBuf,
+        /// Overrides `[backup] key-file`.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Restore a backup into an empty database (refuses a non-empty one).
+    Restore {
+        #[arg(long)]
+        input: PathBuf,
+        /// Overrides `[backup] key-file`.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,14 +82,10 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The log format is read before anything logs; a configuration that does not load is
+    // reported by `run`, with whichever format.
+    let format = ControlConfig::load(cli.config.as_deref()).map(|c| c.log_format).unwrap_or_default();
+    teletip_control::observability::logs::init(format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -99,10 +111,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(u) = cli.database_url {
         config.database_url = u;
     }
+    if let Command::Backup { output, key_file } = &cli.command {
+        println!("{}", teletip_control::backup::command::backup(&config, output, key_file.as_deref()).await?);
+        return Ok(());
+    }
     if config.database_url.starts_with("sqlite://") {
         if let Some(dir) = PathBuf::from(config.database_url.trim_start_matches("sqlite://")).parent() {
             std::fs::create_dir_all(dir).ok();
         }
+    }
+    if let Command::Restore { input, key_file } = &cli.command {
+        println!("{}", teletip_control::backup::command::restore(&config, input, key_file.as_deref()).await?);
+        return Ok(());
     }
     let store = store::open(&config.database_url).await.with_context(|| "cannot open the database")?;
     store.migrate().await.context("migrations failed")?;
@@ -136,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config, store).await,
-        Command::Openapi => unreachable!("handled above"),
+        Command::Openapi | Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
     }
 }
 

@@ -1,17 +1,20 @@
 // SDP and ICE candidates carry IP addresses: the server relays them and never logs them. A
 // whole consultation (and refused and malformed signals) with distinctive markers in every SDP
 // and candidate; then the control process's entire stdout and stderr must not contain them.
-// The instance logs at debug level for teletip_control, more than production's info.
+// The instance logs at debug level for teletip_control, more than production's info, in JSON
+// (log-format = "json"): every line must parse, and no line may hold an e-mail address, a
+// name, a password or a token of the run (issue 22).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { Clinic, Peer, okData } from "./lib/clinic.js";
+import { ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, RELAXED_LIMITS } from "./lib/env.js";
 
 let c;
 const open = [];
 before(async () => {
-  c = await Clinic.open({ name: "logging", rustLog: "info,teletip_control=debug" });
+  c = await Clinic.open({ name: "logging", rustLog: "info,teletip_control=debug", extraToml: `log-format = "json"\n${RELAXED_LIMITS}` });
 });
 after(async () => {
   for (const p of open) p.close();
@@ -54,6 +57,17 @@ test("no SDP or candidate reaches the logs", async () => {
   assert.ok(log.includes("listening on"), "the capture is the control process's output");
   assert.ok(!log.includes(marker), `SDP or candidate text in the control log:\n${log.split("\n").filter((l) => l.includes(marker)).join("\n")}`);
   assert.ok(!log.includes(ip), `a candidate address in the control log:\n${log.split("\n").filter((l) => l.includes(ip)).join("\n")}`);
+  // The log lines are JSON (stdout's one "listening on" line aside), and none holds personal
+  // data or a secret of the run.
+  const lines = log.split("\n").filter((l) => l.trim() && !l.startsWith("teletip-control listening on"));
+  for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `not a JSON log line: ${line}`);
+  const secrets = [ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, c.admin];
+  for (const who of [practitioner, patient]) {
+    secrets.push(who.email, who.name, who.token, who.login.refreshToken);
+  }
+  for (const secret of secrets.filter(Boolean)) {
+    assert.ok(!log.includes(secret), `${secret} in the control log:\n${lines.filter((l) => l.includes(secret)).join("\n")}`);
+  }
   // And none in the audit trail either.
   const c2 = await Clinic.open({ name: "logging-audit", databaseUrl: c.control.databaseUrl, dataDir: c.control.dataDir, skipAdmin: true });
   try {

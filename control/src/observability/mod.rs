@@ -4,6 +4,7 @@
 //! an address (test `control/tests/metrics_labels.rs`). What is read rather than counted (pool,
 //! relays, process) is sampled when Prometheus scrapes ([`scrape`]).
 
+pub mod logs;
 pub mod scrape;
 
 use std::time::{Duration, Instant};

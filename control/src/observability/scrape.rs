@@ -1,5 +1,6 @@
 //! What is read rather than counted, sampled when Prometheus scrapes `/metrics`: the database
-//! pool, the relays by state, and the process (CPU, memory, file descriptors, start time).
+//! pool, the relays by state, the last backup, and the process (CPU, memory, file descriptors,
+//! start time).
 
 use std::sync::OnceLock;
 
@@ -54,6 +55,11 @@ fn process() -> &'static metrics_process::Collector {
 
 pub(super) fn describe() {
     process().describe();
+    metrics::describe_gauge!(
+        LAST_BACKUP,
+        metrics::Unit::Seconds,
+        "When the newest backup of the database was made (Unix time; 0: never), from its backup.create audit event"
+    );
     for state in RelayState::ALL {
         gauge!("teletip_relays", "state" => state.label()).set(0.0);
     }
@@ -71,5 +77,22 @@ pub async fn sample(state: &AppState) {
         let n = nodes.iter().filter(|node| RelayState::of(node) == *s).count();
         gauge!("teletip_relays", "state" => s.label()).set(n as f64);
     }
+    last_backup(state).await;
     process().collect();
+}
+
+const LAST_BACKUP: &str = "teletip_control_last_backup_timestamp_seconds";
+
+/// Backups are made by `teletip-control backup`, another process: its audit event, read here
+/// (one indexed row), is how every serving instance sees it.
+async fn last_backup(state: &AppState) {
+    use crate::store::AuditFilter;
+    let filter = AuditFilter { action: Some(crate::backup::BACKUP_CREATE.into()), limit: 1, ..AuditFilter::default() };
+    match state.store().list_audit(&filter).await {
+        Ok(newest) => {
+            let at = newest.first().map_or(0, |e| e.at.unix_timestamp());
+            gauge!(LAST_BACKUP).set(at as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the last backup's time for the metrics"),
+    }
 }

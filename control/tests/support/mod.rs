@@ -69,6 +69,16 @@ impl Control {
     /// Writes `extra_toml` after the generated basics (listen on a free port, the database,
     /// a data directory) and starts the service.
     pub fn start(dir: &Path, database_url: &str, extra_toml: &str) -> Control {
+        Control::start_with(dir, database_url, extra_toml, "warn", Stdio::inherit())
+    }
+
+    /// As `start`, at log level `rust_log`, with standard error (the log) into `log`.
+    pub fn start_logging(dir: &Path, database_url: &str, extra_toml: &str, rust_log: &str, log: &Path) -> Control {
+        let file = std::fs::File::create(log).unwrap();
+        Control::start_with(dir, database_url, extra_toml, rust_log, Stdio::from(file))
+    }
+
+    fn start_with(dir: &Path, database_url: &str, extra_toml: &str, rust_log: &str, stderr: Stdio) -> Control {
         let config_path = dir.join("control.toml");
         let data_dir = dir.join("data");
         std::fs::write(
@@ -81,11 +91,11 @@ impl Control {
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))
             .args(["--config", config_path.to_str().unwrap(), "serve"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             // The test clock (control/src/clock.rs): offset 0 until `set_clock` writes the file.
             .env("TELETIP_CONTROL_TEST_CLOCK", dir.join("clock-offset"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start teletip-control");
         let stdout = child.stdout.take().unwrap();
