@@ -28,7 +28,7 @@ async fn allocate_all(relay: &Relay, round: &str, count: usize) -> (Vec<turn::cl
             tokio::spawn(async move {
                 let mut stale = Vec::new();
                 loop {
-                    let client = crowd_client(relay_addr, credentials.clone()).await;
+                    let client = turn_crate_client_of(relay_addr, credentials.clone()).await;
                     match client.allocate().await {
                         Ok(conn) => {
                             use webrtc_util::Conn;
@@ -62,25 +62,6 @@ async fn allocate_all(relay: &Relay, round: &str, count: usize) -> (Vec<turn::cl
         }
     }
     (clients, failed)
-}
-
-async fn crowd_client(server: std::net::SocketAddr, (username, password): (String, String)) -> turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username,
-        password,
-        realm: REALM.into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: std::sync::Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
-    client
 }
 
 /// A call in place: two uclient clients relaying to each other through the relay for about

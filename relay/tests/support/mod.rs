@@ -202,12 +202,17 @@ impl Drop for Relay {
 
 /// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening, on the
 /// loopback address of the relay's family.
-pub async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
-    let local = if relay.addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+pub async fn turn_crate_client(relay: &Relay, credentials: (String, String)) -> turn::client::Client {
+    turn_crate_client_of(relay.addr, credentials).await
+}
+
+/// The same for the relay listening at `server` (for a client started in a task of its own).
+pub async fn turn_crate_client_of(server: SocketAddr, (username, password): (String, String)) -> turn::client::Client {
+    let local = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
     let socket = tokio::net::UdpSocket::bind(local).await.unwrap();
     let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.addr.to_string(),
-        turn_serv_addr: relay.addr.to_string(),
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
         username,
         password,
         realm: REALM.into(),
