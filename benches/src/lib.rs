@@ -5,6 +5,7 @@
 //! server the same way; it reuses teletip's sans-IO codec for encoding and decoding, never its
 //! server. See docs/performance.md for the method and the results.
 
+pub mod flood;
 pub mod flow;
 pub mod hist;
 pub mod kernel;

@@ -228,6 +228,12 @@ pub struct Settings => Values {
     /// Burst for unauth-rate. Default 200.
     #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
     pub unauth_burst: Option<u64> = 200,
+    /// Unauthenticated answers a source address earns beyond unauth-burst, 4 for each of its
+    /// requests that passes message integrity, held at most this many at a time and lapsing
+    /// 300 s after its last one: a crowd behind one NAT allocates at full speed, a spoofed
+    /// source earns nothing. Default 4096, at most 65535; 0 = nothing earned.
+    #[arg(long = "unauth-earned-burst", env = "TELETIP_RELAY_UNAUTH_EARNED_BURST")]
+    pub unauth_earned_burst: Option<u64> = 4096,
     /// Serve Prometheus metrics. Default true.
     #[arg(long, env = "TELETIP_RELAY_PROMETHEUS")]
     pub prometheus: Option<bool> = true,

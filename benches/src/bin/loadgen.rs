@@ -53,6 +53,27 @@ enum Command {
         /// The server's process id, to read its VmRSS.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Instead of deleting the allocations, hold the client sockets this many seconds and
+        /// exit: the allocations stay on the server, as those of clients that lost their
+        /// network (a reconnect storm's first half).
+        #[arg(long)]
+        hold_secs: Option<f64>,
+    },
+    /// A spoofed-source flood: unauthenticated requests from many loopback addresses that
+    /// never authenticate; counts what the server reflects to them.
+    Flood {
+        /// The server's UDP address.
+        #[arg(long)]
+        server: SocketAddr,
+        /// Source addresses (127.1.0.1, 127.1.0.2, …).
+        #[arg(long, default_value_t = 500)]
+        sources: usize,
+        /// Requests from each source, alternately the smallest Allocate and a Binding.
+        #[arg(long, default_value_t = 1000)]
+        per_source: u64,
+        /// Seconds to spread them over.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
     },
 }
 
@@ -119,7 +140,10 @@ fn main() {
     let result = match cli.command {
         Command::Relay { turn, mode, load } => relay(&turn, mode, &load),
         Command::Raw { server, load } => raw(server, &load),
-        Command::Alloc { turn, count, window, server_pid } => alloc(&turn, count, window, server_pid),
+        Command::Alloc { turn, count, window, server_pid, hold_secs } => {
+            alloc(&turn, count, window, server_pid, hold_secs)
+        }
+        Command::Flood { server, sources, per_source, duration } => flood(server, sources, per_source, duration),
     };
     if let Err(e) = result {
         eprintln!("teletip-loadgen: {e}");
@@ -280,7 +304,32 @@ fn drive(mut flows: Flows, dest: SocketAddr, load: &LoadArgs, label: &str) -> Re
     Ok(())
 }
 
-fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Result<(), LoadgenError> {
+fn flood(server: SocketAddr, sources: usize, per_source: u64, duration: f64) -> Result<(), LoadgenError> {
+    let r = teletip_benches::flood::run(server, sources, per_source, Duration::from_secs_f64(duration))?;
+    println!(
+        "RESULT mode=flood sources={} seconds={duration} elapsed={:.2} requests={} request_bytes={} answers={} answer_bytes={} \
+         max_answers_per_source={} max_bytes_per_source={} largest_answer={} largest_factor={:.2}",
+        r.sources,
+        r.elapsed.as_secs_f64(),
+        r.requests,
+        r.request_bytes,
+        r.answers,
+        r.answer_bytes,
+        r.max_answers_per_source,
+        r.max_bytes_per_source,
+        r.largest_answer,
+        r.largest_factor
+    );
+    Ok(())
+}
+
+fn alloc(
+    turn: &TurnArgs,
+    count: usize,
+    window: usize,
+    pid: Option<u32>,
+    hold_secs: Option<f64>,
+) -> Result<(), LoadgenError> {
     let ip = localhost(&turn.server);
     let run_id = std::process::id();
     let mut clients = Vec::with_capacity(count);
@@ -304,6 +353,15 @@ fn alloc(turn: &TurnArgs, count: usize, window: usize, pid: Option<u32>) -> Resu
         (Some(b), Some(a)) => format!("{:.0}", 100.0 * (a - b) / secs),
         _ => "na".into(),
     };
+    if let Some(hold) = hold_secs {
+        println!(
+            "RESULT mode=alloc count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} held_secs={hold} \
+             server_cpu_pct={server_cpu} generator_cpu_pct={generator_cpu:.0}",
+            count as f64 / secs
+        );
+        std::thread::sleep(Duration::from_secs_f64(hold));
+        return Ok(());
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let held = rss();
     peak = peak.max(held);

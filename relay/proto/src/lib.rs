@@ -12,6 +12,7 @@ pub mod policy;
 pub mod revocations;
 pub mod secrets;
 pub mod server;
+pub mod source_budget;
 pub mod time;
 
 pub use codec::IntegrityKey;

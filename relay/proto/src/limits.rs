@@ -1,5 +1,6 @@
-//! Rate and quota limits: token buckets for bandwidth and for unauthenticated answers, and
-//! the quotas shared by all workers (allocations per user, per client IP, total).
+//! Rate and quota limits: token buckets for bandwidth, and the quotas shared by all workers
+//! (allocations per user, per client IP, total). The budget of unauthenticated answers per
+//! source is in `source_budget.rs`.
 //!
 //! The shared quotas take a lock, but only when an allocation is created or removed, never on
 //! the per-packet path.
@@ -40,48 +41,6 @@ impl TokenBucket {
         } else {
             false
         }
-    }
-}
-
-/// Per-source-IP limit on answers to unauthenticated requests (Binding, 401/438 challenges,
-/// 400s): keeps the relay from being a reflector. Bounded in memory: when the table is full,
-/// idle entries are dropped; if none is idle, new sources are refused until the next sweep.
-#[derive(Debug)]
-pub struct UnauthLimiter {
-    rate: u64,
-    burst: u64,
-    max_sources: usize,
-    buckets: FxHashMap<IpAddr, TokenBucket>,
-}
-
-impl UnauthLimiter {
-    pub fn new(rate: u64, burst: u64, max_sources: usize) -> Self {
-        UnauthLimiter { rate, burst, max_sources, buckets: FxHashMap::default() }
-    }
-
-    /// Whether one more answer may go to `ip` now. A rate of 0 disables the limit.
-    pub fn allow(&mut self, now: Millis, ip: IpAddr) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.max_sources {
-            self.sweep(now);
-            if self.buckets.len() >= self.max_sources {
-                return false;
-            }
-        }
-        let (rate, burst) = (self.rate, self.burst);
-        self.buckets.entry(ip).or_insert_with(|| TokenBucket::new(rate, burst, now)).take(now, 1)
-    }
-
-    /// Forgets sources whose bucket has refilled completely (they would start full anyway).
-    pub fn sweep(&mut self, now: Millis) {
-        let full_after_ms = self.burst * 1000 / self.rate.max(1);
-        self.buckets.retain(|_, b| now.0.saturating_sub(b.last.0) < full_after_ms);
-    }
-
-    pub fn tracked_sources(&self) -> usize {
-        self.buckets.len()
     }
 }
 
@@ -171,19 +130,6 @@ mod tests {
         assert!(b.take(Millis(100), 100));
         assert!(!b.take(Millis(100), 1));
         assert!(b.take(Millis(10_000), 1500));
-    }
-
-    #[test]
-    fn unauth_limiter_limits_per_source_and_stays_bounded() {
-        let mut l = UnauthLimiter::new(10, 20, 2);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let c: IpAddr = "192.0.2.3".parse().unwrap();
-        assert_eq!((0..30).filter(|_| l.allow(Millis(0), a)).count(), 20);
-        assert!(l.allow(Millis(0), b));
-        assert!(!l.allow(Millis(0), c), "table full, nobody idle");
-        assert!(l.allow(Millis(10_000), c), "idle sources were swept");
-        assert!(l.tracked_sources() <= 2);
     }
 
     #[test]

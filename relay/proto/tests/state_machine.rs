@@ -746,6 +746,76 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
     assert_eq!(call(&mut s, T0.plus_secs(1), &mut c, Method::ALLOCATE, requested_udp).class(), Class::Success);
 }
 
+/// A crowd behind one address (a hospital's NAT: one source address, a port per client) whose
+/// clients each take their 401 round: once their requests pass message integrity, the address
+/// draws far more answers than the base burst. A source that never authenticates (it may be
+/// spoofed) stays at the base burst, including one that sends wrong credentials.
+#[test]
+fn a_crowd_behind_one_address_earns_answers_that_an_unauthenticated_source_never_gets() {
+    let mut cfg = config();
+    cfg.unauth_rate = 5;
+    cfg.unauth_burst = 10;
+    cfg.unauth_earned_burst = 1000;
+    let mut s = shard_with(cfg, SharedQuotas::new(0, 0, 0));
+    for port in 0..300u16 {
+        let mut c = Client::new(&format!("198.51.100.30:{}", 10_000 + port), &format!("nurse-{port}"));
+        let answer = call(&mut s, T0, &mut c, Method::ALLOCATE, requested_udp);
+        assert_eq!(answer.class(), Class::Success, "client {port} of the crowd: {:?}", answer.error_code());
+    }
+    assert_eq!(s.stats().dropped(DropReason::RateLimited), 0);
+    let mut spoofed = Client::new("203.0.113.9:5000", "x");
+    let answered = (0..300)
+        .filter(|_| {
+            let req = spoofed.request(Method::ALLOCATE, requested_udp);
+            send(&mut s, T0, &spoofed, &req).is_some()
+        })
+        .count();
+    assert_eq!(answered, 10, "the base burst only");
+    let mut forger =
+        Client::with_secret("203.0.113.10:5000", "x", b"not-the-relays-secret-0123456789", T0.unix_secs() + 60);
+    let answered = (0..300)
+        .filter(|_| {
+            let req = forger.request(Method::ALLOCATE, requested_udp);
+            let answer = send(&mut s, T0, &forger, &req);
+            if let Some(a) = &answer {
+                forger.nonce = Some(a.msg().get(attr::NONCE).unwrap().to_vec());
+            }
+            answer.is_some()
+        })
+        .count();
+    assert_eq!(answered, 10, "wrong credentials earn nothing");
+}
+
+/// Every worker runs a shard, and the shards share their controls: a source has one budget,
+/// not one per worker.
+#[test]
+fn the_unauthenticated_budget_of_a_source_is_shared_by_all_shards() {
+    let mut cfg = config();
+    cfg.unauth_rate = 5;
+    cfg.unauth_burst = 10;
+    let cfg = std::sync::Arc::new(cfg);
+    let controls = controls();
+    let quotas = std::sync::Arc::new(SharedQuotas::new(0, 0, 0));
+    let mut shards: Vec<_> = (0..4)
+        .map(|_| {
+            teletip_turn_proto::server::Shard::new(cfg.clone(), controls.clone(), quotas.clone(), FakeBinder::default())
+        })
+        .collect();
+    let mut c = Client::new("198.51.100.20:5000", "x");
+    let answered: usize = shards
+        .iter_mut()
+        .map(|s| {
+            (0..10)
+                .filter(|_| {
+                    let req = c.request(Method::BINDING, |_| {});
+                    send(s, T0, &c, &req).is_some()
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!(answered, 10);
+}
+
 /// The smallest request of each kind that a source can send without passing message
 /// integrity, and what it draws: (name, request, answer length, error code). `realm` configures
 /// the shard; `v6`, `transport` and `fingerprint` shape the client. The last row is the one

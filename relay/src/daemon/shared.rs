@@ -35,6 +35,7 @@ pub fn server_config(c: &RelayConfig) -> ServerConfig {
     sc.max_credential_lifetime = c.max_credential_lifetime;
     sc.unauth_rate = c.unauth_rate;
     sc.unauth_burst = c.unauth_burst;
+    sc.unauth_earned_burst = c.unauth_earned_burst;
     sc.same_relay_delivery = c.same_relay_delivery;
     sc.default_family = match c.allocation_default_address_family {
         AddressFamilySetting::Ipv4 => DefaultFamily::Ipv4,

@@ -11,6 +11,12 @@
 //! milliseconds, a burst of key frames) from turning into loss: only a queue that stays long
 //! is treated as overload. Dropping stops after 100 ms with nothing late.
 //!
+//! Requests are never dropped for lateness (worker.rs), so a storm of them (a crowd allocating
+//! again at once) keeps the queue late however much media is dropped: dropping a call's media
+//! then buys nothing. While the recent late datagrams (counts halved every grace period) are
+//! mostly requests, late media is therefore relayed late rather than dropped; a queue late with
+//! media is cut back as before, within a few grace periods of a storm's end.
+//!
 //! Time is passed in, in nanoseconds, so this is tested without a clock.
 
 /// The default of how long the queue must stay above the target before late datagrams are
@@ -35,12 +41,45 @@ pub struct QueueDelayGuard {
     late_since: Option<u64>,
     dropping: bool,
     last_late: u64,
+    /// Late requests and late media lately: halved every grace period since `counted_since`.
+    late_requests: u64,
+    late_media: u64,
+    counted_since: u64,
 }
 
 impl QueueDelayGuard {
     /// A guard with the given sojourn target (0 never drops) and grace period.
     pub fn new(target_ns: u64, grace_ns: u64) -> Self {
-        QueueDelayGuard { target_ns, grace_ns, late_since: None, dropping: false, last_late: 0 }
+        QueueDelayGuard {
+            target_ns,
+            grace_ns,
+            late_since: None,
+            dropping: false,
+            last_late: 0,
+            late_requests: 0,
+            late_media: 0,
+            counted_since: 0,
+        }
+    }
+
+    /// A request that waited `sojourn_ns`: never dropped, but a late one tells a storm of
+    /// requests from an overload of media.
+    pub fn note_request(&mut self, sojourn_ns: u64, now_ns: u64) {
+        if self.target_ns != 0 && sojourn_ns > self.target_ns {
+            self.age_counts(now_ns);
+            self.late_requests += 1;
+        }
+    }
+
+    /// Halves the late counts once per grace period gone by, so that they say what the queue
+    /// holds now rather than since the overload began.
+    fn age_counts(&mut self, now_ns: u64) {
+        let periods = now_ns.saturating_sub(self.counted_since) / self.grace_ns.max(1);
+        if periods > 0 {
+            let shift = periods.min(63) as u32;
+            (self.late_requests, self.late_media) = (self.late_requests >> shift, self.late_media >> shift);
+            self.counted_since = now_ns;
+        }
     }
 
     /// Whether a datagram that waited `sojourn_ns` in its socket queue, read at `now_ns`, is
@@ -57,6 +96,8 @@ impl QueueDelayGuard {
             return true;
         }
         self.last_late = now_ns;
+        self.age_counts(now_ns);
+        self.late_media += 1;
         if !self.dropping {
             let since = *self.late_since.get_or_insert(now_ns);
             if now_ns.saturating_sub(since) < self.grace_ns {
@@ -64,7 +105,8 @@ impl QueueDelayGuard {
             }
             self.dropping = true;
         }
-        false
+        // A storm of requests: dropping media would not shorten the queue.
+        self.late_requests > self.late_media
     }
 
     pub fn dropping(&self) -> bool {
@@ -131,6 +173,28 @@ mod tests {
         assert!(long.admit(5 * MS, 20 * MS));
         assert!(!short.admit(5 * MS, 20 * MS));
         assert!(!long.dropping() && short.dropping());
+    }
+
+    #[test]
+    fn media_late_behind_a_storm_of_requests_is_relayed_not_dropped() {
+        let grace_ms = DEFAULT_GRACE_NS / MS;
+        let mut g = QueueDelayGuard::new(3 * MS, DEFAULT_GRACE_NS);
+        // A crowd allocating at once: ten late requests for each late media datagram, for
+        // longer than the grace period.
+        for t in 0..3 * grace_ms {
+            for _ in 0..10 {
+                g.note_request(8 * MS, t * MS);
+            }
+            assert!(g.admit(8 * MS, t * MS), "media at {t} ms of the storm");
+        }
+        // The storm is over; the queue stays late with media alone: cut back as before within
+        // a few grace periods.
+        let mut t = 3 * grace_ms;
+        while g.admit(8 * MS, t * MS) {
+            t += 1;
+            assert!(t < 8 * grace_ms, "media overload not cut back 5 grace periods after the storm");
+        }
+        assert!(g.dropping());
     }
 
     #[test]

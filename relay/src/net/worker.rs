@@ -363,7 +363,11 @@ impl Worker {
                 let packet = &slot[range.clone()];
                 let request = is_request(packet);
                 // Requests are never dropped for lateness: they are few, and a lost Refresh
-                // could cost a call its allocation.
+                // could cost a call its allocation. Late ones tell the guard that a storm of
+                // them, not media, keeps the queue long.
+                if request && let Some(queued_at) = queued_at {
+                    self.listener_guards[index].note_request(read_at.saturating_sub(queued_at), read_at);
+                }
                 if !request
                     && let Some(queued_at) = queued_at
                     && !self.listener_guards[index].admit(read_at.saturating_sub(queued_at), read_at)

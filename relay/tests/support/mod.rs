@@ -20,6 +20,8 @@ pub const REALM: &str = "teletip.test";
 /// Relay port ranges below the kernel's ephemeral range (32768+), a fresh slice per relay so
 /// that tests in one binary never share ports.
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+/// The next free port of 10000-19999 for relays that need more than 40 ports.
+static NEXT_WIDE_RANGE: AtomicU16 = AtomicU16::new(0);
 
 fn free_udp_port(ip: &str) -> u16 {
     UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port()
@@ -51,18 +53,31 @@ impl Relay {
     /// them in between (uclient binds many ephemeral ports): if the relay exits at start, it is
     /// started again on fresh ports.
     pub fn start(ip: &str, extra: &[&str]) -> Relay {
+        Self::start_with_ports(ip, extra, 40)
+    }
+
+    /// As [`Relay::start`], with a relay port range of `span` ports. More than 40 come from
+    /// 10000-19999, a slice per relay (the test binaries run one at a time; within one, tests
+    /// that need such a range should be few).
+    pub fn start_with_ports(ip: &str, extra: &[&str], span: u16) -> Relay {
         for _ in 0..5 {
-            if let Some(relay) = Self::try_start(ip, extra) {
+            if let Some(relay) = Self::try_start(ip, extra, span) {
                 return relay;
             }
         }
         panic!("teletip-relay did not start on {ip} after 5 attempts");
     }
 
-    fn try_start(ip: &str, extra: &[&str]) -> Option<Relay> {
-        let slice = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
-        let min_port = 20000 + binary_offset() * 600 + slice * 40;
-        let max_port = min_port + 39;
+    fn try_start(ip: &str, extra: &[&str], span: u16) -> Option<Relay> {
+        let (min_port, max_port) = if span <= 40 {
+            let slice = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
+            let min_port = 20000 + binary_offset() * 600 + slice * 40;
+            (min_port, min_port + 39)
+        } else {
+            let start = NEXT_WIDE_RANGE.fetch_add(span, Ordering::Relaxed);
+            assert!(u32::from(start) + u32::from(span) <= 10_000, "wide relay port ranges used up");
+            (10_000 + start, 10_000 + start + span - 1)
+        };
         let port = free_udp_port(ip);
         let metrics_port = free_tcp_port();
         let mut args: Vec<String> = vec![
@@ -187,12 +202,17 @@ impl Drop for Relay {
 
 /// A `turn` crate (webrtc-rs) client of `relay` with these REST credentials, listening, on the
 /// loopback address of the relay's family.
-pub async fn turn_crate_client(relay: &Relay, (username, password): (String, String)) -> turn::client::Client {
-    let local = if relay.addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+pub async fn turn_crate_client(relay: &Relay, credentials: (String, String)) -> turn::client::Client {
+    turn_crate_client_of(relay.addr, credentials).await
+}
+
+/// The same for the relay listening at `server` (for a client started in a task of its own).
+pub async fn turn_crate_client_of(server: SocketAddr, (username, password): (String, String)) -> turn::client::Client {
+    let local = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
     let socket = tokio::net::UdpSocket::bind(local).await.unwrap();
     let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.addr.to_string(),
-        turn_serv_addr: relay.addr.to_string(),
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
         username,
         password,
         realm: REALM.into(),

@@ -113,8 +113,7 @@ impl<B: RelayBinder> Shard<B> {
     /// in use does; a request of 36 bytes or more (FINGERPRINT, SOFTWARE, or credentials, as
     /// every 438 answers) gets the offer.
     fn challenge(&mut self, now: Millis, tuple: &FiveTuple, msg: &Message<'_>, out: &mut [u8], code: u16) -> Action {
-        if !self.limiter.allow(now, tuple.client.ip()) {
-            self.stats.drop(DropReason::RateLimited);
+        if !self.within_unauth_budget(now, tuple) {
             return Action::None;
         }
         let config = &self.config;
@@ -139,12 +138,21 @@ impl<B: RelayBinder> Shard<B> {
         out: &mut [u8],
         code: u16,
     ) -> Action {
-        if !self.limiter.allow(now, tuple.client.ip()) {
-            self.stats.drop(DropReason::RateLimited);
+        if !self.within_unauth_budget(now, tuple) {
             return Action::None;
         }
         let len = respond_error(out, msg, code, None, |_| Ok(()));
         self.unauthenticated_answer(tuple, msg, len)
+    }
+
+    /// Whether the client's source address may draw one more answer to an unauthenticated
+    /// request (`source_budget.rs`); counts the drop if not.
+    pub(crate) fn within_unauth_budget(&mut self, now: Millis, tuple: &FiveTuple) -> bool {
+        let allowed = self.controls.budgets.allow(now, tuple.client.ip(), &self.config.unauth_limits());
+        if !allowed {
+            self.stats.drop(DropReason::RateLimited);
+        }
+        allowed
     }
 
     /// The last step of every answer to a request that has not passed message integrity: sent

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use crate::nonce::NonceIssuer;
 use crate::policy::PeerPolicy;
+use crate::source_budget::UnauthLimits;
 
 /// Protocol settings shared by every shard, fixed at start. What changes while the relay runs
 /// (secrets, the drain flag) is in [`Controls`](super::Controls).
@@ -34,7 +35,8 @@ pub struct ServerConfig {
     /// Unauthenticated answers per second per source IP, and the burst; 0 disables the limit.
     pub unauth_rate: u64,
     pub unauth_burst: u64,
-    pub unauth_max_sources: usize,
+    /// The most answers a source earns by authenticated requests (`source_budget.rs`); 0: none.
+    pub unauth_earned_burst: u64,
     /// Deliver a datagram addressed to another allocation of the same shard straight to that
     /// allocation's client (see `local.rs`). Off only to measure or debug the kernel path.
     pub same_relay_delivery: bool,
@@ -77,12 +79,17 @@ impl ServerConfig {
             max_credential_lifetime: 86_400,
             unauth_rate: 50,
             unauth_burst: 200,
-            unauth_max_sources: 65_536,
+            unauth_earned_burst: 4096,
             same_relay_delivery: true,
             default_family: DefaultFamily::Ipv4,
             alternate_servers: Vec::new(),
             tls_alternate_servers: Vec::new(),
         }
+    }
+
+    /// The limits of the unauthenticated-answer budgets.
+    pub fn unauth_limits(&self) -> UnauthLimits {
+        UnauthLimits { rate: self.unauth_rate, burst: self.unauth_burst, earned_burst: self.unauth_earned_burst }
     }
 
     /// The lifetime granted for a requested one (RFC 8656 §7.2, §7.3): at least the default,

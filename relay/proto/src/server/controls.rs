@@ -1,5 +1,6 @@
-//! What the daemon changes while the relay runs: the accepted secrets, the drain flag and the
-//! revoked sessions.
+//! What changes while the relay runs: the accepted secrets, the drain flag and the revoked
+//! sessions (set by the daemon), and the unauthenticated-answer budgets (spent and earned by
+//! every shard).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::credentials::Secret;
 use crate::revocations::Revocations;
 use crate::secrets::SecretRing;
+use crate::source_budget::SourceBudgets;
 
 /// The run-time controls every shard shares, beside the fixed [`ServerConfig`]. Cloning
 /// shares them: the daemon keeps one clone to rotate secrets (SIGHUP, the control link) and
@@ -23,6 +25,9 @@ pub struct Controls {
     ///
     /// [`Shard::apply_revocations`]: super::Shard::apply_revocations
     pub revocations: Arc<Revocations>,
+    /// Answers to unauthenticated requests per source address, one table for all shards, so
+    /// that a source's budget does not grow with the number of workers.
+    pub budgets: Arc<SourceBudgets>,
     draining: Arc<AtomicBool>,
 }
 
@@ -32,6 +37,7 @@ impl Controls {
         Controls {
             secrets: Arc::new(SecretRing::new(secrets)),
             revocations: Arc::new(Revocations::new()),
+            budgets: Arc::new(SourceBudgets::default()),
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -30,7 +30,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::codec::{self, ChannelData, Class, Message, Method};
-use crate::limits::{SharedQuotas, UnauthLimiter};
+use crate::limits::SharedQuotas;
 use crate::time::Millis;
 
 /// No answer to a request that has not passed message integrity (Binding, 400, 401, 420, 438)
@@ -183,7 +183,6 @@ pub struct Shard<B: RelayBinder> {
     /// Relayed transport addresses (as advertised) of this shard's allocations, for same-relay
     /// delivery.
     by_relay_addr: FxHashMap<SocketAddr, usize>,
-    limiter: UnauthLimiter,
     stats: Stats,
     /// The most allocations held at once since `take_allocation_peak` last ran: a burst that
     /// comes and goes between two ticks still counts as a peak.
@@ -194,7 +193,6 @@ pub struct Shard<B: RelayBinder> {
 
 impl<B: RelayBinder> Shard<B> {
     pub fn new(config: Arc<ServerConfig>, controls: Controls, quotas: Arc<SharedQuotas>, binder: B) -> Self {
-        let limiter = UnauthLimiter::new(config.unauth_rate, config.unauth_burst, config.unauth_max_sources);
         let stats = Stats { auth_by_secret: vec![0; controls.secrets.current().key_ids.len()], ..Stats::default() };
         Shard {
             config,
@@ -205,7 +203,6 @@ impl<B: RelayBinder> Shard<B> {
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
             by_relay_addr: FxHashMap::default(),
-            limiter,
             stats,
             allocation_peak: 0,
             revocations_applied: 0,
@@ -333,7 +330,6 @@ impl<B: RelayBinder> Shard<B> {
         }
         self.stats.permissions_active = permissions;
         self.stats.channels_active = channels;
-        self.limiter.sweep(now);
         self.compact();
     }
 

@@ -41,6 +41,8 @@ impl<B: RelayBinder> Shard<B> {
             Ok(a) => a,
             Err(action) => return action,
         };
+        // The nonce proved that a client receives at this address: its crowd earns answers.
+        self.controls.budgets.earn(now, tuple.client.ip(), &self.config.unauth_limits());
         // RFC 5389 §7.3: unknown comprehension-required attributes are looked at once the
         // request is authenticated, and the 420 is signed.
         let mut unknown = [0u16; codec::MAX_ATTRIBUTES];
@@ -72,8 +74,7 @@ impl<B: RelayBinder> Shard<B> {
     /// amplification bound by construction: 40 bytes (IPv4) or 52 (IPv6) to a request of 20 or
     /// more.
     fn binding(&mut self, now: Millis, tuple: &FiveTuple, msg: &Message<'_>, out: &mut [u8]) -> Action {
-        if !self.limiter.allow(now, tuple.client.ip()) {
-            self.stats.drop(DropReason::RateLimited);
+        if !self.within_unauth_budget(now, tuple) {
             return Action::None;
         }
         if msg.unknown_required().next().is_some() {
