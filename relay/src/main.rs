@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use teletip_relay::config::{LogFormat, RelayConfig, Settings};
+use teletip_relay::config::{LogFormat, RelayConfig, Settings, check};
 
 #[derive(Parser)]
 #[command(name = "teletip-relay", version, about = "Hardened TURN/STUN relay for telemedicine video")]
@@ -76,22 +76,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             init_logging(config.log_format);
+            if let Some(problem) = check::quota_beyond_ports(&config) {
+                tracing::warn!("{problem} (check-config refuses this)");
+            }
             // SIGHUP reads the file and the secret files again; flags and variables stay.
             let reread = || load(cli.config.as_deref(), &cli.settings);
             teletip_relay::daemon::run(config, &reread)
         }
         Command::CheckConfig => {
-            // The daemon reads them at start: a bad certificate must fail here, not there.
-            if let Some(files) = &config.tls {
-                teletip_relay::net::tls::server_config(&files.cert, &files.key)?;
-            }
-            if let Some(link) = &config.control_link {
-                teletip_link::tls::client_config(&link.cert, &link.key, &link.ca)
-                    .context("control link: cannot build the TLS configuration")?;
-            }
+            check::refusal(&config).context("invalid configuration")?;
             print!("{}", config.to_redacted_toml());
             for warning in config.unsafe_settings() {
                 eprintln!("warning: UNSAFE SETTING: {warning}");
+            }
+            match check::host_addresses() {
+                Ok(host) => check::host_address_warnings(&config, &host).iter().for_each(|w| eprintln!("warning: {w}")),
+                Err(e) => {
+                    eprintln!("warning: cannot list this host's addresses ({e}): listening-ip and relay-ip not checked")
+                }
             }
             eprintln!("configuration OK");
             Ok(())
