@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub mod check;
+pub mod coturn;
 mod file_error;
 mod forms;
 
