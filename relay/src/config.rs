@@ -122,7 +122,7 @@ pub struct Settings => Values {
     pub listening_port: Option<u16> = 3478,
     /// Do not listen for TURN over TCP on listening-port (coturn's name). Default false: TCP is
     /// served, for networks that let no UDP out.
-    #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP", value_parser = forms::parse_bool)]
+    #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub no_tcp: Option<bool> = false,
     /// TCP port for TURN over TLS (`turns:`), served when cert and pkey are set. Default 5349;
@@ -136,7 +136,7 @@ pub struct Settings => Values {
     #[arg(long, env = "TELETIP_RELAY_PKEY")]
     pub pkey: Option<PathBuf>,
     /// Do not serve TURN over TLS even though cert and pkey are set (coturn's name).
-    #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS", value_parser = forms::parse_bool)]
+    #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub no_tls: Option<bool> = false,
     /// Client connections over TCP and TLS held at once; more are closed as they arrive.
@@ -206,12 +206,12 @@ pub struct Settings => Values {
     #[serde(default, deserialize_with = "forms::one_or_many")]
     pub denied_peer_ip: Vec<String>,
     /// UNSAFE: let clients relay to 127.0.0.0/8 and ::1 (tests and single-host demos only).
-    #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS", value_parser = forms::parse_bool)]
+    #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub allow_loopback_peers: Option<bool> = false,
     /// Accept only RFC 8656's channel numbers (0x4000-0x4FFF). Default false: RFC 5766's
     /// 0x4000-0x7FFF, which Chrome and coturn's client use.
-    #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS", value_parser = forms::parse_bool)]
+    #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub strict_channel_numbers: Option<bool> = false,
     /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
@@ -246,7 +246,7 @@ pub struct Settings => Values {
     #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
     pub unauth_burst: Option<u64> = 200,
     /// Serve Prometheus metrics. Default true.
-    #[arg(long, env = "TELETIP_RELAY_PROMETHEUS", value_parser = forms::parse_bool)]
+    #[arg(long, env = "TELETIP_RELAY_PROMETHEUS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub prometheus: Option<bool> = true,
     /// Metrics listener address. Default 127.0.0.1.
@@ -299,7 +299,7 @@ pub struct Settings => Values {
     /// Deliver datagrams between two allocations of the same worker in memory (one receive and
     /// one send per packet instead of two and two). Default true; false only to measure or
     /// debug the kernel path.
-    #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY", value_parser = forms::parse_bool)]
+    #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub same_relay_delivery: Option<bool> = true,
     /// The relayed address family of an Allocate that names none (coturn's name): ipv4 (RFC

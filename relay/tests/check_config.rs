@@ -80,12 +80,26 @@ fn a_total_quota_beyond_the_port_range_is_refused_and_the_default_fits_the_range
 }
 
 #[test]
-fn booleans_take_coturn_spellings_on_the_command_line_and_relay_threads_is_workers() {
+fn booleans_take_coturn_spellings_and_bare_flags_on_the_command_line_and_relay_threads_is_workers() {
     let out = check_config(SECRET_LINE, &["--no-tcp", "yes", "--prometheus", "off", "--relay-threads", "3"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout.contains("no-tcp = true\n") && stdout.contains("prometheus = false\n"), "{stdout}");
     assert!(stdout.contains("workers = 3\n"), "{stdout}");
+    // coturn's bare flags: true, up to the next flag.
+    let out = check_config(SECRET_LINE, &["--no-tcp", "--allow-loopback-peers", "--realm", "hosp"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no-tcp = true\n") && stdout.contains("allow-loopback-peers = true\n"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), SECRET_LINE).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_teletip-relay"))
+        .arg("-c")
+        .arg(dir.path().join("relay.toml"))
+        .env("TELETIP_RELAY_NO_TLS", "On")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no-tls = true\n"), "{}", stderr(&out));
     let out = check_config(SECRET_LINE, &["--no-tcp", "maybe"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("\"maybe\" is not a yes/no value"), "{}", stderr(&out));
