@@ -450,6 +450,36 @@ mod tests {
         assert!(matches!(outcome_of("\n--no-auth", 2), Outcome::Refused(why) if why.contains("cannot be turned off")));
     }
 
+    #[test]
+    fn every_option_of_the_mapping_table_is_imported_as_documented() {
+        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/relay-config.md"));
+        let table = doc.split("### Option mapping").nth(1).unwrap().split("\n### ").next().unwrap();
+        let mut checked = 0;
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (names, status) = (cells[1], cells[3]);
+            for name in names.split('`').skip(1).step_by(2).filter(|n| !n.starts_with('-')) {
+                let kind = match rule(name) {
+                    Rule::Setting(..) => "mapped",
+                    Rule::NotNeeded(_) => "not needed",
+                    Rule::Refused(_) => "refused",
+                    Rule::Unsupported("not a coturn 4.6 option") => "unknown",
+                    Rule::Unsupported(_) => "unsupported",
+                };
+                let agrees = match status {
+                    "same" | "renamed" | "different default" => kind == "mapped",
+                    "not needed" => kind == "not needed",
+                    "not supported" => kind == "refused" || kind == "unsupported",
+                    "different" => kind != "unknown",
+                    other => panic!("status {other:?} of {name}"),
+                };
+                assert!(agrees, "{name}: documented {status:?}, imported as {kind}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 90, "{checked} options checked");
+    }
+
     fn option_line() -> impl Strategy<Value = String> {
         let names = prop::sample::select(vec![
             "listening-ip",
