@@ -9,6 +9,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub mod check;
+pub mod coturn;
+mod file_error;
+mod forms;
+
+pub use file_error::FileError;
+pub use forms::{BOOLEAN_WORDS, parse_bool};
+
 /// Declares the settings struct, its field-by-field layering, its defaults and its resolved
 /// values together, so that a setting is named once: its flag, `TELETIP_RELAY_*` variable and
 /// TOML key (coturn's name) come from the field's attributes, its merge from its type
@@ -45,6 +53,11 @@ macro_rules! layered_settings {
             /// are filled in by [`RelayConfig::from_settings`].
             pub fn defaults() -> $name {
                 $name { $($field: layered_settings!(@default $ty $(, $default)?),)* }
+            }
+
+            /// Every setting's name: its TOML key and flag.
+            pub fn keys() -> Vec<String> {
+                vec![$(stringify!($field).replace('_', "-"),)*]
             }
 
             /// The values, the defaults filled in.
@@ -102,14 +115,15 @@ layered_settings! {
 pub struct Settings => Values {
     /// Addresses to listen on for STUN/TURN over UDP (repeatable). Default 127.0.0.1.
     #[arg(long = "listening-ip", env = "TELETIP_RELAY_LISTENING_IP", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub listening_ip: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])],
     /// UDP port for STUN/TURN. Default 3478.
     #[arg(long = "listening-port", short = 'p', env = "TELETIP_RELAY_LISTENING_PORT")]
     pub listening_port: Option<u16> = 3478,
     /// Do not listen for TURN over TCP on listening-port (coturn's name). Default false: TCP is
     /// served, for networks that let no UDP out.
-    #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP")]
+    #[arg(long = "no-tcp", env = "TELETIP_RELAY_NO_TCP", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "forms::boolean")]
     pub no_tcp: Option<bool> = false,
     /// TCP port for TURN over TLS (`turns:`), served when cert and pkey are set. Default 5349;
     /// 443 gets through most firewalls.
@@ -122,7 +136,8 @@ pub struct Settings => Values {
     #[arg(long, env = "TELETIP_RELAY_PKEY")]
     pub pkey: Option<PathBuf>,
     /// Do not serve TURN over TLS even though cert and pkey are set (coturn's name).
-    #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS")]
+    #[arg(long = "no-tls", env = "TELETIP_RELAY_NO_TLS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "forms::boolean")]
     pub no_tls: Option<bool> = false,
     /// Client connections over TCP and TLS held at once; more are closed as they arrive.
     /// Default 10000.
@@ -137,13 +152,13 @@ pub struct Settings => Values {
     /// allocation relays over the family its client asks for (REQUESTED-ADDRESS-FAMILY), or
     /// both (ADDITIONAL-ADDRESS-FAMILY). Default: the first listening IP of each family.
     #[arg(long = "relay-ip", env = "TELETIP_RELAY_RELAY_IP", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub relay_ip: Vec<IpAddr>,
     /// Address advertised in XOR-RELAYED-ADDRESS when the host sits behind 1:1 NAT, one per
     /// family (repeatable): `public` for the relay-ip of its family, or coturn's
     /// `public/private` naming the relay-ip it stands for.
     #[arg(long = "external-ip", short = 'X', env = "TELETIP_RELAY_EXTERNAL_IP", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub external_ip: Vec<String>,
     /// Lowest relay port. Default 49152.
     #[arg(long = "min-port", env = "TELETIP_RELAY_MIN_PORT")]
@@ -161,25 +176,25 @@ pub struct Settings => Values {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub static_auth_secret: Vec<String>,
     /// Files holding secrets, one per line as `key-id=secret` or just `secret`.
     #[arg(long = "static-auth-secret-file", env = "TELETIP_RELAY_STATIC_AUTH_SECRET_FILE", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub static_auth_secret_file: Vec<PathBuf>,
     /// Peer ranges allowed even though the built-in policy denies them (CIDR, IP, or a-b).
     #[arg(long = "allowed-peer-ip", env = "TELETIP_RELAY_ALLOWED_PEER_IP", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub allowed_peer_ip: Vec<String>,
     /// Where a draining relay (SIGUSR1) sends new clients over UDP and TCP: 300 Try Alternate
     /// with ALTERNATE-SERVER, the first of the client's address family (ip:port, a list).
     /// Without one, a draining relay answers 508.
     #[arg(long = "alternate-server", env = "TELETIP_RELAY_ALTERNATE_SERVER", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub alternate_server: Vec<SocketAddr>,
     /// The same for clients over TLS (the alternate's TLS port).
     #[arg(long = "tls-alternate-server", env = "TELETIP_RELAY_TLS_ALTERNATE_SERVER", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub tls_alternate_server: Vec<SocketAddr>,
     /// A file whose contents (at least 32 characters) key the nonces, instead of a random key
     /// per start. Relays that send clients to each other (alternate-server) share it, so that a
@@ -188,14 +203,16 @@ pub struct Settings => Values {
     pub nonce_key_file: Option<PathBuf>,
     /// Peer ranges denied in addition to the built-in policy.
     #[arg(long = "denied-peer-ip", env = "TELETIP_RELAY_DENIED_PEER_IP", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub denied_peer_ip: Vec<String>,
     /// UNSAFE: let clients relay to 127.0.0.0/8 and ::1 (tests and single-host demos only).
-    #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS")]
+    #[arg(long = "allow-loopback-peers", env = "TELETIP_RELAY_ALLOW_LOOPBACK_PEERS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "forms::boolean")]
     pub allow_loopback_peers: Option<bool> = false,
     /// Accept only RFC 8656's channel numbers (0x4000-0x4FFF). Default false: RFC 5766's
     /// 0x4000-0x7FFF, which Chrome and coturn's client use.
-    #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS")]
+    #[arg(long = "strict-channel-numbers", env = "TELETIP_RELAY_STRICT_CHANNEL_NUMBERS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "forms::boolean")]
     pub strict_channel_numbers: Option<bool> = false,
     /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
     #[arg(long = "user-quota", env = "TELETIP_RELAY_USER_QUOTA")]
@@ -235,7 +252,8 @@ pub struct Settings => Values {
     #[arg(long = "unauth-earned-burst", env = "TELETIP_RELAY_UNAUTH_EARNED_BURST")]
     pub unauth_earned_burst: Option<u64> = 4096,
     /// Serve Prometheus metrics. Default true.
-    #[arg(long, env = "TELETIP_RELAY_PROMETHEUS")]
+    #[arg(long, env = "TELETIP_RELAY_PROMETHEUS", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "forms::boolean")]
     pub prometheus: Option<bool> = true,
     /// Metrics listener address. Default 127.0.0.1.
     #[arg(long = "prometheus-address", env = "TELETIP_RELAY_PROMETHEUS_ADDRESS")]
@@ -246,7 +264,7 @@ pub struct Settings => Values {
     /// Networks (CIDR) besides loopback that may scrape the metrics port; used by the
     /// `firewall` subcommand. Default: none, loopback only.
     #[arg(long = "metrics-allowed-network", env = "TELETIP_RELAY_METRICS_ALLOWED_NETWORK", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub metrics_allowed_network: Vec<IpNet>,
     /// New flows per second per source (IPv4 address, IPv6 /64) the firewall lets through to
     /// the TURN listener. Default 50.
@@ -258,10 +276,12 @@ pub struct Settings => Values {
     /// TCP ports on the relay's addresses that the firewall leaves open (e.g. 22 when SSH
     /// shares the relay address). Default: none.
     #[arg(long = "firewall-allowed-tcp-port", env = "TELETIP_RELAY_FIREWALL_ALLOWED_TCP_PORT", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
     pub firewall_allowed_tcp_port: Vec<u16>,
-    /// Worker threads, each owning its share of allocations. Default: one per core.
-    #[arg(long, env = "TELETIP_RELAY_WORKERS")]
+    /// Worker threads, each owning its share of allocations (coturn: relay-threads, also
+    /// accepted). Default: one per core.
+    #[arg(long, alias = "relay-threads", env = "TELETIP_RELAY_WORKERS")]
+    #[serde(alias = "relay-threads")]
     pub workers: Option<usize>,
     /// Socket receive/send buffer in bytes for every UDP socket. Default 4194304.
     #[arg(long = "udp-buffer", env = "TELETIP_RELAY_UDP_BUFFER")]
@@ -285,7 +305,8 @@ pub struct Settings => Values {
     /// Deliver datagrams between two allocations of the same worker in memory (one receive and
     /// one send per packet instead of two and two). Default true; false only to measure or
     /// debug the kernel path.
-    #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY")]
+    #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, deserialize_with = "forms::boolean")]
     pub same_relay_delivery: Option<bool> = true,
     /// The relayed address family of an Allocate that names none (coturn's name): ipv4 (RFC
     /// 8656), ipv6, or keep (the family the client reaches the relay over; Chromium asks an IPv6
@@ -334,23 +355,6 @@ pub struct Settings => Values {
 }
 }
 
-fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany<T> {
-        One(T),
-        Many(Vec<T>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(v) => vec![v],
-        OneOrMany::Many(v) => v,
-    })
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AddressFamilySetting {
@@ -368,8 +372,19 @@ pub enum LogFormat {
 
 impl Settings {
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), Box::new(e)))
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        Settings::from_toml(&bytes).map_err(|error| ConfigError::File(path.to_owned(), error))
+    }
+
+    /// Parses a configuration file's contents; what is wrong is named with its line.
+    pub fn from_toml(bytes: &[u8]) -> Result<Settings, FileError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| FileError {
+            line: Some(bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1),
+            key: None,
+            reason: "not UTF-8 text".into(),
+        })?;
+        let keys = Settings::keys();
+        toml::from_str(text).map_err(|e| FileError::explain(text, &e, |name| keys.iter().any(|k| k == name)))
     }
 }
 
@@ -460,8 +475,8 @@ impl std::ops::Deref for RelayConfig {
 pub enum ConfigError {
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
-    #[error("cannot parse {0}: {1}")]
-    Parse(PathBuf, Box<toml::de::Error>),
+    #[error("{0}: {1}")]
+    File(PathBuf, FileError),
     #[error("no static-auth-secret: the relay would accept nobody (set one, or use --static-auth-secret-file)")]
     NoSecret,
     #[error("secret {0:?} is shorter than 16 bytes: REST credentials are only as strong as the secret")]
@@ -554,6 +569,7 @@ impl RelayConfig {
     /// Validates `s` and fills in the defaults: the values used, and the settings as
     /// `check-config` shows them.
     pub fn from_settings(s: Settings) -> Result<RelayConfig, ConfigError> {
+        let total_quota_given = s.total_quota.is_some();
         let mut s = s.over(Settings::defaults());
         let control_link = control_link(&s)?;
         if let Some(link) = &control_link {
@@ -572,6 +588,11 @@ impl RelayConfig {
         let (min_port, max_port) = (value(&s.min_port), value(&s.max_port));
         if min_port > max_port {
             return Err(ConfigError::PortRange(min_port, max_port));
+        }
+        // The default is what the port range holds when that is less: a quota the ports cannot
+        // reach would only be reported to the control plane as capacity the relay lacks.
+        if !total_quota_given {
+            s.total_quota = s.total_quota.map(|q| q.min(check::ports_per_relay_ip(min_port, max_port)));
         }
         let public_host = s.public_host.get_or_insert_with(|| relay_addresses[0].advertised.to_string()).clone();
         let mut secrets: Vec<NamedSecret> = s
@@ -1056,5 +1077,123 @@ mod tests {
             let s = settings(&format!("static-auth-secret = \"0123456789abcdef\"\n{bad}"));
             assert!(matches!(RelayConfig::from_settings(s), Err(ConfigError::TooSmall(..))), "{bad}");
         }
+    }
+    fn file_error(text: &str) -> String {
+        Settings::from_toml(text.as_bytes()).map(|_| ()).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_is_named_with_its_line_in_plain_words() {
+        let text = "realm = \"hosp\"\n\nlistening-ip = [\"10.0.0.300\"]\n";
+        assert_eq!(file_error(text), "line 3: listening-ip: \"10.0.0.300\" is not an IP address");
+        let text = "listening-ip = [\n  \"10.0.0.5\",\n  \"::1\",\n  \"fe80::zz\",\n]\n";
+        assert_eq!(file_error(text), "line 4: listening-ip: \"fe80::zz\" is not an IP address");
+        assert_eq!(file_error("relay-ip = 5"), "line 1: relay-ip: 5 is not an IP address");
+        assert_eq!(
+            file_error("alternate-server = \"192.0.2.1\""),
+            "line 1: alternate-server: \"192.0.2.1\" is not an address with a port (192.0.2.10:3478, [2001:db8::10]:3478)"
+        );
+        assert_eq!(
+            file_error("firewall-allowed-tcp-port = [22, 70000]"),
+            "line 1: firewall-allowed-tcp-port: 70000 is not a port number (0 to 65535, unquoted)"
+        );
+        assert!(file_error("listening-port = \"x\"").starts_with("line 1: listening-port: invalid type: string \"x\""));
+        for text in [
+            "listening-ip = [\"10.0.0.300\"]",
+            "metrics-allowed-network = \"10.9.0.1\"",
+            "no-tls = \"maybe\"",
+            "listening-port = 70000",
+        ] {
+            let message = file_error(text);
+            assert!(!message.contains("untagged") && !message.contains("variant"), "{message}");
+        }
+    }
+
+    #[test]
+    fn coturn_spellings_of_booleans_and_names_are_read() {
+        for (word, value) in [("yes", true), ("ON", true), ("1", true), ("no", false), ("off", false), ("False", false)]
+        {
+            let s = settings(&format!("no-tls = \"{word}\"\nallow-loopback-peers = \"{word}\""));
+            assert_eq!((s.no_tls, s.allow_loopback_peers), (Some(value), Some(value)), "{word}");
+        }
+        assert_eq!(settings("prometheus = 0").prometheus, Some(false));
+        assert_eq!(settings("prometheus = true").prometheus, Some(true));
+        assert_eq!(
+            file_error("no-tcp = \"maybe\""),
+            "line 1: no-tcp: \"maybe\" is not a yes/no value (true, false, yes, no, on, off, 1 or 0)"
+        );
+        assert_eq!(settings("relay-threads = 3").workers, Some(3), "coturn's name for workers");
+        assert_eq!(parse_bool("Yes"), Ok(true));
+        assert!(parse_bool("y").is_err(), "only the listed words");
+    }
+
+    #[test]
+    fn coturn_syntax_and_unknown_names_are_explained() {
+        let bare = file_error("realm = \"hosp\"\nno-tls\n");
+        assert!(bare.starts_with("line 2: \"no-tls\" has no value"), "{bare}");
+        assert!(bare.contains("`no-tls = true`") && bare.contains("import-coturn"), "{bare}");
+        let unquoted = file_error("realm=hosp.example");
+        assert!(unquoted.starts_with("line 1: ") && unquoted.contains("`realm = \"hosp.example\"`"), "{unquoted}");
+        assert_eq!(
+            file_error("\nrelay-ipp = \"10.0.0.5\""),
+            "line 2: \"relay-ipp\" is not a setting; did you mean \"relay-ip\"?"
+        );
+        let coturn_only = file_error("lt-cred-mech = true");
+        assert!(
+            coturn_only.starts_with("line 1: \"lt-cred-mech\" is not a setting")
+                && coturn_only.contains("import-coturn")
+        );
+        assert_eq!(file_error("realm = \"a\"\nrealm = \"b\"").lines().count(), 1);
+        assert!(file_error("realm = \"a\"\nrealm = \"b\"").starts_with("line 2: "));
+        let binary = Settings::from_toml(b"realm = \"a\"\nrealm = \"\xff\"\n").unwrap_err();
+        assert_eq!(binary.to_string(), "line 2: not UTF-8 text");
+        let deep = format!("listening-ip = {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(file_error(&deep).starts_with("line 1: "), "deep nesting is an error, not a crash");
+    }
+
+    #[test]
+    fn total_quota_defaults_to_what_the_port_range_holds_and_a_larger_one_is_refused_by_check() {
+        let secret = "static-auth-secret = \"0123456789abcdef\"\n";
+        let resolve = |text: &str| RelayConfig::from_settings(settings(&format!("{secret}{text}"))).unwrap();
+        assert_eq!(resolve("").total_quota, 10_000, "49152-65535 holds the default");
+        let narrow = resolve("min-port = 50000\nmax-port = 51999");
+        assert_eq!(narrow.total_quota, 2000, "the default shrinks to the range");
+        assert!(check::quota_beyond_ports(&narrow).is_none());
+        let given = resolve("min-port = 50000\nmax-port = 51999\ntotal-quota = 2001");
+        let problem = check::quota_beyond_ports(&given).expect("refused");
+        assert!(problem.starts_with("total-quota 2001 is more than the relay port range holds: min-port 50000 to max-port 51999 is 2000 ports"), "{problem}");
+        assert!(problem.contains("at most 2000"), "{problem}");
+        assert!(
+            check::quota_beyond_ports(&resolve("min-port = 50000\nmax-port = 51999\ntotal-quota = 2000")).is_none()
+        );
+        assert!(
+            check::quota_beyond_ports(&resolve("min-port = 50000\nmax-port = 50000\ntotal-quota = 0")).is_none(),
+            "0 = the ports are the limit"
+        );
+    }
+
+    #[test]
+    fn addresses_not_on_this_host_are_warned_about() {
+        let secret = "static-auth-secret = \"0123456789abcdef\"\n";
+        let resolve = |text: &str| RelayConfig::from_settings(settings(&format!("{secret}{text}"))).unwrap();
+        let host: Vec<IpAddr> = ["127.0.0.1", "10.0.0.5", "::1"].iter().map(|ip| ip.parse().unwrap()).collect();
+        assert!(
+            check::host_address_warnings(
+                &resolve("listening-ip = [\"10.0.0.5\", \"::\"]\nrelay-ip = \"10.0.0.5\""),
+                &host
+            )
+            .is_empty()
+        );
+        let off = check::host_address_warnings(
+            &resolve("listening-ip = [\"10.0.0.6\", \"0.0.0.0\"]\nrelay-ip = \"10.0.0.7\""),
+            &host,
+        );
+        assert_eq!(off.len(), 2, "{off:?}");
+        assert!(off[0].starts_with("listening-ip 10.0.0.6 is not an address of this host"), "{off:?}");
+        assert!(off[1].starts_with("relay-ip 10.0.0.7 is not an address of this host"), "{off:?}");
+        let nat =
+            check::host_address_warnings(&resolve("listening-ip = \"10.0.0.5\"\nexternal-ip = \"203.0.113.5\""), &host);
+        assert_eq!(nat.len(), 1, "{nat:?}");
+        assert!(nat[0].starts_with("external-ip 203.0.113.5 is not an address of this host: right when a 1:1 NAT maps it to relay-ip 10.0.0.5"), "{nat:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use teletip_relay::config::{LogFormat, RelayConfig, Settings};
+use teletip_relay::config::{LogFormat, RelayConfig, Settings, check};
 
 #[derive(Parser)]
 #[command(name = "teletip-relay", version, about = "Hardened TURN/STUN relay for telemedicine video")]
@@ -38,6 +38,21 @@ enum Command {
         /// Print JSON (username, password, ttl, uris) instead of two lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Convert a coturn turnserver.conf into this relay's TOML and report what each line
+    /// became: mapped, not needed, refused on purpose (with why) or unsupported. Nothing is
+    /// written unless check-config would accept the result.
+    ImportCoturn {
+        /// The turnserver.conf to read.
+        file: PathBuf,
+        /// Where to write the TOML (a new file, mode 0600; an existing one is not replaced).
+        /// Default: standard output. The report goes to standard error.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// A secret file the relay will read (static-auth-secret-file), added to the result:
+        /// needed when the turnserver.conf has no static-auth-secret the relay accepts.
+        #[arg(long = "static-auth-secret-file")]
+        static_auth_secret_file: Option<PathBuf>,
     },
     /// Build the nftables ruleset (table inet teletip_relay) for this configuration: print it
     /// for review, or load it. Only that table is ever replaced.
@@ -72,26 +87,31 @@ fn load(config_file: Option<&Path>, flags: &Settings) -> anyhow::Result<RelayCon
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::ImportCoturn { file, output, static_auth_secret_file }) = &cli.command {
+        return import_coturn(file, output.as_deref(), static_auth_secret_file.as_deref());
+    }
     let config = load(cli.config.as_deref(), &cli.settings)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             init_logging(config.log_format);
+            if let Some(problem) = check::quota_beyond_ports(&config) {
+                tracing::warn!("{problem} (check-config refuses this)");
+            }
             // SIGHUP reads the file and the secret files again; flags and variables stay.
             let reread = || load(cli.config.as_deref(), &cli.settings);
             teletip_relay::daemon::run(config, &reread)
         }
         Command::CheckConfig => {
-            // The daemon reads them at start: a bad certificate must fail here, not there.
-            if let Some(files) = &config.tls {
-                teletip_relay::net::tls::server_config(&files.cert, &files.key)?;
-            }
-            if let Some(link) = &config.control_link {
-                teletip_link::tls::client_config(&link.cert, &link.key, &link.ca)
-                    .context("control link: cannot build the TLS configuration")?;
-            }
+            check::refusal(&config).context("invalid configuration")?;
             print!("{}", config.to_redacted_toml());
             for warning in config.unsafe_settings() {
                 eprintln!("warning: UNSAFE SETTING: {warning}");
+            }
+            match check::host_addresses() {
+                Ok(host) => check::host_address_warnings(&config, &host).iter().for_each(|w| eprintln!("warning: {w}")),
+                Err(e) => {
+                    eprintln!("warning: cannot list this host's addresses ({e}): listening-ip and relay-ip not checked")
+                }
             }
             eprintln!("configuration OK");
             Ok(())
@@ -131,7 +151,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Firewall { dry_run, apply: _ } => firewall(&config, dry_run),
+        Command::ImportCoturn { .. } => unreachable!("handled before the configuration is loaded"),
     }
+}
+
+/// `import-coturn`: the report on stderr, the TOML on stdout or in a new file, only when
+/// check-config would accept it.
+fn import_coturn(file: &Path, output: Option<&Path>, secret_file: Option<&Path>) -> anyhow::Result<()> {
+    use teletip_relay::config::coturn;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("{}: line {line}: not UTF-8 text: nothing written", file.display())
+    })?;
+    let mut import = coturn::import(text);
+    for line in &import.report {
+        eprintln!("{line}");
+    }
+    for note in &import.notes {
+        eprintln!("note: {note}");
+    }
+    if import.is_malformed() {
+        anyhow::bail!("{}: malformed lines (above): nothing written", file.display());
+    }
+    if let Some(path) = secret_file {
+        import.add("static-auth-secret-file", path.display().to_string().into());
+    } else if !import.has_secret() {
+        anyhow::bail!(
+            "{} has no static-auth-secret the relay accepts: name the secret file the relay will read with \
+             --static-auth-secret-file FILE (lines of key-id=secret, from openssl rand -hex 32): nothing written",
+            file.display()
+        );
+    }
+    let toml_text = import.to_toml(&file.display().to_string());
+    let settings = Settings::from_toml(toml_text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the converted settings do not parse ({e}): nothing written"))?;
+    let refused = "check-config would refuse the converted settings: nothing written";
+    let config = RelayConfig::from_settings(settings).context(refused)?;
+    check::refusal(&config).context(refused)?;
+    for warning in config.unsafe_settings() {
+        eprintln!("warning: UNSAFE SETTING: {warning}");
+    }
+    match output {
+        Some(path) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // It may hold secrets; and an operator's existing file is never replaced.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            out.write_all(toml_text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}: check it with teletip-relay -c {} check-config", path.display(), path.display());
+        }
+        None => print!("{toml_text}"),
+    }
+    Ok(())
 }
 
 /// `firewall --dry-run` keeps stdout pure JSON and talks on stderr; `--apply` runs at boot
