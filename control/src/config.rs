@@ -38,6 +38,14 @@ pub struct ControlConfig {
     /// digits or dashes): the data region of new patients and practices that get none, and
     /// the region of relays that report none. Unset: no region applies, every relay is named.
     pub deployment_region: Option<crate::domain::residency::Region>,
+    /// The reverse proxies (CIDRs, `10.0.0.0/8`, `127.0.0.1/32`) whose `X-Forwarded-For`
+    /// (else `Forwarded: for=`) names the client for rate limits, the login throttle and the
+    /// audit trail. From any other peer those headers are ignored. Empty (the default): no
+    /// header is trusted, the client is the TCP peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Web origins (`https://app.example.org`) whose pages may call the API from the browser
+    /// (CORS). Empty (the default): same origin only, no CORS answer at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The control link's server side (mutual TLS: every relay presents a certificate signed by
@@ -162,6 +170,8 @@ impl Default for ControlConfig {
             redis_url: None,
             relay_link: None,
             deployment_region: None,
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -405,6 +415,12 @@ impl ControlConfig {
             self.scheduling.care_relationship_days >= 0,
             "scheduling.care-relationship-days must be at least 0"
         );
+        for origin in &self.cors_allowed_origins {
+            anyhow::ensure!(
+                crate::edge::is_origin(origin),
+                "cors-allowed-origins: {origin:?} is not an origin (scheme://host[:port], no path, no trailing slash)"
+            );
+        }
         if let Some(url) = &self.public_url {
             let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or("");
             anyhow::ensure!(

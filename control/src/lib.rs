@@ -5,10 +5,12 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod edge;
 pub mod fhir;
 pub mod ice;
 pub mod keys;
