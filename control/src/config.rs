@@ -198,6 +198,14 @@ pub struct AuthConfig {
     pub jwt_keys: Vec<KeyConfig>,
     /// `iss` and `aud` of access tokens.
     pub issuer: String,
+    /// A program run for each password-reset request of an existing, enabled account, with
+    /// `TELETIP_RESET_EMAIL`, `TELETIP_RESET_TOKEN`, `TELETIP_RESET_LINK` and
+    /// `TELETIP_RESET_EXPIRES_AT` in its environment (never in its arguments), to deliver the
+    /// link. Unset: requests are answered and audited but nothing is sent; an admin uses
+    /// `teletip-control user reset-password`.
+    pub password_reset_hook: Option<PathBuf>,
+    /// How long a password-reset token works, in seconds (60 to 86400).
+    pub password_reset_ttl_seconds: u64,
 }
 
 impl AuthConfig {
@@ -223,6 +231,8 @@ impl Default for AuthConfig {
             password_min_length: 12,
             jwt_keys: Vec::new(),
             issuer: "teletip-control".into(),
+            password_reset_hook: None,
+            password_reset_ttl_seconds: 1800,
         }
     }
 }
@@ -373,6 +383,10 @@ impl ControlConfig {
             "auth: need 1 <= throttle-base-seconds <= throttle-max-seconds"
         );
         anyhow::ensure!(self.auth.password_min_length >= 8, "auth.password-min-length must be at least 8");
+        anyhow::ensure!(
+            (60..=86400).contains(&self.auth.password_reset_ttl_seconds),
+            "auth.password-reset-ttl-seconds must be between 60 and 86400"
+        );
         anyhow::ensure!(
             self.ice.min_ttl >= 1
                 && self.ice.min_ttl <= self.ice.default_ttl
