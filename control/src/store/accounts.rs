@@ -376,36 +376,21 @@ impl AccountStore for SqlStore {
     }
 
     async fn password_reset_user(&self, token_hash: &[u8], now: OffsetDateTime) -> StoreResult<Option<Uuid>> {
-        let row = self
-            .db
-            .fetch_optional(
-                sql(
-                    "SELECT user_id FROM password_resets WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
-                )
+        let select =
+            sql("SELECT user_id FROM password_resets WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2")
                 .bind(token_hash)
-                .bind(now),
-            )
-            .await?;
-        Ok(match row {
-            Some(r) => Some(r.get("user_id")?),
-            None => None,
-        })
+                .bind(now);
+        Ok(self.db.fetch_optional_as(select, |r| r.get("user_id")).await?)
     }
 
     async fn take_password_reset(&self, token_hash: &[u8], now: OffsetDateTime) -> StoreResult<Option<Uuid>> {
-        let row = self
-            .db
-            .fetch_optional(
-                sql("UPDATE password_resets SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 \
-                     RETURNING user_id")
-                    .bind(now)
-                    .bind(token_hash)
-                    .bind(now),
-            )
-            .await?;
-        Ok(match row {
-            Some(r) => Some(r.get("user_id")?),
-            None => None,
-        })
+        let spend = sql(
+            "UPDATE password_resets SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 \
+                         RETURNING user_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(now);
+        Ok(self.db.fetch_optional_as(spend, |r| r.get("user_id")).await?)
     }
 }
