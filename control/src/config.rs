@@ -38,6 +38,14 @@ pub struct ControlConfig {
     /// digits or dashes): the data region of new patients and practices that get none, and
     /// the region of relays that report none. Unset: no region applies, every relay is named.
     pub deployment_region: Option<crate::domain::residency::Region>,
+    /// The reverse proxies (CIDRs, `10.0.0.0/8`, `127.0.0.1/32`) whose `X-Forwarded-For`
+    /// (else `Forwarded: for=`) names the client for rate limits, the login throttle and the
+    /// audit trail. From any other peer those headers are ignored. Empty (the default): no
+    /// header is trusted, the client is the TCP peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Web origins (`https://app.example.org`) whose pages may call the API from the browser
+    /// (CORS). Empty (the default): same origin only, no CORS answer at all.
+    pub cors_allowed_origins: Vec<String>,
     /// `text` (default) or `json`: one JSON object per line, for a log collector.
     pub log_format: LogFormat,
     pub backup: BackupConfig,
@@ -186,6 +194,8 @@ impl Default for ControlConfig {
             deployment_region: None,
             log_format: LogFormat::Text,
             backup: BackupConfig::default(),
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -212,6 +222,14 @@ pub struct AuthConfig {
     pub jwt_keys: Vec<KeyConfig>,
     /// `iss` and `aud` of access tokens.
     pub issuer: String,
+    /// A program run for each password-reset request of an existing, enabled account, with
+    /// `TELETIP_RESET_EMAIL`, `TELETIP_RESET_TOKEN`, `TELETIP_RESET_LINK` and
+    /// `TELETIP_RESET_EXPIRES_AT` in its environment (never in its arguments), to deliver the
+    /// link. Unset: requests are answered and audited but nothing is sent; an admin uses
+    /// `teletip-control user reset-password`.
+    pub password_reset_hook: Option<PathBuf>,
+    /// How long a password-reset token works, in seconds (60 to 86400).
+    pub password_reset_ttl_seconds: u64,
 }
 
 impl AuthConfig {
@@ -237,6 +255,8 @@ impl Default for AuthConfig {
             password_min_length: 12,
             jwt_keys: Vec::new(),
             issuer: "teletip-control".into(),
+            password_reset_hook: None,
+            password_reset_ttl_seconds: 1800,
         }
     }
 }
@@ -388,6 +408,10 @@ impl ControlConfig {
         );
         anyhow::ensure!(self.auth.password_min_length >= 8, "auth.password-min-length must be at least 8");
         anyhow::ensure!(
+            (60..=86400).contains(&self.auth.password_reset_ttl_seconds),
+            "auth.password-reset-ttl-seconds must be between 60 and 86400"
+        );
+        anyhow::ensure!(
             self.ice.min_ttl >= 1
                 && self.ice.min_ttl <= self.ice.default_ttl
                 && self.ice.default_ttl <= self.ice.max_ttl,
@@ -429,6 +453,12 @@ impl ControlConfig {
             self.scheduling.care_relationship_days >= 0,
             "scheduling.care-relationship-days must be at least 0"
         );
+        for origin in &self.cors_allowed_origins {
+            anyhow::ensure!(
+                crate::edge::is_origin(origin),
+                "cors-allowed-origins: {origin:?} is not an origin (scheme://host[:port], no path, no trailing slash)"
+            );
+        }
         if let Some(url) = &self.public_url {
             let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or("");
             anyhow::ensure!(

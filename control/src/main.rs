@@ -61,6 +61,9 @@ enum Command {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Check the configuration without starting: settings, key and certificate files (present,
+    /// readable, private), the database and Redis. Exits non-zero on any error.
+    CheckConfig,
 }
 
 #[derive(Subcommand)]
@@ -73,7 +76,18 @@ enum UserAction {
         role: Role,
         #[arg(long, default_value = "Administrator")]
         name: String,
+        /// Create and set up the database if it does not exist (otherwise refused: a wrong
+        /// --config or working folder must not silently start a new, empty database).
+        #[arg(long)]
+        init: bool,
     },
+    /// List every account (e-mail, role, enabled or disabled, id, created).
+    List,
+    /// Disable an account and end its sessions.
+    Disable { email: String },
+    /// Set a new password for an account (the first line of standard input) and end its
+    /// sessions.
+    ResetPassword { email: String },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -111,12 +125,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(u) = cli.database_url {
         config.database_url = u;
     }
+    if let Command::CheckConfig = cli.command {
+        return check_config(&config).await;
+    }
     if let Command::Backup { output, key_file } = &cli.command {
         println!("{}", teletip_control::backup::command::backup(&config, output, key_file.as_deref()).await?);
         return Ok(());
     }
-    if config.database_url.starts_with("sqlite://") {
-        if let Some(dir) = PathBuf::from(config.database_url.trim_start_matches("sqlite://")).parent() {
+    // Only these may create a database; the others act on the one the service uses.
+    let may_create = matches!(cli.command, Command::Serve | Command::Migrate | Command::Restore { .. })
+        || matches!(cli.command, Command::User { action: UserAction::Add { init: true, .. } });
+    if !may_create {
+        if let Some(missing) = teletip_control::cli::database::missing_file(&config.database_url) {
+            anyhow::bail!(teletip_control::cli::database::refusal(&missing, "user add"));
+        }
+    }
+    if let Some(file) = teletip_control::cli::database::sqlite_file(&config.database_url) {
+        if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).ok();
         }
     }
@@ -125,16 +150,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let store = store::open(&config.database_url).await.with_context(|| "cannot open the database")?;
+    if !may_create {
+        if let Some(missing) = teletip_control::cli::database::missing_schema(&store).await {
+            anyhow::bail!(teletip_control::cli::database::refusal(&missing, "user add"));
+        }
+    }
     store.migrate().await.context("migrations failed")?;
     match cli.command {
         Command::Migrate => {
             println!("migrations applied ({})", store.engine());
             Ok(())
         }
-        Command::User { action: UserAction::Add { email, role, name } } => {
-            let mut password = String::new();
-            std::io::stdin().lock().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\r', '\n']).to_string();
+        Command::User { action: UserAction::Add { email, role, name, .. } } => {
+            let password = first_line_of_stdin()?;
             let state = state(config, store)?;
             let user = teletip_control::users::create_user(
                 &state,
@@ -155,9 +183,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created {} {} ({})", user.role.as_str(), user.email, user.id);
             Ok(())
         }
+        Command::User { action: UserAction::List } => {
+            print!("{}", teletip_control::cli::users::list(&state(config, store)?).await?);
+            Ok(())
+        }
+        Command::User { action: UserAction::Disable { email } } => {
+            let user = teletip_control::cli::users::disable(&state(config, store)?, &email).await?;
+            println!("disabled {} {} ({}); its sessions are ended", user.role.as_str(), user.email, user.id);
+            Ok(())
+        }
+        Command::User { action: UserAction::ResetPassword { email } } => {
+            let password = first_line_of_stdin()?;
+            let state = state(config, store)?;
+            let user = teletip_control::cli::users::reset_password(&state, &email, &password).await?;
+            println!("new password set for {} ({}); its sessions are ended", user.email, user.id);
+            Ok(())
+        }
         Command::Serve => serve(config, store).await,
-        Command::Openapi | Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
+        Command::Openapi | Command::CheckConfig | Command::Backup { .. } | Command::Restore { .. } => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// A password from standard input: its first line without the line ending (other whitespace
+/// is kept), so that it stays out of the process list and the shell history.
+fn first_line_of_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+async fn check_config(config: &ControlConfig) -> anyhow::Result<()> {
+    use teletip_control::cli::check_config::{Level, run};
+    let findings = run(config).await;
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    anyhow::ensure!(errors == 0, "{errors} error(s) in the configuration");
+    println!("the configuration is usable");
+    Ok(())
 }
 
 fn state(config: ControlConfig, store: store::DynStore) -> anyhow::Result<AppState> {
@@ -213,7 +279,9 @@ async fn serve(mut config: ControlConfig, store: store::DynStore) -> anyhow::Res
         }
         tokio::spawn(teletip_control::relays::link::serve(endpoint, state.clone(), settings));
     }
+    let edge_config = state.config().clone();
     let app = teletip_control::signaling::attach(router(state.clone()), state).await?;
+    let app = teletip_control::edge::wrap(app, &edge_config);
     tracing::info!("teletip-control {} listening on http://{local} (database: {database})", env!("CARGO_PKG_VERSION"));
     println!("teletip-control listening on http://{local}");
     // systemd (Type=notify): ready once the socket listens; the watchdog is fed while the

@@ -4,6 +4,7 @@ pub mod ended;
 pub mod extract;
 pub mod jwt;
 pub mod password;
+pub mod reset;
 
 use axum::Json;
 use axum::extract::State;
@@ -83,7 +84,7 @@ pub struct TokenResponse {
 
 const GENERIC_LOGIN_FAILURE: &str = "e-mail or password is wrong, or the account is disabled";
 
-fn token_hash(token: &str) -> Vec<u8> {
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
@@ -320,10 +321,14 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
     Ok(Json(UserView::from(&user)))
 }
 
-/// Sign-in and token refresh: the routes, each served and described from its `#[utoipa::path]`.
+/// Sign-in, token refresh and password reset: the routes, each served and described from its `#[utoipa::path]`.
 /// Apart from `router` because app.rs puts the per-address rate limit around these alone.
 pub fn sign_in_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh))
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(reset::request))
+        .routes(routes!(reset::confirm))
 }
 
 /// Logout and the caller's own account: the routes, each served and described from its

@@ -48,6 +48,20 @@ pub trait AccountStore: Send + Sync {
     async fn user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<Session>>;
     /// Deletes login sessions (and their refresh tokens) that expired before `cutoff`.
     async fn purge_sessions_expired_before(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
+    /// Keeps a password-reset token (its hash) for `user_id` until `expires_at`; the user's
+    /// earlier unused tokens stop working.
+    async fn create_password_reset(
+        &self,
+        user_id: Uuid,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Spends a password-reset token: the user it was issued for if it is unused and unexpired,
+    /// marked used by the same statement (two uses at once: one wins).
+    async fn take_password_reset(&self, token_hash: &[u8], now: OffsetDateTime) -> StoreResult<Option<Uuid>>;
+    /// The user an unused, unexpired password-reset token was issued for, without spending it.
+    async fn password_reset_user(&self, token_hash: &[u8], now: OffsetDateTime) -> StoreResult<Option<Uuid>>;
 }
 
 pub(super) fn user_from_row(r: &Row) -> Result<User, sqlx::Error> {
@@ -335,5 +349,48 @@ impl AccountStore for SqlStore {
         let done = tx.execute(sql("DELETE FROM sessions WHERE expires_at < $1").bind(cutoff)).await?;
         tx.commit().await?;
         Ok(done)
+    }
+
+    async fn create_password_reset(
+        &self,
+        user_id: Uuid,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        self.db
+            .execute(sql("DELETE FROM password_resets WHERE user_id = $1 AND used_at IS NULL").bind(user_id))
+            .await?;
+        self.db
+            .execute(
+                sql(
+                    "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(now)
+                .bind(expires_at),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn password_reset_user(&self, token_hash: &[u8], now: OffsetDateTime) -> StoreResult<Option<Uuid>> {
+        let select =
+            sql("SELECT user_id FROM password_resets WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2")
+                .bind(token_hash)
+                .bind(now);
+        Ok(self.db.fetch_optional_as(select, |r| r.get("user_id")).await?)
+    }
+
+    async fn take_password_reset(&self, token_hash: &[u8], now: OffsetDateTime) -> StoreResult<Option<Uuid>> {
+        let spend = sql(
+            "UPDATE password_resets SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 \
+                         RETURNING user_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(now);
+        Ok(self.db.fetch_optional_as(spend, |r| r.get("user_id")).await?)
     }
 }

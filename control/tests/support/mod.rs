@@ -128,17 +128,7 @@ impl Control {
 
     /// Runs a `teletip-control` subcommand with this instance's configuration.
     pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        cli(&self.config_path, args, stdin)
     }
 
     /// Stops this control plane (SIGTERM) and starts it again with the same configuration,
@@ -159,6 +149,21 @@ impl Control {
         std::mem::forget(self);
         status
     }
+}
+
+/// Runs `teletip-control --config CONFIG ARGS` with `stdin`, to its end.
+pub fn cli(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teletip-control"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 unsafe extern "C" {
