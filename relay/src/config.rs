@@ -200,9 +200,11 @@ pub struct Settings => Values {
     /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
     #[arg(long = "user-quota", env = "TELETIP_RELAY_USER_QUOTA")]
     pub user_quota: Option<u32> = 10,
-    /// Allocations per client IP. Default 64; 0 = unlimited.
+    /// Allocations per client IP. Default 0 = unlimited: a hospital's NAT puts thousands of
+    /// clients behind one address, and every allocation is already bounded by its credential's
+    /// user-quota and by total-quota.
     #[arg(long = "client-ip-quota", env = "TELETIP_RELAY_CLIENT_IP_QUOTA")]
-    pub client_ip_quota: Option<u32> = 64,
+    pub client_ip_quota: Option<u32> = 0,
     /// Allocations in total. Default 10000; 0 = unlimited.
     #[arg(long = "total-quota", env = "TELETIP_RELAY_TOTAL_QUOTA")]
     pub total_quota: Option<u32> = 10_000,
@@ -249,12 +251,13 @@ pub struct Settings => Values {
     #[serde(default, deserialize_with = "one_or_many")]
     pub metrics_allowed_network: Vec<IpNet>,
     /// New flows per second per source (IPv4 address, IPv6 /64) the firewall lets through to
-    /// the TURN listener. Default 50.
+    /// the TURN listener. Default 10000: sized for a NAT of thousands of clients reconnecting
+    /// at once; reflection is bounded by the relay's unauthenticated budget, not here.
     #[arg(long = "firewall-new-flow-rate", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_RATE")]
-    pub firewall_new_flow_rate: Option<u32> = 50,
-    /// Burst for firewall-new-flow-rate, in packets. Default 200.
+    pub firewall_new_flow_rate: Option<u32> = 10_000,
+    /// Burst for firewall-new-flow-rate, in packets. Default 20000.
     #[arg(long = "firewall-new-flow-burst", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_BURST")]
-    pub firewall_new_flow_burst: Option<u32> = 200,
+    pub firewall_new_flow_burst: Option<u32> = 20_000,
     /// TCP ports on the relay's addresses that the firewall leaves open (e.g. 22 when SSH
     /// shares the relay address). Default: none.
     #[arg(long = "firewall-allowed-tcp-port", env = "TELETIP_RELAY_FIREWALL_ALLOWED_TCP_PORT", value_delimiter = ',')]
@@ -1036,7 +1039,7 @@ mod tests {
     #[test]
     fn firewall_settings_parse_default_and_refuse_zero() {
         let c = RelayConfig::from_settings(settings("static-auth-secret = \"0123456789abcdef\"")).unwrap();
-        assert_eq!((c.firewall_new_flow_rate, c.firewall_new_flow_burst), (50, 200));
+        assert_eq!((c.firewall_new_flow_rate, c.firewall_new_flow_burst), (10_000, 20_000));
         assert!(c.metrics_allowed_network.is_empty() && c.firewall_allowed_tcp_port.is_empty());
         let file = settings(
             "static-auth-secret = \"0123456789abcdef\"\nmetrics-allowed-network = \"10.9.0.0/24\"\n\
