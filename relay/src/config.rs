@@ -227,9 +227,10 @@ pub struct Settings => Values {
     /// no limit.
     #[arg(long = "unauth-rate", env = "TELETIP_RELAY_UNAUTH_RATE")]
     pub unauth_rate: Option<u64> = 50,
-    /// Burst for unauth-rate. Default 200.
+    /// Burst for unauth-rate. Default 1024: the first wave of a crowd behind one address, each
+    /// client with its 401, before any of them has earned more.
     #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
-    pub unauth_burst: Option<u64> = 200,
+    pub unauth_burst: Option<u64> = 1024,
     /// Unauthenticated answers a source address earns beyond unauth-burst, 4 for each of its
     /// requests that passes message integrity, held at most this many at a time and lapsing
     /// 300 s after its last one: a crowd behind one NAT allocates at full speed, a spoofed
