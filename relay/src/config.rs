@@ -217,9 +217,11 @@ pub struct Settings => Values {
     /// Allocations per user id (the id part of the REST username). Default 10; 0 = unlimited.
     #[arg(long = "user-quota", env = "TELETIP_RELAY_USER_QUOTA")]
     pub user_quota: Option<u32> = 10,
-    /// Allocations per client IP. Default 64; 0 = unlimited.
+    /// Allocations per client IP. Default 0 = unlimited: a hospital's NAT puts thousands of
+    /// clients behind one address, and every allocation is already bounded by its credential's
+    /// user-quota and by total-quota.
     #[arg(long = "client-ip-quota", env = "TELETIP_RELAY_CLIENT_IP_QUOTA")]
-    pub client_ip_quota: Option<u32> = 64,
+    pub client_ip_quota: Option<u32> = 0,
     /// Allocations in total. Default 10000; 0 = unlimited.
     #[arg(long = "total-quota", env = "TELETIP_RELAY_TOTAL_QUOTA")]
     pub total_quota: Option<u32> = 10_000,
@@ -242,9 +244,10 @@ pub struct Settings => Values {
     /// no limit.
     #[arg(long = "unauth-rate", env = "TELETIP_RELAY_UNAUTH_RATE")]
     pub unauth_rate: Option<u64> = 50,
-    /// Burst for unauth-rate. Default 200.
+    /// Burst for unauth-rate. Default 1024: the first wave of a crowd behind one address, each
+    /// client with its 401, before any of them has earned more.
     #[arg(long = "unauth-burst", env = "TELETIP_RELAY_UNAUTH_BURST")]
-    pub unauth_burst: Option<u64> = 200,
+    pub unauth_burst: Option<u64> = 1024,
     /// Unauthenticated answers a source address earns beyond unauth-burst, 4 for each of its
     /// requests that passes message integrity, held at most this many at a time and lapsing
     /// 300 s after its last one: a crowd behind one NAT allocates at full speed, a spoofed
@@ -267,12 +270,13 @@ pub struct Settings => Values {
     #[serde(default, deserialize_with = "forms::one_or_many")]
     pub metrics_allowed_network: Vec<IpNet>,
     /// New flows per second per source (IPv4 address, IPv6 /64) the firewall lets through to
-    /// the TURN listener. Default 50.
+    /// the TURN listener. Default 10000: sized for a NAT of thousands of clients reconnecting
+    /// at once; reflection is bounded by the relay's unauthenticated budget, not here.
     #[arg(long = "firewall-new-flow-rate", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_RATE")]
-    pub firewall_new_flow_rate: Option<u32> = 50,
-    /// Burst for firewall-new-flow-rate, in packets. Default 200.
+    pub firewall_new_flow_rate: Option<u32> = 10_000,
+    /// Burst for firewall-new-flow-rate, in packets. Default 20000.
     #[arg(long = "firewall-new-flow-burst", env = "TELETIP_RELAY_FIREWALL_NEW_FLOW_BURST")]
-    pub firewall_new_flow_burst: Option<u32> = 200,
+    pub firewall_new_flow_burst: Option<u32> = 20_000,
     /// TCP ports on the relay's addresses that the firewall leaves open (e.g. 22 when SSH
     /// shares the relay address). Default: none.
     #[arg(long = "firewall-allowed-tcp-port", env = "TELETIP_RELAY_FIREWALL_ALLOWED_TCP_PORT", value_delimiter = ',')]
@@ -1057,7 +1061,7 @@ mod tests {
     #[test]
     fn firewall_settings_parse_default_and_refuse_zero() {
         let c = RelayConfig::from_settings(settings("static-auth-secret = \"0123456789abcdef\"")).unwrap();
-        assert_eq!((c.firewall_new_flow_rate, c.firewall_new_flow_burst), (50, 200));
+        assert_eq!((c.firewall_new_flow_rate, c.firewall_new_flow_burst), (10_000, 20_000));
         assert!(c.metrics_allowed_network.is_empty() && c.firewall_allowed_tcp_port.is_empty());
         let file = settings(
             "static-auth-secret = \"0123456789abcdef\"\nmetrics-allowed-network = \"10.9.0.0/24\"\n\

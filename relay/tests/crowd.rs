@@ -9,9 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
+use teletip_turn_proto::codec::{self, Class, Method, attr};
 use teletip_turn_proto::credentials::issue;
 
-/// More clients than the base budget (`unauth-burst` 200, then 50 per second) can challenge
+/// More clients than a base budget of `unauth-burst` 200 and 50 per second can challenge
 /// within the storm's few seconds: only what the crowd earned by authenticating serves them.
 const CLIENTS: usize = 600;
 /// "All succeed within a few seconds" (issue 28).
@@ -80,16 +81,17 @@ fn start_call(relay: &Relay) -> std::process::Child {
 /// Issue 28 item 3 with a smaller count: 600 clients behind one address allocate; they all
 /// lose their allocations at once (their old ports are gone, their allocations left on the
 /// relay) and allocate again from new ports, all at the same moment, each with its own 401
-/// round: every one succeeds within a few seconds, with the relay's default unauthenticated
-/// budget (a burst of 200, then 50 per second, would serve 450 of them in five seconds), and a
-/// call already in place on the relay loses nothing.
+/// round: every one succeeds within a few seconds, with a base unauthenticated budget smaller
+/// than the crowd (a burst of 200, then 50 per second, would serve 450 of them in five
+/// seconds), and a call already in place on the relay loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_storm_behind_one_address_succeeds_and_calls_in_place_lose_nothing() {
     if !have_tool("turnutils_uclient", "reconnect_storm") {
         return;
     }
-    // Quotas per user and per client address off: the crowd shares one address, and each of
-    // its clients holds two allocations during the storm (the lost one and the new one).
+    // The per-user quota off: each client holds two allocations during the storm (the lost one
+    // and the new one). The per-address quota is the shipped default, which a crowd behind one
+    // address must not run into: 1,200 allocations from 127.0.0.1.
     // Overload control off: here the storm's 600 clients run on the relay's own two cores and
     // starve it, which overload control rightly answers by cutting the late queue; on a relay
     // host the crowd is elsewhere. That a storm of requests alone does not make it drop media
@@ -102,8 +104,8 @@ async fn a_reconnect_storm_behind_one_address_succeeds_and_calls_in_place_lose_n
             "true",
             "--user-quota",
             "0",
-            "--client-ip-quota",
-            "0",
+            "--unauth-burst",
+            "200",
             "--max-bps",
             "0",
             "--max-queue-delay-ms",
@@ -144,4 +146,40 @@ async fn a_reconnect_storm_behind_one_address_succeeds_and_calls_in_place_lose_n
     assert_eq!((received, lost), (sent, 0), "the call in place lost nothing; the relay's drops: {drops:?}");
     assert!(relay.metric("teletip_allocations_active", "") >= (2 * CLIENTS) as f64);
     drop((before, after));
+}
+
+/// The first wave of a crowd behind one address on a fresh relay with the shipped budget:
+/// 512 clients send their first Allocate at the same moment, as browsers of a clinic coming
+/// back after a network blip, and every one gets its 401 at once. Before any of them has
+/// authenticated, only `unauth-burst` answers exist: with the earlier 200, the 201st and later
+/// were dropped and waited for a retransmission (500 ms in browsers and in benches/crowd).
+#[test]
+fn the_first_wave_of_a_crowd_behind_one_address_is_challenged_at_once() {
+    const WAVE: usize = 512;
+    let relay = Relay::start("127.0.0.1", &[]);
+    let mut clients: Vec<TurnClient> = (0..WAVE).map(|i| TurnClient::new(relay.addr, &format!("wave-{i}"))).collect();
+    let requests: Vec<Vec<u8>> = clients
+        .iter_mut()
+        .map(|c| {
+            c.build(Method::ALLOCATE, Class::Request, &|w| {
+                w.bytes(attr::REQUESTED_TRANSPORT, &[codec::TRANSPORT_UDP, 0, 0, 0]).unwrap();
+            })
+        })
+        .collect();
+    for (c, request) in clients.iter().zip(&requests) {
+        c.socket.send_to(request, c.server).unwrap();
+    }
+    // Sent once, never retransmitted. The answers come within milliseconds of each other, so
+    // once the first is in, the others are already queued.
+    let mut challenged = 0;
+    let mut buf = [0u8; 2048];
+    for (i, c) in clients.iter().enumerate() {
+        let wait = if i == 0 { Duration::from_secs(2) } else { Duration::from_millis(200) };
+        c.socket.set_read_timeout(Some(wait)).unwrap();
+        if let Ok((n, _)) = c.socket.recv_from(&mut buf) {
+            challenged += usize::from(Answer(buf[..n].to_vec()).error_code() == Some(401));
+        }
+    }
+    assert_eq!(challenged, WAVE, "every client of the first wave gets its 401 without retransmitting");
+    assert_eq!(relay.metric("teletip_dropped_packets_total", "reason=\"rate_limited\""), 0.0);
 }

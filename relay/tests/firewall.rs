@@ -389,7 +389,16 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
     ns.exec(&server, "nft", &["-f", "-"], other_table);
     let other_before = ns.nft_list(&["list", "table", "ip", "hostfw"]);
 
-    let apply_with_relay_ip = |ns: &Namespaces, relay_ip: &str| {
+    // `limits`: the new-flow rate and burst, or None for the shipped defaults.
+    let apply_with = |ns: &Namespaces, relay_ip: &str, limits: Option<(u64, u64)>| {
+        let limit_flags = limits.map_or(Vec::new(), |(rate, burst)| {
+            vec![
+                "--firewall-new-flow-rate".to_owned(),
+                rate.to_string(),
+                "--firewall-new-flow-burst".to_owned(),
+                burst.to_string(),
+            ]
+        });
         let args = [
             "--listening-ip",
             &format!("{SERVER_V4},{SERVER_V6}"),
@@ -407,10 +416,6 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
             "9641",
             "--metrics-allowed-network",
             &format!("{MONITOR_V4}/32"),
-            "--firewall-new-flow-rate",
-            &rate.to_string(),
-            "--firewall-new-flow-burst",
-            &burst.to_string(),
             "--firewall-allowed-tcp-port",
             "22",
             // TURN over TLS on 5349 (the files are only read by the daemon, not by `firewall`).
@@ -420,15 +425,15 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
             "/nonexistent/relay.key",
             "--static-auth-secret",
             SECRET,
-            "firewall",
-            "--apply",
         ];
+        let args: Vec<&str> =
+            args.into_iter().chain(limit_flags.iter().map(String::as_str)).chain(["firewall", "--apply"]).collect();
         let out = ns.exec(&ns.server, BIN, &args, "");
         let log = String::from_utf8(out.stderr).unwrap();
         assert!(log.contains("replaced table inet teletip_relay atomically"), "{log}");
         ns.nft_list(&["-s", "list", "table", "inet", "teletip_relay"])
     };
-    let apply = |ns: &Namespaces| apply_with_relay_ip(ns, SERVER_V4);
+    let apply = |ns: &Namespaces| apply_with(ns, SERVER_V4, Some((rate, burst)));
     let first = apply(&ns);
     let rules = first.lines().filter(|l| l.contains(" comment \"")).count();
     eprintln!("applied {rules} rules:\n{first}");
@@ -479,12 +484,20 @@ fn applied_in_a_namespace_it_passes_relay_traffic_and_drops_the_rest() {
 
     // Dual stack: a relay-ip of each family opens the relayed range on both addresses, and
     // only the range.
-    let dual = apply_with_relay_ip(&ns, &format!("{SERVER_V4},{SERVER_V6}"));
+    let dual = apply_with(&ns, &format!("{SERVER_V4},{SERVER_V6}"), Some((rate, burst)));
     assert!(dual.contains("relayed ports udp/40000-40099 (IPv6)"), "{dual}");
     pass("udp to the lowest IPv6 relay port", &relay_v6_low, CLIENT_V6);
     pass("udp to the highest IPv6 relay port", &relay_v6_high, CLIENT_V6);
     pass("udp to the IPv4 relay range still", &relay_low, CLIENT_V4);
     dropped("udp just below the IPv6 relay range", &below_range_v6, CLIENT_V6);
     dropped("udp to another port of the IPv6 address still", &other_v6, CLIENT_V6);
+
+    // The shipped defaults let a crowd behind one address through: a thousand clients of a
+    // hospital's NAT reconnecting at once each start a new flow from the same source address.
+    apply_with(&ns, SERVER_V4, None);
+    let crowd = 1000;
+    let (arrived, took) = flood(&client, CLIENT_V4, &listener, crowd);
+    eprintln!("crowd with the shipped defaults: {arrived} of {crowd} new flows arrived (sent in {took:?})");
+    assert_eq!(arrived, crowd, "the shipped new-flow limit passes a crowd's burst whole");
     drop(tcp_listeners);
 }

@@ -132,3 +132,31 @@ fn released_sockets_beyond_the_pool_are_kept_after_a_peak_and_then_closed() {
     let mut again = TurnClient::new(relay.addr, "after-peak");
     relayed(&again.allocate(&|_| {}));
 }
+
+/// Allocations that take the pool down to half make the worker open more sockets between
+/// turns, ahead of the next allocations (each half taken again doubles what it refills to), so
+/// that a burst's allocations find ready sockets; once calm, the surplus is given back.
+#[test]
+fn a_pool_that_a_burst_drains_grows_ahead_of_it_and_shrinks_when_calm() {
+    let relay = Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "4"]);
+    assert_eq!(relay.wait_metric("teletip_relay_sockets_pooled", "", 4.0), 4.0);
+    let mut clients: Vec<TurnClient> = (0..12).map(|i| TurnClient::new(relay.addr, &format!("burst-{i}"))).collect();
+    for c in clients.iter_mut() {
+        relayed(&c.allocate(&|_| {}));
+    }
+    // All twelve are held: a pool refilled only by releases would be empty now (four taken,
+    // eight opened by their Allocates). Refilled ahead of demand it holds 8 or more.
+    let grown = relay.wait_metric("teletip_relay_sockets_pooled", "", 8.0);
+    assert!(grown >= 8.0, "the pool did not grow ahead of the burst: {grown} pooled with 12 allocations held");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let pooled = relay.metric("teletip_relay_sockets_pooled", "");
+        if pooled < grown {
+            assert!(pooled >= 4.0, "the configured pool stays: {pooled}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool kept {pooled} after the burst (grown to {grown})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(clients);
+}

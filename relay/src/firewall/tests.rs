@@ -148,7 +148,7 @@ fn wildcard_listeners_name_no_address_and_only_own_addresses_are_dropped() {
     let rules = rules(&fw);
     let v4 = rule(&rules, "TURN listener udp/3478 (IPv4)").unwrap();
     assert!(v4.contains(r#""right":"ipv4""#) && !v4.contains("daddr"), "{v4}");
-    let v6 = rule(&rules, "TURN listener udp/3478: new flows over 50/s burst 200 per source /64 (IPv6)").unwrap();
+    let v6 = rule(&rules, "TURN listener udp/3478: new flows over 10000/s burst 20000 per source /64 (IPv6)").unwrap();
     assert!(v6.contains(r#"{"&":[{"payload":{"field":"saddr","protocol":"ip6"}},"ffff:ffff:ffff:ffff::"]}"#), "{v6}");
     assert!(v6.contains(r#""timeout":60"#), "idle sources leave the meter: {v6}");
     let rest = rule(&rules, "anything else to the relay's own addresses (IPv4)").unwrap();

@@ -20,6 +20,9 @@ use crate::config::RelayAddress;
 pub const RELAY_TOKEN_BASE: usize = 1 << 20;
 /// RFC 8656 §7.2: a reserved port is held for 30 seconds.
 const RESERVATION_SECS: u64 = 30;
+/// Sockets `replenish` opens per family per turn at most, so that media waiting behind the
+/// turn waits well under a millisecond (about 7 µs per socket).
+const REPLENISH_BATCH: usize = 64;
 
 struct Reservation {
     socket: std::net::UdpSocket,
@@ -89,6 +92,18 @@ pub struct NetBinder {
     /// The relay address of each family served, indexed by `Family::index`.
     families: [Option<FamilyRelay>; 2],
     reservations: Reservations,
+    /// How many sockets each family's pool is refilled to: `settings.pool` when calm, doubled
+    /// (up to `settings.pool_ceiling`) whenever allocations take half of it between refills,
+    /// and halved back each second without that, so that a burst finds sockets opened ahead of
+    /// it between turns and a calm relay holds only its configured pool.
+    wanted: usize,
+    /// Whether a refill began since the last tick.
+    demand_this_second: bool,
+    /// Per family: a refill began and has not reached `wanted` yet.
+    refilling: [bool; 2],
+    /// Set when the port range or the descriptors ran out while refilling: no refill is tried
+    /// again before the next tick, so that a full range is not walked every turn.
+    refill_blocked: bool,
 }
 
 impl NetBinder {
@@ -101,7 +116,18 @@ impl NetBinder {
             let family = Family::of(&SocketAddr::new(address.ip, 0));
             families[family.index()] = Some(FamilyRelay { address, pool: VecDeque::with_capacity(settings.pool) });
         }
-        let mut binder = NetBinder { settings, registry, sockets: Slab::new(), families, reservations };
+        let wanted = settings.pool;
+        let mut binder = NetBinder {
+            settings,
+            registry,
+            sockets: Slab::new(),
+            families,
+            reservations,
+            wanted,
+            demand_this_second: false,
+            refilling: [false; 2],
+            refill_blocked: false,
+        };
         for family in Family::ALL {
             binder.fill_pool(family);
         }
@@ -109,20 +135,57 @@ impl NetBinder {
     }
 
     fn fill_pool(&mut self, family: Family) {
-        let Some(ip) = self.relay_ip(family) else { return };
         let wanted = self.settings.pool;
-        while self.pool(family).len() < wanted {
-            let Some((port, socket, _)) = self.bind_free_port(ip, false, false, false) else { break };
-            let Ok(id) = self.register(socket, port, ip.is_ipv4(), false) else { break };
-            self.pool_mut(family).push_back(id.0 as usize);
-        }
-        if self.pool(family).len() < wanted {
+        if self.open_into_pool(family, wanted) < wanted {
             tracing::warn!(
                 pooled = self.pool(family).len(),
                 wanted,
                 family = family.label(),
                 "relay socket pool not filled (port range or open-file limit): the rest open on demand"
             );
+        }
+    }
+
+    /// Opens sockets into `family`'s pool until it holds `target` or no port or descriptor is
+    /// left; returns how many it holds.
+    fn open_into_pool(&mut self, family: Family, target: usize) -> usize {
+        let Some(ip) = self.relay_ip(family) else { return 0 };
+        while self.pool(family).len() < target {
+            let Some((port, socket, _)) = self.bind_free_port(ip, false, false, false) else { break };
+            let Ok(id) = self.register(socket, port, ip.is_ipv4(), false) else { break };
+            self.pool_mut(family).push_back(id.0 as usize);
+        }
+        self.pool(family).len()
+    }
+
+    /// Called by the worker after each turn: a pool that allocations have taken down to half
+    /// of what it is refilled to doubles that (recent demand: each half taken again doubles it
+    /// again, up to the ceiling), and is refilled by at most `REPLENISH_BATCH` sockets per
+    /// turn, so that the next allocations of a burst take sockets opened between turns ahead
+    /// of them. Nothing happens while the pools hold half (so a pool of one never grows).
+    pub fn replenish(&mut self) {
+        if self.refill_blocked || self.wanted == 0 {
+            return;
+        }
+        for family in Family::ALL {
+            let index = family.index();
+            let pooled = self.pool(family).len();
+            if self.families[index].is_none() || (!self.refilling[index] && pooled >= self.wanted / 2) {
+                continue;
+            }
+            if !self.refilling[index] {
+                self.refilling[index] = true;
+                self.demand_this_second = true;
+                self.wanted = (self.wanted * 2).min(self.settings.pool_ceiling.max(self.settings.pool));
+            }
+            let target = self.wanted.min(pooled + REPLENISH_BATCH);
+            let reached = self.open_into_pool(family, target);
+            if reached < target {
+                self.refill_blocked = true;
+            }
+            if reached >= self.wanted || self.refill_blocked {
+                self.refilling[index] = false;
+            }
         }
     }
 
@@ -174,8 +237,14 @@ impl NetBinder {
     /// next burst: a call that begins soon after another ended takes a ready socket
     /// (docs/performance.md, optimisation 3), while the surplus halves every ~22 s, so that the
     /// descriptors and kernel memory of a peak are given back within a few minutes. The
-    /// newest are closed, so that those that have rested longest are the ones handed out.
+    /// newest are closed, so that those that have rested longest are the ones handed out. A
+    /// second without a refill halves what `replenish` refills to, back towards `settings.pool`.
     pub fn trim_pool(&mut self) {
+        if !self.demand_this_second {
+            self.wanted = (self.wanted / 2).max(self.settings.pool);
+        }
+        self.demand_this_second = false;
+        self.refill_blocked = false;
         for family in Family::ALL {
             let surplus = self.pool(family).len().saturating_sub(self.settings.pool);
             for _ in 0..surplus.div_ceil(32) {

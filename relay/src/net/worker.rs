@@ -232,6 +232,8 @@ impl WorkerSetup {
             // Datagrams to clients all leave through the listener, so they are sent in batches
             // across the turn's relayed sockets too (one sendmmsg for many allocations' data).
             w.flush_all();
+            // After the turn's datagrams are out: sockets for the burst's next allocations.
+            w.shard.binder_mut().replenish();
             if now.0 >= last_tick.0 + 1000 {
                 // The tick sweeps revocations too; an order that arrived during this turn is
                 // swept here first, so that its connections are closed with it.

@@ -78,7 +78,7 @@ impl ServerConfig {
             max_bps: 0,
             max_credential_lifetime: 86_400,
             unauth_rate: 50,
-            unauth_burst: 200,
+            unauth_burst: 1024,
             unauth_earned_burst: 4096,
             same_relay_delivery: true,
             default_family: DefaultFamily::Ipv4,
