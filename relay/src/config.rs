@@ -301,6 +301,14 @@ pub struct Settings => Values {
     /// allocation ends.
     #[arg(long = "relay-socket-pool", env = "TELETIP_RELAY_RELAY_SOCKET_POOL")]
     pub relay_socket_pool: Option<usize> = 256,
+    /// Relayed sockets all workers together open per family when the relay starts, before any
+    /// client arrives: a relay that has just started (an upgrade, a crash, a reboot) is about
+    /// to see every client of its calls come back at once. The surplus over
+    /// `relay-socket-pool` is given back as after any peak (a 32nd per second, half in about
+    /// 22 s), so a calm relay holds only `relay-socket-pool` a few minutes after start. Capped
+    /// as the pool is. Default 4096; 0 (or anything below the pool) opens only the pool.
+    #[arg(long = "relay-socket-pool-at-start", env = "TELETIP_RELAY_RELAY_SOCKET_POOL_AT_START")]
+    pub relay_socket_pool_at_start: Option<usize> = 4096,
     /// Microseconds a worker keeps polling its sockets after its last datagram before it
     /// sleeps: lower latency (no wake-up of an idle core per packet) for a core that spins.
     /// For dedicated relay hosts. Default 0 (sleep at once).

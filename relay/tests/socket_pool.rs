@@ -1,4 +1,4 @@
-//! The relayed-socket pool (`relay-socket-pool`): sockets stay open between allocations, so
+//! The relayed-socket pool (`relay-socket-pool`, `relay-socket-pool-at-start`): sockets stay open between allocations, so
 //! the daemon must make sure that a reused relayed address carries nothing of its previous
 //! allocation, and that holding sockets never costs an EVEN-PORT reservation its ports.
 
@@ -47,8 +47,19 @@ fn next_data(c: &TurnClient, wait: Duration) -> Option<Vec<u8>> {
 /// must never reach the new client, even once the new client permits that same peer.
 #[test]
 fn a_reused_relayed_address_hears_nothing_meant_for_its_previous_allocation() {
-    let relay =
-        Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "1", "--allowed-peer-ip", "127.0.0.1"]);
+    let relay = Relay::start(
+        "127.0.0.1",
+        &[
+            "--workers",
+            "1",
+            "--relay-socket-pool",
+            "1",
+            "--allowed-peer-ip",
+            "127.0.0.1",
+            "--relay-socket-pool-at-start",
+            "0",
+        ],
+    );
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let peer_addr = peer.local_addr().unwrap();
 
@@ -101,7 +112,8 @@ fn an_even_port_reservation_gets_ports_the_pool_was_holding() {
 /// and then closed gradually: a relay gives a peak's descriptors back instead of holding them.
 #[test]
 fn released_sockets_beyond_the_pool_are_kept_after_a_peak_and_then_closed() {
-    let relay = Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "2"]);
+    let relay =
+        Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "2", "--relay-socket-pool-at-start", "0"]);
     assert_eq!(relay.wait_metric("teletip_relay_sockets_pooled", "", 2.0), 2.0);
     let mut clients: Vec<TurnClient> = (0..16).map(|i| TurnClient::new(relay.addr, &format!("peak-{i}"))).collect();
     for c in clients.iter_mut() {
@@ -138,7 +150,8 @@ fn released_sockets_beyond_the_pool_are_kept_after_a_peak_and_then_closed() {
 /// that a burst's allocations find ready sockets; once calm, the surplus is given back.
 #[test]
 fn a_pool_that_a_burst_drains_grows_ahead_of_it_and_shrinks_when_calm() {
-    let relay = Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "4"]);
+    let relay =
+        Relay::start("127.0.0.1", &["--workers", "1", "--relay-socket-pool", "4", "--relay-socket-pool-at-start", "0"]);
     assert_eq!(relay.wait_metric("teletip_relay_sockets_pooled", "", 4.0), 4.0);
     let mut clients: Vec<TurnClient> = (0..12).map(|i| TurnClient::new(relay.addr, &format!("burst-{i}"))).collect();
     for c in clients.iter_mut() {
@@ -159,4 +172,32 @@ fn a_pool_that_a_burst_drains_grows_ahead_of_it_and_shrinks_when_calm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(clients);
+}
+
+/// A relay that has just started opens its start-up pool before any client arrives (its
+/// clients are about to come back at once), hands those sockets out, and gives the surplus
+/// over `relay-socket-pool` back when calm.
+#[test]
+fn a_fresh_relay_opens_its_start_up_pool_and_gives_the_surplus_back_when_calm() {
+    // 40 ports, one worker: the pools may hold 20.
+    let relay = Relay::start(
+        "127.0.0.1",
+        &["--workers", "1", "--relay-socket-pool", "2", "--relay-socket-pool-at-start", "16"],
+    );
+    // The gauge is published after each tick's trim (a 32nd of the surplus, rounded up): the
+    // first reading shows 15 of the 16.
+    let opened = relay.wait_metric("teletip_relay_sockets_pooled", "", 14.0);
+    assert!(opened >= 14.0, "a fresh relay opened {opened} sockets, not its start-up pool of 16");
+    let mut first = TurnClient::new(relay.addr, "first-back");
+    relayed(&first.allocate(&|_| {}));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let pooled = relay.metric("teletip_relay_sockets_pooled", "");
+        if pooled < opened - 1.0 {
+            assert!(pooled >= 2.0, "the configured pool stays: {pooled}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the start-up pool kept {pooled} sockets while calm");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

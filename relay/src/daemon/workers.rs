@@ -93,6 +93,7 @@ pub(super) fn start_workers(
         max_port: config.max_port,
         tuning,
         pool,
+        pool_at_start: pool_at_start_per_worker(config, pool, pool_ceiling),
         pool_ceiling,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,6 +155,16 @@ fn pool_per_worker(config: &RelayConfig, open_file_limit: u64) -> (usize, usize)
     }
     let pool = config.relay_socket_pool.min(cap);
     (pool, if pool == 0 { 0 } else { cap })
+}
+
+/// What each worker's pool of a family is filled to at start: its share of
+/// `relay-socket-pool-at-start`, never below its pool nor above the ceiling the pool is capped
+/// at (so the start-up pools obey the same port-range and open-file caps).
+fn pool_at_start_per_worker(config: &RelayConfig, pool: usize, pool_ceiling: usize) -> usize {
+    if pool == 0 {
+        return 0;
+    }
+    config.relay_socket_pool_at_start.div_ceil(config.workers.max(1)).clamp(pool, pool_ceiling.max(pool))
 }
 
 /// Lifts the soft open-file limit to the hard one and returns it: every allocation holds a

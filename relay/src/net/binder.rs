@@ -67,6 +67,9 @@ pub struct BinderSettings {
     /// Relayed sockets this worker keeps bound and registered, per family, while no allocation
     /// uses them.
     pub pool: usize,
+    /// What the pools are filled to at start (at least `pool`): the clients of a relay that has
+    /// just started come back at once. The surplus over `pool` is trimmed as after a peak.
+    pub pool_at_start: usize,
     /// Up to how many released sockets are kept after a peak (at least `pool`); the surplus
     /// over `pool` is closed gradually by `trim_pool`.
     pub pool_ceiling: usize,
@@ -107,9 +110,9 @@ pub struct NetBinder {
 }
 
 impl NetBinder {
-    /// A binder whose pools are filled to `settings.pool` sockets per family (fewer if the port
-    /// range or the descriptor limit runs out first: the rest are opened on demand, as without
-    /// a pool).
+    /// A binder whose pools are filled to `settings.pool_at_start` sockets per family (fewer if
+    /// the port range or the descriptor limit runs out first: the rest are opened on demand, as
+    /// without a pool).
     pub fn new(settings: BinderSettings, registry: mio::Registry, reservations: Reservations) -> Self {
         let mut families = [None, None];
         for &address in &settings.relay_addresses {
@@ -135,7 +138,11 @@ impl NetBinder {
     }
 
     fn fill_pool(&mut self, family: Family) {
-        let wanted = self.settings.pool;
+        if self.families[family.index()].is_none() {
+            // A family this relay does not serve has no pool to fill (and nothing to warn of).
+            return;
+        }
+        let wanted = self.settings.pool_at_start.max(self.settings.pool);
         if self.open_into_pool(family, wanted) < wanted {
             tracing::warn!(
                 pooled = self.pool(family).len(),
