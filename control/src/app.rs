@@ -44,7 +44,9 @@ fn documented(limits: Option<&AppState>) -> (OpenApiRouter<AppState>, Vec<String
         .merge(crate::scheduling::router())
         .merge(crate::privacy::router())
         .merge(crate::residency::router())
-        .merge(crate::ops::router());
+        .merge(crate::ops::router())
+        .merge(crate::notify::router())
+        .merge(crate::fhir::routes::router());
     (routes, rate_limited)
 }
 
@@ -59,9 +61,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, description) = routes.split_for_parts();
     let document = axum::body::Bytes::from(crate::openapi::finish(description, &rate_limited));
     routes
-        // FHIR describes itself to FHIR clients (`/fhir/R4/metadata`, a CapabilityStatement),
-        // and the web client's files are not an API: neither is in the OpenAPI description.
-        .merge(crate::fhir::routes::router())
+        // The web client's files are not an API: they are not in the OpenAPI description.
         .merge(crate::web::router())
         .route(
             "/openapi.json",

@@ -49,6 +49,8 @@ pub struct ControlConfig {
     /// `text` (default) or `json`: one JSON object per line, for a log collector.
     pub log_format: LogFormat,
     pub backup: BackupConfig,
+    /// Webhooks for appointment and consultation events (docs/notifications.md).
+    pub notifications: crate::notify::config::NotificationsConfig,
 }
 
 /// The format of the log lines on standard error.
@@ -140,6 +142,24 @@ pub struct SchedulingConfig {
     /// A care relationship (the right of a practitioner to read a patient's record) lasts
     /// from the booking until this many days after the appointment's end.
     pub care_relationship_days: i64,
+    /// A booking (or rescheduling) must start at least this many minutes after it is made.
+    pub min_lead_minutes: i64,
+    /// …and at most this many days after it.
+    pub max_horizon_days: i64,
+    /// A patient may not cancel or reschedule a booked appointment less than this many hours
+    /// before its start (staff may).
+    pub patient_cancel_window_hours: i64,
+}
+
+impl SchedulingConfig {
+    /// The practice's booking rules these settings give.
+    pub fn booking_rules(&self) -> crate::domain::booking::BookingRules {
+        crate::domain::booking::BookingRules {
+            min_lead: time::Duration::minutes(self.min_lead_minutes),
+            max_horizon: time::Duration::days(self.max_horizon_days),
+            patient_cancel_window: time::Duration::hours(self.patient_cancel_window_hours),
+        }
+    }
 }
 
 impl Default for SchedulingConfig {
@@ -150,6 +170,9 @@ impl Default for SchedulingConfig {
             no_show_grace_minutes: 15,
             sweep_interval_seconds: 60,
             care_relationship_days: 30,
+            min_lead_minutes: 0,
+            max_horizon_days: 365,
+            patient_cancel_window_hours: 0,
         }
     }
 }
@@ -196,6 +219,7 @@ impl Default for ControlConfig {
             backup: BackupConfig::default(),
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
+            notifications: Default::default(),
         }
     }
 }
@@ -230,6 +254,11 @@ pub struct AuthConfig {
     pub password_reset_hook: Option<PathBuf>,
     /// How long a password-reset token works, in seconds (60 to 86400).
     pub password_reset_ttl_seconds: u64,
+    /// Roles whose accounts must use a TOTP second factor (`["admin", "practitioner"]`). Such
+    /// an account without one may log in, but its session can only enroll (every other
+    /// endpoint, ICE credentials and signaling answer 403 `mfa-enrollment-required`). Empty
+    /// (the default): MFA is each user's choice.
+    pub mfa_required_roles: Vec<crate::store::Role>,
 }
 
 impl AuthConfig {
@@ -257,6 +286,7 @@ impl Default for AuthConfig {
             issuer: "teletip-control".into(),
             password_reset_hook: None,
             password_reset_ttl_seconds: 1800,
+            mfa_required_roles: Vec::new(),
         }
     }
 }
@@ -453,6 +483,18 @@ impl ControlConfig {
             self.scheduling.care_relationship_days >= 0,
             "scheduling.care-relationship-days must be at least 0"
         );
+        anyhow::ensure!(
+            (0..=525_600).contains(&self.scheduling.min_lead_minutes),
+            "scheduling.min-lead-minutes must be between 0 and 525600"
+        );
+        anyhow::ensure!(
+            (1..=3650).contains(&self.scheduling.max_horizon_days),
+            "scheduling.max-horizon-days must be between 1 and 3650"
+        );
+        anyhow::ensure!(
+            (0..=8760).contains(&self.scheduling.patient_cancel_window_hours),
+            "scheduling.patient-cancel-window-hours must be between 0 and 8760"
+        );
         for origin in &self.cors_allowed_origins {
             anyhow::ensure!(
                 crate::edge::is_origin(origin),
@@ -466,6 +508,7 @@ impl ControlConfig {
                 "public-url must be an absolute http:// or https:// URL without query or fragment, got {url:?}"
             );
         }
+        self.notifications.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub mod edge;
 pub mod fhir;
 pub mod ice;
 pub mod keys;
+pub mod notify;
 pub mod observability;
 pub mod openapi;
 pub mod ops;

@@ -88,6 +88,9 @@ enum UserAction {
     /// Set a new password for an account (the first line of standard input) and end its
     /// sessions.
     ResetPassword { email: String },
+    /// Remove an account's second factor (TOTP and recovery codes), for a lost device, and end
+    /// its sessions: the user logs in with the password and enrolls again.
+    ResetMfa { email: String },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -199,6 +202,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("new password set for {} ({}); its sessions are ended", user.email, user.id);
             Ok(())
         }
+        Command::User { action: UserAction::ResetMfa { email } } => {
+            let removed = teletip_control::cli::users::reset_mfa(&state(config, store)?, &email).await?;
+            let what = if removed { "two-factor authentication removed" } else { "no second factor was enrolled" };
+            println!("{what} for {email}; its sessions are ended");
+            Ok(())
+        }
         Command::Serve => serve(config, store).await,
         Command::Openapi | Command::CheckConfig | Command::Backup { .. } | Command::Restore { .. } => {
             unreachable!("handled above")
@@ -249,8 +258,10 @@ async fn serve(mut config: ControlConfig, store: store::DynStore) -> anyhow::Res
     let database = if engine == "sqlite" { config.database_url.clone() } else { "postgres".to_string() };
     let watchdog_store = store.clone();
     let state = state(config, store)?;
+    teletip_control::auth::mfa::check_secrets_readable(state.store(), state.fields()).await?;
     tokio::spawn(teletip_control::scheduling::sweeper::run(state.clone()));
     tokio::spawn(teletip_control::privacy::retention::run(state.clone()));
+    teletip_control::notify::start(&state)?;
     let mut link_endpoint = None;
     if let Some(link) = state.config().relay_link.clone() {
         let tls = teletip_link::tls::server_config(&link.cert, &link.key, &link.client_ca)

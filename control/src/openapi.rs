@@ -30,7 +30,9 @@ pub fn finish(mut description: Description, rate_limited: &[String]) -> String {
          (name = "scheduling", description = "Practitioners, patients, appointments"),
          (name = "privacy", description = "KVKK / HIPAA: notices, consents, export, erasure, retention"),
          (name = "residency", description = "Data residency: practices, data regions, transfer bases"),
-         (name = "ops", description = "Health"))
+         (name = "ops", description = "Health"),
+         (name = "notifications", description = "Webhook deliveries: dead letters and replay"),
+         (name = "fhir", description = "FHIR R4 façade: reads and searches (application/fhir+json; errors are OperationOutcomes)"))
 )]
 struct ApiDoc;
 
@@ -61,6 +63,11 @@ impl utoipa::Modify for CommonProblems<'_> {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::ParameterIn;
         for (path, item) in openapi.paths.paths.iter_mut() {
+            // The FHIR routes answer OperationOutcomes (application/fhir+json), which their own
+            // descriptions state.
+            if path.starts_with("/fhir/") {
+                continue;
+            }
             let operations = [
                 &mut item.get,
                 &mut item.put,

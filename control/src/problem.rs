@@ -50,6 +50,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{detail}")]
     Validation { detail: String, errors: Vec<FieldError> },
+    /// 422: well-formed, but a rule of the service refuses it; `slug` names the rule in the
+    /// problem type (`/problems/<slug>`), the detail names the rule and its limit.
+    #[error("{detail}")]
+    RuleRefused { slug: &'static str, detail: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -71,6 +75,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// 401: the password was right, and the account's second factor is needed as well.
+    #[error("{0}")]
+    MfaRequired(String),
+    /// 403: the session may only enroll a second factor (`auth.mfa-required-roles`).
+    #[error("{0}")]
+    MfaEnrollmentRequired(String),
 }
 
 impl ApiError {
@@ -91,6 +101,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request content"),
+            ApiError::RuleRefused { slug, .. } => (StatusCode::UNPROCESSABLE_ENTITY, slug, "Refused by a rule"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
@@ -106,7 +117,17 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            ApiError::MfaRequired(_) => (StatusCode::UNAUTHORIZED, "mfa-required", "One-time code required"),
+            ApiError::MfaEnrollmentRequired(_) => {
+                (StatusCode::FORBIDDEN, "mfa-enrollment-required", "Two-factor enrollment required")
+            }
         }
+    }
+}
+
+impl From<crate::domain::booking::BookingRefusal> for ApiError {
+    fn from(refusal: crate::domain::booking::BookingRefusal) -> Self {
+        ApiError::RuleRefused { slug: refusal.slug(), detail: refusal.to_string() }
     }
 }
 
@@ -151,7 +172,10 @@ impl IntoResponse for ApiError {
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d)
             | ApiError::Unavailable(d)
-            | ApiError::RetryLater { detail: d, .. } => (Some(d), vec![]),
+            | ApiError::MfaRequired(d)
+            | ApiError::MfaEnrollmentRequired(d)
+            | ApiError::RetryLater { detail: d, .. }
+            | ApiError::RuleRefused { detail: d, .. } => (Some(d), vec![]),
         };
         let body = Problem {
             problem_type: format!("/problems/{slug}"),

@@ -229,7 +229,34 @@ pub async fn update(
     Ok(Json(UserView::from(&user)))
 }
 
+/// Remove a user's second factor (admins), for a lost device: the secret and recovery codes
+/// go, every session of the user ends (signaling connections and relay credentials included),
+/// and the user logs in with the password alone, then enrolls again. Audited as
+/// `user.reset-mfa` (`success`, or `success:not-enrolled`).
+#[utoipa::path(delete, path = "/v1/users/{id}/mfa", tag = "users", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Role::Admin])?;
+    let user = state.store().user_by_id(id).await?.ok_or(ApiError::NotFound)?;
+    let removed = state.store().remove_mfa(user.id).await?;
+    let now = state.clock().now();
+    state.store().revoke_user_sessions(user.id, "account-changed", now).await?;
+    state.sessions_ended().announce(crate::auth::ended::Ended::User(user.id), "mfa-reset").await;
+    let revoke = crate::domain::revocation::on_account_change(user.id, "mfa-reset");
+    crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
+    let outcome = if removed { "success" } else { "success:not-enrolled" };
+    state
+        .audit(Audit::new("user.reset-mfa", &ip).actor(caller.user_id).target(user.id.to_string()).outcome(outcome))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Accounts: the routes, each served and described from its `#[utoipa::path]`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update))
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update)).routes(routes!(reset_mfa))
 }

@@ -77,7 +77,7 @@
   }
 
   function show(view) {
-    for (const v of ["login-view", "appointments-view", "room-view"]) $(v).hidden = v !== view;
+    for (const v of ["login-view", "mfa-view", "appointments-view", "room-view"]) $(v).hidden = v !== view;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -173,9 +173,13 @@
     });
   }
 
-  async function login(email, password) {
-    const t = await request("POST", "/v1/auth/login", { email, password });
+  async function login(email, password, code) {
+    const body = { email, password };
+    // Six digits are the app's code; anything else a recovery code (control-api.md §3).
+    if (code) body[/^\d{6}$/.test(code) ? "otp" : "recoveryCode"] = code;
+    const t = await request("POST", "/v1/auth/login", body);
     takeTokens(t);
+    auth.mustEnroll = t.mfaEnrollmentRequired === true;
     $("user-name").textContent = auth.user.displayName;
     $("user-role").textContent = auth.user.role;
     $("whoami").hidden = false;
@@ -215,8 +219,35 @@
   function showLogin(message) {
     show("login-view");
     $("login-password").value = "";
+    $("login-otp").value = "";
+    $("login-otp-field").hidden = true;
     if (message) announce(message);
     $("login-email").focus();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Two-factor enrollment: a session whose role must use MFA can do nothing else until then
+  // ---------------------------------------------------------------------------------------
+  async function startEnrollment() {
+    const e = await api("POST", "/v1/auth/mfa/enroll", {});
+    $("mfa-uri").textContent = e.otpauthUri;
+    $("mfa-form").hidden = false;
+    $("mfa-done").hidden = true;
+    showError("mfa-error", "");
+    show("mfa-view");
+    announce("Set up two-factor authentication to continue.");
+    $("mfa-code").focus();
+  }
+
+  async function confirmEnrollment(code) {
+    const r = await api("POST", "/v1/auth/mfa/confirm", { code });
+    auth.mustEnroll = false;
+    const list = $("mfa-codes");
+    list.replaceChildren(...r.recoveryCodes.map((c) => Object.assign(document.createElement("li"), { textContent: c })));
+    $("mfa-form").hidden = true;
+    $("mfa-done").hidden = false;
+    announce("Two-factor authentication is on. Save your recovery codes.");
+    $("mfa-continue").focus();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1077,20 +1108,35 @@
       showError("login-error", "");
       const email = $("login-email").value.trim();
       const password = $("login-password").value;
+      const code = $("login-otp").value.trim();
       if (!email || !password) {
         showError("login-error", "Enter your e-mail address and password.");
         return;
       }
       $("login-submit").disabled = true;
       try {
-        await login(email, password);
+        await login(email, password, code);
         $("login-password").value = "";
+        $("login-otp").value = "";
+        $("login-otp-field").hidden = true;
         announce(`Logged in as ${auth.user.displayName}.`);
+        if (auth.mustEnroll) {
+          await startEnrollment();
+          return;
+        }
         await loadAppointments();
         $("main").focus();
       } catch (e) {
+        if (e instanceof ApiError && e.problem && e.problem.type === "/problems/mfa-required") {
+          $("login-otp-field").hidden = false;
+          showError("login-error", "Enter the code from your authenticator app, or a recovery code.");
+          $("login-otp").focus();
+          return;
+        }
         const msg =
-          e instanceof ApiError && e.status === 401
+          e instanceof ApiError && e.status === 401 && code
+            ? "The code is wrong or was already used. Wait for the next code and try again."
+            : e instanceof ApiError && e.status === 401
             ? "E-mail or password is wrong, or the account is locked. Contact your administrator if this persists."
             : e instanceof ApiError && e.status === 429
               ? "Too many attempts. Please wait a moment."
@@ -1099,6 +1145,21 @@
       } finally {
         $("login-submit").disabled = false;
       }
+    });
+    $("mfa-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      showError("mfa-error", "");
+      try {
+        await confirmEnrollment($("mfa-code").value.trim());
+      } catch (e) {
+        showError("mfa-error", e instanceof ApiError && e.status === 422 ? "That code is wrong. Try the next one." : e.message);
+      } finally {
+        $("mfa-code").value = "";
+      }
+    });
+    $("mfa-continue").addEventListener("click", async () => {
+      await loadAppointments();
+      $("main").focus();
     });
     $("logout").addEventListener("click", () => logout());
     $("appointments-reload").addEventListener("click", () => loadAppointments());

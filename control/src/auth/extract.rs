@@ -46,6 +46,35 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A caller whose session may be restricted to enrolling a second factor
+/// (`auth.mfa-required-roles`): taken by the MFA endpoints, logout and `/v1/me`, which such a
+/// session must reach. Every other handler takes [`Caller`], which refuses it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollingCaller(pub Caller);
+
+impl FromRequestParts<AppState> for EnrollingCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::Unauthorized("send an access token: Authorization: Bearer <token>".into()))?;
+        Ok(EnrollingCaller(authenticate_session(state, token).await?.0))
+    }
+}
+
+/// What a session restricted to enrollment is told everywhere else.
+pub const ENROLL_FIRST: &str = "your role requires two-factor authentication: this session can only enroll it \
+     (POST /v1/auth/mfa/enroll, then POST /v1/auth/mfa/confirm with a code from the authenticator app)";
+
+/// Whether this account must enroll a second factor before it may do anything else: its role
+/// is in `auth.mfa-required-roles` and its MFA is not on. One query, and only for those roles.
+pub async fn must_enroll_mfa(state: &AppState, user_id: Uuid, role: Role) -> Result<bool, crate::store::StoreError> {
+    if !state.config().auth.mfa_required_roles.contains(&role) {
+        return Ok(false);
+    }
+    Ok(!state.store().mfa(user_id).await?.is_some_and(|m| m.enabled()))
+}
+
 /// Why an access token does not make a caller (also the signaling handshake's answers).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenRefusal {
@@ -55,6 +84,8 @@ pub enum TokenRefusal {
     SessionEnded,
     #[error("account disabled")]
     AccountDisabled,
+    #[error("{ENROLL_FIRST}")]
+    MfaEnrollmentRequired,
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -65,14 +96,27 @@ impl From<TokenRefusal> for ApiError {
             TokenRefusal::Invalid(why) => ApiError::Unauthorized(format!("access token refused ({why})")),
             TokenRefusal::SessionEnded => ApiError::Unauthorized("the session has ended; log in again".into()),
             TokenRefusal::AccountDisabled => ApiError::Unauthorized("the account is disabled".into()),
+            TokenRefusal::MfaEnrollmentRequired => ApiError::MfaEnrollmentRequired(ENROLL_FIRST.into()),
             TokenRefusal::Store(e) => e.into(),
         }
     }
 }
 
-/// Checks an access token against the keys, its session and its account: the caller, and when
-/// the token expires.
+/// Checks an access token against the keys, its session and its account, and refuses a session
+/// that may only enroll a second factor: the caller, and when the token expires.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
+    let (caller, expires) = authenticate_session(state, token).await?;
+    if must_enroll_mfa(state, caller.user_id, caller.role).await? {
+        return Err(TokenRefusal::MfaEnrollmentRequired);
+    }
+    Ok((caller, expires))
+}
+
+/// As [`authenticate`], but a session restricted to enrollment passes.
+pub async fn authenticate_session(
+    state: &AppState,
+    token: &str,
+) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
     let claims = state.jwt().verify(token).map_err(|e| match e {
         crate::auth::jwt::TokenError::Invalid(e)
             if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) =>

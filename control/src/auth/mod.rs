@@ -3,8 +3,10 @@
 pub mod ended;
 pub mod extract;
 pub mod jwt;
+pub mod mfa;
 pub mod password;
 pub mod reset;
+pub mod totp;
 
 use axum::Json;
 use axum::extract::State;
@@ -23,7 +25,6 @@ use crate::audit::Audit;
 use crate::problem::{ApiError, ApiJson, ApiResult};
 use crate::state::{AppState, ClientIp};
 use crate::store::{RefreshToken, Role, Session, User};
-use extract::Caller;
 use jwt::Claims;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -31,6 +32,14 @@ use jwt::Claims;
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// The 6-digit code of the account's authenticator app, when its MFA is on (a first login
+    /// without it answers the problem `mfa-required`).
+    #[schema(max_length = 64)]
+    pub otp: Option<String>,
+    /// Instead of `otp`: one unused recovery code (it never works again).
+    #[serde(rename = "recoveryCode")]
+    #[schema(max_length = 64)]
+    pub recovery_code: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,6 +89,10 @@ pub struct TokenResponse {
     #[schema(value_type = String, format = DateTime)]
     pub session_expires_at: OffsetDateTime,
     pub user: UserView,
+    /// True when the account's role requires a second factor it has not enrolled
+    /// (`auth.mfa-required-roles`): this session may only enroll one (`/v1/auth/mfa/…`),
+    /// log out and read `/v1/me`; everything else answers 403 `mfa-enrollment-required`.
+    pub mfa_enrollment_required: bool,
 }
 
 const GENERIC_LOGIN_FAILURE: &str = "e-mail or password is wrong, or the account is disabled";
@@ -145,7 +158,7 @@ pub fn throttle_source(ip: std::net::IpAddr) -> String {
 
 /// The account a login attempt is throttled by: a hash of the normalised e-mail, whether or not
 /// an account has it, so that the delays say nothing about which e-mails exist.
-fn throttle_account(email: &str) -> String {
+pub(crate) fn throttle_account(email: &str) -> String {
     Sha256::digest(email.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -155,8 +168,14 @@ fn throttle_account(email: &str) -> String {
 /// failures from one address, that address waits a growing delay before it may try that
 /// account again (429 with `Retry-After`); other addresses, the real user's among them, are
 /// not slowed down. There is no account-wide lockout that anybody could trigger.
+///
+/// An account with MFA on needs `otp` (or `recoveryCode`) as well: without it, a right password
+/// answers 401 `/problems/mfa-required` (send the same login again with the code); a wrong or
+/// replayed code counts as a failed login in the same throttle.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::problem::Problem),
+    responses((status = 200, body = TokenResponse),
+              (status = 401, body = crate::problem::Problem,
+               description = "wrong e-mail or password (`/problems/unauthorized`), or the account uses MFA and the login sent no `otp` or `recoveryCode` (`/problems/mfa-required`)"),
               (status = 422, body = crate::problem::Problem),
               (status = 429, body = crate::problem::Problem,
                description = "too many requests from this address, or too many failed logins of this account from this address (`Retry-After` says when to try again)")))]
@@ -210,6 +229,27 @@ pub async fn login(
         metrics::counter!("teletip_logins_failed_total").increment(1);
         return Err(ApiError::Unauthorized(GENERIC_LOGIN_FAILURE.into()));
     }
+    if let Some(record) = state.store().mfa(user.id).await?.filter(crate::store::MfaRecord::enabled) {
+        let proof = match (req.otp.as_deref(), req.recovery_code.as_deref()) {
+            (Some(code), None) => mfa::Proof::Code(code),
+            (None, Some(code)) => mfa::Proof::RecoveryCode(code),
+            (None, None) => {
+                // The normal first step of an MFA login: not a failure, nothing counted.
+                state.audit(audit.outcome("refused:mfa-required")).await?;
+                return Err(ApiError::MfaRequired(
+                    "this account uses two-factor authentication: send the login again with `otp` (the code of the \
+                     authenticator app) or `recoveryCode`"
+                        .into(),
+                ));
+            }
+            (Some(_), Some(_)) => return Err(ApiError::field("otp", "send either otp or recoveryCode, not both")),
+        };
+        if mfa::check_proof(&state, &ip, &user, &record, proof).await? == mfa::Verdict::Refused {
+            state.audit(audit.outcome("failure:wrong-second-factor")).await?;
+            metrics::counter!("teletip_logins_failed_total").increment(1);
+            return Err(ApiError::Unauthorized("the one-time code or recovery code is wrong or already used".into()));
+        }
+    }
     state.store().clear_login_failures(&account, &source).await?;
     let session_expires_at = now + Duration::seconds(state.config().auth.session_ttl as i64);
     let session = Session {
@@ -223,7 +263,10 @@ pub async fn login(
     let (refresh_token, stored) = new_refresh_token(session.id, now, session_expires_at);
     let session_id = session.id;
     state.store().create_session(session, stored).await?;
-    state.audit(audit.outcome("success")).await?;
+    let mfa_enrollment_required = mfa::enrollment_required(&state, &user).await?;
+    state
+        .audit(audit.outcome(if mfa_enrollment_required { "success:mfa-enrollment-required" } else { "success" }))
+        .await?;
     Ok(Json(TokenResponse {
         access_token: access_token(&state, &user, session_id, now),
         token_type: "Bearer",
@@ -231,6 +274,7 @@ pub async fn login(
         refresh_token,
         session_expires_at,
         user: UserView::from(&user),
+        mfa_enrollment_required,
     }))
 }
 
@@ -288,6 +332,7 @@ pub async fn refresh(
         expires_in: state.config().auth.access_ttl,
         refresh_token,
         session_expires_at: session.expires_at,
+        mfa_enrollment_required: mfa::enrollment_required(&state, &user).await?,
         user: UserView::from(&user),
     }))
 }
@@ -297,7 +342,11 @@ pub async fn refresh(
 /// credentials issued under it are revoked on every relay.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::problem::Problem)))]
-pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller) -> ApiResult<StatusCode> {
+pub async fn logout(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    extract::EnrollingCaller(caller): extract::EnrollingCaller,
+) -> ApiResult<StatusCode> {
     state.store().revoke_session(caller.session_id, "logout", state.clock().now()).await?;
     state.sessions_ended().announce(ended::Ended::Session(caller.session_id), "logout").await;
     let revoke = crate::domain::revocation::on_logout(caller.session_id);
@@ -316,7 +365,10 @@ pub async fn logout(State(state): State<AppState>, ip: ClientIp, caller: Caller)
 /// The caller's own account.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, body = crate::problem::Problem)))]
-pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<UserView>> {
+pub async fn me(
+    State(state): State<AppState>,
+    extract::EnrollingCaller(caller): extract::EnrollingCaller,
+) -> ApiResult<Json<UserView>> {
     let user = state.store().user_by_id(caller.user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(UserView::from(&user)))
 }
@@ -334,5 +386,5 @@ pub fn sign_in_router() -> OpenApiRouter<AppState> {
 /// Logout and the caller's own account: the routes, each served and described from its
 /// `#[utoipa::path]`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(logout)).routes(routes!(me))
+    OpenApiRouter::new().routes(routes!(logout)).routes(routes!(me)).merge(mfa::router())
 }

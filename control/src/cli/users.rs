@@ -1,4 +1,4 @@
-//! `teletip-control user list|disable|reset-password`: account administration on the host, for
+//! `teletip-control user list|disable|reset-password|reset-mfa`: account administration on the host, for
 //! the operator who cannot (or can no longer) use the API. Every action is audited like its API
 //! counterpart, with the outcome `success:cli` and no actor, source address or request id.
 
@@ -111,4 +111,16 @@ pub async fn reset_password(state: &AppState, email: &str, new_password: &str) -
         .append_audit(cli_event("user.update", Some(user.id.to_string()), "success:cli-password-reset"))
         .await?;
     Ok(updated)
+}
+
+/// Removes the second factor of the account with this e-mail (a lost device) and ends its
+/// sessions: the user logs in with the password alone and enrolls again. Audited as
+/// `user.reset-mfa` (`success:cli`, or `success:cli-not-enrolled`). True if it had one.
+pub async fn reset_mfa(state: &AppState, email: &str) -> Result<bool, UserCliError> {
+    let user = by_email(state, email).await?;
+    let removed = state.store().remove_mfa(user.id).await?;
+    end_sessions(state, user.id, "mfa-reset").await?;
+    let outcome = if removed { "success:cli" } else { "success:cli-not-enrolled" };
+    state.store().append_audit(cli_event("user.reset-mfa", Some(user.id.to_string()), outcome)).await?;
+    Ok(removed)
 }

@@ -4,6 +4,7 @@
 //! and translate the decision into their own answer. Unit tests run in memory.
 
 pub mod appointment;
+pub mod booking;
 pub mod consultation;
 pub mod ice_lifetime;
 pub mod residency;

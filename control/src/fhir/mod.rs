@@ -3,9 +3,11 @@
 //! CapabilityStatement. Same bearer tokens, same access rules and the same audit events as the
 //! JSON API; errors are FHIR OperationOutcomes.
 
+pub mod paging;
 pub mod resources;
 pub mod routes;
 pub mod search;
+pub mod search_routes;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

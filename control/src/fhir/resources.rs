@@ -5,6 +5,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use super::paging::{DEFAULT_COUNT, MAX_COUNT};
+use super::search_routes::APPOINTMENT_INCLUDES;
 use crate::scheduling::availability::Slot;
 use crate::scheduling::patients::PatientView;
 use crate::store::{Appointment, AppointmentStatus, Practitioner};
@@ -163,9 +165,54 @@ pub fn searchset(base: &str, self_url: &str, next_url: Option<&str>, complete: b
     bundle
 }
 
+/// A `searchset` Bundle of one page of a search: `matches` (search.mode `match`) and the
+/// resources they `_include` (search.mode `include`), each under its absolute URL below `base`;
+/// `total` counts the matches of the whole search, and `next` links the following page.
+pub fn search_page(
+    base: &str,
+    self_url: &str,
+    next_url: Option<&str>,
+    total: i64,
+    matches: Vec<Value>,
+    included: Vec<Value>,
+) -> Value {
+    let entry = |mode: &str, r: Value| {
+        let url = format!("{base}/{}/{}", r["resourceType"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or(""));
+        json!({ "fullUrl": url, "resource": r, "search": { "mode": mode } })
+    };
+    let entries: Vec<Value> = matches
+        .into_iter()
+        .map(|r| entry("match", r))
+        .chain(included.into_iter().map(|r| entry("include", r)))
+        .collect();
+    let mut links = vec![json!({ "relation": "self", "url": self_url })];
+    if let Some(next) = next_url {
+        links.push(json!({ "relation": "next", "url": next }));
+    }
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "total": total, "link": links });
+    // FHIR JSON has no empty arrays: a page without entries has no `entry`.
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
+}
+
 /// What this façade serves.
 pub fn capability_statement(base: &str, software_version: &str, date: OffsetDateTime) -> Value {
     let read = |t: &str| json!({ "type": t, "interaction": [{ "code": "read" }] });
+    let paging = format!(
+        "_count {DEFAULT_COUNT} per page unless asked (1 to {MAX_COUNT}); Bundle.total counts every match; \
+         the next link carries an opaque _cursor; unknown parameters are refused (400 OperationOutcome) \
+         unless Prefer: handling=lenient"
+    );
+    let search = |t: &str, params: Value, includes: &[&str]| {
+        let mut r = json!({ "type": t, "interaction": [{ "code": "read" }, { "code": "search-type", "documentation": paging }],
+                           "searchParam": params });
+        if !includes.is_empty() {
+            r["searchInclude"] = json!(includes);
+        }
+        r
+    };
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -179,7 +226,21 @@ pub fn capability_statement(base: &str, software_version: &str, date: OffsetDate
             "mode": "server",
             "security": { "description": "OAuth-style bearer access token from POST /v1/auth/login" },
             "resource": [
-                read("Patient"), read("Practitioner"), read("Appointment"), read("Schedule"),
+                search("Patient", json!([
+                    { "name": "identifier", "type": "token",
+                      "documentation": format!("[system|]value: the national id, system {NATIONAL_ID_SYSTEM}") },
+                ]), &[]),
+                search("Practitioner", json!([
+                    { "name": "name", "type": "string", "documentation": "the name or one of its words starts with this, ignoring case" },
+                ]), &[]),
+                search("Appointment", json!([
+                    { "name": "patient", "type": "reference", "documentation": "Patient/<id>" },
+                    { "name": "practitioner", "type": "reference", "documentation": "Practitioner/<id>" },
+                    { "name": "actor", "type": "reference", "documentation": "Patient/<id> or Practitioner/<id>" },
+                    { "name": "date", "type": "date", "documentation": "Appointment.start; eq/ge/gt/le/lt prefixes, a day (UTC) or an instant; repeat to bound both ends" },
+                    { "name": "status", "type": "token", "documentation": "comma-separated: any of them" },
+                ]), APPOINTMENT_INCLUDES),
+                read("Schedule"),
                 { "type": "Slot", "interaction": [{ "code": "search-type" }],
                   "searchParam": [
                       { "name": "schedule", "type": "reference", "documentation": "Schedule/<practitioner id> (required)" },

@@ -1,13 +1,13 @@
 //! The FHIR endpoints. Each answers with the resource or an OperationOutcome, applies the same
 //! access rules as the JSON API (through `scheduling::access`) and writes the same audit events.
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Fhir, FhirError, FhirResult, resources, search};
+use super::{Fhir, FhirError, FhirResult, resources, search, search_routes};
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::problem::ApiError;
@@ -20,21 +20,26 @@ use crate::scheduling::schedule::{
 };
 use crate::state::{AppState, ClientIp};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/fhir/R4/metadata", get(metadata))
-        .route("/fhir/R4/Patient/{id}", get(patient))
-        .route("/fhir/R4/Practitioner/{id}", get(practitioner))
-        .route("/fhir/R4/Schedule/{id}", get(schedule))
-        .route("/fhir/R4/Appointment/{id}", get(appointment))
-        .route("/fhir/R4/Slot", get(slots))
+/// The FHIR routes, each served and described from its `#[utoipa::path]` (FHIR JSON bodies and
+/// OperationOutcome errors, which `openapi::CommonProblems` leaves as they are).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(metadata))
+        .routes(routes!(search_routes::patients))
+        .routes(routes!(patient))
+        .routes(routes!(search_routes::practitioners))
+        .routes(routes!(practitioner))
+        .routes(routes!(schedule))
+        .routes(routes!(search_routes::appointments))
+        .routes(routes!(appointment))
+        .routes(routes!(slots))
 }
 
 /// The absolute base of this façade (for Bundle.entry.fullUrl and Bundle links): the
 /// configured `public-url`, never the request's `Host` or `X-Forwarded-*` headers, which a
 /// client chooses (issue 18, item 10: a forged Host made the server hand out links to
 /// another site).
-fn base_url(state: &AppState) -> String {
+pub(super) fn base_url(state: &AppState) -> String {
     format!("{}/fhir/R4", state.config().public_base())
 }
 
@@ -43,10 +48,18 @@ fn logical_id(id: &str) -> Result<Uuid, FhirError> {
     Uuid::parse_str(id).map_err(|_| FhirError(ApiError::NotFound))
 }
 
+#[utoipa::path(get, path = "/fhir/R4/metadata", tag = "fhir",
+    responses((status = 200, description = "CapabilityStatement", content_type = "application/fhir+json", body = Object)))]
 async fn metadata(State(state): State<AppState>) -> FhirResult {
     Ok(Fhir(resources::capability_statement(&base_url(&state), env!("CARGO_PKG_VERSION"), state.clock().now())))
 }
 
+#[utoipa::path(get, path = "/fhir/R4/Patient/{id}", tag = "fhir", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Patient", content_type = "application/fhir+json", body = Object),
+              (status = 401, description = "OperationOutcome (login)", content_type = "application/fhir+json", body = Object),
+              (status = 403, description = "OperationOutcome (forbidden)", content_type = "application/fhir+json", body = Object),
+              (status = 404, description = "OperationOutcome (not-found)", content_type = "application/fhir+json", body = Object),
+              (status = 422, description = "OperationOutcome (invalid Break-Glass-Reason)", content_type = "application/fhir+json", body = Object)))]
 async fn patient(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -63,6 +76,10 @@ async fn patient(
     Ok(Fhir(resources::patient(&patient_view(&state, &p)?, p.updated_at, p.anonymized_at.is_some())))
 }
 
+#[utoipa::path(get, path = "/fhir/R4/Practitioner/{id}", tag = "fhir", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Practitioner", content_type = "application/fhir+json", body = Object),
+              (status = 401, description = "OperationOutcome (login)", content_type = "application/fhir+json", body = Object),
+              (status = 404, description = "OperationOutcome (not-found)", content_type = "application/fhir+json", body = Object)))]
 async fn practitioner(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -73,6 +90,10 @@ async fn practitioner(
     Ok(Fhir(resources::practitioner(&p)))
 }
 
+#[utoipa::path(get, path = "/fhir/R4/Schedule/{id}", tag = "fhir", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Schedule", content_type = "application/fhir+json", body = Object),
+              (status = 401, description = "OperationOutcome (login)", content_type = "application/fhir+json", body = Object),
+              (status = 404, description = "OperationOutcome (not-found)", content_type = "application/fhir+json", body = Object)))]
 async fn schedule(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -83,6 +104,11 @@ async fn schedule(
     Ok(Fhir(resources::schedule(&p)))
 }
 
+#[utoipa::path(get, path = "/fhir/R4/Appointment/{id}", tag = "fhir", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Appointment", content_type = "application/fhir+json", body = Object),
+              (status = 401, description = "OperationOutcome (login)", content_type = "application/fhir+json", body = Object),
+              (status = 403, description = "OperationOutcome (forbidden)", content_type = "application/fhir+json", body = Object),
+              (status = 404, description = "OperationOutcome (not-found)", content_type = "application/fhir+json", body = Object)))]
 async fn appointment(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -96,6 +122,17 @@ async fn appointment(
     Ok(Fhir(resources::appointment(&a)))
 }
 
+#[utoipa::path(get, path = "/fhir/R4/Slot", tag = "fhir", security(("bearer" = [])),
+    params(("schedule" = String, Query, description = "Schedule/<practitioner id>",
+            pattern = "^(Schedule/)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+           ("start" = Option<String>, Query, description = "A day, with the prefix eq, ge or gt (repeatable, le and lt too: see the CapabilityStatement)",
+            pattern = "^(eq|ge|gt)?(19[7-9][0-9]|[2-7][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$"),
+           ("status" = Option<String>, Query, pattern = "^free$"),
+           ("_count" = Option<usize>, Query, minimum = 1, maximum = 1000)),
+    responses((status = 200, description = "Bundle (searchset) of free Slots", content_type = "application/fhir+json", body = Object),
+              (status = 400, description = "OperationOutcome (invalid): a parameter the search does not support, a malformed value or range", content_type = "application/fhir+json", body = Object),
+              (status = 401, description = "OperationOutcome (login)", content_type = "application/fhir+json", body = Object),
+              (status = 404, description = "OperationOutcome (not-found): no such practitioner", content_type = "application/fhir+json", body = Object)))]
 /// `GET /fhir/R4/Slot?schedule=Schedule/<id>&start=ge…&start=lt…`: free slots (searchset),
 /// `_count` per page (default 500, at most 1000) with a `next` link while more follow. The
 /// slots are computed only up to the page's end (`free_slots_page`).
@@ -166,7 +203,7 @@ async fn slots(
 
 /// Percent-encodes a query component (RFC 3986 section 3.4: everything but unreserved
 /// characters), so that a link repeats the search exactly.
-fn urlencode(text: &str) -> String {
+pub(super) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {

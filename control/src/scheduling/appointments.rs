@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use super::access::{Scope, booked_by_patient_side, scope};
 use super::actions;
+use super::schedule::check_bookable;
 use crate::audit::Audit;
 use crate::auth::extract::Caller;
 use crate::domain::appointment as rule;
+use crate::domain::booking;
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, OptionalJson};
 use crate::state::{AppState, ClientIp};
 use crate::store::{Appointment, AppointmentFilter, AppointmentStatus, Role, StoreError};
@@ -32,6 +34,30 @@ pub struct BookAppointment {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub end: OffsetDateTime,
+    /// Staff only: `proposed` (awaiting the patient's `confirm`) or `pending` (awaiting the
+    /// practitioner's or an admin's `confirm`); default `booked`.
+    #[serde(default)]
+    pub status: RequestedStatus,
+}
+
+/// The status a booking starts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestedStatus {
+    Proposed,
+    Pending,
+    #[default]
+    Booked,
+}
+
+impl From<RequestedStatus> for AppointmentStatus {
+    fn from(s: RequestedStatus) -> Self {
+        match s {
+            RequestedStatus::Proposed => AppointmentStatus::Proposed,
+            RequestedStatus::Pending => AppointmentStatus::Pending,
+            RequestedStatus::Booked => AppointmentStatus::Booked,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,6 +109,10 @@ fn check_times(start: OffsetDateTime, end: OffsetDateTime, now: OffsetDateTime) 
 
 /// Book an appointment. Patients book for themselves, practitioners for their own calendar,
 /// admins for anyone. With `Idempotency-Key`, a repeated request returns the first result.
+/// The time must be free slots of the practitioner's availability and respect the practice's
+/// lead time and horizon: otherwise a 422 whose `type` names the rule
+/// (`/problems/booking-outside-availability`, `/problems/booking-lead-time`,
+/// `/problems/booking-horizon`).
 #[utoipa::path(post, path = "/v1/appointments", tag = "scheduling", request_body = BookAppointment,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe booking: 1 to 128 printable ASCII characters",
         min_length = 1, max_length = 128, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")), security(("bearer" = [])),
@@ -120,6 +150,9 @@ pub async fn book(
     }
     crate::privacy::consents::require_patient_consent(&state, &caller).await?;
     check_times(req.start, req.end, state.clock().now())?;
+    if caller.role == Role::Patient && req.status != RequestedStatus::Booked {
+        return Err(ApiError::field("status", "a patient's own booking is booked at once; only staff propose"));
+    }
     if state.store().practitioner(req.practitioner_id).await?.is_none() {
         return Err(ApiError::field("practitionerId", "no such practitioner"));
     }
@@ -127,13 +160,16 @@ pub async fn book(
         return Err(ApiError::field("patientId", "no such patient"));
     }
     let now = state.clock().now();
+    booking::check_lead_and_horizon(req.start, now, &state.config().scheduling.booking_rules())?;
+    check_bookable(&state, req.practitioner_id, req.start, req.end).await?;
+    let status = AppointmentStatus::from(req.status);
     let appointment = Appointment {
         id: Uuid::new_v4(),
         practitioner_id: req.practitioner_id,
         patient_id: req.patient_id,
         starts_at: req.start,
         ends_at: req.end,
-        status: AppointmentStatus::Booked,
+        status,
         cancel_reason: None,
         created_by: caller.user_id,
         idempotency_key: key.clone(),
@@ -141,7 +177,8 @@ pub async fn book(
         updated_at: now,
         // Only the patient's own booking (or an admin's for them) makes a care relationship at
         // once; a practitioner's needs the patient's confirmation (scheduling::access).
-        patient_confirmed_at: booked_by_patient_side(&caller).then_some(now),
+        // A proposal awaits the patient's confirmation by definition.
+        patient_confirmed_at: (booked_by_patient_side(&caller) && status != AppointmentStatus::Proposed).then_some(now),
     };
     // The booking and its audit event commit together: an acknowledged booking always has its
     // event, so an idempotent repeat that finds the booking finds it audited too.
@@ -149,6 +186,10 @@ pub async fn book(
     match state.store().create_appointment(appointment, created).await {
         Ok(a) => {
             crate::observability::booking(true);
+            // A proposal or a request is announced when it is confirmed into a booking.
+            if a.status == AppointmentStatus::Booked {
+                crate::notify::booked(&state, &a).await;
+            }
             Ok((StatusCode::CREATED, Json(AppointmentView::from(&a))))
         }
         Err(StoreError::DoubleBooking) => {
@@ -172,7 +213,8 @@ fn repeated(existing: &Appointment, req: &BookAppointment) -> ApiResult<(StatusC
     let same = existing.practitioner_id == req.practitioner_id
         && existing.patient_id == req.patient_id
         && existing.starts_at == req.start
-        && existing.ends_at == req.end;
+        && existing.ends_at == req.end
+        && existing.status == AppointmentStatus::from(req.status);
     if !same {
         return Err(ApiError::field("Idempotency-Key", "was used for a different booking"));
     }
@@ -284,7 +326,7 @@ pub struct StatusChange {
 #[utoipa::path(post, path = "/v1/appointments/{id}/{action}", tag = "scheduling",
     params(("id" = Uuid, Path), ("action" = String, Path, pattern = "^(confirm|cancel|reschedule|arrive|check-in|complete|no-show|entered-in-error)$")),
     request_body = Option<StatusChange>, security(("bearer" = [])),
-    responses((status = 200, body = AppointmentView), (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+    responses((status = 200, body = AppointmentView), (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn change(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -307,33 +349,44 @@ pub async fn change(
         }
         let confirmed = state
             .store()
-            .confirm_by_patient(id, state.clock().now(), audit.outcome("success:patient").into_event())
+            .confirm_by_patient(id, state.clock().now(), audit.clone().outcome("success:patient").into_event())
             .await?
             .ok_or(ApiError::NotFound)?;
-        return Ok(Json(AppointmentView::from(&confirmed)));
+        if confirmed.status != Proposed {
+            return Ok(Json(AppointmentView::from(&confirmed)));
+        }
+        // A proposal awaited exactly this: it becomes booked, now holding the time (the
+        // schema refuses it if another booking took the time meanwhile).
+        let booked = state
+            .store()
+            .transition_appointment(id, Proposed, Booked, None, None, state.clock().now(), audit.into_event())
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
+        crate::notify::booked(&state, &booked).await;
+        return Ok(Json(AppointmentView::from(&booked)));
     }
     if caller.role == Role::Patient && !patient_may {
         return Err(ApiError::Forbidden(format!("a patient may not {action} an appointment")));
     }
-    let times = if action == "reschedule" {
-        let (Some(start), Some(end)) = (req.start, req.end) else {
-            return Err(ApiError::field("start", "reschedule needs start and end"));
-        };
-        check_times(start, end, state.clock().now())?;
-        if !rule::may_reschedule(a.status) {
-            return Err(ApiError::Conflict(format!("a {} appointment cannot be rescheduled", a.status.as_str())));
-        }
-        Some((start, end))
-    } else {
-        if !a.status.can_become(next) {
-            return Err(ApiError::Conflict(format!(
-                "an appointment cannot go from {} to {}",
-                a.status.as_str(),
-                next.as_str()
-            )));
-        }
-        None
-    };
+    if action == "reschedule" {
+        return reschedule(&state, &ip, &caller, &a, req, audit).await.map(Json);
+    }
+    if !a.status.can_become(next) {
+        return Err(ApiError::Conflict(format!(
+            "an appointment cannot go from {} to {}",
+            a.status.as_str(),
+            next.as_str()
+        )));
+    }
+    // Declining a proposal or a pending request is always possible; a patient's late
+    // cancellation of an appointment the practice counts on is not.
+    if caller.role == Role::Patient && next == Cancelled && !matches!(a.status, Proposed | Pending) {
+        booking::check_patient_cancellation(
+            a.starts_at,
+            state.clock().now(),
+            &state.config().scheduling.booking_rules(),
+        )?;
+    }
     let reason = match (next, req.reason) {
         (Cancelled, None) => return Err(ApiError::field("reason", "a cancellation needs a reason")),
         (Cancelled, Some(r)) => Some(super::practitioners::text("reason", &r, 500)?),
@@ -344,21 +397,68 @@ pub async fn change(
     };
     let changed = state
         .store()
-        .transition_appointment(id, a.status, next, times, reason, state.clock().now(), audit.into_event())
+        .transition_appointment(id, a.status, next, None, reason, state.clock().now(), audit.into_event())
         .await
         .map_err(|e| match e {
             StoreError::DoubleBooking => ApiError::Conflict("the practitioner is already booked at that time".into()),
             other => other.into(),
         })?
         .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
-    let revoke = match times {
-        Some(_) => Some(crate::domain::revocation::on_reschedule(id)),
-        None => crate::domain::revocation::on_appointment_status(id, next),
-    };
-    if let Some(revoke) = revoke {
+    if let Some(revoke) = crate::domain::revocation::on_appointment_status(id, next) {
         crate::revocation::follow(&state, revoke, Some(caller.user_id), Some(&ip)).await;
     }
+    if next == Cancelled {
+        crate::notify::cancelled(&state, &changed).await;
+    }
+    if next == Booked && a.status == Pending {
+        crate::notify::booked(&state, &changed).await;
+    }
     Ok(Json(AppointmentView::from(&changed)))
+}
+
+/// Moves a booked appointment to new times: the same checks as a booking (availability, lead
+/// time, horizon), and for a patient the
+/// cancellation window of the old time. One UPDATE under the schema's no-overlap guarantee
+/// frees the old time and takes the new one, committed with its audit event, so a concurrent
+/// booking or rescheduling of the same time gets a 409 and the appointment keeps its old time.
+async fn reschedule(
+    state: &AppState,
+    ip: &ClientIp,
+    caller: &Caller,
+    a: &Appointment,
+    req: StatusChange,
+    audit: Audit,
+) -> ApiResult<AppointmentView> {
+    let (Some(start), Some(end)) = (req.start, req.end) else {
+        return Err(ApiError::field("start", "reschedule needs start and end"));
+    };
+    let now = state.clock().now();
+    check_times(start, end, now)?;
+    if !rule::may_reschedule(a.status) {
+        return Err(ApiError::Conflict(format!("a {} appointment cannot be rescheduled", a.status.as_str())));
+    }
+    if req.reason.is_some() {
+        return Err(ApiError::field("reason", "only a cancellation takes a reason"));
+    }
+    let rules = state.config().scheduling.booking_rules();
+    if caller.role == Role::Patient {
+        booking::check_patient_cancellation(a.starts_at, now, &rules)?;
+    }
+    booking::check_lead_and_horizon(start, now, &rules)?;
+    check_bookable(state, a.practitioner_id, start, end).await?;
+    let moved = state
+        .store()
+        .transition_appointment(a.id, a.status, a.status, Some((start, end)), None, now, audit.into_event())
+        .await
+        .map_err(|e| match e {
+            StoreError::DoubleBooking => ApiError::Conflict("the practitioner is already booked at that time".into()),
+            other => other.into(),
+        })?
+        .ok_or_else(|| ApiError::Conflict("the appointment changed meanwhile; read it again".into()))?;
+    crate::revocation::follow(state, crate::domain::revocation::on_reschedule(a.id), Some(caller.user_id), Some(ip))
+        .await;
+    crate::notify::rescheduled(state, &moved).await;
+    Ok(AppointmentView::from(&moved))
 }
 
 /// Booking, reading and changing appointments: the routes, each served and described from its `#[utoipa::path]`.

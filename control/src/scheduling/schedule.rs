@@ -272,11 +272,65 @@ pub async fn free_slots_of(
     after: Option<Slot>,
     limit: usize,
 ) -> ApiResult<(crate::store::Practitioner, Page)> {
+    let calendar = calendar(state, practitioner_id).await?;
+    let busy = busy(state, practitioner_id, from, to).await?;
+    let page = free_slots_page(&calendar.zone, &calendar.rules, &calendar.exceptions, &busy, from, to, after, limit)
+        .map_err(|e| ApiError::field("from", e.to_string()))?;
+    Ok((calendar.practitioner, page))
+}
+
+/// Refuses (422, `booking-outside-availability`) a booking of `[start, end)` that is not one
+/// slot or a run of consecutive slots of the practitioner's availability, computed exactly as
+/// `GET /v1/availability` computes them (time zone, daylight saving, leave, extra hours).
+/// Other bookings are left to the schema's no-overlap guarantee, which answers a taken time
+/// with a 409 also under concurrency, and lets a rescheduling move within its own time. A
+/// practitioner without any working pattern (no weekly rule, no exception) keeps an open
+/// calendar: any time is bookable.
+pub async fn check_bookable(
+    state: &AppState,
+    practitioner_id: Uuid,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> ApiResult<()> {
+    let calendar = calendar(state, practitioner_id).await?;
+    if calendar.rules.is_empty() && calendar.exceptions.is_empty() {
+        return Ok(());
+    }
+    let (from, to) = (to_jiff(start), to_jiff(end));
+    check_range(from, to).map_err(|e| ApiError::field("start", e))?;
+    let slots = free_slots(&calendar.zone, &calendar.rules, &calendar.exceptions, &[], from, to)
+        .map_err(|e| ApiError::field("start", e.to_string()))?;
+    let slots: Vec<(Timestamp, Timestamp)> = slots.iter().map(|slot| (slot.start, slot.end)).collect();
+    if crate::domain::booking::covered_by_slots(&slots, from, to) {
+        return Ok(());
+    }
+    let f = &time::format_description::well_known::Rfc3339;
+    Err(crate::domain::booking::BookingRefusal::OutsideAvailability {
+        start: start.format(f).unwrap_or_default(),
+        end: end.format(f).unwrap_or_default(),
+    }
+    .into())
+}
+
+/// A practitioner's record, zone and working pattern, as the slot computation takes them.
+struct Calendar {
+    practitioner: crate::store::Practitioner,
+    zone: jiff::tz::TimeZone,
+    rules: Vec<WeeklyRule>,
+    exceptions: Vec<Exception>,
+}
+
+async fn calendar(state: &AppState, practitioner_id: Uuid) -> ApiResult<Calendar> {
     let practitioner = state.store().practitioner(practitioner_id).await?.ok_or(ApiError::NotFound)?;
     let zone = jiff::tz::TimeZone::get(&practitioner.time_zone).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (rules, exceptions) = state.store().availability(practitioner_id).await?;
     let rules = rules.iter().map(weekly_rule).collect::<ApiResult<Vec<_>>>()?;
     let exceptions: Vec<Exception> = exceptions.iter().map(exception).collect();
+    Ok(Calendar { practitioner, zone, rules, exceptions })
+}
+
+/// The practitioner's time held by appointments in `[from, to)`.
+async fn busy(state: &AppState, practitioner_id: Uuid, from: Timestamp, to: Timestamp) -> ApiResult<Vec<Busy>> {
     let filter = AppointmentFilter {
         practitioner_id: Some(practitioner_id),
         from: Some(to_time(from)?),
@@ -284,17 +338,14 @@ pub async fn free_slots_of(
         limit: 10_000,
         ..Default::default()
     };
-    let busy: Vec<Busy> = state
+    Ok(state
         .store()
         .list_appointments(&filter)
         .await?
         .iter()
         .filter(|a| a.status.holds_time())
         .map(|a| Busy { from: to_jiff(a.starts_at), to: to_jiff(a.ends_at) })
-        .collect();
-    let page = free_slots_page(&zone, &rules, &exceptions, &busy, from, to, after, limit)
-        .map_err(|e| ApiError::field("from", e.to_string()))?;
-    Ok((practitioner, page))
+        .collect())
 }
 
 /// Weekly hours and free slots: the routes, each served and described from its `#[utoipa::path]`.

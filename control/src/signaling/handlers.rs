@@ -225,6 +225,7 @@ async fn follow_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: R
             .await
         {
             Ok(Some(_)) => {
+                crate::notify::room_status(&sig.app, appointment, to).await;
                 if let Some(revoke) = crate::domain::revocation::on_appointment_status(appointment, to) {
                     let ip = ClientIp(conn.0.ip);
                     crate::revocation::follow(&sig.app, revoke, Some(conn.caller().user_id), Some(&ip)).await;

@@ -1,6 +1,8 @@
 //! Persistence, one trait per capability: accounts and sessions ([`AccountStore`]), the audit
 //! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]),
-//! issued and revoked TURN sessions ([`TurnSessionStore`]) and data residency ([`ResidencyStore`]);
+//! issued and revoked TURN sessions ([`TurnSessionStore`]), data residency ([`ResidencyStore`]), the
+//! FHIR façade's paged searches ([`FhirSearchStore`]) and the notification outbox
+//! ([`NotificationStore`]);
 //! [`Store`] is all of them on one database. One implementation, [`SqlStore`], runs every query
 //! on SQLite (the embedded default, a single file) or PostgreSQL (production); what differs
 //! between the engines is in `engine`. The same test suite (control/tests/store.rs) runs on both
@@ -9,6 +11,10 @@
 mod accounts;
 mod audit_log;
 mod engine;
+mod fhir_search;
+mod mfa;
+mod notifications;
+mod notifications_store;
 mod privacy;
 mod privacy_store;
 mod residency;
@@ -20,6 +26,10 @@ mod turn_sessions_store;
 
 pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
+pub use fhir_search::{AppointmentSearch, FhirSearchStore, PatientSearch, PractitionerSearch, SearchPage};
+pub use mfa::{MfaRecord, MfaStore};
+pub use notifications::{DeliveryOutcome, NewOutboxEntry, OutboxDepth, OutboxEntry};
+pub use notifications_store::NotificationStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use privacy_store::PrivacyStore;
 pub use residency::{LegalBasis, Practice};
@@ -225,7 +235,18 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// (`use crate::store::AccountStore`…); tests and fakes may implement one alone.
 #[async_trait]
 pub trait Store:
-    AccountStore + AuditStore + SchedulingStore + PrivacyStore + TurnSessionStore + ResidencyStore + Send + Sync + 'static
+    AccountStore
+    + AuditStore
+    + SchedulingStore
+    + PrivacyStore
+    + TurnSessionStore
+    + ResidencyStore
+    + FhirSearchStore
+    + MfaStore
+    + NotificationStore
+    + Send
+    + Sync
+    + 'static
 {
     /// The engine's name, for logs and /readyz.
     fn engine(&self) -> &'static str;

@@ -91,7 +91,7 @@ pub trait SchedulingStore: Send + Sync {
 /// parameter holding the current time and `ended_after` the earliest end an appointment may
 /// have to still count, the patient booked or confirmed it, it was booked by now, and it did
 /// not end before the window. Cancelled and entered-in-error appointments never count.
-fn care_relationship(now: &str, ended_after: &str) -> String {
+pub(super) fn care_relationship(now: &str, ended_after: &str) -> String {
     format!(
         "a.patient_confirmed_at IS NOT NULL AND a.created_at <= {now} AND a.ends_at >= {ended_after}
          AND a.status NOT IN ('cancelled', 'entered-in-error')"
@@ -119,7 +119,7 @@ pub(super) fn patient_from_row(r: &Row) -> Result<PatientRecord, sqlx::Error> {
     })
 }
 
-fn practitioner_from_row(r: &Row) -> Result<Practitioner, sqlx::Error> {
+pub(super) fn practitioner_from_row(r: &Row) -> Result<Practitioner, sqlx::Error> {
     Ok(Practitioner {
         id: r.get("id")?,
         user_id: r.get("user_id")?,
@@ -132,7 +132,7 @@ fn practitioner_from_row(r: &Row) -> Result<Practitioner, sqlx::Error> {
     })
 }
 
-fn appointment_from_row(r: &Row) -> Result<Appointment, sqlx::Error> {
+pub(super) fn appointment_from_row(r: &Row) -> Result<Appointment, sqlx::Error> {
     let status: String = r.get("status")?;
     Ok(Appointment {
         id: r.get("id")?,
