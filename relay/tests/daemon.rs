@@ -429,3 +429,22 @@ fn sigusr1_drains_new_allocations_to_the_alternate_and_sigusr2_ends_it() {
     assert_eq!(relay.metric("teletip_draining", ""), 0.0);
     assert!(relay.stop().success());
 }
+
+/// A drain (or a reload) ordered the moment the relay can be seen from outside (its metrics
+/// endpoint answers) is carried out, never the signal's default action, which ends the process
+/// and every call on it: the handlers are in place before the relay shows itself, however long
+/// the start-up steps in between take (here a start-up pool of 2,000 relayed sockets to open).
+#[test]
+fn a_drain_ordered_as_soon_as_the_relay_shows_itself_is_carried_out() {
+    let mut relay = Relay::spawn("127.0.0.1", &["--relay-socket-pool-at-start", "2000"], 2000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(relay.metrics).is_err() {
+        assert!(relay.is_running(), "the relay exited while starting");
+        assert!(std::time::Instant::now() < deadline, "the metrics endpoint never answered");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    relay.signal(libc::SIGUSR1);
+    assert_eq!(relay.wait_metric("teletip_draining", "", 1.0), 1.0, "the drain was not carried out");
+    assert!(relay.is_running(), "SIGUSR1 right after start ended the relay");
+    assert!(relay.stop().success());
+}

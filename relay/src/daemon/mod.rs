@@ -17,12 +17,14 @@ use crate::metrics;
 use link::start_control_link;
 use shared::Core;
 pub use shared::server_config;
-use signals::serve_signals;
+use signals::{Signals, serve_signals};
 use workers::{Listeners, raise_open_file_limit, start_workers};
 
 /// Runs until SIGTERM or SIGINT. `reread` reads the configuration again as at start (SIGHUP
 /// applies its secrets).
 pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signals = Signals::install(&runtime).context("registering the signal handlers")?;
     announce_settings(&config);
     serve_metrics(&config)?;
     let open_file_limit = raise_open_file_limit();
@@ -32,7 +34,6 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     let workers = start_workers(&config, &core, &listeners, open_file_limit)?;
     log_started(&config, &listeners);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let link = start_control_link(&runtime, &config, &core, &workers.wakers)?;
     notify_ready_and_watch(&runtime, workers.heartbeats.clone());
     if config.prometheus.is_some() {
@@ -44,7 +45,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
             }
         });
     }
-    let signal = runtime.block_on(serve_signals(&core, listeners.served_certificate.as_deref(), reread))?;
+    let signal = runtime.block_on(serve_signals(signals, &core, listeners.served_certificate.as_deref(), reread))?;
     tracing::info!("{signal} received: closing allocations and stopping");
     link.stop(&runtime);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -11,18 +11,43 @@ use crate::secret_sources::{Published, SecretSources};
 
 use super::shared::{Core, proto_secrets};
 
+/// The signals the relay serves, registered first thing in `run`: before the metrics endpoint,
+/// the sockets or READY=1 can tell anyone that the relay is up. The default action of SIGHUP,
+/// SIGUSR1 and SIGUSR2 is to end the process, so a reload or drain sent the moment the relay
+/// looks up (systemd's `reload`, an operator's script, the tests) must find the handlers in place,
+/// however long the start-up steps in between take (opening the start-up socket pool takes tens
+/// of milliseconds, more on a loaded host).
+pub(super) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers at once (tokio installs the process-wide handler on this call).
+    pub(super) fn install(runtime: &tokio::runtime::Runtime) -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _context = runtime.enter();
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+}
+
 /// Serves SIGHUP, SIGUSR1 and SIGUSR2 until SIGTERM or SIGINT, and names the one that ended it.
 pub(super) async fn serve_signals(
+    signals: Signals,
     core: &Core,
     served_certificate: Option<&crate::net::tls::ServedCertificate>,
     reread: &dyn Fn() -> anyhow::Result<RelayConfig>,
 ) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let Signals { mut term, mut int, mut hup, mut usr1, mut usr2 } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),

@@ -69,6 +69,13 @@ impl Relay {
     }
 
     fn try_start(ip: &str, extra: &[&str], span: u16) -> Option<Relay> {
+        let mut relay = Self::spawn(ip, extra, span);
+        relay.wait_until_answering().then_some(relay)
+    }
+
+    /// Starts the relay as [`Relay::start_with_ports`] does, without waiting for anything (for
+    /// tests of what the relay does while it starts).
+    pub fn spawn(ip: &str, extra: &[&str], span: u16) -> Relay {
         let (min_port, max_port) = if span <= 40 {
             let slice = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
             let min_port = 20000 + binary_offset() * 600 + slice * 40;
@@ -109,9 +116,12 @@ impl Relay {
             .spawn()
             .expect("start teletip-relay");
         let addr: SocketAddr = SocketAddr::new(ip.parse().unwrap(), port);
-        let mut relay =
-            Relay { child, addr, metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)), min_port, max_port };
-        relay.wait_until_answering().then_some(relay)
+        Relay { child, addr, metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)), min_port, max_port }
+    }
+
+    /// Whether the process is still running (it has not exited, for whatever reason).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     fn wait_until_answering(&mut self) -> bool {
