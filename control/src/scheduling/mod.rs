@@ -4,9 +4,11 @@ pub mod access;
 pub mod actions;
 pub mod appointments;
 pub mod availability;
+pub mod booking_rules;
 pub mod patients;
 pub mod practitioners;
 pub mod schedule;
+pub mod proposal_expiry;
 pub mod session;
 pub mod sweeper;
 
@@ -18,4 +20,5 @@ pub fn router() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
         .merge(patients::router())
         .merge(appointments::router())
         .merge(session::router())
+        .merge(booking_rules::router())
 }
