@@ -407,8 +407,8 @@ async fn a_practitioner_without_a_working_pattern_is_not_bookable() {
         assert_eq!(s, StatusCode::CREATED, "{p}");
         let id = p["id"].as_str().unwrap().to_string();
         let (start, end) = slot(30, 30);
-        let from = &start[..10];
-        let to = &slot(24 * 7, 30).0[..10];
+        let week_later = slot(24 * 7, 30).0;
+        let (from, to) = (&start[..10], &week_later[..10]);
         let free = slot_starts(&c, &id, &format!("{from}T00:00:00Z"), &format!("{to}T00:00:00Z")).await;
         assert!(free.is_empty(), "{engine:?}: no pattern, no slots: {free:?}");
         for token in [&c.admin, &c.patient] {

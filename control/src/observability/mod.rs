@@ -159,12 +159,12 @@ fn describe_notifications(config: &ControlConfig) {
     if config.notifications.webhooks.is_empty() {
         return;
     }
-    for gauge in [
+    for name in [
         "teletip_control_notifications_queue_depth",
         "teletip_control_notifications_oldest_age_seconds",
         "teletip_control_notifications_dead_letters",
     ] {
-        gauge!(gauge).set(0.0);
+        gauge!(name).set(0.0);
     }
     for hook in &config.notifications.webhooks {
         for series in [
