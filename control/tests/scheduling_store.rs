@@ -286,7 +286,7 @@ async fn a_proposal_expires_once_with_its_notification_however_many_sweeps_race(
         pending.status = AppointmentStatus::Pending;
         let pending = f.store.create_appointment(pending, ev("appointment.create")).await.unwrap();
         let now = teletip_control::clock::now();
-        let open = f.store.open_proposals(now, now, 10).await.unwrap();
+        let open = f.store.open_proposals(now, now, None, 10).await.unwrap();
         assert_eq!(open.len(), 1, "{engine:?}");
         assert_eq!((open[0].appointment.id, open[0].practice_expiry_hours), (pending.id, None), "{engine:?}");
 
@@ -326,7 +326,7 @@ async fn a_proposal_expires_once_with_its_notification_however_many_sweeps_race(
             "{engine:?}"
         );
         assert_eq!(f.store.notification_depth().await.unwrap().pending, 1, "{engine:?}: queued once");
-        assert!(f.store.open_proposals(now, now, 10).await.unwrap().is_empty(), "{engine:?}");
+        assert!(f.store.open_proposals(now, now, None, 10).await.unwrap().is_empty(), "{engine:?}");
         // A confirmation that comes too late finds it cancelled; its time is free.
         let late = f
             .store

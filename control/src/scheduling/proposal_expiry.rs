@@ -9,57 +9,71 @@
 //! What is due is read from the appointments table each time, so an expiry missed while no
 //! instance ran happens at the next sweep after a restart.
 
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 use super::actions;
 use crate::domain::booking::{BookingRules, proposal_expires_at};
 use crate::notify::event::EventKind;
 use crate::state::AppState;
-use crate::store::{AppointmentStatus, NewAuditEvent};
+use crate::store::{Appointment, AppointmentStatus, NewAuditEvent, OpenProposal};
 
 /// The reason an expired appointment is cancelled with (its `cancelReason`).
 pub const REASON: &str = "not confirmed in time: the proposal expired";
-/// Proposals looked at per sweep; more wait for the next (the oldest first).
+/// Proposals read per page.
 const PAGE: i64 = 500;
 /// The shortest expiry a practice may set (`domain::booking::PROPOSAL_EXPIRY_HOURS`): a
 /// proposal made more recently, and starting later, cannot have expired.
 const SHORTEST_EXPIRY: Duration = Duration::hours(1);
 
-/// Expires what is due at the state's `now`; returns how many appointments it cancelled.
+/// Expires what is due at the state's `now`, reading the open proposals page by page (a page
+/// of proposals not yet due must not hide a later one that is); returns how many it cancelled.
 pub async fn sweep(state: &AppState) -> Result<usize, crate::store::StoreError> {
     let now = state.clock().now();
-    let defaults = state.config().scheduling.default_rule_values();
-    let candidates = state.store().open_proposals(now - SHORTEST_EXPIRY, now, PAGE).await?;
     let mut expired = 0;
-    for candidate in candidates {
-        let a = &candidate.appointment;
-        let rules = BookingRules {
-            proposal_expiry: Duration::hours(candidate.practice_expiry_hours.unwrap_or(defaults.proposal_expiry_hours)),
-            ..defaults.rules()
-        };
-        if proposal_expires_at(a.created_at, a.starts_at, &rules) > now {
-            continue;
+    let mut after = None;
+    loop {
+        let page = state.store().open_proposals(now - SHORTEST_EXPIRY, now, after, PAGE).await?;
+        let full = page.len() as i64 == PAGE;
+        after = page.last().map(|p| (p.appointment.created_at, p.appointment.id));
+        for candidate in page {
+            expired += expire_if_due(state, candidate, now).await?;
         }
-        let audit = NewAuditEvent {
-            at: now,
-            actor: None,
-            action: actions::transition(AppointmentStatus::Cancelled).into(),
-            target: Some(a.id.to_string()),
-            outcome: actions::PROPOSAL_EXPIRED_OUTCOME.into(),
-            source_ip: None,
-            request_id: None,
-        };
-        let notify = |cancelled: &crate::store::Appointment| {
-            crate::notify::outbox_entries(state, EventKind::Cancelled, cancelled, None)
-        };
-        if let Some(cancelled) = state.store().expire_proposal(a.id, a.status, REASON, now, audit, &notify).await? {
-            expired += 1;
-            crate::observability::proposal_expired();
-            // A pending appointment's consultation will not happen: like any cancellation.
-            if let Some(revoke) = crate::domain::revocation::on_appointment_status(cancelled.id, cancelled.status) {
-                crate::revocation::follow(state, revoke, None, None).await;
-            }
+        if !full {
+            return Ok(expired);
         }
     }
-    Ok(expired)
+}
+
+/// Cancels `candidate` if its expiry has come: 1 if this call cancelled it, else 0.
+async fn expire_if_due(
+    state: &AppState,
+    candidate: OpenProposal,
+    now: OffsetDateTime,
+) -> Result<usize, crate::store::StoreError> {
+    let defaults = state.config().scheduling.default_rule_values();
+    let a = &candidate.appointment;
+    let hours = candidate.practice_expiry_hours.unwrap_or(defaults.proposal_expiry_hours);
+    let rules = BookingRules { proposal_expiry: Duration::hours(hours), ..defaults.rules() };
+    if proposal_expires_at(a.created_at, a.starts_at, &rules) > now {
+        return Ok(0);
+    }
+    let audit = NewAuditEvent {
+        at: now,
+        actor: None,
+        action: actions::transition(AppointmentStatus::Cancelled).into(),
+        target: Some(a.id.to_string()),
+        outcome: actions::PROPOSAL_EXPIRED_OUTCOME.into(),
+        source_ip: None,
+        request_id: None,
+    };
+    let notify = |cancelled: &Appointment| crate::notify::outbox_entries(state, EventKind::Cancelled, cancelled, None);
+    let Some(cancelled) = state.store().expire_proposal(a.id, a.status, REASON, now, audit, &notify).await? else {
+        return Ok(0);
+    };
+    crate::observability::proposal_expired();
+    // A pending appointment's consultation will not happen: like any cancellation.
+    if let Some(revoke) = crate::domain::revocation::on_appointment_status(cancelled.id, cancelled.status) {
+        crate::revocation::follow(state, revoke, None, None).await;
+    }
+    Ok(1)
 }

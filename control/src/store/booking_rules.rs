@@ -44,11 +44,13 @@ pub trait BookingRulesStore: Send + Sync {
     /// Removes a practice's rules (back to the deployment's), with `audit`; false if it had none.
     async fn clear_practice_rules(&self, practice_id: Uuid, audit: NewAuditEvent) -> StoreResult<bool>;
     /// `proposed` and `pending` appointments made at or before `created_by` or starting at or
-    /// before `starts_by`, oldest first, at most `limit`: those that may have expired.
+    /// before `starts_by` (those that may have expired), oldest first, at most `limit`, after
+    /// `after` (the `(created_at, id)` of the previous page's last).
     async fn open_proposals(
         &self,
         created_by: OffsetDateTime,
         starts_by: OffsetDateTime,
+        after: Option<(OffsetDateTime, Uuid)>,
         limit: i64,
     ) -> StoreResult<Vec<OpenProposal>>;
     /// Cancels an appointment still in `expected` with `reason`, committed with `audit` and the
@@ -157,6 +159,7 @@ impl BookingRulesStore for SqlStore {
         &self,
         created_by: OffsetDateTime,
         starts_by: OffsetDateTime,
+        after: Option<(OffsetDateTime, Uuid)>,
         limit: i64,
     ) -> StoreResult<Vec<OpenProposal>> {
         let rows = self
@@ -167,9 +170,12 @@ impl BookingRulesStore for SqlStore {
                      JOIN practitioners p ON p.id = a.practitioner_id
                      LEFT JOIN practice_booking_rules r ON r.practice_id = p.practice_id
                      WHERE a.status IN ('proposed', 'pending') AND (a.created_at <= $1 OR a.starts_at <= $2)
-                     ORDER BY a.created_at, a.id LIMIT $3")
+                       AND ($3 IS NULL OR a.created_at > $3 OR (a.created_at = $3 AND a.id > $4))
+                     ORDER BY a.created_at, a.id LIMIT $5")
                 .bind(created_by)
                 .bind(starts_by)
+                .bind(after.map(|(at, _)| at))
+                .bind(after.map(|(_, id)| id))
                 .bind(limit),
             )
             .await?;
