@@ -459,9 +459,7 @@ async fn unconfirmed_proposals_expire_free_their_time_and_are_announced() {
         // deployment's 48 hours.
         let (_, owl) = practice_with_night_shift(&c, rules_body(0, 3650, None, 0, 1)).await;
         open_all_hours(&c.e, &c.admin, &owl).await;
-        let propose = |practitioner: &str, (start, end): (String, String), status: &str| {
-            json!({"practitionerId": practitioner, "patientId": c.patient_record, "start": start, "end": end, "status": status})
-        };
+        let propose = |practitioner: &str, (start, end): (String, String), status: &str| json!({"practitionerId": practitioner, "patientId": c.patient_record, "start": start, "end": end, "status": status});
         let mut made = Vec::new();
         for (practitioner, when, status) in [
             (owl.as_str(), slot(30, 30), "pending"),
@@ -484,9 +482,16 @@ async fn unconfirmed_proposals_expire_free_their_time_and_are_announced() {
         let pending = until_status(&c, &id(0), "cancelled").await;
         assert_eq!(pending["cancelReason"], "not confirmed in time: the proposal expired", "{engine:?}");
         let admin = c.e.admin().await;
-        let (s, body) = c
-            .e
-            .post("/v1/appointments", Some(&admin), propose(&owl, (made[0]["start"].as_str().unwrap().into(), made[0]["end"].as_str().unwrap().into()), "booked"))
+        let (s, body) =
+            c.e.post(
+                "/v1/appointments",
+                Some(&admin),
+                propose(
+                    &owl,
+                    (made[0]["start"].as_str().unwrap().into(), made[0]["end"].as_str().unwrap().into()),
+                    "booked",
+                ),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{engine:?}: the expired request's time is free: {body}");
         for i in [1, 2] {

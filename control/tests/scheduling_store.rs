@@ -309,7 +309,14 @@ async fn a_proposal_expires_once_with_its_notification_however_many_sweeps_race(
                     barrier.wait().await;
                     let at = teletip_control::clock::now();
                     f.store
-                        .expire_proposal(id, AppointmentStatus::Pending, "expired", at, ev("appointment.cancel"), &notify)
+                        .expire_proposal(
+                            id,
+                            AppointmentStatus::Pending,
+                            "expired",
+                            at,
+                            ev("appointment.cancel"),
+                            &notify,
+                        )
                         .await
                         .unwrap()
                 })

@@ -7,8 +7,8 @@ pub mod availability;
 pub mod booking_rules;
 pub mod patients;
 pub mod practitioners;
-pub mod schedule;
 pub mod proposal_expiry;
+pub mod schedule;
 pub mod session;
 pub mod sweeper;
 
