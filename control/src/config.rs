@@ -149,15 +149,20 @@ pub struct SchedulingConfig {
     /// A patient may not cancel or reschedule a booked appointment less than this many hours
     /// before its start (staff may).
     pub patient_cancel_window_hours: i64,
+    /// A `proposed` or `pending` appointment nobody confirms is cancelled this many hours
+    /// after it was made (at its start at the latest).
+    pub proposal_expiry_hours: i64,
 }
 
 impl SchedulingConfig {
-    /// The practice's booking rules these settings give.
-    pub fn booking_rules(&self) -> crate::domain::booking::BookingRules {
-        crate::domain::booking::BookingRules {
-            min_lead: time::Duration::minutes(self.min_lead_minutes),
-            max_horizon: time::Duration::days(self.max_horizon_days),
-            patient_cancel_window: time::Duration::hours(self.patient_cancel_window_hours),
+    /// The booking rules of a practice without its own (`PUT /v1/practices/{id}/booking-rules`).
+    pub fn default_rule_values(&self) -> crate::domain::booking::RuleValues {
+        crate::domain::booking::RuleValues {
+            min_lead_minutes: self.min_lead_minutes,
+            max_horizon_days: self.max_horizon_days,
+            slot_minutes: None,
+            patient_cancel_window_hours: self.patient_cancel_window_hours,
+            proposal_expiry_hours: self.proposal_expiry_hours,
         }
     }
 }
@@ -173,6 +178,7 @@ impl Default for SchedulingConfig {
             min_lead_minutes: 0,
             max_horizon_days: 365,
             patient_cancel_window_hours: 0,
+            proposal_expiry_hours: 48,
         }
     }
 }
@@ -483,18 +489,16 @@ impl ControlConfig {
             self.scheduling.care_relationship_days >= 0,
             "scheduling.care-relationship-days must be at least 0"
         );
-        anyhow::ensure!(
-            (0..=525_600).contains(&self.scheduling.min_lead_minutes),
-            "scheduling.min-lead-minutes must be between 0 and 525600"
-        );
-        anyhow::ensure!(
-            (1..=3650).contains(&self.scheduling.max_horizon_days),
-            "scheduling.max-horizon-days must be between 1 and 3650"
-        );
-        anyhow::ensure!(
-            (0..=8760).contains(&self.scheduling.patient_cancel_window_hours),
-            "scheduling.patient-cancel-window-hours must be between 0 and 8760"
-        );
+        // The same ranges as a practice's own rules; the message names the key.
+        self.scheduling.default_rule_values().validate().map_err(|e| {
+            let key = match e.field {
+                "minLeadMinutes" => "min-lead-minutes",
+                "maxHorizonDays" => "max-horizon-days",
+                "patientCancelWindowHours" => "patient-cancel-window-hours",
+                _ => "proposal-expiry-hours",
+            };
+            anyhow::anyhow!("scheduling.{key} {}", e.message)
+        })?;
         for origin in &self.cors_allowed_origins {
             anyhow::ensure!(
                 crate::edge::is_origin(origin),

@@ -67,6 +67,7 @@ async fn no_log_line_holds_personal_data_or_secrets() {
             .post("/v1/practitioners", Some(&admin), json!({"displayName": DOCTOR_NAME, "specialty": "cardiology", "timeZone": "Europe/Istanbul", "userId": doctor_user["id"]}))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{practitioner}");
+        support::clinic::open_all_hours(&e, &admin, practitioner["id"].as_str().unwrap()).await;
         let (s, patient_user) = e
             .post(
                 "/v1/users",
@@ -124,7 +125,8 @@ async fn no_log_line_holds_personal_data_or_secrets() {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{body}");
-        let start = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::hours(30);
+        let start = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+            + time::Duration::hours(30);
         let (s, booking) = e
             .post("/v1/appointments", Some(&patient), json!({"practitionerId": practitioner["id"], "patientId": record_id, "start": rfc3339(start), "end": rfc3339(start + time::Duration::minutes(30))}))
             .await;

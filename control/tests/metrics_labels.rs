@@ -30,6 +30,8 @@ const LABELS: &[&str] = &[
     "certificate",
     "le",
     "quantile",
+    "endpoint",
+    "event",
 ];
 
 /// `name{a="x",b="y"} value` → (name, [(a, x), (b, y)]).
@@ -53,7 +55,19 @@ fn looks_identifying(value: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitoring_series_are_exported_with_closed_label_sets() {
     for engine in engines() {
-        let c = clinic(engine).await;
+        // A webhook (nobody listens there): the notification series exist from the start.
+        let keys = tempfile::tempdir().unwrap();
+        let secret = keys.path().join("webhook.secret");
+        std::fs::write(&secret, "whsec-0123456789abcdef0123456789\n").unwrap();
+        let c = clinic_with(
+            engine,
+            &format!(
+                "[notifications]\nallow-insecure-http = true\n[[notifications.webhooks]]\nname = \"crm\"\n\
+                 url = \"http://127.0.0.1:9/hook\"\nsecret-file = \"{}\"\n",
+                secret.display()
+            ),
+        )
+        .await;
         let e = &c.e;
         let (start, end) = slot(24, 30);
         let body =
@@ -87,6 +101,14 @@ async fn monitoring_series_are_exported_with_closed_label_sets() {
             "teletip_job_last_success_timestamp_seconds{task=\"noshow_sweeper\"}",
             "teletip_job_last_success_timestamp_seconds{task=\"retention\"}",
             "teletip_job_interval_seconds{task=\"noshow_sweeper\"} 60",
+            "teletip_job_last_success_timestamp_seconds{task=\"proposal_expiry\"}",
+            "teletip_job_interval_seconds{task=\"proposal_expiry\"} 60",
+            "teletip_proposals_expired_total 0",
+            "teletip_control_notifications_delivered_total{endpoint=\"crm\"} 0",
+            "teletip_control_notifications_dead_lettered_total{endpoint=\"crm\"} 0",
+            "teletip_control_notifications_dead_letters 0",
+            "teletip_control_notifications_queued_total{event=\"appointment.booked\"} 1",
+            "# HELP teletip_control_notifications_oldest_age_seconds ",
             "teletip_relays{state=\"serving\"} 0",
             "teletip_signaling_sockets 0",
             "process_start_time_seconds ",

@@ -301,13 +301,14 @@ async fn failed_deliveries_become_dead_letters_an_admin_replays() {
     }
 }
 
-/// Appointments of 5 minutes starting `2 h + 5 min × i` from now, as RFC 3339.
+/// Appointments of 10 minutes (one slot of the clinic's pattern) starting `2 h + 10 min × i`
+/// from now, as RFC 3339.
 fn short_slot(i: i64) -> (String, String) {
     let start = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
         + time::Duration::hours(2)
-        + time::Duration::minutes(5 * i);
+        + time::Duration::minutes(10 * i);
     let f = &time::format_description::well_known::Rfc3339;
-    (start.format(f).unwrap(), (start + time::Duration::minutes(5)).format(f).unwrap())
+    (start.format(f).unwrap(), (start + time::Duration::minutes(10)).format(f).unwrap())
 }
 
 #[tokio::test]
@@ -349,7 +350,9 @@ async fn two_instances_on_one_database_deliver_each_event_and_reminder_once() {
         }
         let (shared, base) = receiver(&[("crm", Behaviour::Accept)]).await;
         let keys = tempfile::tempdir().unwrap();
-        let extra = notifications_toml(keys.path(), &base, &["crm"], "");
+        // Reminders 30 minutes ahead: the three appointments start 4, 14 and 24 minutes after
+        // the clock is moved.
+        let extra = notifications_toml(keys.path(), &base, &["crm"], "reminder-minutes = [30]");
         let c = clinic_with(engine, &extra).await;
         let ctl = &c.e.control;
         let second = Control::start(&ctl.dir, &ctl.database_url, &format!("{extra}\n{RELAXED_LIMITS}"));

@@ -31,11 +31,12 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
-/// A consultation that has just taken place: booked a few minutes ago, arrived, checked in and
-/// completed by the practitioner. Its end is `end_in` from now.
-async fn held_consultation(c: &Clinic, patient_record: &str, end_in: time::Duration) -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let (start, end) = (now + end_in - time::Duration::minutes(5), now + end_in);
+/// A consultation that has just taken place: ten minutes (a run of the clinic's 10-minute
+/// slots) from 3 to 4 minutes ago, arrived, checked in and completed by the practitioner. It
+/// ends within 7 minutes from now.
+async fn held_consultation(c: &Clinic, patient_record: &str) -> String {
+    let minute = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap();
+    let (start, end) = (minute - time::Duration::minutes(3), minute + time::Duration::minutes(7));
     let (s, a) = c
         .e
         .post("/v1/appointments", Some(&c.admin), json!({"practitionerId": c.doctor_practitioner, "patientId": patient_record, "start": rfc3339(start), "end": rfc3339(end)}))
@@ -195,7 +196,7 @@ async fn erasure_anonymises_a_medical_record_and_deletes_the_rest() {
     for engine in engines() {
         let c = clinic(engine).await;
         // Ayşe had a consultation and has another one booked; John only a booking.
-        let held = held_consultation(&c, &c.patient_record, time::Duration::minutes(1)).await;
+        let held = held_consultation(&c, &c.patient_record).await;
         let (start, end) = slot(30, 30);
         let (_, future) = c.e.post("/v1/appointments", Some(&c.admin), json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end})).await;
         let (start, end) = slot(40, 30);
@@ -277,14 +278,14 @@ async fn the_retention_job_purges_what_its_period_allows_and_audits_it() {
     for engine in engines() {
         // Medical records kept 0 days after the last consultation: purged once it has ended.
         let c = clinic_with(engine, "[retention]\nmedical-record-days = 0\ninterval-seconds = 3600\n").await;
-        held_consultation(&c, &c.patient_record, time::Duration::seconds(2)).await;
+        held_consultation(&c, &c.patient_record).await;
         let (s, outcome) =
             c.e.post(&format!("/v1/patients/{}/erasure", c.patient_record), Some(&c.admin), json!({})).await;
         assert_eq!((s, outcome["outcome"].as_str()), (StatusCode::OK, Some("anonymised")), "{outcome}");
         let (s, body) = c.e.post("/v1/admin/retention/run", Some(&c.other_patient), json!({})).await;
         assert_problem(s, &body, StatusCode::FORBIDDEN, "a patient running retention");
-        // A minute later (the test clock) the consultation has ended.
-        c.e.control.set_clock(time::Duration::minutes(1));
+        // Eight minutes later (the test clock) the consultation has ended.
+        c.e.control.set_clock(time::Duration::minutes(8));
         let (s, report) = c.e.post("/v1/admin/retention/run", Some(&c.admin), json!({})).await;
         assert_eq!(s, StatusCode::OK, "{report}");
         assert_eq!(report["patientsPurged"], json!([c.patient_record]), "{engine:?}: {report}");

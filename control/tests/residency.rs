@@ -102,7 +102,8 @@ async fn consultation_in_two_regions(engine: Engine) {
     );
 
     let f = &time::format_description::well_known::Rfc3339;
-    let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+    let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+        + time::Duration::minutes(5);
     let (s, appointment) = e
         .post(
             "/v1/appointments",

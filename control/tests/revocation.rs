@@ -135,7 +135,8 @@ async fn every_trigger_revokes_its_sessions_on_relays_connected_now_later_and_af
 
         // A cancelled appointment revokes the consultation sessions issued for it (both sides).
         let f = &time::format_description::well_known::Rfc3339;
-        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+            + time::Duration::minutes(5);
         let book = |start: time::OffsetDateTime| {
             json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record,
                    "start": start.format(f).unwrap(), "end": (start + time::Duration::minutes(20)).format(f).unwrap()})
@@ -368,7 +369,8 @@ async fn a_reschedule_revokes_the_consultation_sessions_issued_for_the_old_times
         let e = &c.e;
         let a = LinkPeer::register(pki.path(), "relay-a.test", link_port).await;
         let f = &time::format_description::well_known::Rfc3339;
-        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+            + time::Duration::minutes(5);
         let times = |start: time::OffsetDateTime| {
             (start.format(f).unwrap(), (start + time::Duration::minutes(20)).format(f).unwrap())
         };

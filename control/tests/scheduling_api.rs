@@ -275,7 +275,8 @@ async fn consultation_session_only_for_participants_inside_the_window() {
     for engine in engines() {
         let c = clinic(engine).await;
         let f = &time::format_description::well_known::Rfc3339;
-        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(5);
+        let soon = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+            + time::Duration::minutes(5);
         let (start, end) = (soon.format(f).unwrap(), (soon + time::Duration::minutes(20)).format(f).unwrap());
         let (_, a) = c.e.post("/v1/appointments", Some(&c.admin), json!({"practitionerId": c.doctor_practitioner, "patientId": c.patient_record, "start": start, "end": end})).await;
         let id = a["id"].as_str().unwrap();
@@ -285,9 +286,11 @@ async fn consultation_session_only_for_participants_inside_the_window() {
             assert_eq!(s, StatusCode::OK, "{engine:?}: {session}");
             assert_eq!(session["role"], role);
             assert_eq!(session["signaling"]["room"], format!("appointment:{id}"));
-            // The credential ends with the window: 5 + 20 + 30 minutes from now, give or take.
-            let ttl = session["ice"]["ttl"].as_u64().unwrap();
-            assert!((55 * 60 - 30..=55 * 60 + 5).contains(&ttl), "{engine:?}: ttl {ttl}");
+            // The credential ends with the window: the end (5 + 20 minutes from the minute
+            // the booking was made in) plus 30 minutes, give or take.
+            let ttl = session["ice"]["ttl"].as_u64().unwrap() as i64;
+            let expected = (soon + time::Duration::minutes(50) - time::OffsetDateTime::now_utc()).whole_seconds();
+            assert!((expected - 30..=expected + 5).contains(&ttl), "{engine:?}: ttl {ttl}, expected {expected}");
             assert_eq!(session["ice"]["expiresAt"], session["closesAt"]);
         }
         for (token, who) in [(&c.other_patient, "another patient"), (&c.admin, "an admin")] {
@@ -319,7 +322,8 @@ async fn the_sweeper_marks_no_shows_and_leaves_arrivals_alone() {
         let c = clinic_with(engine, "[scheduling]\nno-show-grace-minutes = 1\nsweep-interval-seconds = 1\n").await;
         let f = &time::format_description::well_known::Rfc3339;
         // Booked for ten minutes ahead; the test clock then moves past the start and the grace.
-        let began = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::minutes(10);
+        let began = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap().replace_second(0).unwrap()
+            + time::Duration::minutes(10);
         let (_, other_doctor) =
             c.e.post(
                 "/v1/practitioners",
@@ -327,6 +331,7 @@ async fn the_sweeper_marks_no_shows_and_leaves_arrivals_alone() {
                 json!({"displayName": "Dr. Second", "specialty": "gp", "timeZone": "Europe/Istanbul"}),
             )
             .await;
+        open_all_hours(&c.e, &c.admin, other_doctor["id"].as_str().unwrap()).await;
         let book = |practitioner: String, patient: String| {
             let body = json!({"practitionerId": practitioner, "patientId": patient, "start": began.format(f).unwrap(), "end": (began + time::Duration::minutes(10)).format(f).unwrap()});
             c.e.post("/v1/appointments", Some(&c.admin), body)

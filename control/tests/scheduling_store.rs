@@ -1,14 +1,15 @@
 //! Scheduling persistence on both engines: the schema itself refuses double booking, under
 //! concurrency, for new appointments and for reschedules; statuses move only from what they
-//! were; idempotency keys are unique per creator.
+//! were; idempotency keys are unique per creator; an expired proposal is cancelled, audited and
+//! queued for notification once, however many sweeps race for it.
 
 mod support;
 
 use std::sync::Arc;
 use support::{engines, fresh_database};
 use teletip_control::store::{
-    self, Appointment, AppointmentFilter, AppointmentStatus, DynStore, NewAuditEvent, NewUser, PatientRecord,
-    Practitioner, Role, StoreError,
+    self, Appointment, AppointmentFilter, AppointmentStatus, DynStore, NewAuditEvent, NewOutboxEntry, NewUser,
+    PatientRecord, Practitioner, Role, StoreError,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -273,5 +274,81 @@ async fn idempotency_keys_are_unique_per_creator_and_times_round_trip() {
             .await
             .unwrap();
         assert_eq!(by_status.len(), 1, "{engine:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_expires_once_with_its_notification_however_many_sweeps_race() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(fixture(engine, dir.path()).await);
+        let mut pending = appointment(&f, TEN, 30, None);
+        pending.status = AppointmentStatus::Pending;
+        let pending = f.store.create_appointment(pending, ev("appointment.create")).await.unwrap();
+        let now = teletip_control::clock::now();
+        let open = f.store.open_proposals(now, now, None, 10).await.unwrap();
+        assert_eq!(open.len(), 1, "{engine:?}");
+        assert_eq!((open[0].appointment.id, open[0].practice_expiry_hours), (pending.id, None), "{engine:?}");
+
+        let barrier = Arc::new(tokio::sync::Barrier::new(10));
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (f, barrier, id) = (f.clone(), barrier.clone(), pending.id);
+                tokio::spawn(async move {
+                    let notify = |a: &Appointment| {
+                        vec![NewOutboxEntry {
+                            event_id: a.id,
+                            kind: "appointment.cancelled".into(),
+                            appointment_id: a.id,
+                            occurrence: String::new(),
+                            endpoint: "crm".into(),
+                            payload: format!("{{\"status\":\"{}\"}}", a.status.as_str()),
+                            now: teletip_control::clock::now(),
+                        }]
+                    };
+                    barrier.wait().await;
+                    let at = teletip_control::clock::now();
+                    f.store
+                        .expire_proposal(
+                            id,
+                            AppointmentStatus::Pending,
+                            "expired",
+                            at,
+                            ev("appointment.cancel"),
+                            &notify,
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut expired = Vec::new();
+        for t in tasks {
+            expired.extend(t.await.unwrap());
+        }
+        assert_eq!(expired.len(), 1, "{engine:?}: one sweep wins");
+        assert_eq!(
+            (expired[0].status, expired[0].cancel_reason.as_deref()),
+            (AppointmentStatus::Cancelled, Some("expired")),
+            "{engine:?}"
+        );
+        assert_eq!(f.store.notification_depth().await.unwrap().pending, 1, "{engine:?}: queued once");
+        assert!(f.store.open_proposals(now, now, None, 10).await.unwrap().is_empty(), "{engine:?}");
+        // A confirmation that comes too late finds it cancelled; its time is free.
+        let late = f
+            .store
+            .transition_appointment(
+                pending.id,
+                AppointmentStatus::Pending,
+                AppointmentStatus::Booked,
+                None,
+                None,
+                now,
+                ev("appointment.confirm"),
+            )
+            .await
+            .unwrap();
+        assert!(late.is_none(), "{engine:?}");
+        f.store.create_appointment(appointment(&f, TEN, 30, None), ev("appointment.create")).await.unwrap();
     }
 }

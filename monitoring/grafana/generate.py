@@ -90,6 +90,16 @@ CONTROL_PLANE = [
     ]),
     panel("Background jobs: time since last success", [(f"time() - teletip_job_last_success_timestamp_seconds{{{CONTROL}}}", "{{instance}} {{task}}")], unit="s"),
     panel("Background job failures", [(f"sum by (task) (increase(teletip_job_failures_total{{{CONTROL}}}[1h]))", "{{task}}")]),
+    panel("Webhook notifications", [
+        (f"sum by (endpoint) (rate(teletip_control_notifications_delivered_total{{{CONTROL}}}{R}))", "{{endpoint}} delivered"),
+        (f"sum by (endpoint) (rate(teletip_control_notifications_failed_attempts_total{{{CONTROL}}}{R}))", "{{endpoint}} failed attempts"),
+        (f"sum by (endpoint) (increase(teletip_control_notifications_dead_lettered_total{{{CONTROL}}}[1h]))", "{{endpoint}} dead-lettered (1h)"),
+    ], unit="reqps", description="Deliveries accepted (2xx) and attempts failed per second, by endpoint; dead letters made in the last hour (docs/notifications.md)."),
+    panel("Notification outbox", [
+        (f"max(teletip_control_notifications_queue_depth{{{CONTROL}}})", "waiting"),
+        (f"max(teletip_control_notifications_dead_letters{{{CONTROL}}})", "dead letters"),
+        (f"max(teletip_control_notifications_oldest_age_seconds{{{CONTROL}}}) / 60", "oldest waiting (minutes)"),
+    ], description="Deliveries waiting (due or retrying), dead letters not replayed, and the age of the oldest waiting delivery in minutes."),
     panel("Audit chain verifications", [(f"sum by (outcome) (increase(teletip_audit_chain_verifications_total{{{CONTROL}}}[1h]))", "{{outcome}}")]),
     panel("Relays by state", [(f"max by (state) (teletip_relays{{{CONTROL}}})", "{{state}}")]),
     panel("ICE answers", [(f"sum by (outcome) (rate(teletip_ice_answers_total{{{CONTROL}}}{R}))", "{{outcome}}")], unit="reqps"),

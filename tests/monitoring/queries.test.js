@@ -2,7 +2,7 @@
 // teletip-control (with the control link between them, TURN over TLS on) while a little traffic
 // flows: allocations by coturn's turnutils_uclient, and a consultation over Socket.IO (patient
 // waits in the lobby, practitioner joins, admits, ends), a booking and a double booking, an
-// audit read. Then every panel query of every dashboard in monitoring/grafana/dashboards must
+// audit read; the booking is delivered to a webhook receiver. Then every panel query of every dashboard in monitoring/grafana/dashboards must
 // answer without error and with series, and every rule of monitoring/prometheus must be loaded,
 // evaluate without error, and answer its expression without error. The new series carry the
 // values the traffic made, and the control plane's metrics name none of the people, rooms or
@@ -10,13 +10,14 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync, spawnSync } from "node:child_process";
+import { createServer } from "node:http";
 import { createWriteStream, readFileSync, readdirSync, writeFileSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { Control, Relay, tempDir, freePort, freeUdpPort, sleep, RELAXED_LIMITS, ROOT } from "../signaling/lib/env.js";
 import { Clinic, Peers, okData } from "../signaling/lib/clinic.js";
 
 const RATE_INTERVAL = "1m";
-let dir, control, relay, prometheus, promBase, c, turnCertExpiry;
+let dir, control, relay, prometheus, promBase, c, turnCertExpiry, webhooks;
 const peers = new Peers();
 const facts = {};
 
@@ -94,10 +95,15 @@ before(async () => {
   dir = tempDir("teletip-monitoring-");
   makeCertificates();
   const linkPort = await freeUdpPort();
+  // A webhook receiver that accepts every event, so the notification series have an endpoint.
+  webhooks = createServer((req, res) => req.resume().on("end", () => res.writeHead(200).end()));
+  await new Promise((resolve) => webhooks.listen(0, "127.0.0.1", resolve));
+  writeFileSync(join(dir, "webhook.secret"), "whsec-0123456789abcdef0123456789\n");
+  const notifications = `[notifications]\nallow-insecure-http = true\npoll-interval-ms = 200\n[[notifications.webhooks]]\nname = "crm"\nurl = "http://127.0.0.1:${webhooks.address().port}/hook"\nsecret-file = "${join(dir, "webhook.secret")}"\n`;
   control = await Control.start({
     name: "control",
     dir,
-    extraToml: `${RELAXED_LIMITS}\n[relay-link]\nlisten = "127.0.0.1:${linkPort}"\ncert = "${join(dir, "control.test.pem")}"\nkey = "${join(dir, "control.test.key")}"\nclient-ca = "${join(dir, "ca.pem")}"\nreport-seconds = 1\n`,
+    extraToml: `${RELAXED_LIMITS}\n${notifications}[relay-link]\nlisten = "127.0.0.1:${linkPort}"\ncert = "${join(dir, "control.test.pem")}"\nkey = "${join(dir, "control.test.key")}"\nclient-ca = "${join(dir, "ca.pem")}"\nreport-seconds = 1\n`,
   });
   control.createAdmin();
   c = await Clinic.open({ control });
@@ -155,6 +161,7 @@ after(async () => {
   }
   await relay?.stop();
   await control?.stop();
+  webhooks?.close();
 });
 
 test("every dashboard panel query answers with series", async () => {
@@ -183,10 +190,10 @@ test("every rule is loaded, evaluates without error, and its expression runs", a
   for (let i = 0; i < 100; i++) {
     const r = await (await fetch(`${promBase}/api/v1/rules`)).json();
     rules = r.data.groups.flatMap((g) => g.rules);
-    if (rules.length === 20 && rules.every((x) => x.health === "ok")) break;
+    if (rules.length === 24 && rules.every((x) => x.health === "ok")) break;
     await sleep(200);
   }
-  assert.equal(rules.length, 20, "9 relay and 11 control rules loaded");
+  assert.equal(rules.length, 24, "9 relay and 15 control rules loaded");
   const failures = [];
   for (const rule of rules) {
     if (rule.health !== "ok") failures.push(`${rule.name}: health ${rule.health}: ${rule.lastError}`);

@@ -77,22 +77,7 @@ fn event_id(kind: EventKind, appointment: Uuid, occurrence: &str) -> Uuid {
 
 /// Queues `kind` about `a` for every endpoint that takes it.
 pub(crate) async fn emit(state: &AppState, kind: EventKind, a: &Appointment, reminder_minutes: Option<i64>) {
-    let cfg = &state.config().notifications;
-    let now = state.clock().now();
-    let mut event = Event { id: Uuid::nil(), kind, at: now, reminder_minutes };
-    let occurrence = event.occurrence(a);
-    event.id = event_id(kind, a.id, &occurrence);
-    let payload = event::payload(&event, a, &state.config().public_base(), &cfg.payload_fields).to_string();
-    for hook in cfg.webhooks.iter().filter(|w| w.events.is_empty() || w.events.contains(&kind)) {
-        let entry = NewOutboxEntry {
-            event_id: event.id,
-            kind: kind.as_str().into(),
-            appointment_id: a.id,
-            occurrence: occurrence.clone(),
-            endpoint: hook.name.clone(),
-            payload: payload.clone(),
-            now,
-        };
+    for entry in outbox_entries(state, kind, a, reminder_minutes) {
         match state.store().enqueue_notification(entry).await {
             Ok(true) => {
                 metrics::counter!("teletip_control_notifications_queued_total", "event" => kind.as_str()).increment(1)
@@ -101,6 +86,35 @@ pub(crate) async fn emit(state: &AppState, kind: EventKind, a: &Appointment, rem
             Err(e) => queue_failed(kind, &e),
         }
     }
+}
+
+/// The outbox rows of `kind` about `a`, one per endpoint that takes it: what [`emit`] queues,
+/// and what a change committing its notifications with it (a proposal's expiry) inserts.
+pub(crate) fn outbox_entries(
+    state: &AppState,
+    kind: EventKind,
+    a: &Appointment,
+    reminder_minutes: Option<i64>,
+) -> Vec<NewOutboxEntry> {
+    let cfg = &state.config().notifications;
+    let now = state.clock().now();
+    let mut event = Event { id: Uuid::nil(), kind, at: now, reminder_minutes };
+    let occurrence = event.occurrence(a);
+    event.id = event_id(kind, a.id, &occurrence);
+    let payload = event::payload(&event, a, &state.config().public_base(), &cfg.payload_fields).to_string();
+    cfg.webhooks
+        .iter()
+        .filter(|w| w.events.is_empty() || w.events.contains(&kind))
+        .map(|hook| NewOutboxEntry {
+            event_id: event.id,
+            kind: kind.as_str().into(),
+            appointment_id: a.id,
+            occurrence: occurrence.clone(),
+            endpoint: hook.name.clone(),
+            payload: payload.clone(),
+            now,
+        })
+        .collect()
 }
 
 fn queue_failed(kind: EventKind, e: &dyn std::fmt::Display) {
@@ -113,7 +127,6 @@ fn queue_failed(kind: EventKind, e: &dyn std::fmt::Display) {
 /// allows beyond the defaults.
 pub fn start(state: &AppState) -> Result<(), NotifyError> {
     let cfg = &state.config().notifications;
-    worker::describe_metrics();
     if cfg.webhooks.is_empty() {
         tracing::info!("notifications: no webhook configured; events are not sent");
         return Ok(());

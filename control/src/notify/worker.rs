@@ -56,30 +56,6 @@ pub fn endpoints(cfg: &NotificationsConfig) -> Result<Arc<HashMap<String, Endpoi
     Ok(Arc::new(out))
 }
 
-pub fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        "teletip_control_notifications_delivered_total",
-        "Webhook deliveries an endpoint accepted (2xx), by endpoint"
-    );
-    describe_counter!(
-        "teletip_control_notifications_failed_attempts_total",
-        "Webhook attempts that failed (an error status, a timeout, no connection), by endpoint"
-    );
-    describe_counter!(
-        "teletip_control_notifications_dead_lettered_total",
-        "Deliveries that failed their last attempt and wait for an admin's replay, by endpoint"
-    );
-    describe_counter!("teletip_control_notifications_queued_total", "Events queued for delivery, by event type");
-    describe_counter!(
-        "teletip_control_notifications_queue_errors_total",
-        "Events that could not be queued, by event type"
-    );
-    describe_gauge!("teletip_control_notifications_queue_depth", "Deliveries waiting (due or retrying later)");
-    describe_gauge!("teletip_control_notifications_oldest_age_seconds", "Age of the oldest delivery still waiting");
-    describe_gauge!("teletip_control_notifications_dead_letters", "Dead letters not replayed");
-}
-
 /// Runs until the process ends: every `poll-interval-ms`, claims what is due and delivers it.
 pub async fn run(state: AppState, endpoints: Arc<HashMap<String, Endpoint>>) {
     let cfg = state.config().notifications.clone();

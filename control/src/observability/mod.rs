@@ -18,15 +18,17 @@ use crate::problem::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
     NoShowSweeper,
+    ProposalExpiry,
     Retention,
 }
 
 impl Job {
-    pub const ALL: &'static [Job] = &[Job::NoShowSweeper, Job::Retention];
+    pub const ALL: &'static [Job] = &[Job::NoShowSweeper, Job::ProposalExpiry, Job::Retention];
 
     pub fn label(self) -> &'static str {
         match self {
             Job::NoShowSweeper => "noshow_sweeper",
+            Job::ProposalExpiry => "proposal_expiry",
             Job::Retention => "retention",
         }
     }
@@ -83,6 +85,12 @@ pub fn describe(config: &ControlConfig) {
     for outcome in ["booked", "conflict"] {
         counter!("teletip_bookings_total", "outcome" => outcome).absolute(0);
     }
+    describe_counter!(
+        "teletip_proposals_expired_total",
+        "Proposed or pending appointments cancelled because nobody confirmed them in time"
+    );
+    counter!("teletip_proposals_expired_total").absolute(0);
+    describe_notifications(config);
     describe_gauge!(
         "teletip_job_last_success_timestamp_seconds",
         "When a background job last succeeded (Unix seconds), by task"
@@ -91,7 +99,7 @@ pub fn describe(config: &ControlConfig) {
     describe_counter!("teletip_job_failures_total", "Background job runs that failed, by task");
     for job in Job::ALL {
         let every = match job {
-            Job::NoShowSweeper => config.scheduling.sweep_interval_seconds,
+            Job::NoShowSweeper | Job::ProposalExpiry => config.scheduling.sweep_interval_seconds,
             Job::Retention => config.retention.interval_seconds,
         };
         gauge!("teletip_job_interval_seconds", "task" => job.label()).set(every.max(1) as f64);
@@ -123,6 +131,55 @@ pub fn describe(config: &ControlConfig) {
         certificate_expiry("relay_link", &link.cert);
     }
     scrape::describe();
+}
+
+/// The webhook notifications' series (recorded by `notify`), each configured endpoint's at 0
+/// from the start so that the alert rules' ratios and increases see a baseline.
+fn describe_notifications(config: &ControlConfig) {
+    describe_counter!(
+        "teletip_control_notifications_delivered_total",
+        "Webhook deliveries an endpoint accepted (2xx), by endpoint"
+    );
+    describe_counter!(
+        "teletip_control_notifications_failed_attempts_total",
+        "Webhook attempts that failed (an error status, a timeout, no connection), by endpoint"
+    );
+    describe_counter!(
+        "teletip_control_notifications_dead_lettered_total",
+        "Deliveries that failed their last attempt and wait for an admin's replay, by endpoint"
+    );
+    describe_counter!("teletip_control_notifications_queued_total", "Events queued for delivery, by event type");
+    describe_counter!(
+        "teletip_control_notifications_queue_errors_total",
+        "Events that could not be queued, by event type"
+    );
+    describe_gauge!("teletip_control_notifications_queue_depth", "Deliveries waiting (due or retrying later)");
+    describe_gauge!("teletip_control_notifications_oldest_age_seconds", "Age of the oldest delivery still waiting");
+    describe_gauge!("teletip_control_notifications_dead_letters", "Dead letters not replayed");
+    if config.notifications.webhooks.is_empty() {
+        return;
+    }
+    for name in [
+        "teletip_control_notifications_queue_depth",
+        "teletip_control_notifications_oldest_age_seconds",
+        "teletip_control_notifications_dead_letters",
+    ] {
+        gauge!(name).set(0.0);
+    }
+    for hook in &config.notifications.webhooks {
+        for series in [
+            "teletip_control_notifications_delivered_total",
+            "teletip_control_notifications_failed_attempts_total",
+            "teletip_control_notifications_dead_lettered_total",
+        ] {
+            counter!(series, "endpoint" => hook.name.clone()).absolute(0);
+        }
+    }
+}
+
+/// An unconfirmed proposal expired (`scheduling::proposal_expiry`).
+pub fn proposal_expired() {
+    counter!("teletip_proposals_expired_total").increment(1);
 }
 
 /// Exports when the certificate in `path` expires; a certificate that cannot be read is logged

@@ -19,6 +19,13 @@ pub const PATIENT_UPDATE: &str = "patient.update";
 pub const PATIENT_READ_EMERGENCY: &str = "patient.read.emergency";
 pub const PATIENT_UPDATE_EMERGENCY: &str = "patient.update.emergency";
 pub const AVAILABILITY_UPDATE: &str = "availability.update";
+/// An admin set a practice's booking rules; the target holds the old and new values.
+pub const BOOKING_RULES_UPDATE: &str = "practice.booking-rules.update";
+/// An admin dropped a practice's own booking rules (back to the deployment's).
+pub const BOOKING_RULES_RESET: &str = "practice.booking-rules.reset";
+/// The system cancelled a `proposed` or `pending` appointment nobody confirmed in time
+/// (outcome `success:proposal-expired`, no actor): the cancellation's own action.
+pub const PROPOSAL_EXPIRED_OUTCOME: &str = "success:proposal-expired";
 
 /// The path verbs of `POST /v1/appointments/{id}/{verb}` and the status each leads to.
 pub const VERBS: [(&str, AppointmentStatus); 8] = [

@@ -110,9 +110,11 @@ fn check_times(start: OffsetDateTime, end: OffsetDateTime, now: OffsetDateTime) 
 /// Book an appointment. Patients book for themselves, practitioners for their own calendar,
 /// admins for anyone. With `Idempotency-Key`, a repeated request returns the first result.
 /// The time must be free slots of the practitioner's availability and respect the practice's
-/// lead time and horizon: otherwise a 422 whose `type` names the rule
-/// (`/problems/booking-outside-availability`, `/problems/booking-lead-time`,
-/// `/problems/booking-horizon`).
+/// lead time and horizon (its practice's rules, else the deployment's): otherwise a 422 whose
+/// `type` names the rule (`/problems/booking-outside-availability`,
+/// `/problems/booking-no-working-pattern`, `/problems/booking-lead-time`,
+/// `/problems/booking-horizon`). A `proposed` or `pending` booking nobody confirms expires
+/// after the practice's proposal expiry (`scheduling::proposal_expiry`).
 #[utoipa::path(post, path = "/v1/appointments", tag = "scheduling", request_body = BookAppointment,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe booking: 1 to 128 printable ASCII characters",
         min_length = 1, max_length = 128, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")), security(("bearer" = [])),
@@ -160,7 +162,8 @@ pub async fn book(
         return Err(ApiError::field("patientId", "no such patient"));
     }
     let now = state.clock().now();
-    booking::check_lead_and_horizon(req.start, now, &state.config().scheduling.booking_rules())?;
+    let rules = super::booking_rules::rules_for(&state, req.practitioner_id).await?;
+    booking::check_lead_and_horizon(req.start, now, &rules)?;
     check_bookable(&state, req.practitioner_id, req.start, req.end).await?;
     let status = AppointmentStatus::from(req.status);
     let appointment = Appointment {
@@ -381,11 +384,8 @@ pub async fn change(
     // Declining a proposal or a pending request is always possible; a patient's late
     // cancellation of an appointment the practice counts on is not.
     if caller.role == Role::Patient && next == Cancelled && !matches!(a.status, Proposed | Pending) {
-        booking::check_patient_cancellation(
-            a.starts_at,
-            state.clock().now(),
-            &state.config().scheduling.booking_rules(),
-        )?;
+        let rules = super::booking_rules::rules_for(&state, a.practitioner_id).await?;
+        booking::check_patient_cancellation(a.starts_at, state.clock().now(), &rules)?;
     }
     let reason = match (next, req.reason) {
         (Cancelled, None) => return Err(ApiError::field("reason", "a cancellation needs a reason")),
@@ -440,7 +440,7 @@ async fn reschedule(
     if req.reason.is_some() {
         return Err(ApiError::field("reason", "only a cancellation takes a reason"));
     }
-    let rules = state.config().scheduling.booking_rules();
+    let rules = super::booking_rules::rules_for(state, a.practitioner_id).await?;
     if caller.role == Role::Patient {
         booking::check_patient_cancellation(a.starts_at, now, &rules)?;
     }

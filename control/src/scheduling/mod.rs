@@ -4,8 +4,10 @@ pub mod access;
 pub mod actions;
 pub mod appointments;
 pub mod availability;
+pub mod booking_rules;
 pub mod patients;
 pub mod practitioners;
+pub mod proposal_expiry;
 pub mod schedule;
 pub mod session;
 pub mod sweeper;
@@ -18,4 +20,5 @@ pub fn router() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
         .merge(patients::router())
         .merge(appointments::router())
         .merge(session::router())
+        .merge(booking_rules::router())
 }

@@ -281,11 +281,11 @@ pub async fn free_slots_of(
 
 /// Refuses (422, `booking-outside-availability`) a booking of `[start, end)` that is not one
 /// slot or a run of consecutive slots of the practitioner's availability, computed exactly as
-/// `GET /v1/availability` computes them (time zone, daylight saving, leave, extra hours).
-/// Other bookings are left to the schema's no-overlap guarantee, which answers a taken time
-/// with a 409 also under concurrency, and lets a rescheduling move within its own time. A
-/// practitioner without any working pattern (no weekly rule, no exception) keeps an open
-/// calendar: any time is bookable.
+/// `GET /v1/availability` computes them (time zone, daylight saving, leave, extra hours, the
+/// practice's slot length). Other bookings are left to the schema's no-overlap guarantee,
+/// which answers a taken time with a 409 also under concurrency, and lets a rescheduling move
+/// within its own time. A practitioner without any working pattern (no weekly rule, no
+/// exception) has no slots: refused with `booking-no-working-pattern`, which says what to do.
 pub async fn check_bookable(
     state: &AppState,
     practitioner_id: Uuid,
@@ -294,7 +294,10 @@ pub async fn check_bookable(
 ) -> ApiResult<()> {
     let calendar = calendar(state, practitioner_id).await?;
     if calendar.rules.is_empty() && calendar.exceptions.is_empty() {
-        return Ok(());
+        return Err(crate::domain::booking::BookingRefusal::NoWorkingPattern {
+            practitioner: practitioner_id.to_string(),
+        }
+        .into());
     }
     let (from, to) = (to_jiff(start), to_jiff(end));
     check_range(from, to).map_err(|e| ApiError::field("start", e))?;
@@ -320,13 +323,30 @@ struct Calendar {
     exceptions: Vec<Exception>,
 }
 
+/// The practitioner's calendar, with its practice's slot length (if it sets one) in place of
+/// the pattern's own: the one place both the availability and the booking check read it.
 async fn calendar(state: &AppState, practitioner_id: Uuid) -> ApiResult<Calendar> {
     let practitioner = state.store().practitioner(practitioner_id).await?.ok_or(ApiError::NotFound)?;
     let zone = jiff::tz::TimeZone::get(&practitioner.time_zone).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (rules, exceptions) = state.store().availability(practitioner_id).await?;
-    let rules = rules.iter().map(weekly_rule).collect::<ApiResult<Vec<_>>>()?;
-    let exceptions: Vec<Exception> = exceptions.iter().map(exception).collect();
+    let mut rules = rules.iter().map(weekly_rule).collect::<ApiResult<Vec<_>>>()?;
+    let mut exceptions: Vec<Exception> = exceptions.iter().map(exception).collect();
+    if let Some(slot) = super::booking_rules::rules_for(state, practitioner_id).await?.slot_minutes {
+        with_slot_length(&mut rules, &mut exceptions, slot);
+    }
     Ok(Calendar { practitioner, zone, rules, exceptions })
+}
+
+/// Lays every weekly rule's and extra hours' slots `minutes` long.
+fn with_slot_length(rules: &mut [WeeklyRule], exceptions: &mut [Exception], minutes: u32) {
+    for rule in rules.iter_mut() {
+        rule.slot_minutes = minutes;
+    }
+    for exception in exceptions.iter_mut() {
+        if let Exception::ExtraHours { slot_minutes, .. } = exception {
+            *slot_minutes = minutes;
+        }
+    }
 }
 
 /// The practitioner's time held by appointments in `[from, to)`.

@@ -1,5 +1,6 @@
-//! The no-show sweeper: a background task that marks booked appointments whose start plus the
-//! grace period has passed without the patient arriving, and audits each one.
+//! The scheduling sweeper: a background task that marks booked appointments whose start plus
+//! the grace period has passed without the patient arriving, and audits each one; and, on the
+//! same tick, cancels the proposals nobody confirmed in time ([`super::proposal_expiry`]).
 
 use std::time::Duration;
 
@@ -40,6 +41,18 @@ pub async fn run(state: AppState) {
             Err(e) => {
                 crate::observability::job_ran(crate::observability::Job::NoShowSweeper, false);
                 tracing::warn!(error = %e, "no-show sweep failed; retrying at the next tick")
+            }
+        }
+        match super::proposal_expiry::sweep(&state).await {
+            Ok(expired) => {
+                crate::observability::job_ran(crate::observability::Job::ProposalExpiry, true);
+                if expired > 0 {
+                    tracing::info!(expired, "unconfirmed proposals expired");
+                }
+            }
+            Err(e) => {
+                crate::observability::job_ran(crate::observability::Job::ProposalExpiry, false);
+                tracing::warn!(error = %e, "proposal expiry failed; retrying at the next tick")
             }
         }
     }

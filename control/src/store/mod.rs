@@ -1,8 +1,8 @@
 //! Persistence, one trait per capability: accounts and sessions ([`AccountStore`]), the audit
 //! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]),
 //! issued and revoked TURN sessions ([`TurnSessionStore`]), data residency ([`ResidencyStore`]), the
-//! FHIR façade's paged searches ([`FhirSearchStore`]) and the notification outbox
-//! ([`NotificationStore`]);
+//! FHIR façade's paged searches ([`FhirSearchStore`]), the notification outbox
+//! ([`NotificationStore`]) and practices' booking rules ([`BookingRulesStore`]);
 //! [`Store`] is all of them on one database. One implementation, [`SqlStore`], runs every query
 //! on SQLite (the embedded default, a single file) or PostgreSQL (production); what differs
 //! between the engines is in `engine`. The same test suite (control/tests/store.rs) runs on both
@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit_log;
+mod booking_rules;
 mod engine;
 mod fhir_search;
 mod mfa;
@@ -26,6 +27,7 @@ mod turn_sessions_store;
 
 pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
+pub use booking_rules::{BookingRulesStore, OpenProposal, PracticeRules};
 pub use fhir_search::{AppointmentSearch, FhirSearchStore, PatientSearch, PractitionerSearch, SearchPage};
 pub use mfa::{MfaRecord, MfaStore};
 pub use notifications::{DeliveryOutcome, NewOutboxEntry, OutboxDepth, OutboxEntry};
@@ -244,6 +246,7 @@ pub trait Store:
     + FhirSearchStore
     + MfaStore
     + NotificationStore
+    + BookingRulesStore
     + Send
     + Sync
     + 'static

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit_log::commit_audited;
-use super::engine::{Row, map_rows, sql};
+use super::engine::{Row, Sql, map_rows, sql};
 use super::{DeliveryOutcome, NewAuditEvent, NewOutboxEntry, OutboxDepth, OutboxEntry, SqlStore, StoreResult};
 
 #[async_trait]
@@ -45,6 +45,23 @@ pub trait NotificationStore: Send + Sync {
     async fn notification_depth(&self) -> StoreResult<OutboxDepth>;
 }
 
+/// The statement that queues `e`, doing nothing if that event was queued before: also run
+/// inside other transactions (an expired proposal commits with its notifications).
+pub(super) fn enqueue_sql(e: &NewOutboxEntry) -> Sql {
+    sql("INSERT INTO notification_outbox
+           (id, event_id, kind, appointment_id, occurrence, endpoint, payload, created_at, next_attempt_at, attempts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 0)
+         ON CONFLICT (kind, appointment_id, occurrence, endpoint) DO NOTHING")
+    .bind(Uuid::new_v4())
+    .bind(e.event_id)
+    .bind(&e.kind)
+    .bind(e.appointment_id)
+    .bind(&e.occurrence)
+    .bind(&e.endpoint)
+    .bind(&e.payload)
+    .bind(e.now)
+}
+
 const COLUMNS: &str =
     "id, event_id, kind, appointment_id, endpoint, payload, attempts, created_at, next_attempt_at, dead_at, last_error";
 
@@ -67,24 +84,7 @@ fn entry_from_row(r: &Row) -> Result<OutboxEntry, sqlx::Error> {
 #[async_trait]
 impl NotificationStore for SqlStore {
     async fn enqueue_notification(&self, e: NewOutboxEntry) -> StoreResult<bool> {
-        let inserted = self
-            .db
-            .execute(
-                sql("INSERT INTO notification_outbox
-                       (id, event_id, kind, appointment_id, occurrence, endpoint, payload, created_at, next_attempt_at, attempts)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 0)
-                     ON CONFLICT (kind, appointment_id, occurrence, endpoint) DO NOTHING")
-                .bind(Uuid::new_v4())
-                .bind(e.event_id)
-                .bind(&e.kind)
-                .bind(e.appointment_id)
-                .bind(&e.occurrence)
-                .bind(&e.endpoint)
-                .bind(&e.payload)
-                .bind(e.now),
-            )
-            .await?;
-        Ok(inserted == 1)
+        Ok(self.db.execute(enqueue_sql(&e)).await? == 1)
     }
 
     async fn claim_notifications(

@@ -30,6 +30,7 @@ pub async fn clinic_with(engine: super::Engine, extra: &str) -> Clinic {
     let (doctor, doctor_user) = e.user_token(&admin, "dr.kaya@hospital.test", "practitioner").await;
     let (s, p) = e.post("/v1/practitioners", Some(&admin), json!({"displayName": "Dr. Elif Kaya", "specialty": "cardiology", "timeZone": "Europe/Istanbul", "userId": doctor_user})).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
+    open_all_hours(&e, &admin, p["id"].as_str().unwrap()).await;
     let (patient, patient_user) = e.user_token(&admin, "ayse@example.org", "patient").await;
     let (s, rec) = e
         .post("/v1/patients", Some(&patient), json!({"displayName": "Ayşe Yılmaz", "birthDate": "1980-02-29", "nationalId": "12345678901", "phone": "+90 532 111 22 33", "email": "ayse@example.org", "notes": "penicillin allergy", "userId": patient_user}))
@@ -48,6 +49,26 @@ pub async fn clinic_with(engine: super::Engine, extra: &str) -> Clinic {
         other_record: other["id"].as_str().unwrap().into(),
         e,
     }
+}
+
+/// A working pattern on which every whole minute is a slot boundary: ten runs of extra hours
+/// from 2000 to 2100 with 10-minute slots, offset by 0 to 9 minutes, so a booking at any whole
+/// minute lasting a multiple of 10 minutes is a run of slots. A practitioner without a pattern
+/// is not bookable at all; tests that book at times of their own choosing ([`slot`]) give
+/// their practitioners this one, tests of the booking rules real weekly hours.
+pub fn all_hours() -> Value {
+    let exceptions: Vec<Value> = (0..10)
+        .map(|m| {
+            json!({"kind": "extraHours", "from": format!("2000-01-01T00:{m:02}:00Z"), "to": "2100-01-01T00:00:00Z", "slotMinutes": 10})
+        })
+        .collect();
+    json!({"rules": [], "exceptions": exceptions})
+}
+
+/// Gives a practitioner the [`all_hours`] pattern (as `token`, an admin or the practitioner).
+pub async fn open_all_hours(e: &Env, token: &str, practitioner: &str) {
+    let (s, body) = e.put(&format!("/v1/practitioners/{practitioner}/availability"), Some(token), all_hours()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
 }
 
 pub async fn act(c: &Clinic, id: &str, token: &str, action: &str, body: Value) -> (StatusCode, Value) {

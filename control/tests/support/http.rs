@@ -54,6 +54,14 @@ impl Env {
         self.send(self.http.put(self.control.url(path)), token, body).await
     }
 
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> StatusCode {
+        let mut req = self.http.delete(self.control.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status()
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder, token: Option<&str>, body: Value) -> (StatusCode, Value) {
         let mut req = req.json(&body);
         if let Some(t) = token {

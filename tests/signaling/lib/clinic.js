@@ -95,6 +95,8 @@ export class Clinic {
       timeZone: "Europe/Istanbul",
       userId: u.userId,
     });
+    // Without a working pattern nothing is bookable: every whole minute a slot boundary.
+    await this.api.must("PUT", `/v1/practitioners/${p.id}/availability`, this.admin, allHours());
     return { ...u, practitionerId: p.id };
   }
 
@@ -104,9 +106,10 @@ export class Clinic {
     return { ...u, patientId: p.id };
   }
 
-  /** An appointment booked by the admin, starting `startsInMinutes` from now. */
+  /** An appointment booked by the admin, starting `startsInMinutes` from the current whole
+   * minute (`minutes` a multiple of 10: the slots of `allHours`). */
   async appointment(practitioner, patient, startsInMinutes = -1, minutes = 30) {
-    const start = Date.now() + startsInMinutes * 60000;
+    const start = Math.floor(Date.now() / 60000) * 60000 + startsInMinutes * 60000;
     return this.api.must("POST", "/v1/appointments", this.admin, {
       practitionerId: practitioner.practitionerId,
       patientId: patient.patientId,
@@ -294,4 +297,15 @@ export function forgeToken(control, token, changes) {
   const p = b64url(JSON.stringify({ ...payload, jti: randomUUID(), ...changes }));
   const sig = createHmac("sha256", secret).update(`${h}.${p}`).digest("base64url");
   return `${h}.${p}.${sig}`;
+}
+
+/** A working pattern on which every whole minute is a slot boundary: ten runs of extra hours
+ * from 2000 to 2100 with 10-minute slots, offset by 0 to 9 minutes (a practitioner without a
+ * pattern is not bookable). */
+export function allHours() {
+  const exceptions = [];
+  for (let m = 0; m < 10; m++) {
+    exceptions.push({ kind: "extraHours", from: `2000-01-01T00:0${m}:00Z`, to: "2100-01-01T00:00:00Z", slotMinutes: 10 });
+  }
+  return { rules: [], exceptions };
 }
