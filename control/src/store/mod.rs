@@ -1,8 +1,8 @@
 //! Persistence, one trait per capability: accounts and sessions ([`AccountStore`]), the audit
 //! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]),
 //! issued and revoked TURN sessions ([`TurnSessionStore`]), data residency ([`ResidencyStore`]), the
-//! FHIR façade's paged searches ([`FhirSearchStore`]) and the notification outbox
-//! ([`NotificationStore`]);
+//! FHIR façade's paged searches ([`FhirSearchStore`]), the notification outbox
+//! ([`NotificationStore`]) and Web Push subscriptions ([`PushStore`]);
 //! [`Store`] is all of them on one database. One implementation, [`SqlStore`], runs every query
 //! on SQLite (the embedded default, a single file) or PostgreSQL (production); what differs
 //! between the engines is in `engine`. The same test suite (control/tests/store.rs) runs on both
@@ -17,6 +17,7 @@ mod notifications;
 mod notifications_store;
 mod privacy;
 mod privacy_store;
+mod push;
 mod residency;
 mod residency_store;
 mod scheduling;
@@ -32,6 +33,7 @@ pub use notifications::{DeliveryOutcome, NewOutboxEntry, OutboxDepth, OutboxEntr
 pub use notifications_store::NotificationStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use privacy_store::PrivacyStore;
+pub use push::{PushStore, PushSubscriptionRecord, Subscribed};
 pub use residency::{LegalBasis, Practice};
 pub use residency_store::ResidencyStore;
 pub use scheduling::{
@@ -244,6 +246,7 @@ pub trait Store:
     + FhirSearchStore
     + MfaStore
     + NotificationStore
+    + PushStore
     + Send
     + Sync
     + 'static
