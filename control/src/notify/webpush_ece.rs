@@ -90,18 +90,18 @@ pub fn encrypt_with(
     key_info.extend_from_slice(ua_public);
     key_info.extend_from_slice(as_public);
     let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
-    Hkdf::<Sha256>::new(Some(auth), ecdh_secret).expand(&key_info, ikm.as_mut()).expect("32 bytes is a valid length");
+    Hkdf::<Sha256>::new(Some(auth), ecdh_secret).expand(&key_info, &mut ikm[..]).expect("32 bytes is a valid length");
     // The content-encryption key and nonce of RFC 8188, salted with the message's salt.
-    let prk = Hkdf::<Sha256>::new(Some(salt), ikm.as_ref());
+    let prk = Hkdf::<Sha256>::new(Some(salt), &ikm[..]);
     let mut cek = zeroize::Zeroizing::new([0u8; 16]);
-    prk.expand(b"Content-Encoding: aes128gcm\0", cek.as_mut()).expect("16 bytes is a valid length");
+    prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek[..]).expect("16 bytes is a valid length");
     let mut nonce = [0u8; 12];
     prk.expand(b"Content-Encoding: nonce\0", &mut nonce).expect("12 bytes is a valid length");
     // One record, the last: the plaintext, then the delimiter 0x02, no padding.
     let mut record = zeroize::Zeroizing::new(Vec::with_capacity(plaintext.len() + 1));
     record.extend_from_slice(plaintext);
     record.push(0x02);
-    let cipher = Aes128Gcm::new_from_slice(cek.as_ref()).expect("16-byte key");
+    let cipher = Aes128Gcm::new_from_slice(&cek[..]).expect("16-byte key");
     let sealed = cipher.encrypt(Nonce::from_slice(&nonce), record.as_slice()).map_err(|_| EceError::TooLong)?;
     // Header: salt ‖ record size ‖ key id length ‖ key id (the server's public key).
     let mut body = Vec::with_capacity(16 + 4 + 1 + as_public.len() + sealed.len());

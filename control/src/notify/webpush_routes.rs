@@ -136,7 +136,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 /// `push.unsubscribe`.
 #[utoipa::path(delete, path = "/v1/me/push-subscriptions/{id}", tag = "notifications",
     params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+    responses((status = 204, description = "removed"), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     ip: ClientIp,
