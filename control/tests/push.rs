@@ -47,9 +47,18 @@ async fn subscriptions_are_validated_strictly_and_each_user_holds_only_their_own
         for (body, fields) in [
             (subscription("https://push.example.net/x"), vec!["endpoint"]),
             (subscription("ftp://127.0.0.1/x"), vec!["endpoint"]),
-            (json!({"endpoint": "http://127.0.0.1:9/p", "keys": {"p256dh": &P256DH[..43], "auth": AUTH}}), vec!["keys.p256dh"]),
-            (json!({"endpoint": "http://127.0.0.1:9/p", "keys": {"p256dh": P256DH, "auth": "AAAAAAAA"}}), vec!["keys.auth"]),
-            (json!({"endpoint": "http://u:p@127.0.0.1:9/p", "keys": {"p256dh": "***", "auth": ""}}), vec!["endpoint", "keys.p256dh", "keys.auth"]),
+            (
+                json!({"endpoint": "http://127.0.0.1:9/p", "keys": {"p256dh": &P256DH[..43], "auth": AUTH}}),
+                vec!["keys.p256dh"],
+            ),
+            (
+                json!({"endpoint": "http://127.0.0.1:9/p", "keys": {"p256dh": P256DH, "auth": "AAAAAAAA"}}),
+                vec!["keys.auth"],
+            ),
+            (
+                json!({"endpoint": "http://u:p@127.0.0.1:9/p", "keys": {"p256dh": "***", "auth": ""}}),
+                vec!["endpoint", "keys.p256dh", "keys.auth"],
+            ),
         ] {
             let (s, p) = c.e.post(path, Some(&c.doctor), body.clone()).await;
             assert_problem(s, &p, StatusCode::UNPROCESSABLE_ENTITY, &body.to_string());
@@ -61,10 +70,23 @@ async fn subscriptions_are_validated_strictly_and_each_user_holds_only_their_own
         let (s, p) = c.e.post(path, Some(&c.doctor), body).await;
         assert_problem(s, &p, StatusCode::UNPROCESSABLE_ENTITY, "a key off the curve");
         assert!(p["detail"].as_str().unwrap().contains("P-256"), "{p}");
-        let (s, p) = c.e.post(path, Some(&c.doctor), json!({"endpoint": "http://127.0.0.1:9/p", "keys": {"p256dh": P256DH, "auth": AUTH}, "extra": 1})).await;
+        let (s, p) =
+            c.e.post(
+                path,
+                Some(&c.doctor),
+                json!({"endpoint": "http://127.0.0.1:9/p", "keys": {"p256dh": P256DH, "auth": AUTH}, "extra": 1}),
+            )
+            .await;
         assert_problem(s, &p, StatusCode::UNPROCESSABLE_ENTITY, "an unknown field");
-        let res = c.e.http.post(c.e.control.url(path)).bearer_auth(&c.doctor)
-            .header("content-type", "application/json").body("{\"endpoint\":").send().await.unwrap();
+        let res =
+            c.e.http
+                .post(c.e.control.url(path))
+                .bearer_auth(&c.doctor)
+                .header("content-type", "application/json")
+                .body("{\"endpoint\":")
+                .send()
+                .await
+                .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 
         // Only practitioners subscribe: the events pushed are about their appointments.
@@ -103,10 +125,22 @@ async fn subscriptions_are_validated_strictly_and_each_user_holds_only_their_own
         assert_eq!(mine.as_array().unwrap().len(), 1);
 
         // Stored encrypted, audited.
-        let clear = query_i64(&c, "SELECT COUNT(*) FROM push_subscriptions WHERE subscription LIKE '%127.0.0.1%'").await;
+        let clear =
+            query_i64(&c, "SELECT COUNT(*) FROM push_subscriptions WHERE subscription LIKE '%127.0.0.1%'").await;
         assert_eq!(clear, 0, "the endpoint is not stored in clear");
-        assert_eq!(query_i64(&c, "SELECT COUNT(*) FROM audit_events WHERE action = 'push.subscribe' AND outcome = 'success'").await, 3);
-        assert_eq!(query_i64(&c, "SELECT COUNT(*) FROM audit_events WHERE action = 'push.subscribe' AND outcome = 'refused:limit'").await, 1);
+        assert_eq!(
+            query_i64(&c, "SELECT COUNT(*) FROM audit_events WHERE action = 'push.subscribe' AND outcome = 'success'")
+                .await,
+            3
+        );
+        assert_eq!(
+            query_i64(
+                &c,
+                "SELECT COUNT(*) FROM audit_events WHERE action = 'push.subscribe' AND outcome = 'refused:limit'"
+            )
+            .await,
+            1
+        );
         assert_eq!(query_i64(&c, "SELECT COUNT(*) FROM audit_events WHERE action = 'push.unsubscribe'").await, 1);
     }
 }
@@ -117,7 +151,8 @@ async fn with_web_push_off_the_routes_answer_404() {
         let c = clinic(engine).await;
         let (s, p) = c.e.get("/v1/push/vapid-public-key", None).await;
         assert_problem(s, &p, StatusCode::NOT_FOUND, "no key while off");
-        let (s, p) = c.e.post("/v1/me/push-subscriptions", Some(&c.doctor), subscription("https://fcm.googleapis.com/x")).await;
+        let (s, p) =
+            c.e.post("/v1/me/push-subscriptions", Some(&c.doctor), subscription("https://fcm.googleapis.com/x")).await;
         assert_problem(s, &p, StatusCode::NOT_FOUND, "no subscription while off");
     }
 }

@@ -109,7 +109,9 @@ pub(crate) async fn emit(state: &AppState, kind: EventKind, a: &Appointment, rem
 /// Counts (or logs) what queuing one delivery came to.
 fn enqueued(kind: EventKind, result: crate::store::StoreResult<bool>) {
     match result {
-        Ok(true) => metrics::counter!("teletip_control_notifications_queued_total", "event" => kind.as_str()).increment(1),
+        Ok(true) => {
+            metrics::counter!("teletip_control_notifications_queued_total", "event" => kind.as_str()).increment(1)
+        }
         Ok(false) => {}
         Err(e) => queue_failed(kind, &e),
     }

@@ -28,13 +28,8 @@ const MAX_ENDPOINT_LEN: usize = 2048;
 
 /// The events a practitioner's browsers receive: those about their own appointments that ask
 /// for attention. Not `consultation.ended`: the practitioner ended it.
-pub const PUSHED: &[EventKind] = &[
-    EventKind::PatientWaiting,
-    EventKind::Booked,
-    EventKind::Rescheduled,
-    EventKind::Cancelled,
-    EventKind::Reminder,
-];
+pub const PUSHED: &[EventKind] =
+    &[EventKind::PatientWaiting, EventKind::Booked, EventKind::Rescheduled, EventKind::Cancelled, EventKind::Reminder];
 
 /// A browser's subscription as kept (encrypted) in the store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,12 +67,7 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Checks a browser's PushSubscription strictly, naming every field that is wrong.
-pub fn validate(
-    cfg: &NotificationsConfig,
-    endpoint: &str,
-    p256dh: &str,
-    auth: &str,
-) -> Result<Subscription, ApiError> {
+pub fn validate(cfg: &NotificationsConfig, endpoint: &str, p256dh: &str, auth: &str) -> Result<Subscription, ApiError> {
     let mut errors = Vec::new();
     let mut wrong = |field: &str, message: String| errors.push(FieldError { field: field.into(), message });
     match check_endpoint(cfg, endpoint) {
@@ -244,7 +234,11 @@ async fn post(
         .send()
         .await
         .map_err(|e| {
-            if e.is_timeout() { "no answer within the request timeout".to_string() } else { format!("request failed: {e}") }
+            if e.is_timeout() {
+                "no answer within the request timeout".to_string()
+            } else {
+                format!("request failed: {e}")
+            }
         })?;
     Ok(response.status())
 }
@@ -322,7 +316,10 @@ mod tests {
             ttl_and_urgency("appointment.reminder", &serde_json::json!({"reminderMinutesBefore": 1440})),
             (86400, "normal")
         );
-        assert_eq!(ttl_and_urgency("appointment.reminder", &serde_json::json!({"reminderMinutesBefore": 15})).1, "high");
+        assert_eq!(
+            ttl_and_urgency("appointment.reminder", &serde_json::json!({"reminderMinutesBefore": 15})).1,
+            "high"
+        );
         assert_eq!(ttl_and_urgency("appointment.booked", &serde_json::json!({})), (86400, "normal"));
     }
 }

@@ -131,8 +131,9 @@ mod tests {
         let auth = b("BTBZMqHH6r4Tts7J_aSIgg");
         let ecdh = b("kyrL1jIIOHEzg3sM2ZWRHDRB62YACZhhSlknJ672kSs");
         let salt: [u8; 16] = b("DGv6ra1nlYgDCS1FRnbzlw").try_into().unwrap();
-        let body = encrypt_with(b"When I grow up, I want to be a watermelon", &ua_public, &auth, &as_public, &ecdh, &salt)
-            .unwrap();
+        let body =
+            encrypt_with(b"When I grow up, I want to be a watermelon", &ua_public, &auth, &as_public, &ecdh, &salt)
+                .unwrap();
         assert_eq!(
             B64.encode(body),
             "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN"

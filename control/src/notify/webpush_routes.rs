@@ -143,10 +143,8 @@ pub async fn unsubscribe(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let audit = Audit::new(AUDIT_UNSUBSCRIBE, &ip)
-        .actor(caller.user_id)
-        .target(format!("push-subscription:{id}"))
-        .into_event();
+    let audit =
+        Audit::new(AUDIT_UNSUBSCRIBE, &ip).actor(caller.user_id).target(format!("push-subscription:{id}")).into_event();
     if state.store().delete_push_subscription(id, Some(caller.user_id), audit).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -155,8 +153,5 @@ pub async fn unsubscribe(
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(vapid_public_key))
-        .routes(routes!(subscribe, list))
-        .routes(routes!(unsubscribe))
+    OpenApiRouter::new().routes(routes!(vapid_public_key)).routes(routes!(subscribe, list)).routes(routes!(unsubscribe))
 }
