@@ -31,7 +31,7 @@ pub fn finish(mut description: Description, rate_limited: &[String]) -> String {
          (name = "privacy", description = "KVKK / HIPAA: notices, consents, export, erasure, retention"),
          (name = "residency", description = "Data residency: practices, data regions, transfer bases"),
          (name = "ops", description = "Health"),
-         (name = "notifications", description = "Webhook deliveries: dead letters and replay"),
+         (name = "notifications", description = "Webhook deliveries: dead letters and replay; Web Push subscriptions"),
          (name = "fhir", description = "FHIR R4 façade: reads and searches (application/fhir+json; errors are OperationOutcomes)"))
 )]
 struct ApiDoc;

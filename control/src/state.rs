@@ -28,6 +28,8 @@ struct Inner {
     /// Where ended sessions are announced to the signaling layer.
     sessions_ended: crate::auth::ended::SessionsEnded,
     clock: crate::clock::Clock,
+    /// The VAPID key pair, set once by `notify::start` when Web Push is on.
+    vapid: std::sync::OnceLock<Arc<crate::notify::webpush_vapid::Vapid>>,
 }
 
 #[derive(Clone)]
@@ -66,7 +68,18 @@ impl AppState {
             relays,
             sessions_ended,
             clock,
+            vapid: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The VAPID key pair: `None` while Web Push is off.
+    pub fn vapid(&self) -> Option<&Arc<crate::notify::webpush_vapid::Vapid>> {
+        self.0.vapid.get()
+    }
+
+    /// Sets the VAPID key pair (once; a second call changes nothing).
+    pub fn set_vapid(&self, vapid: Arc<crate::notify::webpush_vapid::Vapid>) {
+        let _ = self.0.vapid.set(vapid);
     }
 
     /// Where every time-dependent rule reads `now` (see clock.rs).

@@ -11,3 +11,4 @@ export { systemClock, type Clock } from "./clock.js";
 export type { FetchLike, ResponseLike, RequestInitLike } from "./http.js";
 export type { PeerConnectionLike, PeerConnectionFactory, RtcConfiguration, MediaStreamLike, MediaTrackLike, DataChannelLike } from "./webrtc.js";
 export type * from "./types.js";
+export { subscribePush, unsubscribePush, listPushSubscriptions, vapidPublicKey, base64UrlToBytes, type PushSubscriptionJson, type PushSubscriptionView, type PushManagerLike, type BrowserPushSubscriptionLike } from "./push.js";

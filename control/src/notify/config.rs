@@ -30,7 +30,31 @@ pub struct NotificationsConfig {
     pub payload_fields: Vec<ExtraField>,
     /// Allows `http://` webhook URLs (tests, a receiver on the same host). Logged at start.
     pub allow_insecure_http: bool,
+    /// Web Push (RFC 8030/8291/8292) to the browsers of practitioners who subscribe. Off by
+    /// default: it sends (encrypted, minimal) messages through the browser vendors' push
+    /// services.
+    pub web_push: bool,
+    /// The operator's contact the push services see in every VAPID JWT (`sub`): a `mailto:`
+    /// or `https:` URI. Required with `web-push = true`.
+    pub vapid_subject: Option<String>,
+    /// The VAPID private key (PKCS#8 PEM, P-256); unset: `<data-dir>/vapid.key`, generated on
+    /// first start.
+    pub vapid_key_file: Option<PathBuf>,
+    /// The hosts a subscription's endpoint may name (exactly, or as a parent domain): the
+    /// push services of the major browsers by default. The control plane POSTs to whatever a
+    /// subscription names, so this list keeps users from pointing it at internal services.
+    pub web_push_hosts: Vec<String>,
+    /// Allows `http://` subscription endpoints (tests with a local push service only).
+    /// Logged loudly at start.
+    pub web_push_allow_http: bool,
+    /// Subscriptions one user may hold (one per browser or device).
+    pub web_push_max_subscriptions: u32,
 }
+
+/// The push services of Chrome/Edge (FCM), Firefox (Mozilla autopush), Safari (Apple) and
+/// the legacy Edge (WNS).
+pub const DEFAULT_WEB_PUSH_HOSTS: &[&str] =
+    &["fcm.googleapis.com", "push.services.mozilla.com", "push.apple.com", "notify.windows.com"];
 
 impl Default for NotificationsConfig {
     fn default() -> Self {
@@ -45,6 +69,12 @@ impl Default for NotificationsConfig {
             reminder_minutes: vec![24 * 60, 15],
             payload_fields: Vec::new(),
             allow_insecure_http: false,
+            web_push: false,
+            vapid_subject: None,
+            vapid_key_file: None,
+            web_push_hosts: DEFAULT_WEB_PUSH_HOSTS.iter().map(|h| h.to_string()).collect(),
+            web_push_allow_http: false,
+            web_push_max_subscriptions: 10,
         }
     }
 }
@@ -82,6 +112,22 @@ impl NotificationsConfig {
         }
         if self.reminder_minutes.iter().any(|m| !(1..=7 * 24 * 60).contains(m)) {
             return Err("notifications.reminder-minutes: each between 1 and 10080 (a week)".into());
+        }
+        if self.web_push {
+            match self.vapid_subject.as_deref() {
+                Some(s) if (s.starts_with("mailto:") && s.len() > 7) || s.starts_with("https://") => {}
+                _ => {
+                    return Err("notifications.vapid-subject: web-push = true needs the operator's contact, \
+                                a mailto: or https: URI (push services use it to reach you)"
+                        .into());
+                }
+            }
+            if self.web_push_hosts.is_empty() {
+                return Err("notifications.web-push-hosts: empty, no subscription could be accepted".into());
+            }
+            if !(1..=100).contains(&self.web_push_max_subscriptions) {
+                return Err("notifications.web-push-max-subscriptions must be between 1 and 100".into());
+            }
         }
         let mut names = std::collections::HashSet::new();
         for w in &self.webhooks {

@@ -108,6 +108,22 @@ pub fn payload(event: &Event, appointment: &Appointment, link_base: &str, extra:
     body
 }
 
+/// The body of a Web Push message (encrypted to the browser, but carried by a browser vendor's
+/// push service): less than a webhook's, the event type, the appointment's pseudonymous id
+/// and a link; `payload-fields` do not apply.
+pub fn push_payload(event: &Event, appointment: &Appointment, link_base: &str) -> Value {
+    let mut body = json!({
+        "type": event.kind.as_str(),
+        "id": event.id,
+        "appointmentId": appointment.id,
+        "link": format!("{}/?appointment={}", link_base.trim_end_matches('/'), appointment.id),
+    });
+    if let Some(minutes) = event.reminder_minutes {
+        body["reminderMinutesBefore"] = json!(minutes);
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

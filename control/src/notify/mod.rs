@@ -1,5 +1,6 @@
 //! Notifications (issue 25 item 2): appointment and consultation events delivered as signed
-//! webhooks to the endpoints the operator configures (`[notifications]`).
+//! webhooks to the endpoints the operator configures (`[notifications]`), and as Web Push to
+//! the browsers of practitioners who subscribe ([`webpush`]).
 //!
 //! Events go through a durable outbox in the database (`store::NotificationStore`): a hook
 //! queues one row per event and endpoint, keyed so that queuing it again does nothing; the
@@ -19,6 +20,10 @@ pub mod reminders;
 pub mod routes;
 pub mod schedule;
 pub mod sign;
+pub mod webpush;
+pub mod webpush_ece;
+pub mod webpush_routes;
+pub mod webpush_vapid;
 pub mod worker;
 
 use sha2::{Digest, Sha256};
@@ -28,7 +33,10 @@ use crate::state::AppState;
 use crate::store::{Appointment, AppointmentStatus, NewOutboxEntry};
 use event::{Event, EventKind};
 
-pub use routes::router;
+/// The notification routes: the dead letters (admins) and Web Push subscriptions.
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    routes::router().merge(webpush_routes::router())
+}
 
 /// An appointment was booked.
 pub async fn booked(state: &AppState, a: &Appointment) {
@@ -78,13 +86,28 @@ fn event_id(kind: EventKind, appointment: Uuid, occurrence: &str) -> Uuid {
 /// Queues `kind` about `a` for every endpoint that takes it.
 pub(crate) async fn emit(state: &AppState, kind: EventKind, a: &Appointment, reminder_minutes: Option<i64>) {
     for entry in outbox_entries(state, kind, a, reminder_minutes) {
-        match state.store().enqueue_notification(entry).await {
-            Ok(true) => {
-                metrics::counter!("teletip_control_notifications_queued_total", "event" => kind.as_str()).increment(1)
-            }
-            Ok(false) => {}
-            Err(e) => queue_failed(kind, &e),
+        enqueued(kind, state.store().enqueue_notification(entry).await);
+    }
+    let (event, occurrence) = event_of(state, kind, a, reminder_minutes);
+    webpush::enqueue(state, &event, a, &occurrence).await;
+}
+
+/// The event `kind` about `a` and its occurrence, with the id every instance gives it.
+fn event_of(state: &AppState, kind: EventKind, a: &Appointment, reminder_minutes: Option<i64>) -> (Event, String) {
+    let mut event = Event { id: Uuid::nil(), kind, at: state.clock().now(), reminder_minutes };
+    let occurrence = event.occurrence(a);
+    event.id = event_id(kind, a.id, &occurrence);
+    (event, occurrence)
+}
+
+/// Counts (or logs) what queuing one delivery came to.
+fn enqueued(kind: EventKind, result: crate::store::StoreResult<bool>) {
+    match result {
+        Ok(true) => {
+            metrics::counter!("teletip_control_notifications_queued_total", "event" => kind.as_str()).increment(1)
         }
+        Ok(false) => {}
+        Err(e) => queue_failed(kind, &e),
     }
 }
 
@@ -97,10 +120,8 @@ pub(crate) fn outbox_entries(
     reminder_minutes: Option<i64>,
 ) -> Vec<NewOutboxEntry> {
     let cfg = &state.config().notifications;
-    let now = state.clock().now();
-    let mut event = Event { id: Uuid::nil(), kind, at: now, reminder_minutes };
-    let occurrence = event.occurrence(a);
-    event.id = event_id(kind, a.id, &occurrence);
+    let (event, occurrence) = event_of(state, kind, a, reminder_minutes);
+    let now = event.at;
     let payload = event::payload(&event, a, &state.config().public_base(), &cfg.payload_fields).to_string();
     cfg.webhooks
         .iter()
@@ -123,12 +144,13 @@ fn queue_failed(kind: EventKind, e: &dyn std::fmt::Display) {
 }
 
 /// Starts the delivery worker and the reminder scheduler, after reading every endpoint's
-/// secret (a missing or short secret stops the start) and logging what the configuration
-/// allows beyond the defaults.
+/// secret (a missing or short secret stops the start) and, with Web Push on, the VAPID key
+/// (generated on first start unless the operator gives one), and logging what the
+/// configuration allows beyond the defaults.
 pub fn start(state: &AppState) -> Result<(), NotifyError> {
     let cfg = &state.config().notifications;
-    if cfg.webhooks.is_empty() {
-        tracing::info!("notifications: no webhook configured; events are not sent");
+    if cfg.webhooks.is_empty() && !cfg.web_push {
+        tracing::info!("notifications: no webhook configured and web-push off; events are not sent");
         return Ok(());
     }
     let endpoints = worker::endpoints(cfg)?;
@@ -141,6 +163,20 @@ pub fn start(state: &AppState) -> Result<(), NotifyError> {
     for e in endpoints.values() {
         tracing::info!(endpoint = %e.name, url = %e.url, "notifications: webhook endpoint");
     }
+    if cfg.web_push {
+        let (path, generate) = match &cfg.vapid_key_file {
+            Some(path) => (path.clone(), false),
+            None => (state.config().data_dir.join("vapid.key"), true),
+        };
+        let vapid = webpush_vapid::Vapid::load(&path, generate)?;
+        tracing::info!(public_key = %vapid.public_key_b64(), hosts = ?cfg.web_push_hosts, "notifications: web push on");
+        if cfg.web_push_allow_http {
+            tracing::warn!(
+                "notifications.web-push-allow-http: UNSAFE, for tests only: push messages may be sent over plain http"
+            );
+        }
+        state.set_vapid(std::sync::Arc::new(vapid));
+    }
     tokio::spawn(worker::run(state.clone(), endpoints));
     tokio::spawn(reminders::run(state.clone()));
     Ok(())
@@ -152,6 +188,8 @@ pub enum NotifyError {
     Secret { name: String, path: String, source: std::io::Error },
     #[error("notifications.webhooks {name:?}: the secret in {path} is shorter than 16 bytes")]
     ShortSecret { name: String, path: String },
+    #[error("notifications.vapid-key-file: {0}")]
+    Vapid(#[from] webpush_vapid::VapidError),
     #[error("notifications: cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }

@@ -1,5 +1,5 @@
 //! The delivery worker: claims due outbox rows under a lease, sends each as a signed webhook
-//! in its own task (a slow or hanging endpoint holds only its own deliveries, for at most the
+//! or an encrypted Web Push message (webpush.rs) in its own task (a slow or hanging endpoint holds only its own deliveries, for at most the
 //! request timeout), and records the outcome: delivered, retry later, or dead letter.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use super::config::NotificationsConfig;
 use super::event::EventKind;
 use super::schedule::retry_delay;
 use super::sign;
+use super::webpush::{self, Attempt};
 use crate::state::AppState;
 use crate::store::{DeliveryOutcome, NewAuditEvent, OutboxEntry};
 
@@ -103,21 +104,35 @@ async fn deliver(
     worker: &str,
     entry: OutboxEntry,
 ) {
-    let result = match endpoints.get(&entry.endpoint) {
-        Some(endpoint) => send(client, endpoint, &entry, state.clock().now()).await,
-        // Queued for an endpoint since removed from the configuration: it can only wait for
-        // its return or an admin, as a dead letter.
-        None => Err(format!("endpoint {:?} is no longer configured", entry.endpoint)),
+    let push = webpush::subscription_of(&entry.endpoint);
+    let (channel, attempt) = match push {
+        Some(id) => ("web-push", webpush::send(state, client, id, &entry).await),
+        None => {
+            let result = match endpoints.get(&entry.endpoint) {
+                Some(endpoint) => send(client, endpoint, &entry, state.clock().now()).await,
+                // Queued for an endpoint since removed from the configuration: it can only wait
+                // for its return or an admin, as a dead letter.
+                None => Err(format!("endpoint {:?} is no longer configured", entry.endpoint)),
+            };
+            ("webhook", result.map_or_else(Attempt::Failed, |()| Attempt::Delivered))
+        }
     };
     let cfg = &state.config().notifications;
     let now = state.clock().now();
-    let label = entry.endpoint.clone();
-    let outcome = match result {
-        Ok(()) => {
+    // Push deliveries count under one label: a subscription id per series would grow without end.
+    let label = if push.is_some() { "web-push".to_string() } else { entry.endpoint.clone() };
+    let outcome = match attempt {
+        Attempt::Delivered => {
             metrics::counter!("teletip_control_notifications_delivered_total", "endpoint" => label).increment(1);
             DeliveryOutcome::Delivered
         }
-        Err(error) => {
+        Attempt::Gone(error) => {
+            if let Some(id) = push {
+                webpush::forget(state, id, &error).await;
+            }
+            DeliveryOutcome::Discarded { error }
+        }
+        Attempt::Failed(error) => {
             metrics::counter!("teletip_control_notifications_failed_attempts_total", "endpoint" => label.clone())
                 .increment(1);
             let failures = entry.attempts as u32 + 1;
@@ -138,6 +153,14 @@ async fn deliver(
             }
         }
     };
+    let result = match &outcome {
+        DeliveryOutcome::Delivered => "delivered",
+        DeliveryOutcome::Retry { .. } => "failed",
+        DeliveryOutcome::Dead { .. } => "dead-lettered",
+        DeliveryOutcome::Discarded { .. } => "gone",
+    };
+    metrics::counter!("teletip_control_notifications_deliveries_total", "channel" => channel, "outcome" => result)
+        .increment(1);
     let audit = NewAuditEvent {
         at: now,
         actor: None,

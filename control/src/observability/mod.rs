@@ -148,6 +148,11 @@ fn describe_notifications(config: &ControlConfig) {
         "teletip_control_notifications_dead_lettered_total",
         "Deliveries that failed their last attempt and wait for an admin's replay, by endpoint"
     );
+    describe_counter!(
+        "teletip_control_notifications_deliveries_total",
+        "Delivery attempts by channel (webhook, web-push) and outcome (delivered, failed, dead-lettered, gone: a \
+         push subscription the push service or its user withdrew)"
+    );
     describe_counter!("teletip_control_notifications_queued_total", "Events queued for delivery, by event type");
     describe_counter!(
         "teletip_control_notifications_queue_errors_total",
@@ -156,7 +161,7 @@ fn describe_notifications(config: &ControlConfig) {
     describe_gauge!("teletip_control_notifications_queue_depth", "Deliveries waiting (due or retrying later)");
     describe_gauge!("teletip_control_notifications_oldest_age_seconds", "Age of the oldest delivery still waiting");
     describe_gauge!("teletip_control_notifications_dead_letters", "Dead letters not replayed");
-    if config.notifications.webhooks.is_empty() {
+    if config.notifications.webhooks.is_empty() && !config.notifications.web_push {
         return;
     }
     for name in [

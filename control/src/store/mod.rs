@@ -2,7 +2,8 @@
 //! trail ([`AuditStore`]), scheduling ([`SchedulingStore`]), privacy ([`PrivacyStore`]),
 //! issued and revoked TURN sessions ([`TurnSessionStore`]), data residency ([`ResidencyStore`]), the
 //! FHIR façade's paged searches ([`FhirSearchStore`]), the notification outbox
-//! ([`NotificationStore`]) and practices' booking rules ([`BookingRulesStore`]);
+//! ([`NotificationStore`]), practices' booking rules ([`BookingRulesStore`]) and Web Push
+//! subscriptions ([`PushStore`]);
 //! [`Store`] is all of them on one database. One implementation, [`SqlStore`], runs every query
 //! on SQLite (the embedded default, a single file) or PostgreSQL (production); what differs
 //! between the engines is in `engine`. The same test suite (control/tests/store.rs) runs on both
@@ -18,6 +19,7 @@ mod notifications;
 mod notifications_store;
 mod privacy;
 mod privacy_store;
+mod push;
 mod residency;
 mod residency_store;
 mod scheduling;
@@ -34,6 +36,7 @@ pub use notifications::{DeliveryOutcome, NewOutboxEntry, OutboxDepth, OutboxEntr
 pub use notifications_store::NotificationStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use privacy_store::PrivacyStore;
+pub use push::{PushStore, PushSubscriptionRecord, Subscribed};
 pub use residency::{LegalBasis, Practice};
 pub use residency_store::ResidencyStore;
 pub use scheduling::{
@@ -247,6 +250,7 @@ pub trait Store:
     + MfaStore
     + NotificationStore
     + BookingRulesStore
+    + PushStore
     + Send
     + Sync
     + 'static

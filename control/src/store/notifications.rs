@@ -48,6 +48,12 @@ pub enum DeliveryOutcome {
     Dead {
         error: String,
     },
+    /// Can never be delivered and need not be: its Web Push subscription is gone (the push
+    /// service answered 404 or 410, or the user unsubscribed). Closed with the reason, not
+    /// kept as a dead letter.
+    Discarded {
+        error: String,
+    },
 }
 
 /// The queue now: deliveries waiting (due or not) and the creation time of the oldest.

@@ -154,6 +154,20 @@ impl NotificationStore for SqlStore {
                     )
                     .await?
             }
+            DeliveryOutcome::Discarded { error } => {
+                self.db
+                    .execute(
+                        sql(format!(
+                            "UPDATE notification_outbox SET delivered_at = $3, attempts = attempts + 1,
+                               claimed_by = NULL, lease_until = NULL, last_error = $4 {mine}"
+                        ))
+                        .bind(id)
+                        .bind(worker)
+                        .bind(now)
+                        .bind(error),
+                    )
+                    .await?
+            }
             DeliveryOutcome::Dead { error } => {
                 let mut tx = self.db.begin_audited().await?;
                 let n = tx
