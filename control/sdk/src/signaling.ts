@@ -155,6 +155,11 @@ export class Signaling extends Emitter<SignalingEvents> {
     return this.socket.connected;
   }
 
+  /** The current Socket.IO connection's id (a renewal keeps it; a reconnect changes it). */
+  get connectionId(): string | null {
+    return this.socket.id ?? null;
+  }
+
   /** The appointment whose room this connection joins (and rejoins after a reconnect). */
   get appointment(): string | null {
     return this.appointmentId;

@@ -6,15 +6,25 @@ import { createContext, useContext } from "react";
 // script injected later could read from localStorage.
 export const client = new TeletipClient({ baseUrl: location.origin });
 
+/** Access tokens this page received (login and refreshes): a test sees the refresh happen. */
+let tokensReceived = 0;
+client.auth.on("tokens", () => {
+  tokensReceived++;
+});
+
 /** What the page knows, for tests and debugging: window.teletip.pc, window.teletip.state. */
-export const debugView: { pc: PeerConnectionLike | null; state: Record<string, unknown> } = { pc: null, state: {} };
+export const debugView: { pc: PeerConnectionLike | null; state: Record<string, unknown>; live: () => Record<string, unknown> } = {
+  pc: null,
+  state: {},
+  live: () => ({}),
+};
 Object.defineProperty(window, "teletip", {
   value: Object.freeze({
     get pc() {
       return debugView.pc;
     },
     get state() {
-      return Object.freeze({ ...debugView.state, loggedIn: client.user !== null, user: client.user });
+      return Object.freeze({ ...debugView.state, ...debugView.live(), loggedIn: client.user !== null, user: client.user, tokensReceived });
     },
   }),
   writable: false,

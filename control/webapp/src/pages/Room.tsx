@@ -6,7 +6,7 @@ import { chime, listDevices, openMedia, problemOf, type MediaProblem } from "../
 import { sample, type Sample } from "../quality.js";
 import { navigate } from "../router.js";
 import { client, debugView, reason } from "../session.js";
-import { chosenDevices, relayOnly } from "../settings.js";
+import { callTuning, chosenDevices, relayOnly } from "../settings.js";
 import { clock } from "../time.js";
 
 type Phase = "joining" | "waiting" | "denied" | "in-room" | "refused";
@@ -71,23 +71,30 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       phase,
       role: room?.role ?? null,
       peerId: room?.peerId ?? null,
+      joined: room !== null,
       roomState: room?.state ?? null,
+      ended: null,
       waiting: waiting.map((w) => ({ peerId: w.peerId, role: w.role })),
       callState,
       failure: failure ? failure.cause : null,
-      socketConnected: online,
       audio,
       video,
       candidateType: stats?.route ?? null,
       quality: stats?.quality ?? null,
       relayOnly: relayOnly(),
-      peerConnections: call.current?.counters.peerConnections ?? 0,
-      iceRestarts: call.current?.counters.iceRestarts ?? 0,
     };
   });
 
   // Join once per mount; everything is torn down on the way out.
   useEffect(() => {
+    // Read when asked, not at the last render: these change without one.
+    debugView.live = () => ({
+      socketId: sig.current?.connectionId ?? null,
+      socketConnected: sig.current?.connected ?? false,
+      connectionState: (call.current?.peerConnection as unknown as RTCPeerConnection | null)?.connectionState ?? null,
+      peerConnections: call.current?.counters.peerConnections ?? 0,
+      iceRestarts: call.current?.counters.iceRestarts ?? 0,
+    });
     const s = new Signaling({ client });
     sig.current = s;
     let gone = false;
@@ -104,7 +111,10 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       setWaiting((list) => (list.some((x) => x.peerId === p.peerId) ? list : [...list, w]));
       chime();
     });
-    s.on("lobby:admitted", () => setPhase("in-room"));
+    s.on("lobby:admitted", () => {
+      setPhase("in-room");
+      setRoom((r) => (r ? { ...r, state: "admitted" } : r));
+    });
     s.on("lobby:denied", () => setPhase("denied"));
     s.on("room:peer-left", (m) => setWaiting((list) => list.filter((x) => x.peerId !== m.peerId)));
     s.on("room:peer-joined", (p) => setWaiting((list) => list.filter((x) => x.peerId !== p.peerId)));
@@ -157,7 +167,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
         setCameras(d.cameras);
         setMics(d.microphones);
       }, () => undefined);
-      const c = new Call({ signaling: s, relayOnly: relayOnly(), dataChannel: { label: "chat" }, ...(stream ? { localStream: stream as never } : {}) });
+      const c = new Call({ signaling: s, relayOnly: relayOnly(), dataChannel: { label: "chat" }, ...callTuning(), ...(stream ? { localStream: stream as never } : {}) });
       call.current = c;
       c.on("state", (st) => setCallState(st));
       c.on("peer-connection", (pc) => {
@@ -200,6 +210,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       call.current?.hangup();
       call.current = null;
       debugView.pc = null;
+      debugView.live = () => ({});
       s.close();
       local.current?.getTracks().forEach((tr) => tr.stop());
       local.current = null;
