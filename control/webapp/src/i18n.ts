@@ -99,6 +99,7 @@ const en = {
   admit: "Let in",
   deny: "Turn away",
   waitingSince: "waiting since {time}",
+  isWaiting: "{name} is waiting",
   someoneWaiting: "{count} waiting",
   // call
   waitingForPatient: "Waiting for the patient to join…",
@@ -250,6 +251,7 @@ const tr: Record<MessageKey, string> = {
   admit: "İçeri al",
   deny: "Geri çevir",
   waitingSince: "{time} saatinden beri bekliyor",
+  isWaiting: "{name} bekliyor",
   someoneWaiting: "{count} kişi bekliyor",
   waitingForPatient: "Hastanın katılması bekleniyor…",
   waitingForPractitioner: "Hekimin görüşmeyi başlatması bekleniyor…",

@@ -63,6 +63,17 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
   const [mics, setMics] = useState<MediaDeviceInfo[]>([]);
   const [ask, setAsk] = useState<null | "hangup" | "end" | "leave">(null);
   const [closesAt, setClosesAt] = useState<string | null>(null);
+  const [patientName, setPatientName] = useState<string | null>(null);
+
+  // The practitioner's lobby names the appointment's patient (the lobby events carry only ids).
+  useEffect(() => {
+    if (client.user?.role !== "practitioner") return;
+    client
+      .getAppointment(id)
+      .then((a) => client.request<{ displayName?: string }>("GET", `/v1/patients/${encodeURIComponent(a.patientId)}`))
+      .then((p) => setPatientName(p.displayName ?? null))
+      .catch(() => undefined);
+  }, [id]);
 
   // window.teletip.state for tests and operators.
   useEffect(() => {
@@ -98,42 +109,28 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
     const s = new Signaling({ client });
     sig.current = s;
     let gone = false;
-    const arrivedDuringJoin: Waiting[] = [];
     s.on("connection", (up) => setOnline(up));
     s.on("closed", (e) => {
       if (gone || leaving.current) return;
       setRefused(refusal(e, t));
       setPhase("refused");
     });
-    s.on("lobby:patient-arrived", (p) => {
-      const w = { ...p, since: Date.now() };
-      arrivedDuringJoin.push(w);
-      setWaiting((list) => (list.some((x) => x.peerId === p.peerId) ? list : [...list, w]));
-      chime();
-    });
+    // The waiting list is the SDK's (it gets the join race right); here only when each came.
+    const since = new Map<string, number>();
+    s.on("waiting", (peers) => setWaiting(peers.map((p) => ({ ...p, since: since.get(p.peerId) ?? (since.set(p.peerId, Date.now()), Date.now()) }))));
+    s.on("lobby:patient-arrived", () => chime());
     s.on("lobby:admitted", () => {
       setPhase("in-room");
       setRoom((r) => (r ? { ...r, state: "admitted" } : r));
     });
     s.on("lobby:denied", () => setPhase("denied"));
-    s.on("room:peer-left", (m) => setWaiting((list) => list.filter((x) => x.peerId !== m.peerId)));
-    s.on("room:peer-joined", (p) => setWaiting((list) => list.filter((x) => x.peerId !== p.peerId)));
     s.on("room:ended", () => {
       leaving.current = true;
       navigate(`/ended/${encodeURIComponent(id)}`, true);
     });
     s.on("session:expiring", (m) => setClosesAt(m.closesAt));
     s.on("media:state", (m) => setRemoteMedia({ audio: m.audio, video: m.video }));
-    s.on("joined", (r) => {
-      setRoom(r);
-      // The answer's list is older than an arrival announced while it was on its way.
-      const merged: Waiting[] = r.waiting.map((p) => ({ ...p, since: Date.now() }));
-      for (const a of arrivedDuringJoin) if (!merged.some((m) => m.peerId === a.peerId)) merged.push(a);
-      setWaiting((list) => {
-        const keep = merged.map((m) => list.find((x) => x.peerId === m.peerId) ?? m);
-        return keep;
-      });
-    });
+    s.on("joined", (r) => setRoom(r));
 
     (async () => {
       let joined: JoinedRoom;
@@ -333,7 +330,6 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
     try {
       if (yes) await sig.current?.admit(peerId);
       else await sig.current?.deny(peerId);
-      setWaiting((list) => list.filter((x) => x.peerId !== peerId));
     } catch (e) {
       setNote(reason(e));
     }
@@ -424,7 +420,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
               {waiting.map((w) => (
                 <li key={w.peerId} data-testid="waiting-patient" data-peer-id={w.peerId}>
                   <span>
-                    {t("patient")} <span className="muted">{t("waitingSince", { time: clock(lang, w.since) })}</span>
+                    {t("isWaiting", { name: patientName ?? t("patient") })} <span className="muted">{t("waitingSince", { time: clock(lang, w.since) })}</span>
                   </span>
                   <span className="row">
                     <button type="button" onClick={() => void admit(w.peerId, true)} data-testid="admit">
