@@ -40,6 +40,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
   const remoteVideo = useRef<HTMLVideoElement>(null);
   const localVideo = useRef<HTMLVideoElement>(null);
   const leaving = useRef(false);
+  const remoteStream = useRef<MediaStream | null>(null);
 
   const [phase, setPhase] = useState<Phase>("joining");
   const [refused, setRefused] = useState<{ text: string; code: string } | null>(null);
@@ -74,6 +75,14 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       .then((p) => setPatientName(p.displayName ?? null))
       .catch(() => undefined);
   }, [id]);
+
+  // The video elements come and go with the phase; give them their streams after each render.
+  useEffect(() => {
+    const l = localVideo.current;
+    if (l && local.current && l.srcObject !== local.current) l.srcObject = local.current;
+    const r = remoteVideo.current;
+    if (r && remoteStream.current && r.srcObject !== remoteStream.current) r.srcObject = remoteStream.current;
+  });
 
   // window.teletip.state for tests and operators.
   useEffect(() => {
@@ -130,7 +139,11 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
     });
     s.on("session:expiring", (m) => setClosesAt(m.closesAt));
     s.on("media:state", (m) => setRemoteMedia({ audio: m.audio, video: m.video }));
-    s.on("joined", (r) => setRoom(r));
+    s.on("joined", (r) => {
+      setRoom(r);
+      // After a resume the server says where the patient stands (admitted or still waiting).
+      if (r.role === "patient") setPhase(r.state === "waiting" ? "waiting" : "in-room");
+    });
 
     (async () => {
       let joined: JoinedRoom;
@@ -172,8 +185,9 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       });
       c.on("channel-open", () => setChannelOpen(true));
       c.on("track", (_track, streams) => {
-        const v = remoteVideo.current;
         const first = streams[0] as unknown as MediaStream | undefined;
+        if (first) remoteStream.current = first;
+        const v = remoteVideo.current;
         if (v && first && v.srcObject !== first) v.srcObject = first;
       });
       c.on("message", (data) => {
@@ -200,10 +214,15 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
     const beforeUnload = (e: BeforeUnloadEvent) => {
       if (!leaving.current) e.preventDefault();
     };
+    // Back on a network (Wi-Fi to mobile data, or a lost connection returning): the offerer
+    // restarts ICE at once instead of waiting for the old path to time out.
+    const online = () => call.current?.networkChanged();
     window.addEventListener("beforeunload", beforeUnload);
+    window.addEventListener("online", online);
     return () => {
       gone = true;
       window.removeEventListener("beforeunload", beforeUnload);
+      window.removeEventListener("online", online);
       call.current?.hangup();
       call.current = null;
       debugView.pc = null;
