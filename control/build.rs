@@ -51,7 +51,8 @@ fn main() {
         for f in &files {
             let rel = f.strip_prefix(&dist).expect("under dist").to_string_lossy().replace('\\', "/");
             let url = if rel == "index.html" { "/".to_string() } else { format!("/{rel}") };
-            writeln!(code, "    ({url:?}, {:?}, include_bytes!({:?})),", content_type(f), f.display().to_string()).expect("write to String");
+            writeln!(code, "    ({url:?}, {:?}, include_bytes!({:?})),", content_type(f), f.display().to_string())
+                .expect("write to String");
         }
         code.push_str("];\npub const BUILT: bool = true;\n");
     } else {
@@ -64,7 +65,8 @@ fn main() {
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>teletip: web client not built</title></head>\n<body><h1>The web client is not built</h1>\n<p>This teletip-control was compiled without the web client's bundle. Build it with <code>bash .ci/install</code> (or <code>cd control/webapp &amp;&amp; npm ci &amp;&amp; npm run build</code>), then build teletip-control again. The HTTP API works without it.</p></body></html>\n",
         )
         .expect("write the placeholder page");
-        writeln!(code, "    (\"/\", \"text/html; charset=utf-8\", include_bytes!({:?})),", page.display().to_string()).expect("write to String");
+        writeln!(code, "    (\"/\", \"text/html; charset=utf-8\", include_bytes!({:?})),", page.display().to_string())
+            .expect("write to String");
         code.push_str("];\npub const BUILT: bool = false;\n");
     }
     fs::write(out.join("web_files.rs"), code).expect("write web_files.rs");
