@@ -122,7 +122,8 @@ export function DeviceCheck(props: { appointmentId: string }) {
       <h1 id="check-title">{t("checkTitle")}</h1>
       <div className="check-grid">
         <div className="card stack">
-          <video ref={video} className="preview" autoPlay playsInline muted aria-label={t("previewLabel")} data-testid="preview" />
+          <video ref={video} className="preview" autoPlay playsInline muted data-testid="preview" />
+          <p className="visually-hidden">{t("previewLabel")}</p>
           {problem && (
             <p className="alert" role="alert" data-testid="media-problem">
               {problem === "permission" ? t("permissionHelp") : t("noDevice")}

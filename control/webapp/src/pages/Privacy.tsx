@@ -71,7 +71,7 @@ export function Privacy(props: { next: string | null }) {
       {notice && notice !== "none" && (
         <form className="card stack" onSubmit={(e) => void save(e)}>
           <h2>{notice.title}</h2>
-          <div className="notice-body" data-testid="notice-body">
+          <div className="notice-body" role="region" aria-label={notice.title} tabIndex={0} data-testid="notice-body">
             {notice.body.split(/\n{2,}/).map((para, i) => (
               <p key={i}>{para}</p>
             ))}

@@ -458,7 +458,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       {(phase === "in-room" || phase === "waiting") && (
         <div className="call" data-testid="call" data-state={callState}>
           <div className="stage">
-            <video ref={remoteVideo} className="remote" autoPlay playsInline data-testid="remote-video" aria-label={t("remoteLabel")} />
+            <video ref={remoteVideo} className="remote" autoPlay playsInline data-testid="remote-video" />
             {callState !== "connected" && phase === "in-room" && (
               <p className="stage-note" data-testid="call-note">
                 {isPractitioner ? t("waitingForPatient") : t("waitingForPractitioner")}
@@ -467,7 +467,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
             <p className="remote-media muted" data-testid="remote-media">
               {remoteMedia && [remoteMedia.audio ? "" : t("micOff"), remoteMedia.video ? "" : t("camOff")].filter(Boolean).join(", ")}
             </p>
-            <video ref={localVideo} className="self" autoPlay playsInline muted data-testid="local-video" aria-label={t("you")} />
+            <video ref={localVideo} className="self" autoPlay playsInline muted data-testid="local-video" />
           </div>
           {failure && advice && (
             <div className="alert stack" role="alert" data-testid="call-failure" data-cause={failure.cause}>
@@ -494,7 +494,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
             </p>
           )}
           {closesAt && <p className="muted">{t("closesSoon", { time: clock(lang, closesAt) })}</p>}
-          <dl className="conn" aria-label={t("quality")}>
+          <dl className="conn">
             <div>
               <dt>{t("quality")}</dt>
               <dd data-testid="quality" data-quality={stats?.quality ?? "none"}>
@@ -520,7 +520,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
           {chatOpen && (
             <div className="chat card" data-testid="chat">
               <h2 id="chat-title">{t("chat")}</h2>
-              <ol className="chat-lines" aria-live="polite" aria-labelledby="chat-title" data-testid="chat-lines">
+              <ol className="chat-lines" aria-live="polite" aria-labelledby="chat-title" tabIndex={0} data-testid="chat-lines">
                 {chat.map((l, i) => (
                   <li key={i} className={l.from} data-from={l.from}>
                     <span className="muted">{l.from === "me" ? t("you") : t("remoteLabel")}: </span>
