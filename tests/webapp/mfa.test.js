@@ -64,6 +64,7 @@ test("enrollment from the client, then a login with the second factor", async ()
     while (Math.floor(Date.now() / 1000) % 30 >= 27) await sleep(200);
     await page.getByTestId("mfa-code").fill(totp(secret));
     await page.getByTestId("mfa-submit").click();
+    await page.getByTestId("mfa-codes").locator("li").first().waitFor();
     const codes = await page.getByTestId("mfa-codes").locator("li").allTextContents();
     assert.equal(codes.length, 10);
     await shot(page, "phone-mfa-recovery-codes");
