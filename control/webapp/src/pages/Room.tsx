@@ -457,18 +457,6 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       )}
       {(phase === "in-room" || phase === "waiting") && (
         <div className="call" data-testid="call" data-state={callState}>
-          <div className="stage">
-            <video ref={remoteVideo} className="remote" autoPlay playsInline data-testid="remote-video" />
-            {callState !== "connected" && phase === "in-room" && (
-              <p className="stage-note" data-testid="call-note">
-                {isPractitioner ? t("waitingForPatient") : t("waitingForPractitioner")}
-              </p>
-            )}
-            <p className="remote-media muted" data-testid="remote-media">
-              {remoteMedia && [remoteMedia.audio ? "" : t("micOff"), remoteMedia.video ? "" : t("camOff")].filter(Boolean).join(", ")}
-            </p>
-            <video ref={localVideo} className="self" autoPlay playsInline muted data-testid="local-video" />
-          </div>
           {failure && advice && (
             <div className="alert stack" role="alert" data-testid="call-failure" data-cause={failure.cause}>
               <p data-testid="room-error">{advice.message}</p>
@@ -493,6 +481,18 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
               {note}
             </p>
           )}
+          <div className="stage">
+            <video ref={remoteVideo} className="remote" autoPlay playsInline data-testid="remote-video" />
+            {callState !== "connected" && callState !== "failed" && phase === "in-room" && (
+              <p className="stage-note" data-testid="call-note">
+                {isPractitioner ? t("waitingForPatient") : t("waitingForPractitioner")}
+              </p>
+            )}
+            <p className="remote-media muted" data-testid="remote-media">
+              {remoteMedia && [remoteMedia.audio ? "" : t("micOff"), remoteMedia.video ? "" : t("camOff")].filter(Boolean).join(", ")}
+            </p>
+            <video ref={localVideo} className="self" autoPlay playsInline muted data-testid="local-video" />
+          </div>
           {closesAt && <p className="muted">{t("closesSoon", { time: clock(lang, closesAt) })}</p>}
           <dl className="conn">
             <div>
