@@ -1,7 +1,9 @@
-//! The reference web client (control/web/), embedded in the binary so that a control node
-//! needs nothing but the executable: `/` and its script, style sheet and the pinned
-//! socket.io-client. Served with a strict Content-Security-Policy: no inline code, nothing
-//! from elsewhere, media only from the devices and the peer connection.
+//! The web client (control/webapp/, React + TypeScript on @teletip/sdk), embedded in the binary
+//! at compile time (build.rs lists control/webapp/dist/) so that a control node needs nothing
+//! but the executable. Served with a strict Content-Security-Policy: no inline code, nothing
+//! from elsewhere, media only from the devices and the peer connection. The client's own routes
+//! (/appointments, /room/…) answer its index.html; any other unknown path stays the API's JSON
+//! 404.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -10,17 +12,21 @@ use axum::routing::get;
 
 use crate::state::AppState;
 
+mod bundle {
+    include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
+}
+
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; \
     img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-const FILES: &[(&str, &str, &[u8])] = &[
-    ("/", "text/html; charset=utf-8", include_bytes!("../web/index.html")),
-    ("/app.js", "text/javascript; charset=utf-8", include_bytes!("../web/app.js")),
-    ("/app.css", "text/css; charset=utf-8", include_bytes!("../web/app.css")),
-    ("/vendor/socket.io.min.js", "text/javascript; charset=utf-8", include_bytes!("../web/vendor/socket.io.min.js")),
-];
+/// The client-side routes (control/webapp/src/router.ts): a reload or a shared link there gets
+/// the page, which then shows the route.
+const CLIENT_ROUTES: &[&str] = &["/appointments", "/privacy", "/mfa", "/check/{id}", "/room/{id}", "/ended/{id}"];
 
-fn file(content_type: &'static str, body: &'static [u8]) -> Response {
+/// Whether this binary embeds the built client (false: a placeholder page saying how to build it).
+pub const CLIENT_BUILT: bool = bundle::BUILT;
+
+fn file(path: &str, content_type: &'static str, body: &'static [u8]) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -28,13 +34,32 @@ fn file(content_type: &'static str, body: &'static [u8]) -> Response {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert("permissions-policy", HeaderValue::from_static("camera=(self), microphone=(self), geolocation=()"));
-    // Small files; revalidate so that an upgrade is picked up at once.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Vite names assets by their content hash: they never change under a name. The page
+    // itself is revalidated so that an upgrade is picked up at once.
+    let cache = if path.starts_with("/assets/") { "public, max-age=31536000, immutable" } else { "no-cache" };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     r
 }
 
+fn index() -> (&'static str, &'static [u8]) {
+    bundle::FILES
+        .iter()
+        .find(|(path, _, _)| *path == "/")
+        .map(|&(_, content_type, body)| (content_type, body))
+        .expect("build.rs always embeds a page at /")
+}
+
 pub fn router() -> Router<AppState> {
-    FILES.iter().fold(Router::new(), |router, &(path, content_type, body)| {
-        router.route(path, get(move || async move { file(content_type, body) }))
+    let files = bundle::FILES.iter().fold(Router::new(), |router, &(path, content_type, body)| {
+        router.route(path, get(move || async move { file(path, content_type, body) }))
+    });
+    CLIENT_ROUTES.iter().fold(files, |router, &route| {
+        router.route(
+            route,
+            get(|| async {
+                let (content_type, body) = index();
+                file("/", content_type, body)
+            }),
+        )
     })
 }

@@ -115,7 +115,7 @@ async fn a_trusted_proxy_names_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_on_every_answer() {
     let e = env_with(Engine::Sqlite, &format!("trusted-proxies = [\"127.0.0.1/32\"]\n{RELAXED_LIMITS}")).await;
-    for path in ["/v1/me", "/healthz", "/openapi.json", "/nowhere", "/", "/app.js"] {
+    for path in ["/v1/me", "/healthz", "/openapi.json", "/nowhere", "/", "/room/some-appointment"] {
         let res = e.http.get(e.control.url(path)).send().await.unwrap();
         let h = res.headers();
         for name in [
@@ -138,6 +138,13 @@ async fn security_headers_on_every_answer() {
     // The web client keeps its own policy, which lets its scripts run.
     let res = e.http.get(e.control.url("/")).send().await.unwrap();
     assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    // The client's own routes answer its page; other unknown paths stay the API's JSON 404.
+    let res = e.http.get(e.control.url("/appointments")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let res = e.http.get(e.control.url("/v1/nowhere")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/problem+json"));
     let res = e.http.get(e.control.url("/healthz")).header("x-forwarded-proto", "https").send().await.unwrap();
     assert!(res.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
 }

@@ -37,6 +37,7 @@ export class TeletipClient {
   readonly clock: Clock;
   readonly auth: TokenKeeper;
   private readonly fetch: FetchLike;
+  private enrollmentRequired = false;
 
   constructor(options: ClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -52,6 +53,19 @@ export class TeletipClient {
   }
 
   /**
+   * The last login's `mfaEnrollmentRequired`: this session may only enroll a second factor
+   * (`/v1/auth/mfa/…`), read `/v1/me` and log out until it does.
+   */
+  get mfaEnrollmentRequired(): boolean {
+    return this.enrollmentRequired;
+  }
+
+  /** Marks the enrollment done (after `POST /v1/auth/mfa/confirm` succeeded). */
+  mfaEnrolled(): void {
+    this.enrollmentRequired = false;
+  }
+
+  /**
    * Logs in. An account with two-factor authentication on needs `second.otp` (the
    * authenticator's current code) or `second.recoveryCode`; without one the server answers
    * `401 mfa-required` (an `ApiError` whose `type` ends in `mfa-required`).
@@ -62,6 +76,7 @@ export class TeletipClient {
     if (second?.recoveryCode !== undefined) body.recoveryCode = second.recoveryCode;
     const t = await requestJson<TokenResponse>(this.fetch, this.baseUrl, "POST", "/v1/auth/login", { body });
     await this.auth.accept(t);
+    this.enrollmentRequired = t.mfaEnrollmentRequired === true;
     return t.user;
   }
 

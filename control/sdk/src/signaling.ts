@@ -53,6 +53,8 @@ export type SignalingEvents = {
   connection: (connected: boolean) => void;
   /** Signaling stopped for good: the session ended or the server refuses this login. */
   closed: (error: SignalingError | SessionEndedError) => void;
+  /** The practitioner's waiting list changed (see `waiting`). */
+  waiting: (peers: readonly RoomPeer[]) => void;
 };
 
 type Ack<T> = { ok: true; data?: T } | { ok: false; error: { code: SignalingErrorCode; message: string } };
@@ -97,6 +99,9 @@ export class Signaling extends Emitter<SignalingEvents> {
   private appointmentId: string | null = null;
   private room: JoinedRoom | null = null;
   private refusedInARow = 0;
+  private lobby: RoomPeer[] = [];
+  /** Arrivals announced while a room:join was unanswered (null: no join in flight). */
+  private arrivedDuringJoin: RoomPeer[] | null = null;
   private expiredByServer = false;
   private stopped = false;
   private readonly unsubscribe: Array<() => void> = [];
@@ -147,6 +152,13 @@ export class Signaling extends Emitter<SignalingEvents> {
     for (const event of FORWARDED) {
       this.socket.on(event, (payload: unknown) => (this.emit as (e: string, p: unknown) => void)(event, payload));
     }
+    // The practitioner's waiting list, kept here so every app gets the join race right.
+    this.on("lobby:patient-arrived", (p) => {
+      this.arrivedDuringJoin?.push(p);
+      if (!this.lobby.some((x) => x.peerId === p.peerId)) this.setLobby([...this.lobby, { peerId: p.peerId, role: p.role }]);
+    });
+    this.on("room:peer-joined", (p) => this.dropFromLobby(p.peerId));
+    this.on("room:peer-left", (m) => this.dropFromLobby(m.peerId));
     this.unsubscribe.push(this.client.auth.on("tokens", (token) => this.renew(token)));
     this.unsubscribe.push(this.client.auth.on("session-ended", (e) => this.close(e)));
   }
@@ -155,9 +167,24 @@ export class Signaling extends Emitter<SignalingEvents> {
     return this.socket.connected;
   }
 
+  /** The current Socket.IO connection's id (a renewal keeps it; a reconnect changes it). */
+  get connectionId(): string | null {
+    return this.socket.id ?? null;
+  }
+
   /** The appointment whose room this connection joins (and rejoins after a reconnect). */
   get appointment(): string | null {
     return this.appointmentId;
+  }
+
+  /**
+   * The patients waiting in the lobby, for the practitioner: the join answer's list, plus the
+   * arrivals announced while that answer was on its way (the server may announce a newcomer
+   * before it answers the join; the older list must not hide them), minus those admitted,
+   * denied or gone. Event `waiting` on every change.
+   */
+  get waiting(): readonly RoomPeer[] {
+    return this.lobby;
   }
 
   /** The latest join answer (after a resume, the resumed one). */
@@ -188,16 +215,39 @@ export class Signaling extends Emitter<SignalingEvents> {
   async join(appointmentId: string): Promise<JoinedRoom> {
     this.appointmentId = appointmentId;
     if (!this.socket.connected) await this.connect();
-    const room = await this.call<JoinedRoom>("room:join", { appointmentId, resume: true });
+    const room = await this.joinCall(appointmentId);
     this.room = room;
     this.emit("joined", room, false);
     return room;
   }
 
+  /** room:join, with the waiting list merged from the answer and the arrivals meanwhile. */
+  private async joinCall(appointmentId: string): Promise<JoinedRoom> {
+    this.arrivedDuringJoin = [];
+    try {
+      const room = await this.call<JoinedRoom>("room:join", { appointmentId, resume: true });
+      const merged = room.waiting.map((p) => ({ peerId: p.peerId, role: p.role }));
+      for (const p of this.arrivedDuringJoin) if (!merged.some((m) => m.peerId === p.peerId)) merged.push(p);
+      this.setLobby(merged);
+      return room;
+    } finally {
+      this.arrivedDuringJoin = null;
+    }
+  }
+
+  private setLobby(peers: RoomPeer[]): void {
+    this.lobby = peers;
+    this.emit("waiting", peers);
+  }
+
+  private dropFromLobby(peerId: string): void {
+    if (this.lobby.some((x) => x.peerId === peerId)) this.setLobby(this.lobby.filter((x) => x.peerId !== peerId));
+  }
+
   private async rejoin(): Promise<void> {
     if (!this.appointmentId) return;
     try {
-      const room = await this.call<JoinedRoom>("room:join", { appointmentId: this.appointmentId, resume: true });
+      const room = await this.joinCall(this.appointmentId);
       this.room = room;
       this.emit("joined", room, true);
     } catch (e) {
@@ -211,12 +261,16 @@ export class Signaling extends Emitter<SignalingEvents> {
     return this.call("room:leave", {});
   }
 
-  admit(peerId: string): Promise<{ peerId: string }> {
-    return this.call("lobby:admit", { peerId });
+  async admit(peerId: string): Promise<{ peerId: string }> {
+    const r = await this.call<{ peerId: string }>("lobby:admit", { peerId });
+    this.dropFromLobby(peerId);
+    return r;
   }
 
-  deny(peerId: string): Promise<{ peerId: string }> {
-    return this.call("lobby:deny", { peerId });
+  async deny(peerId: string): Promise<{ peerId: string }> {
+    const r = await this.call<{ peerId: string }>("lobby:deny", { peerId });
+    this.dropFromLobby(peerId);
+    return r;
   }
 
   /** The practitioner ends the consultation for everyone (the appointment becomes fulfilled). */

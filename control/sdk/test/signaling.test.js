@@ -153,3 +153,28 @@ test("an acknowledgement's refusal becomes a SignalingError with the server's co
   await assert.rejects(joining, (e) => e instanceof SignalingError && e.code === "closed" && e.message === "the join window opens at 10:45 UTC");
   signaling.close();
 });
+
+test("a patient announced while the practitioner's join is unanswered stays on the waiting list; admitted or gone, off it", async () => {
+  const { signaling, socket } = await setup([tokenAnswer(1)]);
+  let answer;
+  socket.acks["room:join"] = new Promise((resolve) => (answer = resolve));
+  const lists = [];
+  signaling.on("waiting", (w) => lists.push(w.map((p) => p.peerId)));
+  const joining = signaling.join("appt-1");
+  await flush();
+  socket.accept();
+  await flush();
+  // The server announces the arrival first, then answers with its older list (nobody waiting).
+  socket.fire("lobby:patient-arrived", { peerId: "pat-1", role: "patient" });
+  answer({ ok: true, data: { peerId: "doc-1", role: "practitioner", state: "admitted", peers: [], waiting: [], ice: { iceServers: [], ttl: 60, expiresAt: "2099-01-01T00:00:00Z", refreshAfter: "2099-01-01T00:00:00Z" }, closesAt: "2099-01-01T00:00:00Z" } });
+  await joining;
+  assert.deepEqual(signaling.waiting.map((p) => p.peerId), ["pat-1"], "the arrival survives the older answer");
+  socket.fire("lobby:patient-arrived", { peerId: "pat-2", role: "patient" });
+  socket.acks["room:join"] = undefined;
+  await signaling.admit("pat-1");
+  assert.deepEqual(signaling.waiting.map((p) => p.peerId), ["pat-2"], "admitted: off the list");
+  socket.fire("room:peer-left", { peerId: "pat-2", reason: "left" });
+  assert.deepEqual(signaling.waiting, [], "gone: off the list");
+  assert.deepEqual(lists.at(-1), []);
+  signaling.close();
+});
