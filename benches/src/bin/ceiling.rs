@@ -33,9 +33,9 @@ async fn main() -> anyhow::Result<()> {
         Kind::Http => Router::new().route("/v1/ice/credentials", post(|| async { "{}" })),
         Kind::Sio => {
             let (layer, io) = SocketIo::new_layer();
-            io.ns("/rtc", |socket: SocketRef| {
+            io.ns("/rtc", async |socket: SocketRef| {
                 // The same shape as a lobby event: an acknowledged emit, and an event sent back.
-                socket.on("echo", |socket: SocketRef, Data::<serde_json::Value>(data), ack: AckSender| {
+                socket.on("echo", async |socket: SocketRef, Data(data): Data<serde_json::Value>, ack: AckSender| {
                     let _ = socket.emit("echo", &data);
                     let _ = ack.send(&serde_json::json!({"ok": true}));
                 });
