@@ -4,7 +4,12 @@
 //! ChannelBind, CreatePermission, ChannelData, Send/Data indications), so it drives any TURN
 //! server the same way; it reuses teletip's sans-IO codec for encoding and decoding, never its
 //! server. See docs/performance.md for the method and the results.
+//!
+//! With the feature `control`, `ctl` drives teletip-control instead: HTTP and Socket.IO load
+//! (`control-load`) and the trivial servers it is compared with (`ceiling`).
 
+#[cfg(feature = "control")]
+pub mod ctl;
 pub mod flood;
 pub mod flow;
 pub mod hist;
