@@ -1,6 +1,6 @@
 //! A TURN-over-TCP/TLS byte stream as the relay reads it: the bytes arrive in chunks of sizes
-//! the input chooses and a `Framer` cuts them into messages. Checked: the frames are
-//! contiguous, within the buffer, of the length `frame_len` gives, each one starting as STUN or
+//! the input chooses and a `Framer` cuts them into messages. Checked: the frames move forward,
+//! lie within the buffer and are of the length `frame_len` gives, each one starting as STUN or
 //! ChannelData; an oversized message is skipped whole; nothing is buffered past `max_frame`.
 
 #![no_main]
@@ -25,7 +25,8 @@ fuzz_target!(|input: &[u8]| {
             let before = pos;
             match framer.next(&buf, &mut pos) {
                 Ok(Next::Frame(range)) => {
-                    assert_eq!(range.start, before, "frames are contiguous");
+                    // The rest of an oversized message may be skipped first, in the same call.
+                    assert!(range.start >= before, "frames move forward");
                     assert!(range.end <= buf.len() && range.end == pos);
                     let frame = &buf[range.clone()];
                     assert!(frame.len() <= max_frame);
