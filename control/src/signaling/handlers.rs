@@ -196,6 +196,21 @@ fn parse<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, Refusal> {
     serde_json::from_value(data).map_err(|e| Refusal::new(Code::Invalid, format!("payload: {e}")))
 }
 
+/// Reads `data` as the handler of `event` does before acting on it, and nothing more: the
+/// fuzz target fuzz/fuzz_targets/signaling_payload.rs drives it with arbitrary payloads.
+/// `Ok(false)` for an event that reads no payload.
+pub(super) fn parse_payload(event: &str, data: Value) -> Result<bool, Refusal> {
+    match event {
+        "room:join" => parse::<JoinRequest>(data).map(|_| true),
+        "signal:offer" | "signal:answer" => parse::<SdpMessage>(data).map(|_| true),
+        "signal:candidate" => parse::<CandidateMessage>(data).map(|_| true),
+        "media:state" => parse::<MediaState>(data).map(|_| true),
+        "lobby:admit" | "lobby:deny" => parse::<PeerRequest>(data).map(|_| true),
+        "auth:renew" => parse::<Renew>(data).map(|_| true),
+        _ => Ok(false),
+    }
+}
+
 fn joined(conn: &Conn) -> Result<Joined, Refusal> {
     conn.joined().ok_or_else(|| Refusal::new(Code::NotJoined, "send room:join first"))
 }

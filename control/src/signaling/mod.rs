@@ -41,6 +41,13 @@ pub enum SignalingError {
     Directory(#[from] directory::DirectoryError),
 }
 
+/// Reads an event's payload as its handler does, without acting on it: `Ok(true)` when it
+/// parses, `Ok(false)` for an event that takes no payload, `Err` with the refusal's message
+/// the client would get. For the fuzz target fuzz/fuzz_targets/signaling_payload.rs.
+pub fn parse_event_payload(event: &str, payload: serde_json::Value) -> Result<bool, String> {
+    handlers::parse_payload(event, payload).map_err(|r| r.message)
+}
+
 /// The router with Socket.IO mounted at `/socket.io/`.
 pub async fn attach(router: axum::Router, app: AppState) -> Result<axum::Router, SignalingError> {
     let Some(url) = app.config().redis_url.clone() else {

@@ -173,7 +173,26 @@ unsafe extern "C" {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end_child(&mut self.child);
     }
+}
+
+/// Ends a daemon a test started. Under coverage (`cargo llvm-cov` sets `cfg(coverage)`) a
+/// process writes its profile only when it exits by itself, so it is asked with SIGTERM first
+/// and killed only if it has not stopped within 5 s; otherwise it is killed at once.
+pub fn end_child(child: &mut Child) {
+    #[cfg(coverage)]
+    {
+        // SAFETY: signalling our own child process.
+        unsafe { libc_kill(child.id() as i32, 15) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -140,8 +140,7 @@ fn wait_until_serving(child: &mut Child, metrics: u16) -> bool {
 
 impl Drop for LinkedRelay {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::end_child(&mut self.child);
     }
 }
 

@@ -205,6 +205,20 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        // Under coverage (`cargo llvm-cov` sets `cfg(coverage)`) the relay writes its profile
+        // only when it exits by itself: SIGTERM first, SIGKILL if it has not stopped in 5 s.
+        #[cfg(coverage)]
+        {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
