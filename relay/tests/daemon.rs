@@ -436,15 +436,44 @@ fn sigusr1_drains_new_allocations_to_the_alternate_and_sigusr2_ends_it() {
 /// the start-up steps in between take (here a start-up pool of 2,000 relayed sockets to open).
 #[test]
 fn a_drain_ordered_as_soon_as_the_relay_shows_itself_is_carried_out() {
-    let mut relay = Relay::spawn("127.0.0.1", &["--relay-socket-pool-at-start", "2000"], 2000);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(relay.metrics).is_err() {
-        assert!(relay.is_running(), "the relay exited while starting");
-        assert!(std::time::Instant::now() < deadline, "the metrics endpoint never answered");
-        std::thread::sleep(Duration::from_millis(1));
+    use std::os::unix::process::ExitStatusExt;
+    // The listening port is found free just before the relay binds it, so another process can
+    // take it in between (the relay then exits with an error after its metrics came up): such a
+    // start is tried again on fresh ports, as `Relay::start` does.
+    for _attempt in 0..5 {
+        let mut relay = Relay::spawn("127.0.0.1", &["--relay-socket-pool-at-start", "2000"], 2000);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(relay.metrics).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the metrics endpoint never answered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        relay.signal(libc::SIGUSR1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = relay.exit_status() {
+                assert_eq!(status.signal(), None, "SIGUSR1 right after start ended the relay: {status}");
+                break; // it could not bind its ports: a fresh start
+            }
+            if scrape(relay.metrics).is_some_and(|text| {
+                text.lines()
+                    .any(|l| l.strip_prefix("teletip_draining ").and_then(|v| v.parse::<f64>().ok()) == Some(1.0))
+            }) {
+                assert!(relay.stop().success());
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the drain was not carried out within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    relay.signal(libc::SIGUSR1);
-    assert_eq!(relay.wait_metric("teletip_draining", "", 1.0), 1.0, "the drain was not carried out");
-    assert!(relay.is_running(), "SIGUSR1 right after start ended the relay");
-    assert!(relay.stop().success());
+    panic!("teletip-relay did not start in 5 attempts");
+}
+
+/// The metrics page, or None if the endpoint does not answer.
+fn scrape(addr: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
 }

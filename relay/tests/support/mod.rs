@@ -119,9 +119,9 @@ impl Relay {
         Relay { child, addr, metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)), min_port, max_port }
     }
 
-    /// Whether the process is still running (it has not exited, for whatever reason).
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+    /// How the process ended, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     fn wait_until_answering(&mut self) -> bool {
