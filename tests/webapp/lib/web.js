@@ -16,7 +16,11 @@ const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.mi
 
 export const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } };
 
-export function launch() {
+/**
+ * Chromium with a fake camera and microphone. `fakeUi: false` leaves out the flag that answers
+ * every permission prompt with "allow", so a context without the permissions is refused.
+ */
+export function launch({ fakeUi = true } = {}) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -28,15 +32,15 @@ export function launch() {
       "--disable-component-update",
       "--disable-sync",
       "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream",
+      ...(fakeUi ? ["--use-fake-ui-for-media-stream"] : []),
       "--autoplay-policy=no-user-gesture-required",
     ],
   });
 }
 
 /** A page in its own context (own cookies and storage), recording console errors and CSP reports. */
-export async function openPage(browser, label, viewport, { init } = {}) {
-  const context = await browser.newContext({ viewport, permissions: ["camera", "microphone"], locale: "en-GB" });
+export async function openPage(browser, label, viewport, { init, permissions = ["camera", "microphone"], locale = "en-GB", timezoneId } = {}) {
+  const context = await browser.newContext({ viewport, permissions, locale, ...(timezoneId ? { timezoneId } : {}) });
   if (init) await context.addInitScript(init.fn, init.arg);
   const page = await context.newPage();
   const problems = [];

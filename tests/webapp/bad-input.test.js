@@ -1,0 +1,213 @@
+// Bad input, in the web client (control/webapp) driven in Debian's Chromium against the real
+// teletip-control and teletip-relay: a denied camera and microphone, an expired session, a
+// revoked session, a lost network during a call and a full relay. Each must show a plain
+// message and a way forward that works when clicked, and must not loop: what the page asks of
+// the browser or the servers is counted and stays bounded while the page sits there.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Clinic } from "../signaling/lib/clinic.js";
+import { Control, Relay, RELAXED_LIMITS, PASSWORD, freeUdpPort, sleep, tempDir } from "../signaling/lib/env.js";
+import { AxeLog, SIZES, assertClean, launch, logIn, onFailure, openPage, shot, until } from "./lib/web.js";
+
+// How long a page is watched, after showing its message, for anything it would retry.
+const QUIET_MS = 6000;
+
+let control;
+let relay;
+let browser;
+let denying;
+let c;
+before(async () => {
+  const dir = tempDir("teletip-webapp-bad-");
+  const relayPort = await freeUdpPort();
+  control = await Control.start({ name: "webapp-bad", dir, extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${relayPort}\n` });
+  control.createAdmin();
+  relay = await Relay.start({ secretFile: join(control.dataDir, "relay.secret"), port: relayPort, dir });
+  c = await Clinic.open({ control });
+  browser = await launch();
+  // Without --use-fake-ui-for-media-stream: a context that was not granted the camera and
+  // microphone is refused by the browser, as a person's "Block" would.
+  denying = await launch({ fakeUi: false });
+});
+after(async () => {
+  await browser?.close();
+  await denying?.close();
+  await relay?.stop();
+  await control?.stop();
+});
+
+/** Counts the page's getUserMedia calls (in sessionStorage, across its navigations). */
+const COUNT_MEDIA = {
+  fn: () => {
+    const md = navigator.mediaDevices;
+    const native = md.getUserMedia.bind(md);
+    md.getUserMedia = (constraints) => {
+      sessionStorage.setItem("gum", String(Number(sessionStorage.getItem("gum") || 0) + 1));
+      return native(constraints);
+    };
+  },
+  arg: null,
+};
+const mediaAsks = (page) => page.evaluate(() => Number(sessionStorage.getItem("gum") || 0));
+
+/** Records the page's requests to the control plane's API, by path. */
+function recordApi(page) {
+  const seen = [];
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith("/v1/")) seen.push(`${r.method()} ${u.pathname}`);
+  });
+  return seen;
+}
+
+test("a denied camera and microphone: the device check and the call say what to do, and Try again works once allowed", async () => {
+  const { patient, appointment } = await c.pair({ practitioner: "Dr. Selin Ak", patient: "Mert Kılıç" });
+  const pat = await openPage(denying, "patient-denied", SIZES.phone, { init: COUNT_MEDIA, permissions: [] });
+  const a11y = new AxeLog();
+  try {
+    await logIn(pat, control, patient);
+    await pat.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
+    await pat.getByTestId("check-view").waitFor();
+    const problem = pat.getByTestId("media-problem");
+    await problem.waitFor();
+    assert.match(await problem.textContent(), /does not allow the camera or microphone.*allow both, then press Try again/s);
+    await shot(pat, "bad-denied-check");
+    await a11y.check(pat, "device check, denied");
+    // No loop: the page asked once (or once per effect run) and then waits for the person.
+    const asked = await mediaAsks(pat);
+    await sleep(QUIET_MS);
+    assert.equal(await mediaAsks(pat), asked, "the device check asked again on its own");
+    assert.ok(asked <= 2, `${asked} camera requests before any click`);
+
+    // Into the call without them: the call says so too, and offers the device check.
+    await pat.getByTestId("join").click();
+    await pat.getByTestId("call").waitFor();
+    const inCall = pat.getByTestId("media-problem");
+    await inCall.waitFor();
+    assert.match(await inCall.textContent(), /does not allow the camera or microphone/);
+    await shot(pat, "bad-denied-room");
+    await a11y.check(pat, "room, denied");
+    const inRoom = await mediaAsks(pat);
+    await sleep(QUIET_MS);
+    assert.equal(await mediaAsks(pat), inRoom, "the room asked again on its own");
+
+    // The person allows the camera and microphone (the site settings), and the way forward works:
+    // back to the device check, Try again, and the preview runs.
+    await pat.context().grantPermissions(["camera", "microphone"], { origin: control.url() });
+    await pat.getByTestId("check-devices").click();
+    await pat.getByTestId("check-view").waitFor();
+    await pat.getByTestId("check-again").click();
+    await until("the preview to play", async () => {
+      const v = await pat.evaluate(() => {
+        const el = document.querySelector('[data-testid="preview"]');
+        return { playing: !!el && el.srcObject instanceof MediaStream && el.videoWidth > 0, problem: !!document.querySelector('[data-testid="media-problem"]') };
+      });
+      return { ok: v.playing && !v.problem, value: v };
+    });
+    assertClean(pat);
+    a11y.assertNone();
+  } catch (e) {
+    await onFailure("bad-denied", [pat]);
+    throw e;
+  } finally {
+    await pat.context().close();
+  }
+});
+
+test("an expired session: back to the login page once, with a plain message, and logging in again works", async () => {
+  // A control plane of its own whose sessions end after 20 s, before the first refresh (at
+  // 75 % of the 30-s access token): the refresh is refused and the session is over.
+  const dir = tempDir("teletip-webapp-expiry-");
+  const short = await Control.start({ name: "webapp-expiry", dir, extraToml: `${RELAXED_LIMITS}\n[auth]\naccess-ttl = 30\nsession-ttl = 20\n` });
+  short.createAdmin();
+  const sc = await Clinic.open({ control: short });
+  const { patient } = await sc.pair({ practitioner: "Dr. Oya Tan", patient: "Ece Demir" });
+  const pat = await openPage(browser, "patient-expired", SIZES.desktop);
+  const api = recordApi(pat);
+  try {
+    await logIn(pat, short, patient);
+    const status = pat.getByTestId("status");
+    await pat.getByTestId("login-view").waitFor({ timeout: 60000 });
+    assert.match(await status.textContent(), /Your session has ended\. Please log in again\./);
+    await shot(pat, "bad-expired");
+    const refreshes = api.filter((r) => r === "POST /v1/auth/refresh").length;
+    assert.ok(refreshes >= 1 && refreshes <= 2, `${refreshes} refreshes: ${JSON.stringify(api)}`);
+    // No loop: nothing more is asked of the server while the login page waits.
+    const n = api.length;
+    await sleep(QUIET_MS);
+    assert.deepEqual(api.slice(n), [], "requests after the session ended");
+    // The way forward: logging in again.
+    await pat.getByLabel("E-mail").fill(patient.email);
+    await pat.getByLabel("Password").fill(PASSWORD);
+    await pat.getByRole("button", { name: "Log in" }).click();
+    await pat.getByTestId("appointments-view").waitFor();
+    assertClean(pat);
+  } catch (e) {
+    await onFailure("bad-expired", [pat]);
+    throw e;
+  } finally {
+    await pat.context().close();
+    await short.stop();
+  }
+});
+
+test("a revoked session: on the appointments page and in the waiting room, back to the login page without a retry loop", async () => {
+  await c.relogin();
+  const { patient, appointment } = await c.pair({ practitioner: "Dr. Ali Şen", patient: "Zeynep Ay" });
+  const pat = await openPage(browser, "patient-revoked", SIZES.desktop);
+  const api = recordApi(pat);
+  try {
+    // On the appointments page: an admin ends every session of the user (a new password), and
+    // the next thing the person does meets a refused refresh.
+    await logIn(pat, control, patient);
+    await c.api.must("PATCH", `/v1/users/${patient.userId}`, c.admin, { password: `${PASSWORD} renewed` });
+    await pat.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
+    await pat.getByTestId("login-view").waitFor();
+    assert.match(await pat.getByTestId("status").textContent(), /Your session has ended\. Please log in again\./);
+    await shot(pat, "bad-revoked-appointments");
+    let n = api.length;
+    const refreshes = api.filter((r) => r === "POST /v1/auth/refresh").length;
+    assert.ok(refreshes <= 1, `${refreshes} refreshes: ${JSON.stringify(api)}`);
+    await sleep(QUIET_MS);
+    assert.deepEqual(api.slice(n), [], "requests after the session ended");
+
+    // In the waiting room: the server ends the session while the signaling connection is open.
+    const password = `${PASSWORD} renewed`;
+    await pat.getByLabel("E-mail").fill(patient.email);
+    await pat.getByLabel("Password").fill(password);
+    await pat.getByRole("button", { name: "Log in" }).click();
+    await pat.getByTestId("appointments-view").waitFor();
+    await pat.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
+    await pat.getByTestId("check-view").waitFor();
+    await pat.getByTestId("join").click();
+    await pat.getByTestId("call").waitFor();
+    await c.api.must("PATCH", `/v1/users/${patient.userId}`, c.admin, { disabled: true });
+    const shown = await until("the page to say the session ended", async () => {
+      const v = await pat.evaluate(() => ({
+        error: document.querySelector('[data-testid="room-error"]')?.getAttribute("data-code") ?? null,
+        login: !!document.querySelector('[data-testid="login-view"]'),
+        status: document.querySelector('[data-testid="status"]')?.textContent ?? "",
+      }));
+      return { ok: v.error === "session-ended" || v.login, value: v };
+    });
+    await shot(pat, "bad-revoked-room");
+    if (!shown.login) {
+      assert.match(await pat.getByTestId("room-error").textContent(), /Your session has ended\. Please log in again\./);
+      await pat.getByRole("button", { name: "Log in" }).click();
+      await pat.getByTestId("login-view").waitFor();
+    }
+    n = api.length;
+    await sleep(QUIET_MS);
+    assert.deepEqual(api.slice(n), [], "requests after the session ended");
+    const sockets = await pat.evaluate(() => window.teletip.state.socketConnected ?? false);
+    assert.equal(sockets, false, "the signaling connection stays closed");
+    assertClean(pat);
+  } catch (e) {
+    await onFailure("bad-revoked", [pat]);
+    throw e;
+  } finally {
+    await pat.context().close();
+  }
+});
