@@ -211,3 +211,95 @@ test("a revoked session: on the appointments page and in the waiting room, back 
     await pat.context().close();
   }
 });
+
+test("a full relay: the call says the relay is at capacity and stops within its budget", async () => {
+  // A control plane and a relay of their own: the relay holds one allocation in total, and a
+  // third person's browser holds it, so every allocation of the call is refused with 486.
+  const dir = tempDir("teletip-webapp-full-");
+  const port = await freeUdpPort();
+  const fc = await Control.start({ name: "webapp-full", dir, extraToml: `${RELAXED_LIMITS}\n[[ice.relays]]\nhost = "127.0.0.1"\nudp-port = ${port}\n` });
+  fc.createAdmin();
+  const full = await Relay.start({ secretFile: join(fc.dataDir, "relay.secret"), port, dir, name: "relay-full", extraArgs: ["--total-quota", "1"] });
+  const clinic = await Clinic.open({ control: fc });
+  const holder = await clinic.patient("Hakan Bay");
+  const ice = await clinic.api.must("POST", "/v1/ice/credentials", holder.token, {});
+  const hold = await openPage(browser, "holder", SIZES.desktop);
+  const init = { fn: (t) => localStorage.setItem("teletip.debug.call", JSON.stringify(t)), arg: { maxNewConnectionsPerMinute: 2, initialBackoffMs: 500, maxBackoffMs: 1000, connectTimeoutMs: 4000 } };
+  const { practitioner, patient, appointment } = await clinic.pair({ practitioner: "Dr. Nur Er", patient: "Cem Aksoy" });
+  const doc = await openPage(browser, "practitioner-full", SIZES.desktop, { init });
+  const pat = await openPage(browser, "patient-full", SIZES.phone, { init });
+  const a11y = new AxeLog();
+  try {
+    await hold.goto(fc.url("/"));
+    const held = await hold.evaluate(async (servers) => {
+      const pc = new RTCPeerConnection({ iceServers: servers, iceTransportPolicy: "relay" });
+      window.holding = pc;
+      pc.createDataChannel("hold");
+      const got = new Promise((resolve) => {
+        pc.addEventListener("icecandidate", (ev) => ev.candidate && / typ relay/.test(ev.candidate.candidate) && resolve(true));
+        setTimeout(() => resolve(false), 10000);
+      });
+      await pc.setLocalDescription(await pc.createOffer());
+      return got;
+    }, ice.iceServers);
+    assert.ok(held, "the holder got the relay's one allocation");
+    const before = await full.counter("teletip_allocations_created_total");
+    assert.equal(before, 1, "one allocation made, by the holder");
+
+    await logIn(pat, fc, patient);
+    await logIn(doc, fc, practitioner);
+    for (const page of [pat, doc]) {
+      await page.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
+      await page.getByTestId("check-view").waitFor();
+      // The device check already says the relay cannot be reached from here.
+      await until("the relay check", async () => {
+        const r = await page.getByTestId("relay-check").getAttribute("data-result");
+        return { ok: r !== "testing", value: r };
+      });
+      assert.equal(await page.getByTestId("relay-check").getAttribute("data-result"), "bad");
+      await page.getByTestId("join").click();
+    }
+    const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
+    await waiting.waitFor();
+    await waiting.getByTestId("admit").click();
+    for (const page of [doc, pat]) {
+      const failure = page.getByTestId("call-failure");
+      await failure.waitFor({ timeout: 90000 });
+      assert.equal(await failure.getAttribute("data-cause"), "relay-full", `${page.label}: ${await failure.textContent()}`);
+      const text = await failure.textContent();
+      assert.match(text, /The video relay is at capacity/, `${page.label}: the cause in plain words`);
+      assert.match(text, /Try again in a few minutes/, `${page.label}: a way forward`);
+      await page.getByTestId("rejoin").waitFor();
+      const st = await page.evaluate(() => window.teletip.state);
+      assert.ok(st.peerConnections <= 2, `${page.label}: ${st.peerConnections} connections`);
+      await shot(page, `bad-full-${page.label}`);
+      await a11y.check(page, `relay full (${page.label})`);
+    }
+    // No loop: the relay refused (486) a bounded number of allocations, and none after both
+    // pages reported.
+    const refusedText = async () => {
+      const text = await (await fetch(full.metricsUrl())).text();
+      return text.split("\n").filter((l) => /486|quota/i.test(l) && !l.startsWith("#")).join("; ");
+    };
+    const counted = await full.counter("teletip_allocations_created_total");
+    assert.equal(counted, before, "no allocation was granted beyond the holder's");
+    const r1 = await refusedText();
+    await sleep(QUIET_MS);
+    assert.equal(await refusedText(), r1, "allocation attempts after both pages reported");
+    console.log(`relay refusals: ${r1}`);
+    // The way forward works: Join again leads back to the device check.
+    await pat.getByTestId("rejoin").click();
+    await pat.getByTestId("check-view").waitFor();
+    for (const page of [doc, pat]) assertClean(page);
+    a11y.assertNone();
+  } catch (e) {
+    await onFailure("bad-full", [doc, pat]);
+    throw e;
+  } finally {
+    await doc.context().close();
+    await pat.context().close();
+    await hold.context().close();
+    await full.stop();
+    await fc.stop();
+  }
+});
