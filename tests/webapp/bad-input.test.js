@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Clinic } from "../signaling/lib/clinic.js";
 import { Control, Relay, RELAXED_LIMITS, PASSWORD, freeUdpPort, sleep, tempDir } from "../signaling/lib/env.js";
-import { AxeLog, SIZES, assertClean, launch, logIn, onFailure, openPage, shot, until } from "./lib/web.js";
+import { AxeLog, SIZES, assertClean, launch, logIn, mediaStats, onFailure, openPage, shot, until } from "./lib/web.js";
 
 // How long a page is watched, after showing its message, for anything it would retry.
 const QUIET_MS = 6000;
@@ -208,6 +208,67 @@ test("a revoked session: on the appointments page and in the waiting room, back 
     await onFailure("bad-revoked", [pat]);
     throw e;
   } finally {
+    await pat.context().close();
+  }
+});
+
+test("a lost network during a call: a plain reconnecting message, then the call recovers", async () => {
+  await c.relogin();
+  const { practitioner, patient, appointment } = await c.pair({ practitioner: "Dr. Ufuk Er", patient: "Lale Tok" });
+  const doc = await openPage(browser, "practitioner-offline", SIZES.desktop);
+  const pat = await openPage(browser, "patient-offline", SIZES.phone);
+  try {
+    await logIn(pat, control, patient);
+    await logIn(doc, control, practitioner);
+    for (const page of [pat, doc]) {
+      await page.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
+      await page.getByTestId("check-view").waitFor();
+      await page.getByTestId("join").click();
+    }
+    const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
+    await waiting.waitFor();
+    await waiting.getByTestId("admit").click();
+    const decoding = (page) =>
+      until(`${page.label}: video decoded`, async () => {
+        const st = await mediaStats(page);
+        return { ok: !!st && st.connectionState === "connected" && st.framesDecoded > 10, value: st };
+      });
+    for (const page of [doc, pat]) await decoding(page);
+    const before = await pat.evaluate(() => window.teletip.state);
+
+    // The patient's network goes away: the page says so in plain words, and nothing is
+    // offered that the person would have to do.
+    await pat.context().setOffline(true);
+    const lost = pat.getByTestId("network-lost");
+    await lost.waitFor({ timeout: 30000 });
+    assert.match(await lost.textContent(), /The connection is lost\. Reconnecting/);
+    await shot(pat, "bad-offline");
+    await sleep(QUIET_MS);
+    const during = await pat.evaluate(() => window.teletip.state);
+    assert.equal(during.failure, null, "no failure while the network is away for seconds");
+
+    // Back: the message goes, the signaling connection and the call are back, and the page
+    // spent at most one new connection on it.
+    await pat.context().setOffline(false);
+    await until("the message to go", async () => ({ ok: (await lost.count()) === 0 }));
+    await until("the signaling connection", async () => {
+      const st = await pat.evaluate(() => window.teletip.state);
+      return { ok: st.socketConnected === true, value: st };
+    });
+    await until("the call connected", async () => {
+      const st = await pat.evaluate(() => window.teletip.state);
+      return { ok: st.callState === "connected", value: st };
+    });
+    for (const page of [doc, pat]) await decoding(page);
+    const after = await pat.evaluate(() => window.teletip.state);
+    assert.ok(after.peerConnections - before.peerConnections <= 1, `${after.peerConnections - before.peerConnections} new connections`);
+    assert.ok(after.iceRestarts - before.iceRestarts <= 2, `${after.iceRestarts - before.iceRestarts} ICE restarts`);
+    for (const page of [doc, pat]) assertClean(page);
+  } catch (e) {
+    await onFailure("bad-offline", [doc, pat]);
+    throw e;
+  } finally {
+    await doc.context().close();
     await pat.context().close();
   }
 });

@@ -50,6 +50,8 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
   const [failure, setFailure] = useState<CallError | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const [online, setOnline] = useState(true);
+  // The browser's own view (navigator.onLine): it knows a lost network before the socket does.
+  const [browserOnline, setBrowserOnline] = useState(navigator.onLine);
   const [audio, setAudio] = useState(true);
   const [video, setVideo] = useState(true);
   const [sharing, setSharing] = useState(false);
@@ -216,13 +218,19 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
     };
     // Back on a network (Wi-Fi to mobile data, or a lost connection returning): the offerer
     // restarts ICE at once instead of waiting for the old path to time out.
-    const online = () => call.current?.networkChanged();
+    const online = () => {
+      setBrowserOnline(true);
+      call.current?.networkChanged();
+    };
+    const offline = () => setBrowserOnline(false);
     window.addEventListener("beforeunload", beforeUnload);
     window.addEventListener("online", online);
+    window.addEventListener("offline", offline);
     return () => {
       gone = true;
       window.removeEventListener("beforeunload", beforeUnload);
       window.removeEventListener("online", online);
+      window.removeEventListener("offline", offline);
       call.current?.hangup();
       call.current = null;
       debugView.pc = null;
@@ -470,6 +478,11 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
                 </button>
               </div>
             </div>
+          )}
+          {(!browserOnline || !online) && !failure && (
+            <p className="note" role="status" data-testid="network-lost">
+              {t("networkLost")}
+            </p>
           )}
           {mediaProblem && (
             // The way forward: the device check, where "Try again" asks the browser anew (the
