@@ -130,10 +130,11 @@ test("a denied camera and microphone: the device check and the call say what to 
 });
 
 test("an expired session: back to the login page once, with a plain message, and logging in again works", async () => {
-  // A control plane of its own whose sessions end after 20 s, before the first refresh (at
-  // 75 % of the 30-s access token): the refresh is refused and the session is over.
+  // A control plane of its own whose sessions end after 60 s (the shortest it accepts), before
+  // the first refresh (at 67.5 s: 22.5 s before the 90-s access token expires): the refresh is
+  // refused and the session is over.
   const dir = tempDir("teletip-webapp-expiry-");
-  const short = await Control.start({ name: "webapp-expiry", dir, extraToml: `${RELAXED_LIMITS}\n[auth]\naccess-ttl = 30\nsession-ttl = 20\n` });
+  const short = await Control.start({ name: "webapp-expiry", dir, extraToml: `${RELAXED_LIMITS}\n[auth]\naccess-ttl = 90\nsession-ttl = 60\n` });
   short.createAdmin();
   const sc = await Clinic.open({ control: short });
   const { patient } = await sc.pair({ practitioner: "Dr. Oya Tan", patient: "Ece Demir" });
@@ -142,7 +143,7 @@ test("an expired session: back to the login page once, with a plain message, and
   try {
     await logIn(pat, short, patient);
     const status = pat.getByTestId("status");
-    await pat.getByTestId("login-view").waitFor({ timeout: 60000 });
+    await pat.getByTestId("login-view").waitFor({ timeout: 120000 });
     assert.match(await status.textContent(), /Your session has ended\. Please log in again\./);
     await shot(pat, "bad-expired");
     const refreshes = api.filter((r) => r === "POST /v1/auth/refresh").length;
