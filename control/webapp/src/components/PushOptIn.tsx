@@ -10,6 +10,29 @@ import { client, reason } from "../session.js";
 /** The server's id of this browser's subscription (it is needed to remove it again). */
 const STORED_ID = "teletip.push.subscription";
 
+/**
+ * How long the browser's own subscribe may take. Without a way to its vendor's push service
+ * (offline, a firewall) Chromium's subscribe never settles in a normal profile (it keeps
+ * retrying its registration); the person is told after this instead of a spinner for ever.
+ */
+const SUBSCRIBE_TIMEOUT_MS = 15000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new DOMException("the push service did not answer", "TimeoutError")), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
 type State = "unknown" | "hidden" | "off" | "on" | "busy";
 type Problem = "unreachable" | "blocked" | { other: string } | null;
 
@@ -65,10 +88,13 @@ export function PushOptIn() {
       const reg = await registration();
       let subscribed;
       try {
-        subscribed = await subscribePush(client, reg.pushManager as unknown as PushManagerLike);
+        const manager: PushManagerLike = {
+          subscribe: (options) => withTimeout(reg.pushManager.subscribe(options as PushSubscriptionOptionsInit), SUBSCRIBE_TIMEOUT_MS),
+        };
+        subscribed = await subscribePush(client, manager);
       } catch (e) {
-        // The browser's own subscribe fails when it cannot reach its vendor's push service
-        // (offline, blocked by a firewall, or a browser build without one).
+        // The browser's own subscribe fails (or never answers) when it cannot reach its
+        // vendor's push service: offline, a firewall, a private window, a build without one.
         if (e instanceof DOMException) setProblem(e.name === "NotAllowedError" ? "blocked" : "unreachable");
         else setProblem({ other: reason(e) });
         setState("off");
