@@ -33,7 +33,17 @@ export function launch({ fakeUi = true } = {}) {
 export async function openPersistentPage(label, viewport, { permissions = [], locale = "en-GB" } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "teletip-chromium-"));
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: chromiumArgs(true), viewport, permissions, locale });
-  context.on("close", () => rmSync(profile, { recursive: true, force: true }));
+  context.on("close", () => {
+    // The browser may still be writing its profile as it exits: a leftover directory in the
+    // temporary directory is no reason to fail a test.
+    setTimeout(() => {
+      try {
+        rmSync(profile, { recursive: true, force: true, maxRetries: 3 });
+      } catch {
+        /* left behind */
+      }
+    }, 500);
+  });
   const page = context.pages()[0] || (await context.newPage());
   return recording(page, label);
 }
