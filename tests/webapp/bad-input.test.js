@@ -99,7 +99,7 @@ test("a denied camera and microphone: the device check and the call say what to 
     await pat.getByTestId("call").waitFor();
     const inCall = pat.getByTestId("media-problem");
     await inCall.waitFor();
-    assert.match(await inCall.textContent(), /does not allow the camera or microphone/);
+    assert.match(await inCall.textContent(), /does not allow the camera or microphone.*then press Check camera and microphone/s);
     await shot(pat, "bad-denied-room");
     await a11y.check(pat, "room, denied");
     const inRoom = await mediaAsks(pat);

@@ -488,7 +488,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
             // The way forward: the device check, where "Try again" asks the browser anew (the
             // call here keeps running receive-only meanwhile; nothing retries on its own).
             <div className="alert stack" role="alert" data-testid="media-problem">
-              <p>{mediaProblem === "permission" ? t("permissionHelp") : t("noDevice")}</p>
+              <p>{mediaProblem === "permission" ? t("permissionHelpRoom") : t("noDevice")}</p>
               <div className="row">
                 <button type="button" className="secondary" onClick={() => leave(`/check/${encodeURIComponent(id)}`)} data-testid="check-devices">
                   {t("checkDevices")}
