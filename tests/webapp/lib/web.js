@@ -2,7 +2,8 @@
 // camera and microphone, pages that record console errors and CSP violations, axe-core runs,
 // screenshots under artifacts/webapp/, and the page's own view of its media (getStats).
 
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import assert from "node:assert/strict";
@@ -16,29 +17,60 @@ const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.mi
 
 export const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } };
 
-export function launch() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
+/**
+ * Chromium with a fake camera and microphone. `fakeUi: false` leaves out the flag that answers
+ * every permission prompt with "allow", so a context without the permissions is refused.
+ */
+export function launch({ fakeUi = true } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM, args: chromiumArgs(fakeUi) });
+}
+
+/**
+ * A page in a browser with a profile on disk (not the private, incognito-like context of
+ * `launch`, where Chromium offers no Push API at all), recording as `openPage` does. Close it
+ * with `page.context().close()`.
+ */
+export async function openPersistentPage(label, viewport, { permissions = [], locale = "en-GB" } = {}) {
+  const profile = mkdtempSync(join(tmpdir(), "teletip-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: chromiumArgs(true), viewport, permissions, locale });
+  context.on("close", () => {
+    // The browser may still be writing its profile as it exits: a leftover directory in the
+    // temporary directory is no reason to fail a test.
+    setTimeout(() => {
+      try {
+        rmSync(profile, { recursive: true, force: true, maxRetries: 3 });
+      } catch {
+        /* left behind */
+      }
+    }, 500);
   });
+  const page = context.pages()[0] || (await context.newPage());
+  return recording(page, label);
+}
+
+function chromiumArgs(fakeUi) {
+  return [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    ...(fakeUi ? ["--use-fake-ui-for-media-stream"] : []),
+    "--autoplay-policy=no-user-gesture-required",
+  ];
 }
 
 /** A page in its own context (own cookies and storage), recording console errors and CSP reports. */
-export async function openPage(browser, label, viewport, { init } = {}) {
-  const context = await browser.newContext({ viewport, permissions: ["camera", "microphone"], locale: "en-GB" });
+export async function openPage(browser, label, viewport, { init, permissions = ["camera", "microphone"], locale = "en-GB", timezoneId } = {}) {
+  const context = await browser.newContext({ viewport, permissions, locale, ...(timezoneId ? { timezoneId } : {}) });
   if (init) await context.addInitScript(init.fn, init.arg);
-  const page = await context.newPage();
+  return recording(await context.newPage(), label);
+}
+
+function recording(page, label) {
   const problems = [];
   page.on("console", (m) => {
     if (m.type() === "error" || /Content[- ]Security[- ]Policy|Refused to/i.test(m.text())) problems.push(m.text());

@@ -1,6 +1,7 @@
 import type { Appointment, AppointmentAction } from "@teletip/sdk";
 import { useCallback, useEffect, useState } from "react";
 import { Confirm } from "../components/Confirm.js";
+import { PushOptIn } from "../components/PushOptIn.js";
 import { useT, type MessageKey } from "../i18n.js";
 import { navigate } from "../router.js";
 import { client, reason } from "../session.js";
@@ -151,6 +152,7 @@ export function Appointments() {
           </button>
         </div>
       </div>
+      {role === "practitioner" && <PushOptIn />}
       {error && (
         <p className="alert" role="alert" data-testid="appointments-error">
           {error}

@@ -50,6 +50,8 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
   const [failure, setFailure] = useState<CallError | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const [online, setOnline] = useState(true);
+  // The browser's own view (navigator.onLine): it knows a lost network before the socket does.
+  const [browserOnline, setBrowserOnline] = useState(navigator.onLine);
   const [audio, setAudio] = useState(true);
   const [video, setVideo] = useState(true);
   const [sharing, setSharing] = useState(false);
@@ -216,13 +218,19 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
     };
     // Back on a network (Wi-Fi to mobile data, or a lost connection returning): the offerer
     // restarts ICE at once instead of waiting for the old path to time out.
-    const online = () => call.current?.networkChanged();
+    const online = () => {
+      setBrowserOnline(true);
+      call.current?.networkChanged();
+    };
+    const offline = () => setBrowserOnline(false);
     window.addEventListener("beforeunload", beforeUnload);
     window.addEventListener("online", online);
+    window.addEventListener("offline", offline);
     return () => {
       gone = true;
       window.removeEventListener("beforeunload", beforeUnload);
       window.removeEventListener("online", online);
+      window.removeEventListener("offline", offline);
       call.current?.hangup();
       call.current = null;
       debugView.pc = null;
@@ -471,10 +479,22 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
               </div>
             </div>
           )}
-          {mediaProblem && (
-            <p className="alert" role="alert" data-testid="media-problem">
-              {mediaProblem === "permission" ? t("permissionHelp") : t("noDevice")}
+          {(!browserOnline || !online) && !failure && (
+            <p className="note" role="status" data-testid="network-lost">
+              {t("networkLost")}
             </p>
+          )}
+          {mediaProblem && (
+            // The way forward: the device check, where "Try again" asks the browser anew (the
+            // call here keeps running receive-only meanwhile; nothing retries on its own).
+            <div className="alert stack" role="alert" data-testid="media-problem">
+              <p>{mediaProblem === "permission" ? t("permissionHelpRoom") : t("noDevice")}</p>
+              <div className="row">
+                <button type="button" className="secondary" onClick={() => leave(`/check/${encodeURIComponent(id)}`)} data-testid="check-devices">
+                  {t("checkDevices")}
+                </button>
+              </div>
+            </div>
           )}
           {note && (
             <p className="note" role="status" data-testid="call-message">
