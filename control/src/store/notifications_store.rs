@@ -62,6 +62,9 @@ pub(super) fn enqueue_sql(e: &NewOutboxEntry) -> Sql {
     .bind(e.now)
 }
 
+/// The row an outbox worker claimed and has not closed yet ($1: its id, $2: the worker).
+const MINE: &str = "WHERE id = $1 AND claimed_by = $2 AND delivered_at IS NULL AND dead_at IS NULL";
+
 const COLUMNS: &str =
     "id, event_id, kind, appointment_id, endpoint, payload, attempts, created_at, next_attempt_at, dead_at, last_error";
 
@@ -125,48 +128,16 @@ impl NotificationStore for SqlStore {
         outcome: DeliveryOutcome,
         audit: NewAuditEvent,
     ) -> StoreResult<bool> {
-        let mine = "WHERE id = $1 AND claimed_by = $2 AND delivered_at IS NULL AND dead_at IS NULL";
+        let mine = MINE;
         let changed = match outcome {
-            DeliveryOutcome::Delivered => {
-                self.db
-                    .execute(
-                        sql(format!(
-                            "UPDATE notification_outbox SET delivered_at = $3, attempts = attempts + 1,
-                               claimed_by = NULL, lease_until = NULL, last_error = NULL {mine}"
-                        ))
-                        .bind(id)
-                        .bind(worker)
-                        .bind(now),
-                    )
-                    .await?
-            }
+            // Delivered, retried later or discarded: one statement, which closes the row
+            // (`delivered_at`) or puts it back for `retry_at` (`next_attempt_at`).
+            DeliveryOutcome::Delivered => self.release_notification(id, worker, "delivered_at", now, None).await?,
             DeliveryOutcome::Retry { error, retry_at } => {
-                self.db
-                    .execute(
-                        sql(format!(
-                            "UPDATE notification_outbox SET next_attempt_at = $3, attempts = attempts + 1,
-                               claimed_by = NULL, lease_until = NULL, last_error = $4 {mine}"
-                        ))
-                        .bind(id)
-                        .bind(worker)
-                        .bind(retry_at)
-                        .bind(error),
-                    )
-                    .await?
+                self.release_notification(id, worker, "next_attempt_at", retry_at, Some(error)).await?
             }
             DeliveryOutcome::Discarded { error } => {
-                self.db
-                    .execute(
-                        sql(format!(
-                            "UPDATE notification_outbox SET delivered_at = $3, attempts = attempts + 1,
-                               claimed_by = NULL, lease_until = NULL, last_error = $4 {mine}"
-                        ))
-                        .bind(id)
-                        .bind(worker)
-                        .bind(now)
-                        .bind(error),
-                    )
-                    .await?
+                self.release_notification(id, worker, "delivered_at", now, Some(error)).await?
             }
             DeliveryOutcome::Dead { error } => {
                 let mut tx = self.db.begin_audited().await?;
@@ -244,5 +215,32 @@ impl NotificationStore for SqlStore {
             return Ok(OutboxDepth { pending: 0, oldest: None, dead: 0 });
         };
         Ok(OutboxDepth { pending: r.get("pending")?, oldest: r.opt_time("oldest")?, dead: r.get("dead")? })
+    }
+}
+
+impl SqlStore {
+    /// Ends the claim on an outbox row this worker holds: counts the attempt, records `error`
+    /// (none after a delivery) and sets `column` (`delivered_at` or `next_attempt_at`) to `at`.
+    async fn release_notification(
+        &self,
+        id: Uuid,
+        worker: &str,
+        column: &'static str,
+        at: OffsetDateTime,
+        error: Option<String>,
+    ) -> StoreResult<u64> {
+        Ok(self
+            .db
+            .execute(
+                sql(format!(
+                    "UPDATE notification_outbox SET {column} = $3, attempts = attempts + 1,
+                       claimed_by = NULL, lease_until = NULL, last_error = $4 {MINE}"
+                ))
+                .bind(id)
+                .bind(worker)
+                .bind(at)
+                .bind(error),
+            )
+            .await?)
     }
 }
