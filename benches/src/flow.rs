@@ -1,8 +1,10 @@
 //! The data run: N pairs, each pair's A socket sending probes that its B socket receives, at a
 //! given rate or flat out, with batched syscalls on both sides. What sits between A and B (a
 //! TURN server relaying allocation to allocation, or a raw forwarder) is the thing measured.
+//! A and B reach the server over UDP (`sendmmsg`/`recvmmsg`) or over TCP or TLS (the frames of
+//! one turn for a pair in one write; frames cut out of whatever each read returned).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use teletip_turn_proto::codec::{self, Class, Message, MessageWriter, Method, att
 use crate::hist::Histogram;
 use crate::kernel::{self, UdpCounters};
 use crate::probe::{PROBE_LEN, Probe, mono_ns};
+use crate::transport::Link;
 use teletip_mmsg::{RecvBatch, SendBatch};
 
 /// How A frames a payload for the thing in the middle.
@@ -25,8 +28,8 @@ pub enum Frame {
 }
 
 pub struct Pair {
-    pub a: UdpSocket,
-    pub b: UdpSocket,
+    pub a: Link,
+    pub b: Link,
     pub frame: Frame,
 }
 
@@ -114,6 +117,9 @@ pub struct Flows {
 const BURST_CAP: usize = 64;
 /// Datagrams sent per turn of the generator's loop at most, between two reads of its sockets.
 const FLAT_OUT_TURN: u64 = (BURST_CAP * 4) as u64;
+/// Bytes a stream's A may have queued that its socket has not taken: beyond this the server
+/// is not reading, and A sends nothing more (and counts nothing as sent) until it has.
+const STREAM_BACKLOG: usize = 64 << 10;
 
 impl Flows {
     pub fn new(pairs: Vec<Pair>, raw: bool) -> std::io::Result<Flows> {
@@ -124,8 +130,12 @@ impl Flows {
         }
         let mut ours = Vec::new();
         for (i, p) in pairs.iter().enumerate() {
-            p.a.set_nonblocking(true)?;
-            p.b.set_nonblocking(true)?;
+            // Streams are non-blocking from their connect on.
+            for link in [&p.a, &p.b] {
+                if let Link::Udp(socket) = link {
+                    socket.set_nonblocking(true)?;
+                }
+            }
             ours.push(p.a.local_addr()?.port());
             ours.push(p.b.local_addr()?.port());
             let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
@@ -156,7 +166,7 @@ impl Flows {
         // socket buffers) must neither load this run nor count in it.
         self.settle(&mut recv, &mut events)?;
         let first_seq = self.seq.clone();
-        let (mut sent, mut received, mut rx_bytes) = (0u64, 0u64, 0u64);
+        let mut sent = 0u64;
         let udp_before = UdpCounters::read();
         let drops_before = kernel::socket_drops();
         let server_cpu_before = spec.server_pid.and_then(kernel::cpu_seconds);
@@ -166,11 +176,41 @@ impl Flows {
         let steady_from = start + (spec.duration.as_nanos() as u64 / 4).min(1_000_000_000);
         let mut cursor = 0usize;
         let mut last_rx = start;
+        let mut chunk = Vec::with_capacity(BURST_CAP * (size + 64));
+        let mut backlogged: Vec<usize> = Vec::new();
+        let mut tally = Tally {
+            raw: self.raw,
+            size,
+            first_seq: &first_seq,
+            steady_from,
+            received: 0,
+            rx_bytes: 0,
+            hist: &mut self.hist,
+            steady: &mut self.steady,
+        };
         loop {
             let now = mono_ns();
             let sending = now < end;
-            if !sending && (now > end + 1_000_000_000 || (received >= sent || now - last_rx > 200_000_000)) {
+            if !sending && (now > end + 1_000_000_000 || (tally.received >= sent || now - last_rx > 200_000_000)) {
                 break;
+            }
+            // What streams' sockets did not take last time (also after sending stopped).
+            if !backlogged.is_empty() {
+                let pairs = &mut self.pairs;
+                let mut failed = None;
+                backlogged.retain(|&p| match &mut pairs[p].a {
+                    Link::Stream(a) => match a.flush() {
+                        Ok(()) => a.backlog() > 0,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    },
+                    Link::Udp(_) => false,
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
             if sending {
                 let due = if spec.rate > 0.0 {
@@ -187,51 +227,86 @@ impl Flows {
                     let p = cursor;
                     cursor = (cursor + 1) % n;
                     let k = (budget / n).clamp(1, BURST_CAP).min(budget);
-                    let stamp = mono_ns();
-                    for _ in 0..k {
-                        let probe = Probe { pair: p as u32, seq: self.seq[p], sent_ns: stamp };
-                        self.seq[p] += 1;
-                        let frame = self.pairs[p].frame;
-                        send.push_with(spec.dest, |buf| encode(frame, probe, size, buf));
-                    }
-                    send.flush_to(self.pairs[p].a.as_raw_fd())?;
-                    sent += k as u64;
                     budget -= k;
+                    let stamp = mono_ns();
+                    let frame = self.pairs[p].frame;
+                    let seq = &mut self.seq[p];
+                    let mut next_probe = || {
+                        let probe = Probe { pair: p as u32, seq: *seq, sent_ns: stamp };
+                        *seq += 1;
+                        probe
+                    };
+                    match &mut self.pairs[p].a {
+                        Link::Udp(a) => {
+                            for _ in 0..k {
+                                let probe = next_probe();
+                                send.push_with(spec.dest, |buf| encode(frame, probe, size, buf));
+                            }
+                            send.flush_to(a.as_raw_fd())?;
+                        }
+                        Link::Stream(a) => {
+                            // A server that stopped reading holds A back, as TCP holds back a
+                            // real client: nothing is generated (or counted) for it meanwhile.
+                            if a.backlog() > STREAM_BACKLOG {
+                                continue;
+                            }
+                            chunk.clear();
+                            for _ in 0..k {
+                                let at = chunk.len();
+                                chunk.resize(at + size + 64, 0);
+                                let len = encode(frame, next_probe(), size, &mut chunk[at..]);
+                                chunk.truncate(at + len);
+                            }
+                            a.send(&chunk)?;
+                            if a.backlog() > 0 && !backlogged.contains(&p) {
+                                backlogged.push(p);
+                            }
+                        }
+                    }
+                    sent += k as u64;
                 }
             }
             // SAFETY: events is a valid buffer of epoll_event for the call.
             let ready = unsafe { libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, 0) };
             for ev in events.iter().take(ready.max(0) as usize) {
                 let p = ev.u64 as usize;
-                let fd = self.pairs[p].b.as_raw_fd();
-                // Bounded so that sending keeps its pace under a flood.
-                for _ in 0..8 {
-                    let got = recv.recv(fd)?;
-                    if got == 0 {
-                        break;
-                    }
-                    let t = mono_ns();
-                    last_rx = t;
-                    for i in 0..got {
-                        let probe = decode(recv.packet(i), self.raw);
-                        let current =
-                            probe.is_some_and(|p| first_seq.get(p.pair as usize).is_some_and(|&f| p.seq >= f));
-                        if let (Some(probe), true) = (probe, current) {
-                            received += 1;
-                            rx_bytes += size as u64;
-                            let latency = t.saturating_sub(probe.sent_ns);
-                            self.hist.record(latency);
-                            if probe.sent_ns >= steady_from {
-                                self.steady.record(latency);
+                match &mut self.pairs[p].b {
+                    Link::Udp(b) => {
+                        // Bounded so that sending keeps its pace under a flood.
+                        for _ in 0..8 {
+                            let got = recv.recv(b.as_raw_fd())?;
+                            if got == 0 {
+                                break;
+                            }
+                            let t = mono_ns();
+                            last_rx = t;
+                            for i in 0..got {
+                                tally.record(recv.packet(i), t);
+                            }
+                            if got < BURST_CAP {
+                                break;
                             }
                         }
                     }
-                    if got < BURST_CAP {
-                        break;
+                    Link::Stream(b) => {
+                        let open = b.fill()?;
+                        let t = mono_ns();
+                        let before = tally.received;
+                        b.frames(|m| tally.record(m, t)).map_err(std::io::Error::other)?;
+                        if tally.received > before {
+                            last_rx = t;
+                        }
+                        if !open {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("the server closed pair {p}'s B connection"),
+                            ));
+                        }
                     }
                 }
             }
         }
+        let (received, rx_bytes) = (tally.received, tally.rx_bytes);
         let seconds = spec.duration.as_secs_f64();
         let wall = (mono_ns() - start) as f64 / 1e9;
         let drops_after = kernel::socket_drops();
@@ -278,11 +353,46 @@ impl Flows {
             // SAFETY: events is a valid buffer of epoll_event for the call.
             let ready = unsafe { libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, 50) };
             for ev in events.iter().take(ready.max(0) as usize) {
-                let fd = self.pairs[ev.u64 as usize].b.as_raw_fd();
-                while recv.recv(fd)? > 0 {
-                    last = mono_ns();
+                match &mut self.pairs[ev.u64 as usize].b {
+                    Link::Udp(b) => {
+                        while recv.recv(b.as_raw_fd())? > 0 {
+                            last = mono_ns();
+                        }
+                    }
+                    Link::Stream(b) => {
+                        b.fill()?;
+                        b.frames(|_| last = mono_ns()).map_err(std::io::Error::other)?;
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Counts what B received: the probes of this run (an earlier run's stragglers are not).
+struct Tally<'a> {
+    raw: bool,
+    size: usize,
+    first_seq: &'a [u64],
+    steady_from: u64,
+    received: u64,
+    rx_bytes: u64,
+    hist: &'a mut Histogram,
+    steady: &'a mut Histogram,
+}
+
+impl Tally<'_> {
+    fn record(&mut self, bytes: &[u8], t: u64) {
+        let Some(probe) = decode(bytes, self.raw) else { return };
+        if !self.first_seq.get(probe.pair as usize).is_some_and(|&f| probe.seq >= f) {
+            return;
+        }
+        self.received += 1;
+        self.rx_bytes += self.size as u64;
+        let latency = t.saturating_sub(probe.sent_ns);
+        self.hist.record(latency);
+        if probe.sent_ns >= self.steady_from {
+            self.steady.record(latency);
         }
     }
 }

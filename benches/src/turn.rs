@@ -1,15 +1,15 @@
-//! A TURN client that speaks only the wire protocol, and a pipelined transaction engine that
-//! drives thousands of them at once (a window of requests in flight, retransmission on
-//! timeout, the 401/438 challenge answered transparently).
+//! A TURN client that speaks only the wire protocol, over UDP, TCP or TLS, and a pipelined
+//! transaction engine that drives thousands of them at once (a window of requests in flight,
+//! retransmission on timeout over UDP, the 401/438 challenge answered transparently).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use teletip_turn_proto::codec::{self, Class, IntegrityKey, IntegrityKind, Message, MessageWriter, Method, attr};
 use teletip_turn_proto::credentials::{PasswordAlgorithm, issue, long_term_key};
 
-use crate::sockets;
+use crate::transport::Link;
 
 /// The first channel number a client binds (RFC 8656 §12).
 pub const FIRST_CHANNEL: u16 = 0x4000;
@@ -26,6 +26,10 @@ pub enum TurnError {
     Timeout { method: &'static str, tries: u32 },
     #[error("{method}: malformed answer")]
     Malformed { method: &'static str },
+    #[error("{method}: the server closed the connection")]
+    Closed { method: &'static str },
+    #[error("{method}: {source}")]
+    Framing { method: &'static str, source: codec::FramingError },
 }
 
 /// One request a client makes.
@@ -66,9 +70,9 @@ struct Pending {
     tries: u32,
 }
 
-/// A TURN client on its own UDP socket (its own 5-tuple) with REST credentials.
+/// A TURN client on its own UDP socket or connection (its own 5-tuple) with REST credentials.
 pub struct Client {
-    pub socket: UdpSocket,
+    pub link: Link,
     pub local: SocketAddr,
     pub server: SocketAddr,
     username: String,
@@ -83,24 +87,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client bound to an ephemeral port on `bind_ip` with credentials for session `id`
-    /// valid for `ttl_secs` under `secret`.
-    pub fn new(
-        server: SocketAddr,
-        bind_ip: std::net::IpAddr,
-        secret: &str,
-        id: &str,
-        ttl_secs: u64,
-    ) -> Result<Client, TurnError> {
-        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
-        socket.set_nonblocking(true)?;
-        sockets::set_buffers(socket.as_raw_fd(), 4 << 20);
-        let local = socket.local_addr()?;
+    /// A client of `server` on `link` (see `transport::Dialer`) with credentials for session
+    /// `id` valid for `ttl_secs` under `secret`.
+    pub fn new(server: SocketAddr, link: Link, secret: &str, id: &str, ttl_secs: u64) -> Result<Client, TurnError> {
+        let local = link.local_addr()?;
         let expiry =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + ttl_secs;
         let (username, password) = issue(secret.as_bytes(), id, expiry);
         Ok(Client {
-            socket,
+            link,
             local,
             server,
             username,
@@ -159,9 +154,16 @@ impl Client {
         (txid, buf)
     }
 
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        match &mut self.link {
+            Link::Udp(socket) => socket.send_to(packet, self.server).map(drop),
+            Link::Stream(conn) => conn.send(packet),
+        }
+    }
+
     fn start(&mut self, request: Request) -> Result<(), TurnError> {
         let (txid, packet) = self.build(request);
-        self.socket.send_to(&packet, self.server)?;
+        self.send(&packet)?;
         self.pending = Some(Pending { request, txid, packet, sent: Instant::now(), tries: 1 });
         Ok(())
     }
@@ -213,7 +215,37 @@ impl Client {
         }
     }
 
+    /// Reads what arrived for this client; `Ok(true)` when its pending transaction finished.
+    fn receive(&mut self, buf: &mut [u8]) -> Result<bool, TurnError> {
+        let messages = match &mut self.link {
+            Link::Udp(socket) => {
+                let mut messages = Vec::new();
+                while let Ok((n, _)) = socket.recv_from(buf) {
+                    messages.push(buf[..n].to_vec());
+                }
+                messages
+            }
+            Link::Stream(conn) => {
+                let method = self.pending.as_ref().map_or("-", |p| p.request.name());
+                let open = conn.fill()?;
+                let mut messages = Vec::new();
+                conn.frames(|m| messages.push(m.to_vec())).map_err(|source| TurnError::Framing { method, source })?;
+                if !open && messages.is_empty() {
+                    return Err(TurnError::Closed { method });
+                }
+                messages
+            }
+        };
+        for m in messages {
+            if self.on_datagram(&m)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn retransmit_if_due(&mut self, now: Instant) -> Result<(), TurnError> {
+        let reliable = matches!(self.link, Link::Stream(_));
         let Some(p) = &mut self.pending else { return Ok(()) };
         if now.duration_since(p.sent) < RETRANSMIT {
             return Ok(());
@@ -225,7 +257,11 @@ impl Client {
         }
         p.tries += 1;
         p.sent = now;
-        self.socket.send_to(&p.packet, self.server)?;
+        // A stream delivers or fails: only the timeout counts there (RFC 8489 §6.2.2).
+        if !reliable {
+            let packet = p.packet.clone();
+            self.send(&packet)?;
+        }
         Ok(())
     }
 }
@@ -250,20 +286,17 @@ pub fn run_transactions(
         while in_flight.len() < window && next < jobs.len() {
             let (i, request) = jobs[next];
             clients[i].start(request)?;
-            epoll.add(clients[i].socket.as_raw_fd(), i as u64)?;
+            epoll.add(clients[i].link.as_raw_fd(), i as u64)?;
             in_flight.push(i);
             next += 1;
         }
         let ready = epoll.wait(&mut events, 10)?;
         for ev in &events[..ready] {
             let i = ev.u64 as usize;
-            while let Ok((n, _)) = clients[i].socket.recv_from(&mut buf) {
-                if clients[i].on_datagram(&buf[..n])? {
-                    epoll.remove(clients[i].socket.as_raw_fd())?;
-                    if let Some(k) = in_flight.iter().position(|&j| j == i) {
-                        in_flight.swap_remove(k);
-                    }
-                    break;
+            if clients[i].receive(&mut buf)? {
+                epoll.remove(clients[i].link.as_raw_fd())?;
+                if let Some(k) = in_flight.iter().position(|&j| j == i) {
+                    in_flight.swap_remove(k);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! teletip-loadgen: drives a TURN server (or a raw forwarder) with client pairs relaying to
 //! each other and reports throughput, loss (pinned on the side that dropped), latency, and for
-//! the allocation mode the allocation rate and the server's memory.
+//! the allocation mode the allocation rate and the server's memory. TURN clients reach the
+//! server over UDP, TCP or TLS (`--transport`); allocations relay over UDP whichever it is.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use teletip_benches::flow::{Flows, Frame, Pair, RunResult, RunSpec};
 use teletip_benches::kernel;
 use teletip_benches::sockets;
+use teletip_benches::transport::{DialError, Dialer, Link, Transport};
 use teletip_benches::turn::{Client, FIRST_CHANNEL, Request, TurnError, run_transactions};
 
 #[derive(Parser)]
@@ -79,12 +81,36 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct TurnArgs {
-    /// The TURN server's UDP address.
+    /// The TURN server's address for --transport (its TLS port for tls).
     #[arg(long)]
     server: SocketAddr,
     /// The TURN REST shared secret (static-auth-secret).
     #[arg(long)]
     secret: String,
+    /// How clients reach the server: a UDP socket each, or a TCP or TLS connection each (any
+    /// certificate accepted). Allocations relay over UDP either way.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
+}
+
+impl TurnArgs {
+    /// `count` clients of the server, each on its own socket or connection, named `prefix-i`.
+    fn clients(&self, count: usize, prefix: &str) -> Result<Vec<Client>, LoadgenError> {
+        let dialer = Dialer::new(self.transport)?;
+        let ip = localhost(&self.server);
+        let run_id = std::process::id();
+        let mut clients = Vec::with_capacity(count);
+        for i in 0..count {
+            let link = dialer.dial(self.server, ip)?;
+            clients.push(Client::new(self.server, link, &self.secret, &format!("{prefix}-{run_id}-{i}"), 3600)?);
+        }
+        if let Some(Link::Stream(conn)) = clients.first().map(|c| &c.link)
+            && let Some(suite) = conn.tls_suite()
+        {
+            eprintln!("TLS: {suite}");
+        }
+        Ok(clients)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -128,6 +154,8 @@ enum Mode {
 enum LoadgenError {
     #[error(transparent)]
     Turn(#[from] TurnError),
+    #[error(transparent)]
+    Dial(#[from] DialError),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
     #[error("the forwarder did not acknowledge pair registration")]
@@ -156,13 +184,8 @@ fn localhost(server: &SocketAddr) -> IpAddr {
 }
 
 fn relay(turn: &TurnArgs, mode: Mode, load: &LoadArgs) -> Result<(), LoadgenError> {
-    let ip = localhost(&turn.server);
     let setup = Instant::now();
-    let run_id = std::process::id();
-    let mut clients = Vec::with_capacity(load.pairs * 2);
-    for i in 0..load.pairs * 2 {
-        clients.push(Client::new(turn.server, ip, &turn.secret, &format!("bench-{run_id}-{i}"), 3600)?);
-    }
+    let mut clients = turn.clients(load.pairs * 2, "bench")?;
     let allocate: Vec<(usize, Request)> = (0..clients.len()).map(|i| (i, Request::Allocate)).collect();
     run_transactions(&mut clients, &allocate, 64, &mut || {})?;
     // Pair p is clients 2p (A) and 2p+1 (B); each binds to the other's relayed address, which
@@ -187,11 +210,12 @@ fn relay(turn: &TurnArgs, mode: Mode, load: &LoadArgs) -> Result<(), LoadgenErro
             Mode::Channel => Frame::Channel(FIRST_CHANNEL),
             Mode::Send => Frame::Send(b.relayed.expect("allocated")),
         };
-        pairs.push(Pair { a: a.socket, b: b.socket, frame });
+        pairs.push(Pair { a: a.link, b: b.link, frame });
     }
     let label = format!(
-        "mode={} relayed={} label={}",
+        "mode={} transport={} relayed={} label={}",
         if mode == Mode::Channel { "channel" } else { "send" },
+        turn.transport.name(),
         relayed_family(&relayed),
         load.label
     );
@@ -217,7 +241,7 @@ fn raw(server: SocketAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
         sockets::set_buffers(a.as_raw_fd(), 4 << 20);
         sockets::set_buffers(b.as_raw_fd(), 4 << 20);
         register(&b, server, p as u32)?;
-        pairs.push(Pair { a, b, frame: Frame::Raw });
+        pairs.push(Pair { a: Link::Udp(a), b: Link::Udp(b), frame: Frame::Raw });
     }
     drive(Flows::new(pairs, true)?, server, load, &format!("mode=raw label={}", load.label))
 }
@@ -330,12 +354,8 @@ fn alloc(
     pid: Option<u32>,
     hold_secs: Option<f64>,
 ) -> Result<(), LoadgenError> {
-    let ip = localhost(&turn.server);
-    let run_id = std::process::id();
-    let mut clients = Vec::with_capacity(count);
-    for i in 0..count {
-        clients.push(Client::new(turn.server, ip, &turn.secret, &format!("alloc-{run_id}-{i}"), 3600)?);
-    }
+    let mut clients = turn.clients(count, "alloc")?;
+    let transport = turn.transport.name();
     let rss = || pid.and_then(kernel::rss_kib).unwrap_or(0);
     let before = rss();
     let mut peak = before;
@@ -355,7 +375,7 @@ fn alloc(
     };
     if let Some(hold) = hold_secs {
         println!(
-            "RESULT mode=alloc count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} held_secs={hold} \
+            "RESULT mode=alloc transport={transport} count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} held_secs={hold} \
              server_cpu_pct={server_cpu} generator_cpu_pct={generator_cpu:.0}",
             count as f64 / secs
         );
@@ -379,7 +399,7 @@ fn alloc(
         count as f64 / secs
     );
     println!(
-        "RESULT mode=alloc count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} rss_before_kib={before} \
+        "RESULT mode=alloc transport={transport} count={count} window={window} seconds={secs:.3} allocs_per_sec={:.0} rss_before_kib={before} \
          rss_peak_kib={peak} rss_held_kib={held} bytes_per_alloc={per_alloc:.0} rss_released_kib={released} server_cpu_pct={server_cpu} generator_cpu_pct={generator_cpu:.0}",
         count as f64 / secs
     );
