@@ -43,6 +43,9 @@ impl StreamConn {
                 while conn.is_handshaking() {
                     conn.complete_io(&mut tcp)?;
                 }
+                // `flush` hands rustls frames only once it has written out the last ones, so
+                // what rustls holds is bounded by the outbox; a whole frame must always fit.
+                conn.set_buffer_limit(None);
                 Some(Box::new(conn))
             }
         };
@@ -66,7 +69,7 @@ impl StreamConn {
         self.flush()
     }
 
-    /// Bytes queued that the socket has not taken yet (1 for TLS records rustls still holds).
+    /// Bytes queued that the socket has not taken yet (plus 1 while rustls holds records).
     pub fn backlog(&self) -> usize {
         let held = self.tls.as_ref().is_some_and(|t| t.wants_write());
         self.outbox.len() - self.out_pos + usize::from(held)
@@ -85,20 +88,26 @@ impl StreamConn {
                     }
                 }
             }
-            Some(tls) => loop {
-                // rustls takes plaintext up to its buffer limit and seals it into records of up
-                // to 16 KiB: the frames queued together leave in one record and one write.
-                if self.out_pos < self.outbox.len() {
-                    self.out_pos += tls.writer().write(&self.outbox[self.out_pos..])?;
+            Some(tls) => 'records: loop {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.tcp) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'records,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                if !tls.wants_write() {
+                if self.out_pos == self.outbox.len() {
                     break;
                 }
-                match tls.write_tls(&mut self.tcp) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                // One record per message, as teletip-relay sends them: coturn (OpenSSL) loses
+                // messages that share a record. The records of the frames queued together
+                // still leave in one write (rustls writes its queue with writev).
+                while self.out_pos < self.outbox.len() {
+                    let rest = &self.outbox[self.out_pos..];
+                    let n = frame_len(rest).ok().flatten().map_or(rest.len(), |n| n.min(rest.len()));
+                    tls.writer().write_all(&rest[..n])?;
+                    self.out_pos += n;
                 }
             },
         }
