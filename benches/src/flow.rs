@@ -384,7 +384,8 @@ struct Tally<'a> {
 impl Tally<'_> {
     fn record(&mut self, bytes: &[u8], t: u64) {
         let Some(probe) = decode(bytes, self.raw) else { return };
-        if !self.first_seq.get(probe.pair as usize).is_some_and(|&f| probe.seq >= f) {
+        // A straggler of an earlier run (its sequence number is below this run's first).
+        if self.first_seq.get(probe.pair as usize).is_none_or(|&f| probe.seq < f) {
             return;
         }
         self.received += 1;

@@ -241,7 +241,7 @@ mod tests {
             batch
         });
         let mut conn = StreamConn::connect(addr, None).unwrap();
-        let mut got = Vec::new();
+        let mut got: Vec<Vec<u8>> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while got.concat() != wire {
             assert!(Instant::now() < deadline, "got {} of {} bytes", got.concat().len(), wire.len());
