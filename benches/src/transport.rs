@@ -74,10 +74,6 @@ impl Dialer {
         Ok(Dialer { transport, tls })
     }
 
-    pub fn transport(&self) -> Transport {
-        self.transport
-    }
-
     /// A UDP socket on an ephemeral port of `bind_ip` (non-blocking, 4 MiB buffers), or a
     /// connection to `server`.
     pub fn dial(&self, server: SocketAddr, bind_ip: IpAddr) -> io::Result<Link> {
