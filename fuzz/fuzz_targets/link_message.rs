@@ -49,7 +49,11 @@ fn at_the_relay(message: ControlToRelay) {
                 // A key id the relay accepts can go into a log line and a metric label as it is.
                 if teletip_relay::config::is_plain_key_id(&s.key_id) {
                     assert!(!s.key_id.is_empty());
-                    assert!(s.key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{:?}", s.key_id);
+                    assert!(
+                        s.key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                        "{:?}",
+                        s.key_id
+                    );
                 }
             }
         }
