@@ -178,7 +178,8 @@ async fn session(
 
 /// Whether `host` can go into a `turn:` URL as it is: a DNS name or an IP address (IPv6 without
 /// brackets). Anything else (spaces, `?`, `@`, `/`) would let a relay shape the URLs clients get.
-fn plausible_host(host: &str) -> bool {
+/// Public for the fuzzer (fuzz/fuzz_targets/link_message.rs).
+pub fn plausible_host(host: &str) -> bool {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return true;
     }

@@ -31,12 +31,34 @@ fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Which test binary is running, so that relay port ranges differ between test binaries that
-/// cargo may run at the same time.
+/// Under cargo-nextest (CI), each test is a process of its own and several run at once, so an
+/// in-process counter cannot keep their port ranges apart: nextest numbers the tests running
+/// at the same time (`NEXTEST_TEST_GLOBAL_SLOT`, 0 to the thread count - 1, reused only once
+/// its test has ended), and each slot gets a region of its own.
+fn nextest_slot() -> Option<u16> {
+    std::env::var("NEXTEST_TEST_GLOBAL_SLOT").ok()?.parse().ok()
+}
+
+/// Which region of 20000-23599 (600 ports, 15 ranges of 40) this process's relays take: its
+/// nextest slot, or under `cargo test`, which runs one test binary at a time, the binary. It
+/// stays under 24100, where control/tests' linked relays have fixed ranges.
 fn binary_offset() -> u16 {
+    if let Some(slot) = nextest_slot() {
+        return slot % 6;
+    }
     let exe = std::env::current_exe().unwrap();
     let name = exe.file_name().unwrap().to_string_lossy().to_string();
-    (name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))) % 20) as u16
+    (name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))) % 6) as u16
+}
+
+/// Where this process's wide ranges (10000-19999) start and how many ports they may take: a
+/// quarter per nextest slot (the widest range a test asks for is 2000 ports), all of it under
+/// `cargo test`.
+fn wide_region() -> (u16, u16) {
+    match nextest_slot() {
+        Some(slot) => ((slot % 4) * 2500, 2500),
+        None => (0, 10_000),
+    }
 }
 
 pub struct Relay {
@@ -57,8 +79,8 @@ impl Relay {
     }
 
     /// As [`Relay::start`], with a relay port range of `span` ports. More than 40 come from
-    /// 10000-19999, a slice per relay (the test binaries run one at a time; within one, tests
-    /// that need such a range should be few).
+    /// 10000-19999, a slice per relay ([`wide_region`]; within one process, tests that need
+    /// such a range should be few).
     pub fn start_with_ports(ip: &str, extra: &[&str], span: u16) -> Relay {
         for _ in 0..5 {
             if let Some(relay) = Self::try_start(ip, extra, span) {
@@ -81,9 +103,12 @@ impl Relay {
             let min_port = 20000 + binary_offset() * 600 + slice * 40;
             (min_port, min_port + 39)
         } else {
-            let start = NEXT_WIDE_RANGE.fetch_add(span, Ordering::Relaxed);
-            assert!(u32::from(start) + u32::from(span) <= 10_000, "wide relay port ranges used up");
-            (10_000 + start, 10_000 + start + span - 1)
+            let (region, size) = wide_region();
+            assert!(span <= size, "a relay port range of {span} ports is wider than a region ({size})");
+            // Past the region's end it starts over: the relays of earlier ranges have been
+            // stopped by then (a retried start, the next test in this slot).
+            let start = NEXT_WIDE_RANGE.fetch_add(span, Ordering::Relaxed) % (size / span * span);
+            (10_000 + region + start, 10_000 + region + start + span - 1)
         };
         let port = free_udp_port(ip);
         let metrics_port = free_tcp_port();
