@@ -40,6 +40,8 @@ pub struct ShellStats {
     pub xdp_mirrored: u64,
     /// Map writes that failed and allocations left out for want of a slot.
     pub xdp_failures: u64,
+    /// Datagrams the XDP program relayed (counted in the relayed totals too).
+    pub xdp_relayed_packets: u64,
 }
 
 pub fn describe() {
@@ -90,6 +92,10 @@ pub fn describe() {
     describe_counter!(
         "teletip_xdp_mirror_failures_total",
         "Map writes of the XDP offload that failed, and allocations left to user space for want of a map slot"
+    );
+    describe_counter!(
+        "teletip_xdp_relayed_packets_total",
+        "Of teletip_relayed_packets_total, the datagrams the XDP offload relayed inside the kernel"
     );
     describe_counter!("teletip_relayed_packets_total", "Datagrams relayed, by direction");
     describe_counter!("teletip_relayed_bytes_total", "Application bytes relayed, by direction");
@@ -201,6 +207,7 @@ impl Publisher {
         gauge_delta("teletip_relay_sockets_pooled", shell.relay_sockets_pooled, ls.relay_sockets_pooled);
         gauge_delta("teletip_xdp_offloaded_allocations", shell.xdp_mirrored, ls.xdp_mirrored);
         counter!("teletip_xdp_mirror_failures_total").increment(d(shell.xdp_failures, ls.xdp_failures));
+        counter!("teletip_xdp_relayed_packets_total").increment(d(shell.xdp_relayed_packets, ls.xdp_relayed_packets));
         counter!("teletip_dropped_packets_total", "reason" => "send_buffer_full")
             .increment(d(shell.send_buffer_full, ls.send_buffer_full));
         counter!("teletip_dropped_packets_total", "reason" => "send_error")

@@ -258,6 +258,7 @@ impl WorkerSetup {
                     mirror.collect(&mut w.shard, now);
                     w.shell.xdp_mirrored = mirror.mirrored() as u64;
                     w.shell.xdp_failures = mirror.failures + mirror.slots_exhausted;
+                    w.shell.xdp_relayed_packets = mirror.relayed_packets;
                 }
                 w.shard.binder_mut().trim_pool();
                 let peak = w.shard.take_allocation_peak();

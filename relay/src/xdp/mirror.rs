@@ -57,6 +57,9 @@ pub struct Mirror {
     pub failures: u64,
     /// Allocations not mirrored because this worker's slots were all in use.
     pub slots_exhausted: u64,
+    /// Datagrams the program relayed for this worker's allocations (both directions), as
+    /// collected so far: the share of the relayed datagrams that never reached user space.
+    pub relayed_packets: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
@@ -79,6 +82,7 @@ impl Mirror {
             tos,
             failures: 0,
             slots_exhausted: 0,
+            relayed_packets: 0,
         }
     }
 
@@ -121,6 +125,7 @@ impl Mirror {
             }
         }
         self.changes = changes;
+        self.relayed_packets += c2p_total.packets + p2c_total.packets;
         shard.count_offloaded(c2p_total, p2c_total);
     }
 
@@ -155,6 +160,7 @@ impl Mirror {
                 }
             }
         }
+        self.relayed_packets += c2p_total.packets + p2c_total.packets;
         shard.count_offloaded(c2p_total, p2c_total);
     }
 
