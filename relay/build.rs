@@ -22,7 +22,7 @@ fn main() {
         .output();
     let generated = match result {
         Ok(o) if o.status.success() => {
-            format!("pub const OBJECT: Result<&[u8], &str> = Ok(include_bytes!({:?}));\n", object.display())
+            format!("pub const OBJECT: Result<&[u8], &str> = Ok(include_bytes!({:?}) as &[u8]);\n", object.display())
         }
         Ok(o) => {
             // A compile error in our own C is a bug to see, not to hide: fail the build.

@@ -1231,13 +1231,22 @@ mod tests {
         assert_eq!(default.xdp_mode, crate::xdp::XdpMode::Auto);
         assert!(check::xdp_warnings(&default, &|_| false, Err("not built")).is_empty(), "nothing to say when off");
 
-        let on = resolve("xdp-offload = [\"eth0\", \"veth9\"]\nxdp-mode = \"generic\"\nlistening-ip = [\"10.0.0.5\", \"0.0.0.0\"]");
+        let on = resolve(
+            "xdp-offload = [\"eth0\", \"veth9\"]\nxdp-mode = \"generic\"\nlistening-ip = [\"10.0.0.5\", \"0.0.0.0\"]",
+        );
         assert_eq!(on.xdp_offload, ["eth0", "veth9"]);
         assert_eq!(on.xdp_mode, crate::xdp::XdpMode::Generic);
-        let warnings = check::xdp_warnings(&on, &|name| name == "eth0", Err("this relay was built without its XDP program"));
+        let warnings =
+            check::xdp_warnings(&on, &|name| name == "eth0", Err("this relay was built without its XDP program"));
         assert_eq!(warnings.len(), 3, "{warnings:?}");
-        assert!(warnings[0].starts_with("xdp-offload is set but this relay was built without its XDP program"), "{warnings:?}");
-        assert!(warnings[1].starts_with("xdp-offload names \"veth9\", which is not a network interface"), "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("xdp-offload is set but this relay was built without its XDP program"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("xdp-offload names \"veth9\", which is not a network interface"),
+            "{warnings:?}"
+        );
         assert!(warnings[2].starts_with("listening-ip 0.0.0.0 is a wildcard"), "{warnings:?}");
         let one = resolve("xdp-offload = \"eth0\"\nlistening-ip = \"10.0.0.5\"");
         assert!(check::xdp_warnings(&one, &|name| name == "eth0", Ok(())).is_empty());

@@ -107,13 +107,42 @@ impl Relay {
         let log = dir.path().join("relay.log");
         let metrics_port = 19641;
         let mut args = vec![
-            "netns", "exec", &net.r, env!("CARGO_BIN_EXE_teletip-relay"),
-            "--listening-ip", "10.77.0.1", "--listening-ip", "fd77::1", "--listening-port", "3478",
-            "--relay-ip", "10.77.0.1", "--relay-ip", "fd77::1", "--min-port", "50000", "--max-port", "50100",
-            "--realm", support::REALM, "--static-auth-secret", SECRET, "--prometheus-port", "19641",
-            "--allowed-peer-ip", "10.77.0.0/30", "--allowed-peer-ip", "fd77::/126",
-            "--relay-socket-pool", "0", "--relay-socket-pool-at-start", "0", "--no-tcp", "true",
-            "--workers", "2",
+            "netns",
+            "exec",
+            &net.r,
+            env!("CARGO_BIN_EXE_teletip-relay"),
+            "--listening-ip",
+            "10.77.0.1",
+            "--listening-ip",
+            "fd77::1",
+            "--listening-port",
+            "3478",
+            "--relay-ip",
+            "10.77.0.1",
+            "--relay-ip",
+            "fd77::1",
+            "--min-port",
+            "50000",
+            "--max-port",
+            "50100",
+            "--realm",
+            support::REALM,
+            "--static-auth-secret",
+            SECRET,
+            "--prometheus-port",
+            "19641",
+            "--allowed-peer-ip",
+            "10.77.0.0/30",
+            "--allowed-peer-ip",
+            "fd77::/126",
+            "--relay-socket-pool",
+            "0",
+            "--relay-socket-pool-at-start",
+            "0",
+            "--no-tcp",
+            "true",
+            "--workers",
+            "2",
         ];
         args.extend_from_slice(extra);
         let child = Command::new("ip")
@@ -273,7 +302,13 @@ fn warm_up(send: &dyn Fn(), s: &UdpSocket) -> u64 {
     panic!("nothing came through");
 }
 
-fn kernel_relays_what_the_relay_granted(tag: &str, relay_ip: &str, client_addr: &str, peer_addr: &str, denied_addr: &str) {
+fn kernel_relays_what_the_relay_granted(
+    tag: &str,
+    relay_ip: &str,
+    client_addr: &str,
+    peer_addr: &str,
+    denied_addr: &str,
+) {
     let net = Net::new(tag);
     let relay = Relay::start(&net, &["--xdp-offload", "r0", "--xdp-mode", "generic"]);
     assert!(relay.log_text().contains("XDP OFFLOAD ON"), "{}", relay.log_text());
@@ -420,7 +455,16 @@ fn the_relay_says_why_it_falls_back_and_relays_in_user_space() {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &net.r, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
             .args(["--inh-caps=-all", "--bounding-set=-all", env!("CARGO_BIN_EXE_teletip-relay")])
-            .args(["--listening-ip", "10.77.0.1", "--listening-port", "3479", "--min-port", "50200", "--max-port", "50300"])
+            .args([
+                "--listening-ip",
+                "10.77.0.1",
+                "--listening-port",
+                "3479",
+                "--min-port",
+                "50200",
+                "--max-port",
+                "50300",
+            ])
             .args(["--static-auth-secret", SECRET, "--prometheus", "false", "--no-tcp", "true"])
             .args(["--xdp-offload", "r0"])
             .stdout(Stdio::null())

@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 
 use teletip_relay::xdp::Offload;
-use teletip_relay::xdp::maps::{Addr, AllocVal, C2pKey, C2pVal, Counters, Maps, P2cKey, P2cVal, PermKey, PermVal, UNLIMITED};
+use teletip_relay::xdp::maps::{
+    Addr, AllocVal, C2pKey, C2pVal, Counters, Maps, P2cKey, P2cVal, PermKey, PermVal, UNLIMITED,
+};
 use teletip_relay::xdp::mirror::monotonic_ns;
 
 const XDP_PASS: u32 = 2;
@@ -255,8 +257,14 @@ fn channel(maps: &Maps, g: &Grant, number: u16, peer: SocketAddr, expires_ns: u6
     };
     Maps::put(&maps.c2p, &key, &value).unwrap();
     let key = P2cKey { relay: Addr::new(g.relay), peer: Addr::new(peer) };
-    let value =
-        P2cVal { client: Addr::new(g.client), server: Addr::new(g.server), channel: number, pad: 0, alloc: g.slot, expires_ns };
+    let value = P2cVal {
+        client: Addr::new(g.client),
+        server: Addr::new(g.server),
+        channel: number,
+        pad: 0,
+        alloc: g.slot,
+        expires_ns,
+    };
     Maps::put(&maps.p2c, &key, &value).unwrap();
 }
 
@@ -269,12 +277,14 @@ fn granted(maps: &Maps, g: &Grant, peer: SocketAddr) {
 }
 
 fn v4_grant() -> (Grant, SocketAddr) {
-    let g = Grant { slot: 7, client: sa("10.99.0.3:40000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50000") };
+    let g =
+        Grant { slot: 7, client: sa("10.99.0.3:40000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50000") };
     (g, sa("10.99.0.2:7000"))
 }
 
 fn v6_grant() -> (Grant, SocketAddr) {
-    let g = Grant { slot: 9, client: sa("[fd99::3]:40000"), server: sa("[fd99::1]:3478"), relay: sa("[fd99::1]:50000") };
+    let g =
+        Grant { slot: 9, client: sa("[fd99::3]:40000"), server: sa("[fd99::1]:3478"), relay: sa("[fd99::1]:50000") };
     (g, sa("[fd99::2]:7000"))
 }
 
@@ -360,8 +370,10 @@ fn the_same_relay_short_circuit_swaps_channel_and_addresses() {
     let _ns = Namespace::enter("short");
     let offload = Offload::load().unwrap();
     let maps = offload.maps();
-    let a = Grant { slot: 1, client: sa("10.99.0.3:40000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50000") };
-    let b = Grant { slot: 2, client: sa("10.99.0.4:41000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50002") };
+    let a =
+        Grant { slot: 1, client: sa("10.99.0.3:40000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50000") };
+    let b =
+        Grant { slot: 2, client: sa("10.99.0.4:41000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50002") };
     let later = monotonic_ns() + 60 * SECOND;
     for (from, to, number) in [(&a, &b, 0x4001), (&b, &a, 0x4abc)] {
         allocation(&maps, from.slot, later, UNLIMITED);
@@ -379,7 +391,11 @@ fn the_same_relay_short_circuit_swaps_channel_and_addresses() {
 
     // B without a permission for A: user space decides (it drops, as the kernel path would).
     Maps::remove(&maps.perms, &PermKey { alloc: b.slot, ip: Addr::ip_bytes(a.relay.ip()) }).unwrap();
-    assert_passed(&offload, &udp_packet(a.client, a.server, &channel_data(0x4001, b"to b")), "receiver lacks permission");
+    assert_passed(
+        &offload,
+        &udp_packet(a.client, a.server, &channel_data(0x4001, b"to b")),
+        "receiver lacks permission",
+    );
 }
 
 #[test]
@@ -423,12 +439,19 @@ fn nothing_user_space_would_refuse_is_relayed() {
     assert_eq!(offload.test_run(&to_peer).unwrap().0, XDP_REDIRECT, "1 byte of a 3-byte lease");
     assert_passed(&offload, &udp_packet(g.client, g.server, &channel_data(0x4001, b"xyz")), "3 bytes of 2 left");
     assert_eq!(maps.spent(g.slot).unwrap(), 1, "what failed is not drawn");
-    assert_eq!(offload.test_run(&udp_packet(g.client, g.server, &channel_data(0x4001, b"xy"))).unwrap().0, XDP_REDIRECT);
+    assert_eq!(
+        offload.test_run(&udp_packet(g.client, g.server, &channel_data(0x4001, b"xy"))).unwrap().0,
+        XDP_REDIRECT
+    );
     assert_passed(&offload, &to_peer, "the lease is used up");
     allocation(&maps, g.slot, later, UNLIMITED);
 
     assert_passed(&offload, &udp_packet(g.client, g.server, &channel_data(0x4002, b"x")), "unknown channel");
-    assert_passed(&offload, &udp_packet(sa("10.99.0.4:40000"), g.server, &channel_data(0x4001, b"x")), "another client");
+    assert_passed(
+        &offload,
+        &udp_packet(sa("10.99.0.4:40000"), g.server, &channel_data(0x4001, b"x")),
+        "another client",
+    );
     assert_passed(&offload, &udp_packet(sa("10.99.0.2:7001"), g.relay, b"y"), "a port without a channel");
     let counted = maps.counters(g.slot).unwrap();
     assert_eq!((counted.c2p_packets, counted.p2c_packets), (3, 0), "only what was relayed is counted");
@@ -502,7 +525,8 @@ fn a_destination_without_a_resolved_neighbour_goes_up() {
     }
     let _ns = Namespace::enter("noneigh");
     let offload = Offload::load().unwrap();
-    let g = Grant { slot: 3, client: sa("10.99.0.3:40000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50000") };
+    let g =
+        Grant { slot: 3, client: sa("10.99.0.3:40000"), server: sa("10.99.0.1:3478"), relay: sa("10.99.0.1:50000") };
     // 10.99.0.77 is on x0's subnet but has no neighbour entry: the socket path resolves it.
     let peer = sa("10.99.0.77:7000");
     granted(&offload.maps(), &g, peer);

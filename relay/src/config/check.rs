@@ -99,7 +99,11 @@ pub fn host_addresses() -> std::io::Result<Vec<IpAddr>> {
 /// of these makes the running relay fall back to user space (all of it or those clients), as
 /// it then logs; none is an error. `interface_exists` and `built` are the host's and the
 /// build's answers, passed in so that this is tested without either.
-pub fn xdp_warnings(config: &RelayConfig, interface_exists: &dyn Fn(&str) -> bool, built: Result<(), &str>) -> Vec<String> {
+pub fn xdp_warnings(
+    config: &RelayConfig,
+    interface_exists: &dyn Fn(&str) -> bool,
+    built: Result<(), &str>,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     if config.xdp_offload.is_empty() {
         return warnings;

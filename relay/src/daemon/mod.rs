@@ -96,7 +96,9 @@ fn start_offload(config: &RelayConfig) -> Option<crate::xdp::Offload> {
                 config.xdp_mode
             );
             for ip in config.listening_ips.iter().filter(|ip| ip.is_unspecified()) {
-                tracing::warn!("listening-ip {ip} is a wildcard: its UDP clients are relayed in user space, not by XDP");
+                tracing::warn!(
+                    "listening-ip {ip} is a wildcard: its UDP clients are relayed in user space, not by XDP"
+                );
             }
             Some(offload)
         }

@@ -106,12 +106,11 @@ impl Mirror {
         changes.dedup();
         let (mut c2p_total, mut p2c_total) = (Flow::default(), Flow::default());
         for tuple in changes.drain(..) {
-            let lease = match shard.allocation_for(&tuple) {
-                Some(a) if mirrorable(&tuple) && !self.written.contains_key(&tuple) && a.has_bandwidth_cap() => {
-                    shard.lease_bandwidth(&tuple, now, |burst| burst)
-                }
-                _ => None,
-            };
+            // A new capped allocation starts with a full burst leased from its bucket.
+            let fresh_capped = mirrorable(&tuple)
+                && !self.written.contains_key(&tuple)
+                && shard.allocation_for(&tuple).is_some_and(|a| a.has_bandwidth_cap());
+            let lease = if fresh_capped { shard.lease_bandwidth(&tuple, now, |burst| burst) } else { None };
             let ended = match shard.allocation_for(&tuple) {
                 Some(a) if mirrorable(&tuple) => {
                     self.write(&tuple, a, shard.binder(), &to_mono, &mut |_| lease);
@@ -152,7 +151,9 @@ impl Mirror {
                 continue;
             };
             let outstanding = w.alloc.granted.saturating_sub(spent);
-            let Some(more) = shard.lease_bandwidth(tuple, now, |burst| burst.saturating_sub(outstanding)) else { continue };
+            let Some(more) = shard.lease_bandwidth(tuple, now, |burst| burst.saturating_sub(outstanding)) else {
+                continue;
+            };
             if more > 0 {
                 w.alloc.granted += more;
                 if Maps::put(&self.maps.allocs, &w.slot, &w.alloc).is_err() {

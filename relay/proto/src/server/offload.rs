@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Allocation, Flow, FiveTuple, RelayBinder, Shard};
+use super::{Allocation, FiveTuple, Flow, RelayBinder, Shard};
 use crate::time::Millis;
 
 /// A channel binding as the offload sees it.
