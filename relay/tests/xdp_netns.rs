@@ -57,6 +57,13 @@ impl Net {
             ip(&["-n", &net.c, "addr", "add", &format!("10.77.0.{host}/24"), "dev", "c0"]);
             ip(&["-n", &net.c, "addr", "add", &format!("fd77::{host}/64"), "dev", "c0", "nodad"]);
         }
+        // bpf_fib_lookup answers only where forwarding is on (relay-config.md, xdp-offload).
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.r, "sysctl", "-qw", "net.ipv4.conf.r0.forwarding=1"])
+            .args(["net.ipv6.conf.r0.forwarding=1"])
+            .output()
+            .expect("sysctl is installed (procps)");
+        assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
         ip(&["-n", &net.r, "link", "set", "r0", "up"]);
         ip(&["-n", &net.c, "link", "set", "c0", "up"]);
         net

@@ -45,6 +45,15 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Forwarding on for every interface of namespace `ns`, both families.
+fn forwarding(ns: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"])
+        .output()
+        .expect("sysctl is installed (procps)");
+    assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A network namespace that the calling thread enters, with x0 (10.99.0.1/24, fd99::1/64)
 /// and permanent neighbours: .2 / ::2 the peer, .3 / ::3 the client, .4 / ::4 a second client.
 /// Deleted on drop.
@@ -58,6 +67,9 @@ impl Namespace {
         let ns = Namespace(name.clone());
         let n = name.as_str();
         ip(&["-n", n, "link", "set", "lo", "up"]);
+        // bpf_fib_lookup answers only where forwarding is on (BPF_PROG_TEST_RUN's packets come
+        // in on lo).
+        forwarding(n);
         ip(&["-n", n, "link", "add", "x0", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "x1"]);
         ip(&["-n", n, "addr", "add", "10.99.0.1/24", "dev", "x0"]);
         ip(&["-n", n, "addr", "add", "fd99::1/64", "dev", "x0", "nodad"]);

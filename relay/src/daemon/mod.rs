@@ -95,6 +95,9 @@ fn start_offload(config: &RelayConfig) -> Option<crate::xdp::Offload> {
                  ({} mode); user space still decides every grant and the program relays only what it wrote",
                 config.xdp_mode
             );
+            for warning in crate::xdp::forwarding_warnings(&config.xdp_offload) {
+                tracing::warn!("{warning}");
+            }
             for ip in config.listening_ips.iter().filter(|ip| ip.is_unspecified()) {
                 tracing::warn!(
                     "listening-ip {ip} is a wildcard: its UDP clients are relayed in user space, not by XDP"

@@ -194,6 +194,28 @@ impl Offload {
     }
 }
 
+/// What keeps the kernel's FIB helper from answering for these interfaces: `bpf_fib_lookup`
+/// refuses (BPF_FIB_LKUP_RET_FWD_DISABLED) unless forwarding is on for the interface the
+/// datagram came in on, per family, and the program then passes every datagram up. The relay
+/// does not turn forwarding on itself: it makes the host route packets arriving there, which the
+/// operator's firewall must then refuse (docs/relay-security.md §13).
+pub fn forwarding_warnings(interfaces: &[String]) -> Vec<String> {
+    let on = |path: String| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1");
+    let mut warnings = Vec::new();
+    for name in interfaces {
+        for (family, sysctl) in [("IPv4", "ipv4"), ("IPv6", "ipv6")] {
+            if !on(format!("/proc/sys/net/{sysctl}/conf/{name}/forwarding")) {
+                warnings.push(format!(
+                    "{family} forwarding is off on {name}: the kernel's FIB lookup refuses to answer the XDP program \
+                     there, so its {family} datagrams are relayed in user space; set net.{sysctl}.conf.{name}.forwarding=1 \
+                     (and drop forwarded traffic in the firewall)"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 fn interface_index(name: &str) -> Result<u32, OffloadError> {
     let c = CString::new(name).map_err(|_| OffloadError::NoSuchInterface(name.to_string()))?;
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
