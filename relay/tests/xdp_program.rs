@@ -48,7 +48,15 @@ fn ip(args: &[&str]) {
 /// Forwarding on for every interface of namespace `ns`, both families.
 fn forwarding(ns: &str) {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.forwarding=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ])
         .output()
         .expect("sysctl is installed (procps)");
     assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
@@ -62,7 +70,7 @@ struct Namespace(String);
 impl Namespace {
     fn enter(test: &str) -> Namespace {
         let name = format!("ttxdp-{}-{test}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(std::process::Stdio::null()).status();
         ip(&["netns", "add", &name]);
         let ns = Namespace(name.clone());
         let n = name.as_str();
@@ -544,4 +552,32 @@ fn a_destination_without_a_resolved_neighbour_goes_up() {
     granted(&offload.maps(), &g, peer);
     assert_passed(&offload, &udp_packet(g.client, g.server, &channel_data(0x4001, b"x")), "unresolved neighbour");
     assert_eq!(offload.maps().counters(g.slot).unwrap(), Counters::default(), "nothing counted");
+}
+
+/// The program's own cost per datagram (BPF_PROG_TEST_RUN repeated a million times: no driver,
+/// no stack), for docs/performance.md: `cargo test --release -p teletip-relay --test
+/// xdp_program -- --ignored --nocapture program_cost`.
+#[test]
+#[ignore = "a measurement, not a check: run by hand (benches/xdp)"]
+fn program_cost() {
+    if !can_run("program_cost") {
+        return;
+    }
+    let _ns = Namespace::enter("cost");
+    let offload = Offload::load().unwrap();
+    let (g, peer) = v4_grant();
+    granted(&offload.maps(), &g, peer);
+    let (g6, peer6) = v6_grant();
+    granted(&offload.maps(), &g6, peer6);
+    let payload = [0u8; 160];
+    let cases = [
+        ("ipv4 client to peer", udp_packet(g.client, g.server, &channel_data(0x4001, &payload))),
+        ("ipv4 peer to client", udp_packet(peer, g.relay, &payload)),
+        ("ipv6 client to peer", udp_packet(g6.client, g6.server, &channel_data(0x4001, &payload))),
+        ("ipv4 not ours (STUN)", udp_packet(g.client, g.server, &[0u8; 20])),
+    ];
+    for (name, packet) in cases {
+        let (verdict, _, mean) = offload.test_run_repeated(&packet, 1_000_000).unwrap();
+        println!("RESULT xdp-program {name}: verdict {verdict}, {} ns per datagram", mean.as_nanos());
+    }
 }
