@@ -415,6 +415,12 @@ impl Worker {
                 }
                 let tuple = FiveTuple { client, server, transport: Transport::Udp };
                 let action = self.shard.handle_client(now, tuple, packet, &mut self.out);
+                if request {
+                    // What the request granted or ended is in the kernel's maps before its
+                    // answer leaves: a client that saw its allocation deleted finds no channel
+                    // of it relayed in the kernel any more.
+                    self.sync_offload(now);
+                }
                 self.perform(action, Input::Slot { offset: range.start, i });
             }
             if n < BATCH {
