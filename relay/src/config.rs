@@ -1250,6 +1250,6 @@ mod tests {
         assert!(warnings[2].starts_with("listening-ip 0.0.0.0 is a wildcard"), "{warnings:?}");
         let one = resolve("xdp-offload = \"eth0\"\nlistening-ip = \"10.0.0.5\"");
         assert!(check::xdp_warnings(&one, &|name| name == "eth0", Ok(())).is_empty());
-        assert!(RelayConfig::from_settings(settings(&format!("{secret}xdp-mode = \"turbo\""))).is_err());
+        assert!(toml::from_str::<Settings>("xdp-mode = \"turbo\"").is_err(), "a mode that does not exist");
     }
 }

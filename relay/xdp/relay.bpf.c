@@ -59,7 +59,7 @@ struct c2p_val {
 	struct addr relay;      // the relayed socket's bound address: the source towards the peer
 	struct addr relay_seen; // the relayed address as peers see it (external-ip applied)
 	__u32 alloc;
-	__u32 pad;
+	__u32 pad[2];           // spelled out: expires_ns is 8-byte aligned
 	__u64 expires_ns;       // the channel's expiry, CLOCK_MONOTONIC
 };
 

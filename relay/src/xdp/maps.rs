@@ -45,7 +45,8 @@ pub struct C2pVal {
     pub relay: Addr,
     pub relay_seen: Addr,
     pub alloc: u32,
-    pub pad: u32,
+    /// Spelled out: `expires_ns` is 8-byte aligned.
+    pub pad: [u32; 2],
     pub expires_ns: u64,
 }
 
@@ -179,7 +180,7 @@ mod tests {
     fn layouts() {
         assert_eq!(size_of::<Addr>(), 20);
         assert_eq!(size_of::<C2pKey>(), 44);
-        assert_eq!(size_of::<C2pVal>(), 76);
+        assert_eq!(size_of::<C2pVal>(), 80);
         assert_eq!(size_of::<P2cKey>(), 40);
         assert_eq!(size_of::<P2cVal>(), 56);
         assert_eq!(size_of::<PermKey>(), 20);

@@ -230,7 +230,7 @@ impl Mirror {
                 relay: Addr::new(bound),
                 relay_seen: Addr::new(relayed.addr),
                 alloc: w.slot,
-                pad: 0,
+                pad: [0; 2],
                 expires_ns,
             };
             ok(Maps::put(&maps.c2p, &key, &value));

@@ -183,26 +183,30 @@ impl Offload {
     /// Runs the program once on `packet` (BPF_PROG_TEST_RUN, no device involved) and returns its
     /// verdict (`XDP_PASS` = 2, `XDP_TX` = 3, `XDP_REDIRECT` = 4, …) and the packet it left.
     pub fn test_run(&self, packet: &[u8]) -> libbpf_rs::Result<(u32, Vec<u8>)> {
-        self.test_run_repeated(packet, 1).map(|(verdict, out, _)| (verdict, out))
-    }
-
-    /// As [`Offload::test_run`], `repeat` times in the kernel, with the mean time of one run
-    /// (the program's own cost per packet, without the driver's or the stack's).
-    pub fn test_run_repeated(
-        &self,
-        packet: &[u8],
-        repeat: u32,
-    ) -> libbpf_rs::Result<(u32, Vec<u8>, std::time::Duration)> {
         let mut out = vec![0u8; packet.len() + 256];
-        let input =
-            libbpf_rs::ProgramInput { data_in: Some(packet), data_out: Some(&mut out), repeat, ..Default::default() };
+        let input = libbpf_rs::ProgramInput { data_in: Some(packet), data_out: Some(&mut out), ..Default::default() };
         // BPF_PROG_TEST_RUN is on libbpf-rs's mutable program handle.
         let program = self.object.progs_mut().next().expect("the object holds the XDP program");
         let output = program.test_run(input)?;
-        let (verdict, duration) = (output.return_value, output.duration);
+        let verdict = output.return_value;
         let n = output.data.map_or(0, |d| d.len());
         out.truncate(n);
-        Ok((verdict, out, duration))
+        Ok((verdict, out))
+    }
+
+    /// The mean time of `repeat` runs on fresh copies of `packet` that the kernel then really
+    /// transmits or redirects (BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18+): the program's cost per
+    /// datagram with the egress driver's `ndo_xdp_xmit`, without the receive path before it.
+    pub fn time_live(&self, packet: &[u8], repeat: u32) -> libbpf_rs::Result<std::time::Duration> {
+        const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(packet),
+            repeat,
+            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            ..Default::default()
+        };
+        let program = self.object.progs_mut().next().expect("the object holds the XDP program");
+        Ok(program.test_run(input)?.duration)
     }
 }
 
