@@ -460,6 +460,43 @@ fn two_clients_of_one_relay_meet_in_the_kernel() {
 }
 
 #[test]
+fn the_kernel_relays_no_more_than_the_bandwidth_cap_leases_it() {
+    if !can_run("the_kernel_relays_no_more_than_the_bandwidth_cap_leases_it") {
+        return;
+    }
+    let net = Net::new("cap");
+    // 2,000 bytes a second, a burst of as much: the kernel holds at most that as a lease.
+    let relay = Relay::start(&net, &["--xdp-offload", "r0", "--xdp-mode", "generic", "--max-bps", "2000"]);
+    let server: SocketAddr = "10.77.0.1:3478".parse().unwrap();
+    let mut a = client(&net, "10.77.0.2:0", "10.77.0.1:3478", "xdp-a");
+    let peer = net.socket("10.77.0.3:7000");
+    allocate(&mut a);
+    assert_eq!(bind(&mut a, 0x4000, peer.local_addr().unwrap()), None);
+    warm_up(&|| drop(a.socket.send_to(&channel_data(0x4000, b"warm"), server)), &peer);
+    // A collection (once a second) tops the lease up to at most one burst outstanding.
+    std::thread::sleep(Duration::from_millis(1500));
+    // The warm-up may have met an empty bucket (the first lease took the burst): counted before.
+    let dropped_before = relay.metric("teletip_dropped_packets_total", "bandwidth");
+    relay.freeze();
+    for i in 0..50u8 {
+        a.socket.send_to(&channel_data(0x4000, &[i; 100]), server).unwrap();
+    }
+    peer.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let by_kernel = std::iter::from_fn(|| recv(&peer)).count();
+    assert!(by_kernel >= 1, "the lease let the kernel relay some");
+    assert!(by_kernel <= 20, "no more than 2,000 bytes (20 x 100) while the relay could not refill: {by_kernel}");
+    relay.thaw();
+    // The relay decides on the rest with what its bucket holds: far less than 3,000 bytes.
+    let by_relay = std::iter::from_fn(|| recv(&peer)).count();
+    assert!(by_kernel + by_relay < 50, "the cap held across both paths: {by_kernel} + {by_relay}");
+    println!("of 50 x 100 bytes under a 2,000 B/s cap: {by_kernel} relayed by the kernel, {by_relay} by the relay");
+    let over = (50 - by_kernel - by_relay) as f64;
+    let dropped = relay.wait_metric("teletip_dropped_packets_total", "bandwidth", dropped_before + over);
+    assert_eq!(dropped - dropped_before, over, "the rest dropped over the cap, as counted");
+    relay.stop();
+}
+
+#[test]
 fn the_relay_says_why_it_falls_back_and_relays_in_user_space() {
     if !can_run("the_relay_says_why_it_falls_back_and_relays_in_user_space") {
         return;
