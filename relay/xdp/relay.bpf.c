@@ -1,4 +1,8 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+//
+// Licensed apart from the rest of teletip (Apache-2.0): the kernel lets only programs under a
+// GPL-compatible licence call GPL-only helpers, and bpf_fib_lookup is one. BSD-2-Clause keeps it
+// permissive for everyone else (the LICENSE string at the end says the same to the kernel).
 //
 // teletip's XDP fast path: relays TURN ChannelData over UDP inside the kernel, for exactly the
 // channel bindings and permissions the user-space relay wrote into the maps below, and passes
