@@ -320,6 +320,19 @@ pub struct Settings => Values {
     #[arg(long = "same-relay-delivery", env = "TELETIP_RELAY_SAME_RELAY_DELIVERY", value_parser = forms::parse_bool, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, deserialize_with = "forms::boolean")]
     pub same_relay_delivery: Option<bool> = true,
+    /// Network interfaces to attach the XDP fast path to (repeatable): ChannelData over UDP of
+    /// the allocations this relay admitted is then relayed inside the kernel, under the same
+    /// permissions, channels, expiry and revocation (docs/relay-security.md, "The XDP
+    /// offload"). Needs root (CAP_BPF and CAP_NET_ADMIN) and a relay built with clang; when the
+    /// program cannot be loaded or attached the relay says why and relays in user space. Default
+    /// none (off).
+    #[arg(long = "xdp-offload", env = "TELETIP_RELAY_XDP_OFFLOAD", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "forms::one_or_many")]
+    pub xdp_offload: Vec<String>,
+    /// How the XDP program is attached: auto (the driver's native mode where it has one, else
+    /// generic), generic (any device), or native (refused by drivers without XDP). Default auto.
+    #[arg(long = "xdp-mode", env = "TELETIP_RELAY_XDP_MODE")]
+    pub xdp_mode: Option<crate::xdp::XdpMode> = crate::xdp::XdpMode::Auto,
     /// The relayed address family of an Allocate that names none (coturn's name): ipv4 (RFC
     /// 8656), ipv6, or keep (the family the client reaches the relay over; Chromium asks an IPv6
     /// TURN server for no family). Default ipv4.
@@ -1207,5 +1220,36 @@ mod tests {
             check::host_address_warnings(&resolve("listening-ip = \"10.0.0.5\"\nexternal-ip = \"203.0.113.5\""), &host);
         assert_eq!(nat.len(), 1, "{nat:?}");
         assert!(nat[0].starts_with("external-ip 203.0.113.5 is not an address of this host: right when a 1:1 NAT maps it to relay-ip 10.0.0.5"), "{nat:?}");
+    }
+
+    #[test]
+    fn xdp_offload_is_off_by_default_and_check_config_says_what_would_fall_back() {
+        let secret = "static-auth-secret = \"0123456789abcdef\"\n";
+        let resolve = |text: &str| RelayConfig::from_settings(settings(&format!("{secret}{text}"))).unwrap();
+        let default = resolve("");
+        assert!(default.xdp_offload.is_empty(), "off unless asked for");
+        assert_eq!(default.xdp_mode, crate::xdp::XdpMode::Auto);
+        assert!(check::xdp_warnings(&default, &|_| false, Err("not built")).is_empty(), "nothing to say when off");
+
+        let on = resolve(
+            "xdp-offload = [\"eth0\", \"veth9\"]\nxdp-mode = \"generic\"\nlistening-ip = [\"10.0.0.5\", \"0.0.0.0\"]",
+        );
+        assert_eq!(on.xdp_offload, ["eth0", "veth9"]);
+        assert_eq!(on.xdp_mode, crate::xdp::XdpMode::Generic);
+        let warnings =
+            check::xdp_warnings(&on, &|name| name == "eth0", Err("this relay was built without its XDP program"));
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("xdp-offload is set but this relay was built without its XDP program"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("xdp-offload names \"veth9\", which is not a network interface"),
+            "{warnings:?}"
+        );
+        assert!(warnings[2].starts_with("listening-ip 0.0.0.0 is a wildcard"), "{warnings:?}");
+        let one = resolve("xdp-offload = \"eth0\"\nlistening-ip = \"10.0.0.5\"");
+        assert!(check::xdp_warnings(&one, &|name| name == "eth0", Ok(())).is_empty());
+        assert!(toml::from_str::<Settings>("xdp-mode = \"turbo\"").is_err(), "a mode that does not exist");
     }
 }

@@ -9,3 +9,4 @@ pub mod firewall;
 pub mod metrics;
 pub mod net;
 pub mod secret_sources;
+pub mod xdp;

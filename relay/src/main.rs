@@ -113,6 +113,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("warning: cannot list this host's addresses ({e}): listening-ip and relay-ip not checked")
                 }
             }
+            let built = teletip_relay::xdp::OBJECT.map(drop);
+            for w in check::xdp_warnings(&config, &check::interface_exists, built) {
+                eprintln!("warning: {w}");
+            }
             eprintln!("configuration OK");
             Ok(())
         }

@@ -36,6 +36,12 @@ pub struct ShellStats {
     pub stream_backlog_drops: u64,
     /// Messages from a stream client longer than the relay forwards, skipped.
     pub stream_too_large: u64,
+    /// Allocations whose grants the XDP offload holds in the kernel's maps (a gauge).
+    pub xdp_mirrored: u64,
+    /// Map writes that failed and allocations left out for want of a slot.
+    pub xdp_failures: u64,
+    /// Datagrams the XDP program relayed (counted in the relayed totals too).
+    pub xdp_relayed_packets: u64,
 }
 
 pub fn describe() {
@@ -79,6 +85,18 @@ pub fn describe() {
         "teletip_relay_sockets_pooled",
         "Relayed sockets open and waiting for the next allocation (relay-socket-pool)"
     );
+    describe_gauge!(
+        "teletip_xdp_offloaded_allocations",
+        "Allocations whose channels the XDP offload relays in the kernel (xdp-offload; 0 when off)"
+    );
+    describe_counter!(
+        "teletip_xdp_mirror_failures_total",
+        "Map writes of the XDP offload that failed, and allocations left to user space for want of a map slot"
+    );
+    describe_counter!(
+        "teletip_xdp_relayed_packets_total",
+        "Of teletip_relayed_packets_total, the datagrams the XDP offload relayed inside the kernel"
+    );
     describe_counter!("teletip_relayed_packets_total", "Datagrams relayed, by direction");
     describe_counter!("teletip_relayed_bytes_total", "Application bytes relayed, by direction");
     describe_counter!("teletip_dropped_packets_total", "Datagrams dropped without an answer, by reason");
@@ -103,6 +121,7 @@ pub fn describe() {
         "teletip_permissions_active",
         "teletip_channels_active",
         "teletip_relay_sockets_pooled",
+        "teletip_xdp_offloaded_allocations",
     ] {
         gauge!(name).set(0.0);
     }
@@ -186,6 +205,9 @@ impl Publisher {
         }
         let ls = &self.last_shell;
         gauge_delta("teletip_relay_sockets_pooled", shell.relay_sockets_pooled, ls.relay_sockets_pooled);
+        gauge_delta("teletip_xdp_offloaded_allocations", shell.xdp_mirrored, ls.xdp_mirrored);
+        counter!("teletip_xdp_mirror_failures_total").increment(d(shell.xdp_failures, ls.xdp_failures));
+        counter!("teletip_xdp_relayed_packets_total").increment(d(shell.xdp_relayed_packets, ls.xdp_relayed_packets));
         counter!("teletip_dropped_packets_total", "reason" => "send_buffer_full")
             .increment(d(shell.send_buffer_full, ls.send_buffer_full));
         counter!("teletip_dropped_packets_total", "reason" => "send_error")

@@ -27,13 +27,31 @@ impl TokenBucket {
         TokenBucket { rate, burst, milli_tokens: burst * 1000, last: now }
     }
 
-    /// Takes `n` tokens if available.
-    pub fn take(&mut self, now: Millis, n: u64) -> bool {
+    fn refill(&mut self, now: Millis) {
         if now > self.last {
             let refill = (now.0 - self.last.0).saturating_mul(self.rate);
             self.milli_tokens = (self.milli_tokens.saturating_add(refill)).min(self.burst * 1000);
             self.last = now;
         }
+    }
+
+    /// Takes up to `n` tokens, as many as are available, and returns how many it took (a lease
+    /// handed to another path that draws from the same cap: the XDP offload).
+    pub fn take_up_to(&mut self, now: Millis, n: u64) -> u64 {
+        self.refill(now);
+        let taken = (self.milli_tokens / 1000).min(n);
+        self.milli_tokens -= taken * 1000;
+        taken
+    }
+
+    /// The most tokens the bucket holds at once.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// Takes `n` tokens if available.
+    pub fn take(&mut self, now: Millis, n: u64) -> bool {
+        self.refill(now);
         let cost = n * 1000;
         if self.milli_tokens >= cost {
             self.milli_tokens -= cost;
@@ -121,6 +139,16 @@ fn decrement<K: std::hash::Hash + Eq + ?Sized, Q: std::hash::Hash + Eq + std::bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_takes_what_the_bucket_holds_and_no_more() {
+        let mut b = TokenBucket::new(1000, 1500, Millis(0));
+        assert_eq!(b.take_up_to(Millis(0), 1000), 1000, "within the burst");
+        assert_eq!(b.take_up_to(Millis(0), 1000), 500, "the rest of it");
+        assert!(!b.take(Millis(0), 1), "the lease emptied the bucket for user space too");
+        assert_eq!(b.take_up_to(Millis(100), 1000), 100, "a tenth of a second's refill");
+        assert_eq!(b.burst(), 1500);
+    }
 
     #[test]
     fn token_bucket_refills_at_its_rate() {

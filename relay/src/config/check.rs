@@ -93,3 +93,41 @@ pub fn refusal(config: &RelayConfig) -> Result<(), Refusal> {
 pub fn host_addresses() -> std::io::Result<Vec<IpAddr>> {
     Ok(if_addrs::get_if_addrs()?.into_iter().map(|interface| interface.ip()).collect())
 }
+
+/// What `check-config` says about `xdp-offload`: interfaces this host does not have, a relay
+/// built without the program, and UDP listeners whose clients the program cannot serve. Each
+/// of these makes the running relay fall back to user space (all of it or those clients), as
+/// it then logs; none is an error. `interface_exists` and `built` are the host's and the
+/// build's answers, passed in so that this is tested without either.
+pub fn xdp_warnings(
+    config: &RelayConfig,
+    interface_exists: &dyn Fn(&str) -> bool,
+    built: Result<(), &str>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.xdp_offload.is_empty() {
+        return warnings;
+    }
+    if let Err(reason) = built {
+        warnings.push(format!("xdp-offload is set but {reason}: the relay will relay in user space"));
+    }
+    for name in config.xdp_offload.iter().filter(|n| !interface_exists(n)) {
+        warnings.push(format!(
+            "xdp-offload names {name:?}, which is not a network interface of this host: the relay will relay in \
+             user space unless it exists when the relay starts"
+        ));
+    }
+    for ip in config.listening_ips.iter().filter(|ip| ip.is_unspecified()) {
+        warnings.push(format!(
+            "listening-ip {ip} is a wildcard: the XDP program answers clients from the address they sent to, which \
+             a wildcard listener does not name, so its UDP clients are relayed in user space; listen on the \
+             interfaces' addresses instead"
+        ));
+    }
+    warnings
+}
+
+/// Whether the host has a network interface of that name.
+pub fn interface_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists() && !name.contains('/') && !name.is_empty()
+}

@@ -31,7 +31,10 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     crate::net::memory::fix_malloc_thresholds();
     let core = Core::new(&config);
     let listeners = Listeners::new(&config)?;
-    let workers = start_workers(&config, &core, &listeners, open_file_limit)?;
+    // Before the workers, which mirror their grants into its maps; dropped after they stopped
+    // (the program leaves the interfaces then).
+    let offload = start_offload(&config);
+    let workers = start_workers(&config, &core, &listeners, open_file_limit, offload.as_ref())?;
     log_started(&config, &listeners);
 
     let link = start_control_link(&runtime, &config, &core, &workers.wakers)?;
@@ -50,6 +53,7 @@ pub fn run(config: RelayConfig, reread: &dyn Fn() -> anyhow::Result<RelayConfig>
     link.stop(&runtime);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     workers.stop();
+    drop(offload);
     tracing::info!("stopped");
     Ok(())
 }
@@ -73,6 +77,38 @@ fn announce_settings(config: &RelayConfig) {
     }
     if !config.same_relay_delivery {
         tracing::info!("same-relay-delivery = false: datagrams between allocations go through the kernel");
+    }
+}
+
+/// The XDP offload, when `xdp-offload` names interfaces: loaded and attached, loudly, or
+/// refused with the reason and the relay continues in user space (never a failed start: the
+/// offload only makes relaying cheaper, the sockets relay the same datagrams).
+fn start_offload(config: &RelayConfig) -> Option<crate::xdp::Offload> {
+    if config.xdp_offload.is_empty() {
+        return None;
+    }
+    let interfaces = config.xdp_offload.join(", ");
+    match crate::xdp::Offload::start(&config.xdp_offload, config.xdp_mode) {
+        Ok(offload) => {
+            tracing::warn!(
+                "XDP OFFLOAD ON: ChannelData over UDP of admitted allocations is relayed inside the kernel on {interfaces} \
+                 ({} mode); user space still decides every grant and the program relays only what it wrote",
+                config.xdp_mode
+            );
+            for warning in crate::xdp::forwarding_warnings(&config.xdp_offload) {
+                tracing::warn!("{warning}");
+            }
+            for ip in config.listening_ips.iter().filter(|ip| ip.is_unspecified()) {
+                tracing::warn!(
+                    "listening-ip {ip} is a wildcard: its UDP clients are relayed in user space, not by XDP"
+                );
+            }
+            Some(offload)
+        }
+        Err(e) => {
+            tracing::error!("XDP offload refused, relaying in user space: {e}");
+            None
+        }
     }
 }
 

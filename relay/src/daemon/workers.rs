@@ -83,6 +83,7 @@ pub(super) fn start_workers(
     core: &Core,
     listeners: &Listeners,
     open_file_limit: u64,
+    offload: Option<&crate::xdp::Offload>,
 ) -> anyhow::Result<Workers> {
     let tuning =
         SocketTuning { buffer: config.udp_buffer, dscp: config.dscp, timestamps: config.max_queue_delay_ms > 0 };
@@ -125,6 +126,12 @@ pub(super) fn start_workers(
             0 => usize::MAX,
             n => n.div_ceil(config.workers),
         };
+        if let Some(offload) = offload {
+            // Each worker hands out allocation slots from its own range: no lock between them.
+            let per_worker = crate::xdp::maps::MAX_ALLOCS / config.workers as u32;
+            let slots = index as u32 * per_worker..(index as u32 + 1) * per_worker;
+            setup.offload = Some(crate::xdp::mirror::Mirror::new(offload.maps(), slots, config.dscp << 2));
+        }
         setups.push(setup);
     }
     let wakers = setups.iter().map(|s| s.waker.clone()).collect();

@@ -408,3 +408,13 @@ fn drain(socket: &UdpSocket) {
         }
     }
 }
+
+impl crate::xdp::mirror::BoundAddresses for NetBinder {
+    /// The relayed socket's own address (relay-ip, not the advertised external-ip): the source
+    /// the XDP program writes towards peers and the destination peers' datagrams arrive at.
+    fn bound_addr(&self, relay: RelayId) -> Option<SocketAddr> {
+        let s = self.sockets.get(relay.0 as usize)?;
+        let ip = self.relay_ip(if s.ipv4 { Family::V4 } else { Family::V6 })?;
+        Some(SocketAddr::new(ip, s.port))
+    }
+}

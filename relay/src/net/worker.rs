@@ -25,6 +25,7 @@ use super::overload::QueueDelayGuard;
 use super::socket::{self, SocketTuning};
 use super::stream::{CloseReason, Connection, StreamListener, UNALLOCATED_TIMEOUT_MS};
 use crate::metrics::{Publisher, ShellStats};
+use crate::xdp::mirror::Mirror;
 
 const WAKER: Token = Token(RELAY_TOKEN_BASE - 1);
 /// TCP and TLS listeners: tokens from here (UDP listeners count up from 0).
@@ -66,6 +67,8 @@ pub struct WorkerSetup {
     pub max_connections: usize,
     /// Client connections from one IP address this worker holds at most.
     pub max_connections_per_ip: usize,
+    /// The XDP offload's mirror of this worker's grants, when `xdp-offload` is on.
+    pub offload: Option<Mirror>,
 }
 
 impl WorkerSetup {
@@ -113,6 +116,7 @@ impl WorkerSetup {
             stream_listeners: Vec::new(),
             max_connections: MAX_CONNECTIONS_PER_WORKER,
             max_connections_per_ip: usize::MAX,
+            offload: None,
         })
     }
 
@@ -150,6 +154,7 @@ impl WorkerSetup {
             stream_listeners,
             max_connections,
             max_connections_per_ip,
+            offload,
             ..
         } = self;
         let registry = poll.registry().try_clone().expect("a poll registry can be cloned");
@@ -180,7 +185,11 @@ impl WorkerSetup {
                 dscp,
             },
             revocations_seen: 0,
+            offload,
         };
+        if w.offload.is_some() {
+            w.shard.enable_offload_journal();
+        }
         let mut events = Events::with_capacity(1024);
         // Sockets that still had datagrams when their turn's budget ran out, served again on
         // the next turn (before sleeping): preallocated, never grows past the socket count.
@@ -209,6 +218,8 @@ impl WorkerSetup {
             // batches were flushed at the end of the last turn, so no queued datagram names a
             // relayed socket released here.
             w.apply_revocations(now);
+            // A revoked allocation leaves the kernel's maps before this turn relays anything.
+            w.sync_offload(now);
             ready.clear();
             ready.append(&mut backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
@@ -234,12 +245,21 @@ impl WorkerSetup {
             w.flush_all();
             // After the turn's datagrams are out: sockets for the burst's next allocations.
             w.shard.binder_mut().replenish();
+            // The grants this turn's requests made or changed, into the kernel's maps.
+            w.sync_offload(now);
             if now.0 >= last_tick.0 + 1000 {
                 // The tick sweeps revocations too; an order that arrived during this turn is
                 // swept here first, so that its connections are closed with it.
                 w.apply_revocations(now);
                 w.shard.tick(now);
                 w.close_unallocated_connections(now);
+                w.sync_offload(now);
+                if let Some(mirror) = &mut w.offload {
+                    mirror.collect(&mut w.shard, now);
+                    w.shell.xdp_mirrored = mirror.mirrored() as u64;
+                    w.shell.xdp_failures = mirror.failures + mirror.slots_exhausted;
+                    w.shell.xdp_relayed_packets = mirror.relayed_packets;
+                }
                 w.shard.binder_mut().trim_pool();
                 let peak = w.shard.take_allocation_peak();
                 if memory.after_tick(peak, w.shard.allocation_count()) {
@@ -251,6 +271,7 @@ impl WorkerSetup {
             }
         }
         w.shard.clear();
+        w.sync_offload(now());
         w.shell.relay_sockets_pooled = 0;
         publisher.publish(w.shard.stats(), &w.shell);
         tracing::debug!(worker = index, "worker stopped");
@@ -306,6 +327,8 @@ struct Worker {
     streams: Streams,
     /// The revocation generation this worker last applied.
     revocations_seen: u64,
+    /// The XDP offload's mirror of the shard, when on.
+    offload: Option<Mirror>,
 }
 
 /// The worker's TCP and TLS side: its listeners and the client connections it accepted.
@@ -339,6 +362,14 @@ fn unix_ns() -> u64 {
 }
 
 impl Worker {
+    /// Writes the allocations the shard changed or ended into the XDP program's maps (nothing
+    /// when the offload is off or nothing changed).
+    fn sync_offload(&mut self, now: Millis) {
+        if let Some(mirror) = &mut self.offload {
+            mirror.sync(&mut self.shard, now);
+        }
+    }
+
     /// Reads datagrams waiting on listener `index`; true if some are left for the next turn.
     fn serve_listener(&mut self, now: Millis, index: usize) -> bool {
         let fd = self.listeners[index].0.as_raw_fd();
@@ -384,6 +415,12 @@ impl Worker {
                 }
                 let tuple = FiveTuple { client, server, transport: Transport::Udp };
                 let action = self.shard.handle_client(now, tuple, packet, &mut self.out);
+                if request {
+                    // What the request granted or ended is in the kernel's maps before its
+                    // answer leaves: a client that saw its allocation deleted finds no channel
+                    // of it relayed in the kernel any more.
+                    self.sync_offload(now);
+                }
                 self.perform(action, Input::Slot { offset: range.start, i });
             }
             if n < BATCH {

@@ -14,6 +14,7 @@ mod config;
 mod controls;
 mod data;
 mod local;
+mod offload;
 mod reply;
 mod requests;
 mod stats;
@@ -21,6 +22,7 @@ mod stats;
 pub use allocation::{Allocation, RelayId, Relayed};
 pub use config::{DefaultFamily, ServerConfig};
 pub use controls::Controls;
+pub use offload::ChannelGrant;
 pub use stats::{AllocFailure, AuthFailure, DropReason, Flow, Stats};
 
 use rustc_hash::FxHashMap;
@@ -189,6 +191,9 @@ pub struct Shard<B: RelayBinder> {
     allocation_peak: usize,
     /// The revocations generation this shard has applied ([`Shard::apply_revocations`]).
     revocations_applied: u64,
+    /// Allocations changed or ended since the shell last asked, when a kernel fast path
+    /// mirrors them (`offload.rs`); `None` when none does.
+    offload_journal: Option<Vec<FiveTuple>>,
 }
 
 impl<B: RelayBinder> Shard<B> {
@@ -206,6 +211,7 @@ impl<B: RelayBinder> Shard<B> {
             stats,
             allocation_peak: 0,
             revocations_applied: 0,
+            offload_journal: None,
         }
     }
 
@@ -323,8 +329,15 @@ impl<B: RelayBinder> Shard<B> {
             self.stats.allocations_expired += 1;
         }
         let (mut permissions, mut channels) = (0u64, 0u64);
+        let journal = &mut self.offload_journal;
         for (_, a) in self.allocations.iter_mut() {
-            a.prune(now);
+            // Removed grants leave the kernel's maps too (they had stopped relaying there at
+            // their expiry already: the kernel compares it).
+            if a.prune(now) != (0, 0)
+                && let Some(journal) = journal.as_mut()
+            {
+                journal.push(a.tuple);
+            }
             permissions += a.permissions.iter().filter(|p| p.expires > now).count() as u64;
             channels += a.channels.iter().filter(|c| c.expires > now).count() as u64;
         }
@@ -357,6 +370,7 @@ impl<B: RelayBinder> Shard<B> {
     fn remove_allocation(&mut self, index: usize) {
         let a = self.allocations.remove(index);
         self.by_client.remove(&a.tuple);
+        self.offload_changed(a.tuple);
         for relayed in a.relayed_addresses() {
             self.by_relay.remove(&relayed.id);
             self.by_relay_addr.remove(&relayed.addr);

@@ -218,6 +218,7 @@ impl<B: RelayBinder> Shard<B> {
             self.by_relay_addr.insert(relayed.addr, index);
         }
         self.stats.allocations_created += 1;
+        self.offload_changed(*tuple);
         for relayed in self.allocations[index].relayed_addresses() {
             self.stats.relayed_created[Family::of(&relayed.addr).index()] += 1;
         }
@@ -329,6 +330,7 @@ impl<B: RelayBinder> Shard<B> {
         let a = &mut self.allocations[index];
         a.expires = now.plus_secs(u64::from(lifetime));
         a.lifetime = lifetime;
+        self.offload_changed(*tuple);
         respond(out, msg, Class::Success, Some(&signer), |w| w.u32(attr::LIFETIME, lifetime).map(drop))
     }
 
@@ -378,6 +380,7 @@ impl<B: RelayBinder> Shard<B> {
                 self.stats.permissions_created += 1;
             }
         }
+        self.offload_changed(*tuple);
         respond(out, msg, Class::Success, Some(&signer), |_| Ok(()))
     }
 
@@ -450,6 +453,7 @@ impl<B: RelayBinder> Shard<B> {
         if a.permit(peer.ip(), permission_expires) {
             self.stats.permissions_created += 1;
         }
+        self.offload_changed(*tuple);
         respond(out, msg, Class::Success, Some(&signer), |_| Ok(()))
     }
 }
