@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::conn::{Conn, Joined};
 use super::directory::{Participant, PeerState};
-use super::reply::{Code, EventResult, Refusal, ack_body};
 use super::presence;
+use super::reply::{Code, EventResult, Refusal, ack_body};
 use super::{EXPIRY_WARNING, RESUME_WINDOW, Signaling, rooms};
 use crate::audit::Audit;
 use crate::auth::ended::Ended;
@@ -318,7 +318,13 @@ async fn join<A: Adapter>(
     let closes_at = window.closes_at;
     // The appointment's practitioner, for the presence a waiting patient is shown (read again:
     // the admission rule returns only the verdict).
-    let practitioner = sig.app.store().appointment(id).await?.ok_or(Refusal::new(Code::NotFound, "no such appointment"))?.practitioner_id;
+    let practitioner = sig
+        .app
+        .store()
+        .appointment(id)
+        .await?
+        .ok_or_else(|| Refusal::new(Code::NotFound, "no such appointment"))?
+        .practitioner_id;
     let now = sig.app.clock().now();
     // A socket in another room leaves it first.
     if let Some(previous) = conn.joined() {
@@ -698,7 +704,8 @@ async fn end<A: Adapter>(
     let moved = move_status(sig, conn, id, RoomEvent::Ended).await;
     let _ = rtc(io).to(rooms::all(id)).emit("room:ended", &json!({ "reason": "ended-by-practitioner" })).await;
     for p in &everyone {
-        let _ = rtc(io).to(rooms::peer(id, &p.peer_id)).leave(rooms::of_participant(id, j.practitioner, &p.peer_id)).await;
+        let _ =
+            rtc(io).to(rooms::peer(id, &p.peer_id)).leave(rooms::of_participant(id, j.practitioner, &p.peer_id)).await;
     }
     leave_rooms(s, &j);
     sig.directory.clear(id).await?;

@@ -92,12 +92,14 @@ pub async fn locate<A: Adapter>(
     let ns = io.of("/rtc").expect("the /rtc namespace is registered at start");
     let found =
         ns.within(rooms::clinician(practitioner)).rooms().await.map_err(|e| PresenceError::Adapter(e.to_string()))?;
-    let w = Whereabouts::from_rooms(practitioner, found.iter().map(|r| r.as_ref()));
+    let w = Whereabouts::from_rooms(practitioner, found.iter().map(|r| &**r));
     let mut busy = false;
     for a in &w.rooms {
-        let in_call = directory.list(*a).await?.iter().any(|p| {
-            p.role == Role::Patient && p.state == PeerState::Admitted && p.disconnected_at_ms.is_none()
-        });
+        let in_call = directory
+            .list(*a)
+            .await?
+            .iter()
+            .any(|p| p.role == Role::Patient && p.state == PeerState::Admitted && p.disconnected_at_ms.is_none());
         busy |= in_call;
     }
     Ok((w, busy))
