@@ -118,13 +118,13 @@ pub async fn announce<A: Adapter>(io: &SocketIo<A>, directory: &Directory, pract
     let ns = io.of("/rtc").expect("the /rtc namespace is registered at start");
     let general = w.seen_from(Uuid::nil(), busy);
     let here: Vec<String> = w.rooms.iter().map(|a| rooms::lobby(*a)).collect();
-    let waiting = ns.to(rooms::waiting_for(practitioner));
+    let waiting = ns.clone().to(rooms::waiting_for(practitioner));
     let waiting = if here.is_empty() { waiting } else { waiting.except(here.clone()) };
     if let Err(e) = waiting.emit(EVENT, &json!({ "status": general })).await {
         tracing::warn!(error = %e, "practitioner presence not sent to every instance");
     }
     for lobby in here {
-        let _ = ns.to(lobby).emit(EVENT, &json!({ "status": Presence::Here })).await;
+        let _ = ns.clone().to(lobby).emit(EVENT, &json!({ "status": Presence::Here })).await;
     }
 }
 
