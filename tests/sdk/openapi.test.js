@@ -31,6 +31,7 @@ const OBJECTS = {
   IceConfig: "IceResponse",
   IceRequest: "IceRequest",
   ConsultationSession: "ConsultationSession",
+  JoinWindowRule: "JoinWindowRule",
 };
 const ENUMS = { Role: "Role", AppointmentStatus: "AppointmentStatus", ConsentDecision: "ConsentDecision" };
 

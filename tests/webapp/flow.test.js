@@ -91,18 +91,27 @@ for (const [size, viewport] of Object.entries(SIZES)) {
       await a11y.check(pat, "device check");
       await pat.getByTestId("join").click();
 
-      // The waiting room.
+      // The waiting room, with the practitioner's live status: not connected yet (the
+      // practitioner's page is the appointment list, which has no signaling connection).
       await pat.getByTestId("lobby").waitFor();
-      await pat.getByTestId("doctor-status").waitFor();
+      const status = pat.getByTestId("doctor-status");
+      await pat.locator('[data-testid="doctor-status"][data-status="offline"]').waitFor();
+      assert.match(await status.textContent(), /Your practitioner is not connected yet/);
       await shot(pat, `${size}-05-waiting-room`);
       await a11y.check(pat, "waiting room");
 
       // The practitioner's live lobby: the patient appears without a reload; a badge in the title.
       await doc.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
       await doc.getByTestId("check-view").waitFor();
+      // The device check has no signaling connection either: still "not connected".
+      assert.equal(await status.getAttribute("data-status"), "offline");
       await doc.getByTestId("join").click();
       const waiting = doc.getByTestId("waiting-list").getByTestId("waiting-patient");
       await waiting.waitFor();
+      // The practitioner is in the room: the waiting room says so without a reload.
+      await pat.locator('[data-testid="doctor-status"][data-status="here"]').waitFor();
+      assert.match(await status.textContent(), /has opened your consultation and will let you in/);
+      await shot(pat, `${size}-05b-waiting-room-doctor-here`);
       assert.match(await doc.title(), /^\(1\) /, "the title's badge counts the waiting patient");
       await shot(doc, `${size}-06-lobby`);
       await a11y.check(doc, "lobby");
@@ -147,11 +156,8 @@ for (const [size, viewport] of Object.entries(SIZES)) {
       await pat.getByTestId("ended-view").waitFor();
       await shot(pat, `${size}-10-ended`);
       await a11y.check(pat, "end screen");
-      // The end is acknowledged before the status change is visible to every reader: poll.
-    await until("the appointment fulfilled", async () => {
-      const st = await c.appointmentStatus(appointment.id);
-      return { ok: st === "fulfilled", value: st };
-    }, 10000);
+      // The status is committed before room:ended and the ack: read at once, no polling.
+      assert.equal(await c.appointmentStatus(appointment.id), "fulfilled", "fulfilled when the end screen shows");
       for (const page of [doc, pat]) assertClean(page);
       a11y.assertNone();
     } catch (e) {
@@ -234,11 +240,8 @@ test("the whole flow from the keyboard alone", async () => {
     await doc.getByTestId("confirm-end").waitFor();
     await keyOn(doc, "confirm-end-yes");
     await doc.getByTestId("ended-view").waitFor();
-    // The end is acknowledged before the status change is visible to every reader: poll.
-    await until("the appointment fulfilled", async () => {
-      const st = await c.appointmentStatus(appointment.id);
-      return { ok: st === "fulfilled", value: st };
-    }, 10000);
+    // The status is committed before room:ended and the ack: read at once, no polling.
+    assert.equal(await c.appointmentStatus(appointment.id), "fulfilled", "fulfilled when the end screen shows");
     for (const page of [doc, pat]) assertClean(page);
   } catch (e) {
     await onFailure("keyboard", [doc, pat]);

@@ -89,6 +89,9 @@ test("Turkish: the main pages' texts, and local times with the time zone", async
     await page.getByTestId("join").click();
     await page.getByRole("heading", { name: "Bekleme odasındasınız" }).waitFor();
     assert.match(await page.title(), /Görüşme – teletip/);
+    // The practitioner's live status, in Turkish: not connected.
+    await page.locator('[data-testid="doctor-status"][data-status="offline"]').waitFor();
+    assert.match(await page.getByTestId("doctor-status").textContent(), /Hekiminiz henüz bağlı değil/);
     await shot(page, "tr-waiting");
     await a11y.check(page, "waiting room (tr)");
     assertClean(page);

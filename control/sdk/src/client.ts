@@ -12,6 +12,7 @@ import type {
   ConsultationSession,
   IceConfig,
   IceRequest,
+  JoinWindowRule,
   PrivacyNotice,
   RecordConsent,
   StatusChange,
@@ -147,6 +148,11 @@ export class TeletipClient {
   /** What a participant needs to join the video consultation (inside the join window only). */
   consultationSession(appointmentId: string): Promise<ConsultationSession> {
     return this.request("POST", `/v1/appointments/${encodeURIComponent(appointmentId)}/session`);
+  }
+
+  /** How wide every consultation's join window is (the server's configuration). */
+  joinWindow(): Promise<JoinWindowRule> {
+    return this.request("GET", "/v1/consultations/join-window");
   }
 
   iceCredentials(request: IceRequest = {}): Promise<IceConfig> {

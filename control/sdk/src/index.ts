@@ -1,7 +1,7 @@
 // @teletip/sdk: the client side of teletip-control for browsers, React Native and Node.
 export { TeletipClient, type ClientOptions } from "./client.js";
 export { TokenKeeper, refreshDelayMs, type StoredTokens, type TokenStorage, type AuthEvents } from "./auth.js";
-export { Signaling, type JoinedRoom, type RoomPeer, type RoomRole, type SignalingEvents, type SignalingOptions, type IoFactory, type CandidateInit } from "./signaling.js";
+export { Signaling, type JoinedRoom, type RoomPeer, type RoomRole, type PractitionerPresence, type SignalingEvents, type SignalingOptions, type IoFactory, type CandidateInit } from "./signaling.js";
 export { Call, openLocalMedia, type CallEvents, type CallOptions, type CallState } from "./call.js";
 export { RecoveryPolicy, DEFAULT_RECOVERY_LIMITS, type RecoveryLimits, type RecoveryStep } from "./recovery.js";
 export { CallError, diagnose, FAILURE_ADVICE, type CallFailureCause, type FailureFacts } from "./diagnosis.js";

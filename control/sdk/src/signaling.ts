@@ -22,6 +22,13 @@ export interface JoinedRoom {
   closesAt: string;
 }
 
+/**
+ * The practitioner's presence as a waiting patient sees it (`practitioner:status`): `offline`
+ * not connected, `online` connected and not in a call, `busy` in a call with another patient,
+ * `here` in this consultation's room, about to let the patient in.
+ */
+export type PractitionerPresence = "offline" | "online" | "busy" | "here";
+
 export interface SessionDescriptionMessage {
   from: string;
   sdp: string;
@@ -49,6 +56,8 @@ export type SignalingEvents = {
   "media:state": (m: { from: string; audio: boolean; video: boolean }) => void;
   "session:expiring": (m: { closesAt: string }) => void;
   "room:ended": (m: { reason: string }) => void;
+  /** To a waiting patient: their practitioner's presence, on joining and on each change. */
+  "practitioner:status": (m: { status: PractitionerPresence }) => void;
   /** Connected to the server (true) or lost it (false); a lost connection is retried. */
   connection: (connected: boolean) => void;
   /** Signaling stopped for good: the session ended or the server refuses this login. */
@@ -84,6 +93,7 @@ const FORWARDED = [
   "media:state",
   "session:expiring",
   "room:ended",
+  "practitioner:status",
 ] as const;
 
 /**
@@ -100,6 +110,7 @@ export class Signaling extends Emitter<SignalingEvents> {
   private room: JoinedRoom | null = null;
   private refusedInARow = 0;
   private lobby: RoomPeer[] = [];
+  private presence: PractitionerPresence | null = null;
   /** Arrivals announced while a room:join was unanswered (null: no join in flight). */
   private arrivedDuringJoin: RoomPeer[] | null = null;
   private expiredByServer = false;
@@ -157,10 +168,18 @@ export class Signaling extends Emitter<SignalingEvents> {
       this.arrivedDuringJoin?.push(p);
       if (!this.lobby.some((x) => x.peerId === p.peerId)) this.setLobby([...this.lobby, { peerId: p.peerId, role: p.role }]);
     });
+    this.on("practitioner:status", (m) => {
+      this.presence = m.status;
+    });
     this.on("room:peer-joined", (p) => this.dropFromLobby(p.peerId));
     this.on("room:peer-left", (m) => this.dropFromLobby(m.peerId));
     this.unsubscribe.push(this.client.auth.on("tokens", (token) => this.renew(token)));
     this.unsubscribe.push(this.client.auth.on("session-ended", (e) => this.close(e)));
+  }
+
+  /** The latest `practitioner:status` (a waiting patient's; null before the first). */
+  get practitionerStatus(): PractitionerPresence | null {
+    return this.presence;
   }
 
   get connected(): boolean {

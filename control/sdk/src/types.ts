@@ -136,6 +136,14 @@ export interface IceRequest {
   relayOnly?: boolean;
 }
 
+/** `GET /v1/consultations/join-window`: how wide every consultation's join window is. */
+export interface JoinWindowRule {
+  /** The consultation opens this many minutes before the appointment starts… */
+  beforeMinutes: number;
+  /** …and closes this many minutes after it ends. */
+  afterMinutes: number;
+}
+
 export interface ConsultationSession {
   appointmentId: string;
   role: string;

@@ -178,3 +178,15 @@ test("a patient announced while the practitioner's join is unanswered stays on t
   assert.deepEqual(lists.at(-1), []);
   signaling.close();
 });
+
+test("practitioner:status reaches the app typed, and the latest is kept", async () => {
+  const { signaling, socket } = await setup([tokenAnswer(1)]);
+  const heard = [];
+  signaling.on("practitioner:status", (m) => heard.push(m.status));
+  assert.equal(signaling.practitionerStatus, null, "nothing before the server says");
+  socket.accept();
+  for (const status of ["offline", "online", "here"]) socket.fire("practitioner:status", { status });
+  assert.deepEqual(heard, ["offline", "online", "here"]);
+  assert.equal(signaling.practitionerStatus, "here");
+  signaling.close();
+});

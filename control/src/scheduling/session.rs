@@ -1,6 +1,7 @@
 //! Joining the video consultation of an appointment: `POST /v1/appointments/{id}/session`
 //! gives a participant, inside the join window, the signaling room and relay credentials that
-//! expire when the window closes.
+//! expire when the window closes; `GET /v1/consultations/join-window` says how wide the window
+//! is, for clients that show when joining opens.
 
 use axum::Json;
 use axum::extract::State;
@@ -136,7 +137,26 @@ pub async fn join(
     }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinWindowRule {
+    /// The consultation opens this many minutes before the appointment starts…
+    pub before_minutes: i64,
+    /// …and closes this many minutes after it ends.
+    pub after_minutes: i64,
+}
+
+/// The join window of every consultation (`scheduling.join-before-minutes` and
+/// `join-after-minutes`): clients show Join only inside it. The server still decides on each
+/// join.
+#[utoipa::path(get, path = "/v1/consultations/join-window", tag = "scheduling", security(("bearer" = [])),
+    responses((status = 200, body = JoinWindowRule), (status = 401, body = crate::problem::Problem)))]
+pub async fn join_window(State(state): State<AppState>, _caller: Caller) -> Json<JoinWindowRule> {
+    let cfg = &state.config().scheduling;
+    Json(JoinWindowRule { before_minutes: cfg.join_before_minutes, after_minutes: cfg.join_after_minutes })
+}
+
 /// Joining a consultation: the routes, each served and described from its `#[utoipa::path]`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(join))
+    OpenApiRouter::new().routes(routes!(join)).routes(routes!(join_window))
 }

@@ -16,6 +16,8 @@ use crate::store::Role;
 #[derive(Debug, Clone)]
 pub struct Joined {
     pub appointment: Uuid,
+    /// The appointment's practitioner (record id), whose presence a waiting patient is shown.
+    pub practitioner: Uuid,
     pub peer_id: String,
     pub role: Role,
     pub closes_at: OffsetDateTime,
@@ -30,6 +32,8 @@ pub struct ConnState {
     pub ip: IpAddr,
     token_expires: Mutex<OffsetDateTime>,
     joined: Mutex<Option<Joined>>,
+    /// For a practitioner's connection, their practitioner record (set once connected).
+    clinician: Mutex<Option<Uuid>>,
     /// Wakes the timers task when a deadline changes.
     pub changed: Notify,
 }
@@ -45,6 +49,7 @@ impl Conn {
             ip,
             token_expires: Mutex::new(token_expires),
             joined: Mutex::new(None),
+            clinician: Mutex::new(None),
             changed: Notify::new(),
         }))
     }
@@ -72,6 +77,14 @@ impl Conn {
     pub fn set_joined(&self, joined: Option<Joined>) {
         *self.0.joined.lock().expect("conn lock") = joined;
         self.0.changed.notify_one();
+    }
+
+    pub fn clinician(&self) -> Option<Uuid> {
+        *self.0.clinician.lock().expect("conn lock")
+    }
+
+    pub fn set_clinician(&self, practitioner: Uuid) {
+        *self.0.clinician.lock().expect("conn lock") = Some(practitioner);
     }
 
     pub fn mark_warned(&self) {

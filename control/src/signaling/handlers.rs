@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::conn::{Conn, Joined};
 use super::directory::{Participant, PeerState};
+use super::presence;
 use super::reply::{Code, EventResult, Refusal, ack_body};
 use super::{EXPIRY_WARNING, RESUME_WINDOW, Signaling, rooms};
 use crate::audit::Audit;
@@ -25,7 +26,7 @@ use crate::domain::consultation::{AUDIT_JOIN, Admission, JoinRefusal, rfc3339};
 use crate::problem::ApiError;
 use crate::scheduling::session::JoinError;
 use crate::state::ClientIp;
-use crate::store::Role;
+use crate::store::{AppointmentStatus, Role};
 
 fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
@@ -135,6 +136,15 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
                 if let Err(e) = disconnected(&s, &io, &sig, &conn).await {
                     tracing::warn!(code = ?e.code, "signaling disconnect cleanup failed: {}", e.message);
                 }
+                // The socket leaves its rooms only after this handler: leave them now, so that
+                // the presence below no longer counts it.
+                s.leave_all();
+                if let Some(p) = conn.clinician() {
+                    presence::announce(&io, &sig.directory, p).await;
+                } else if let Some(j) = conn.joined() {
+                    // An admitted patient gone: their practitioner may no longer be in a call.
+                    presence::announce(&io, &sig.directory, j.practitioner).await;
+                }
             }
         },
     );
@@ -142,7 +152,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
 
 /// Connected (events are registered by the middleware): join the session's and the user's
 /// rooms, and start the connection's timers.
-pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>) {
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling>, io: SocketIo<A>) {
     if let Some(conn) = s.extensions.get::<Conn>() {
         crate::observability::signaling_socket(true);
         let caller = conn.caller();
@@ -156,7 +166,19 @@ pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(sig): State<Signaling
                 return;
             }
         }
-        tokio::spawn(timers(s.clone(), sig, conn));
+        // A practitioner connected: the patients waiting for them see it.
+        if caller.role == Role::Practitioner {
+            match sig.app.store().practitioner_by_user(caller.user_id).await {
+                Ok(Some(p)) => {
+                    conn.set_clinician(p.id);
+                    s.join(rooms::clinician(p.id));
+                    presence::announce(&io, &sig.directory, p.id).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "practitioner record not read; presence not announced"),
+            }
+        }
+        tokio::spawn(timers(s.clone(), sig, conn, io));
     }
 }
 
@@ -223,9 +245,17 @@ fn peer_view(p: &Participant) -> Value {
     json!({ "peerId": p.peer_id, "role": p.role })
 }
 
-/// Moves an appointment on as `domain::appointment::follow` says for the room's event; a status
-/// that does not allow the move (already checked in, cancelled meanwhile…) is left as it is.
+/// Moves an appointment on as `domain::appointment::follow` says for the room's event, with
+/// what follows a move (notifications, relay revocation).
 async fn follow_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: RoomEvent) {
+    if let Some(to) = move_status(sig, conn, appointment, event).await {
+        after_move(sig, conn, appointment, to).await;
+    }
+}
+
+/// The move alone, committed when this returns: `Some(new status)` if it moved. A status that
+/// does not allow the move (already checked in, cancelled meanwhile…) is left as it is.
+async fn move_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: RoomEvent) -> Option<AppointmentStatus> {
     let (from, to) = crate::domain::appointment::follow(event);
     for expected in from {
         // The event commits with the change; its name is the REST verb's (one vocabulary).
@@ -239,20 +269,24 @@ async fn follow_status(sig: &Signaling, conn: &Conn, appointment: Uuid, event: R
             .transition_appointment(appointment, *expected, to, None, None, sig.app.clock().now(), event)
             .await
         {
-            Ok(Some(_)) => {
-                crate::notify::room_status(&sig.app, appointment, to).await;
-                if let Some(revoke) = crate::domain::revocation::on_appointment_status(appointment, to) {
-                    let ip = ClientIp(conn.0.ip);
-                    crate::revocation::follow(&sig.app, revoke, Some(conn.caller().user_id), Some(&ip)).await;
-                }
-                return;
-            }
+            Ok(Some(_)) => return Some(to),
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(appointment = %appointment, error = %e, "appointment status not updated");
-                return;
+                return None;
             }
         }
+    }
+    None
+}
+
+/// What follows a committed move: the notification and, for a final status, the relay's
+/// credentials revoked.
+async fn after_move(sig: &Signaling, conn: &Conn, appointment: Uuid, to: AppointmentStatus) {
+    crate::notify::room_status(&sig.app, appointment, to).await;
+    if let Some(revoke) = crate::domain::revocation::on_appointment_status(appointment, to) {
+        let ip = ClientIp(conn.0.ip);
+        crate::revocation::follow(&sig.app, revoke, Some(conn.caller().user_id), Some(&ip)).await;
     }
 }
 
@@ -282,10 +316,19 @@ async fn join<A: Adapter>(
             JoinError::Failed(e) => e.into(),
         })?;
     let closes_at = window.closes_at;
+    // The appointment's practitioner, for the presence a waiting patient is shown (read again:
+    // the admission rule returns only the verdict).
+    let practitioner = sig
+        .app
+        .store()
+        .appointment(id)
+        .await?
+        .ok_or_else(|| Refusal::new(Code::NotFound, "no such appointment"))?
+        .practitioner_id;
     let now = sig.app.clock().now();
     // A socket in another room leaves it first.
     if let Some(previous) = conn.joined() {
-        leave_rooms(s, previous.appointment, &previous.peer_id);
+        leave_rooms(s, &previous);
     }
 
     // Resume: the same user's place, if it is connected elsewhere (replaced) or was lost less
@@ -329,9 +372,16 @@ async fn join<A: Adapter>(
     }
     match state {
         PeerState::Admitted => s.join([rooms::members(id), rooms::admitted(id, &peer_id)]),
-        PeerState::Waiting => s.join(rooms::lobby(id)),
+        PeerState::Waiting => s.join([rooms::lobby(id), rooms::waiting_for(practitioner)]),
     }
-    conn.set_joined(Some(Joined { appointment: id, peer_id: peer_id.clone(), role, closes_at, warned: false }));
+    conn.set_joined(Some(Joined {
+        appointment: id,
+        practitioner,
+        peer_id: peer_id.clone(),
+        role,
+        closes_at,
+        warned: false,
+    }));
 
     let everyone = sig.directory.list(id).await?;
     let connected = |p: &&Participant| p.peer_id != peer_id && p.disconnected_at_ms.is_none();
@@ -346,11 +396,22 @@ async fn join<A: Adapter>(
         PeerState::Waiting => {
             let _ = s.emit("lobby:waiting", &json!({ "peerId": peer_id }));
             let _ = s.to(rooms::practitioner(id)).emit("lobby:patient-arrived", &peer_view(&me)).await;
+            // Where the practitioner is now; changes follow as they happen.
+            match presence::locate(io, &sig.directory, practitioner).await {
+                Ok((w, busy)) => {
+                    let _ = s.emit(presence::EVENT, &json!({ "status": w.seen_from(id, busy) }));
+                }
+                Err(e) => tracing::warn!(error = %e, "practitioner presence not read"),
+            }
             follow_status(sig, conn, id, RoomEvent::PatientWaiting).await;
         }
         PeerState::Admitted => {
             let _ = s.to(rooms::members(id)).emit("room:peer-joined", &peer_view(&me)).await;
         }
+    }
+    if role == Role::Practitioner {
+        // The practitioner is here (or here again): the lobby hears it, their other patients too.
+        presence::announce(io, &sig.directory, practitioner).await;
     }
     let ice = crate::observability::ice_answer(
         crate::ice::credentials(&sig.app, &ClientIp(conn.0.ip), &caller, closes_at, false, Some(id)).await,
@@ -373,8 +434,8 @@ async fn join<A: Adapter>(
     }))
 }
 
-fn leave_rooms<A: Adapter>(s: &SocketRef<A>, appointment: Uuid, peer_id: &str) {
-    s.leave(rooms::of_participant(appointment, peer_id));
+fn leave_rooms<A: Adapter>(s: &SocketRef<A>, j: &Joined) {
+    s.leave(rooms::of_participant(j.appointment, j.practitioner, &j.peer_id));
 }
 
 /// Tells the room a participant is gone: admitted members, or the practitioner for a patient
@@ -390,7 +451,7 @@ async fn announce_gone<A: Adapter>(s: &SocketRef<A>, j: &Joined, state: PeerStat
 
 async fn leave<A: Adapter>(
     s: &SocketRef<A>,
-    _io: &SocketIo<A>,
+    io: &SocketIo<A>,
     sig: &Signaling,
     conn: &Conn,
     _data: Value,
@@ -399,12 +460,14 @@ async fn leave<A: Adapter>(
     let socket_id = s.id.to_string();
     let mine = |p: &Participant| p.socket_id == socket_id;
     let me = sig.directory.remove_if(j.appointment, conn.caller().user_id, mine).await?;
-    leave_rooms(s, j.appointment, &j.peer_id);
+    leave_rooms(s, &j);
     conn.set_joined(None);
     // Nothing to announce if a newer connection holds the place, or the room has ended.
     if let Some(me) = me {
         announce_gone(s, &j, me.state, "left").await;
     }
+    // The practitioner left this room, or their patient left the call.
+    presence::announce(io, &sig.directory, j.practitioner).await;
     Ok(Value::Null)
 }
 
@@ -581,7 +644,7 @@ async fn admit<A: Adapter>(
     let peer_room = rooms::peer(id, &patient.peer_id);
     // Announce to the members first, so the newcomer is not told about itself.
     let _ = rtc(io).to(rooms::members(id)).emit("room:peer-joined", &peer_view(&patient)).await;
-    let _ = rtc(io).to(peer_room.clone()).leave(rooms::lobby(id)).await;
+    let _ = rtc(io).to(peer_room.clone()).leave([rooms::lobby(id), rooms::waiting_for(j.practitioner)]).await;
     let _ = rtc(io).to(peer_room.clone()).join([rooms::members(id), rooms::admitted(id, &patient.peer_id)]).await;
     let peers: Vec<Value> = sig
         .directory
@@ -594,6 +657,8 @@ async fn admit<A: Adapter>(
     let _ = rtc(io).to(peer_room).emit("lobby:admitted", &json!({ "peerId": patient.peer_id, "peers": peers })).await;
     sig.app.audit(audit(conn, "consultation.admit").target(format!("{id}:{}", patient.peer_id))).await?;
     follow_status(sig, conn, id, RoomEvent::Admitted).await;
+    // In a call now: the practitioner's other waiting patients see it.
+    presence::announce(io, &sig.directory, j.practitioner).await;
     Ok(json!({ "peerId": patient.peer_id }))
 }
 
@@ -617,7 +682,7 @@ async fn deny<A: Adapter>(
     let _ = rtc(io).to(peer_room.clone()).emit("lobby:denied", &json!({ "peerId": patient.peer_id })).await;
     let gone = json!({ "peerId": patient.peer_id, "reason": "denied" });
     let _ = rtc(io).to(rooms::practitioner(j.appointment)).emit("room:peer-left", &gone).await;
-    let _ = rtc(io).to(peer_room).leave(rooms::of_participant(j.appointment, &patient.peer_id)).await;
+    let _ = rtc(io).to(peer_room).leave(rooms::of_participant(j.appointment, j.practitioner, &patient.peer_id)).await;
     sig.app.audit(audit(conn, "consultation.deny").target(format!("{}:{}", j.appointment, patient.peer_id))).await?;
     crate::observability::lobby_denied();
     Ok(json!({ "peerId": patient.peer_id }))
@@ -633,16 +698,24 @@ async fn end<A: Adapter>(
     let j = practitioner_in_room(conn)?;
     let id = j.appointment;
     let everyone = sig.directory.list(id).await?;
+    // The new status is committed before anyone hears of the end (room:ended, this ack): a
+    // client that reads the appointment on either sees it fulfilled. (The web client moves to
+    // its end screen on room:ended, which used to go out first.)
+    let moved = move_status(sig, conn, id, RoomEvent::Ended).await;
     let _ = rtc(io).to(rooms::all(id)).emit("room:ended", &json!({ "reason": "ended-by-practitioner" })).await;
     for p in &everyone {
-        let _ = rtc(io).to(rooms::peer(id, &p.peer_id)).leave(rooms::of_participant(id, &p.peer_id)).await;
+        let _ =
+            rtc(io).to(rooms::peer(id, &p.peer_id)).leave(rooms::of_participant(id, j.practitioner, &p.peer_id)).await;
     }
-    leave_rooms(s, id, &j.peer_id);
+    leave_rooms(s, &j);
     sig.directory.clear(id).await?;
     conn.set_joined(None);
     sig.app.audit(audit(conn, "consultation.end").target(id.to_string())).await?;
     crate::observability::consultation_ended();
-    follow_status(sig, conn, id, RoomEvent::Ended).await;
+    if let Some(to) = moved {
+        after_move(sig, conn, id, to).await;
+    }
+    presence::announce(io, &sig.directory, j.practitioner).await;
     Ok(Value::Null)
 }
 
@@ -679,7 +752,7 @@ async fn renew<A: Adapter>(
 
 /// Sends `auth:expired` (and disconnects) when the token runs out, `session:expiring` five
 /// minutes before the join window closes, and `room:ended {window-closed}` when it closes.
-async fn timers<A: Adapter>(s: SocketRef<A>, sig: Signaling, conn: Conn) {
+async fn timers<A: Adapter>(s: SocketRef<A>, sig: Signaling, conn: Conn, io: SocketIo<A>) {
     loop {
         if !s.connected() {
             return;
@@ -695,11 +768,12 @@ async fn timers<A: Adapter>(s: SocketRef<A>, sig: Signaling, conn: Conn) {
         if let Some(j) = conn.joined() {
             if now >= j.closes_at {
                 let _ = s.emit("room:ended", &json!({ "reason": "window-closed" }));
-                leave_rooms(&s, j.appointment, &j.peer_id);
+                leave_rooms(&s, &j);
                 let socket_id = s.id.to_string();
                 let mine = |p: &Participant| p.socket_id == socket_id;
                 let _ = sig.directory.remove_if(j.appointment, conn.caller().user_id, mine).await;
                 conn.set_joined(None);
+                presence::announce(&io, &sig.directory, j.practitioner).await;
                 continue;
             }
             let warn_at = j.closes_at - EXPIRY_WARNING;

@@ -8,6 +8,7 @@
 mod conn;
 pub mod directory;
 mod handlers;
+pub mod presence;
 pub mod redis_driver;
 mod reply;
 mod rooms;

@@ -19,10 +19,11 @@ export const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 39
 
 /**
  * Chromium with a fake camera and microphone. `fakeUi: false` leaves out the flag that answers
- * every permission prompt with "allow", so a context without the permissions is refused.
+ * every permission prompt with "allow" (and picks the fake screen for getDisplayMedia), so a
+ * context without the permissions is refused.
  */
-export function launch({ fakeUi = true } = {}) {
-  return chromium.launch({ executablePath: CHROMIUM, args: chromiumArgs(fakeUi) });
+export function launch({ fakeUi = true, cameras = 1 } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM, args: chromiumArgs(fakeUi, cameras) });
 }
 
 /**
@@ -48,7 +49,8 @@ export async function openPersistentPage(label, viewport, { permissions = [], lo
   return recording(page, label);
 }
 
-function chromiumArgs(fakeUi) {
+/** `cameras`: how many fake cameras Chromium offers (`device-count`; one by default). */
+function chromiumArgs(fakeUi, cameras = 1) {
   return [
     "--no-sandbox",
     "--disable-gpu",
@@ -57,7 +59,7 @@ function chromiumArgs(fakeUi) {
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--use-fake-device-for-media-stream",
+    cameras > 1 ? `--use-fake-device-for-media-stream=device-count=${cameras}` : "--use-fake-device-for-media-stream",
     ...(fakeUi ? ["--use-fake-ui-for-media-stream"] : []),
     "--autoplay-policy=no-user-gesture-required",
   ];

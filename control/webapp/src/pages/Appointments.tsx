@@ -1,4 +1,4 @@
-import type { Appointment, AppointmentAction } from "@teletip/sdk";
+import type { Appointment, AppointmentAction, JoinWindowRule } from "@teletip/sdk";
 import { useCallback, useEffect, useState } from "react";
 import { Confirm } from "../components/Confirm.js";
 import { PushOptIn } from "../components/PushOptIn.js";
@@ -8,10 +8,9 @@ import { client, reason } from "../session.js";
 import { clock, groupOf, when } from "../time.js";
 
 const JOINABLE = new Set(["pending", "booked", "arrived", "checked-in"]);
-// The join window's defaults (scheduling.join-before-minutes / join-after-minutes); the server
-// decides, this only chooses whether to show the button or "you can join from".
-const JOIN_BEFORE_MS = 15 * 60000;
-const JOIN_AFTER_MS = 30 * 60000;
+// The join window is the server's (GET /v1/consultations/join-window, its
+// scheduling.join-before-minutes / join-after-minutes); it only chooses whether to show Join or
+// "you can join from" here: the server decides on each join.
 
 const names = new Map<string, string>();
 async function nameOf(kind: "practitioner" | "patient", id: string): Promise<string | null> {
@@ -59,12 +58,14 @@ export function Appointments() {
   const [who, setWho] = useState<Record<string, string>>({});
   const [asking, setAsking] = useState<{ a: Appointment; action: AppointmentAction } | null>(null);
   const [now, setNow] = useState(Date.now());
+  const [rule, setRule] = useState<JoinWindowRule | null>(null);
   const role = client.user?.role ?? "patient";
 
   const load = useCallback(async () => {
     setError(null);
     try {
-      const list = await client.listAppointments({ limit: 100 });
+      const [list, windowRule] = await Promise.all([client.listAppointments({ limit: 100 }), client.joinWindow()]);
+      setRule(windowRule);
       list.sort((x, y) => Date.parse(x.start) - Date.parse(y.start));
       setItems(list);
       setNow(Date.now());
@@ -100,8 +101,10 @@ export function Appointments() {
   const row = (a: Appointment) => {
     const start = Date.parse(a.start);
     const end = Date.parse(a.end);
-    const joinable = JOINABLE.has(a.status) && now < end + JOIN_AFTER_MS;
-    const open = now >= start - JOIN_BEFORE_MS;
+    const before = (rule?.beforeMinutes ?? 0) * 60000;
+    const after = (rule?.afterMinutes ?? 0) * 60000;
+    const joinable = rule !== null && JOINABLE.has(a.status) && now < end + after;
+    const open = now >= start - before;
     const name = who[a.id];
     const whoText = role === "practitioner" ? t("withPatient", { name: name ?? t("patient") }) : t("withPractitioner", { name: name ?? t("practitioner") });
     return (
@@ -119,7 +122,7 @@ export function Appointments() {
               {t("join")}
             </button>
           )}
-          {joinable && !open && <span className="muted">{t("joinOpensAt", { time: clock(lang, start - JOIN_BEFORE_MS) })}</span>}
+          {joinable && !open && <span className="muted">{t("joinOpensAt", { time: clock(lang, start - before) })}</span>}
           {actionsFor(a, role, now).map((action) => (
             <button
               key={action}

@@ -1,4 +1,4 @@
-import { Call, CallError, FAILURE_ADVICE, Signaling, SessionEndedError, SignalingError, type CallState, type JoinedRoom, type RoomPeer } from "@teletip/sdk";
+import { Call, CallError, FAILURE_ADVICE, Signaling, SessionEndedError, SignalingError, type CallState, type JoinedRoom, type PractitionerPresence, type RoomPeer } from "@teletip/sdk";
 import { useCallback, useEffect, useRef, useState, type FormEvent } from "react";
 import { Confirm } from "../components/Confirm.js";
 import { CAUSES_TR, useT, type MessageKey } from "../i18n.js";
@@ -67,6 +67,8 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
   const [ask, setAsk] = useState<null | "hangup" | "end" | "leave">(null);
   const [closesAt, setClosesAt] = useState<string | null>(null);
   const [patientName, setPatientName] = useState<string | null>(null);
+  // A waiting patient's view of the practitioner (null until the server says).
+  const [presence, setPresence] = useState<PractitionerPresence | null>(null);
 
   // The practitioner's lobby names the appointment's patient (the lobby events carry only ids).
   useEffect(() => {
@@ -99,6 +101,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       waiting: waiting.map((w) => ({ peerId: w.peerId, role: w.role })),
       callState,
       failure: failure ? failure.cause : null,
+      practitionerStatus: presence,
       audio,
       video,
       candidateType: stats?.route ?? null,
@@ -135,6 +138,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
       setRoom((r) => (r ? { ...r, state: "admitted" } : r));
     });
     s.on("lobby:denied", () => setPhase("denied"));
+    s.on("practitioner:status", (m) => setPresence(m.status));
     s.on("room:ended", () => {
       leaving.current = true;
       navigate(`/ended/${encodeURIComponent(id)}`, true);
@@ -425,8 +429,8 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
         <div className="card notice stack" data-testid="lobby">
           <h2>{t("waitingTitle")}</h2>
           <p data-testid="lobby-message">{t("waitingBody")}</p>
-          <p data-testid="doctor-status">
-            {t("doctorStatus")}: <strong>{t("doctorNotified")}</strong>
+          <p data-testid="doctor-status" data-status={presence ?? "unknown"} aria-live="polite">
+            {t("doctorStatus")} <strong>{presence ? t(`presence.${presence}` as MessageKey) : t("doctorNotified")}</strong>
           </p>
         </div>
       )}
@@ -488,7 +492,7 @@ export function Room(props: { appointmentId: string; baseTitle: string }) {
             // The way forward: the device check, where "Try again" asks the browser anew (the
             // call here keeps running receive-only meanwhile; nothing retries on its own).
             <div className="alert stack" role="alert" data-testid="media-problem">
-              <p>{mediaProblem === "permission" ? t("permissionHelpRoom") : t("noDevice")}</p>
+              <p>{mediaProblem === "permission" ? t("permissionHelpRoom") : t("noDeviceRoom")}</p>
               <div className="row">
                 <button type="button" className="secondary" onClick={() => leave(`/check/${encodeURIComponent(id)}`)} data-testid="check-devices">
                   {t("checkDevices")}
