@@ -1,12 +1,14 @@
 //! The relay's shell when something around it fails, through the real binary: an address it
 //! must listen on is taken (the start stops with the address named, rather than a relay that
 //! looks up but misses a transport), and a TLS handshake that fails is closed, counted and
-//! leaves the listener serving.
+//! leaves the listener serving. And what systemd is told (Type=notify): ready only once it
+//! answers, the watchdog fed while the workers turn, stopping on SIGTERM.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -193,4 +195,62 @@ fn a_failed_tls_handshake_is_closed_and_counted_and_the_listener_serves_on() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("BEGIN CERTIFICATE"), "a handshake after the failures: {text}");
     assert!(relay.stop().success());
+}
+
+/// systemd's side of Type=notify and WatchdogSec=: a datagram socket named by NOTIFY_SOCKET.
+#[test]
+fn systemd_is_told_ready_once_the_relay_answers_fed_by_the_watchdog_and_told_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    systemd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let port = free_udp_and_tcp_port();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_teletip-relay"))
+        .args(["--listening-ip", "127.0.0.1", "--listening-port"])
+        .arg(port.to_string())
+        .args(relay_ports())
+        .args(["--workers", "2", "--realm", REALM, "--static-auth-secret", SECRET, "--prometheus-port"])
+        .arg(free_tcp_port().to_string())
+        .env("NOTIFY_SOCKET", &path)
+        // 400 ms: pinged every 200 ms while every worker turns.
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = systemd.recv(&mut buf).expect("a notification from the relay");
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ready.lines().any(|l| l == "READY=1"), "the first notification says ready: {ready:?}");
+    assert!(ready.lines().any(|l| l == "STATUS=relaying"), "{ready:?}");
+    // Ready means listening: the first request after it is answered.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut request = [0u8; 64];
+    let len = MessageWriter::new(&mut request, Method::BINDING, Class::Request, [9; 12]).unwrap().finish();
+    client.send_to(&request[..len], ("127.0.0.1", port)).unwrap();
+    let mut answer = [0u8; 256];
+    let (got, _) = client.recv_from(&mut answer).expect("answered as soon as systemd was told ready");
+    assert_eq!(Answer(answer[..got].to_vec()).class(), Class::Success);
+
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 4 {
+        let n = systemd.recv(&mut buf).expect("watchdog pings keep coming");
+        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "4 pings took {:?} (every 200 ms expected)", started.elapsed());
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(relay.id() as i32, libc::SIGTERM) };
+    let stopping = loop {
+        let n = systemd.recv(&mut buf).expect("told it stops");
+        let said = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !said.contains("WATCHDOG=1") {
+            break said;
+        }
+    };
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert!(relay.wait().unwrap().success());
 }
