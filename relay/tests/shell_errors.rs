@@ -254,3 +254,50 @@ fn systemd_is_told_ready_once_the_relay_answers_fed_by_the_watchdog_and_told_it_
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     assert!(relay.wait().unwrap().success());
 }
+
+/// `credential --json`, what a script hands a client: the advertised (NAT) address in every
+/// URI, TCP and TLS when they are served; a pair the secret checks. A `--ttl` beyond
+/// max-credential-lifetime is refused rather than printing a credential the relay would refuse.
+#[test]
+fn credential_json_names_the_advertised_address_and_a_too_long_ttl_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let credential = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_teletip-relay"))
+            .args(["--listening-ip", "127.0.0.1", "--listening-port", "3478", "--static-auth-secret", SECRET])
+            .args(["--external-ip", "203.0.113.7", "--tls-listening-port", "5349"])
+            .args(["--cert", cert.to_str().unwrap(), "--pkey", key.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = credential(&["credential", "--user", "json-user", "--ttl", "300", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let uris: Vec<&str> = json["uris"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(
+        uris,
+        [
+            "turn:203.0.113.7:3478?transport=udp",
+            "turn:203.0.113.7:3478?transport=tcp",
+            "turns:203.0.113.7:5349?transport=tcp"
+        ]
+    );
+    assert_eq!(json["ttl"], 300);
+    let username = json["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "json-user");
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!((unix_now() + 290..=unix_now() + 301).contains(&expiry));
+    let (_, password) = teletip_turn_proto::credentials::issue(SECRET.as_bytes(), "json-user", expiry);
+    assert_eq!(json["password"], password.as_str());
+
+    let out = credential(&["--no-tcp", "true", "credential", "--user", "u", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["uris"].as_array().unwrap().len(), 2, "no TCP URI with no-tcp: {json}");
+
+    let out = credential(&["--max-credential-lifetime", "3600", "credential", "--user", "u", "--ttl", "7200"]);
+    assert!(!out.status.success(), "a credential the relay would refuse was printed");
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exceeds max-credential-lifetime (3600 s)"));
+}
