@@ -6,96 +6,24 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::link::*;
 use support::*;
-use teletip_link::{ControlToRelay, RelayToControl, RevokedSession, read_frame, write_frame};
+use teletip_link::{ControlToRelay, RevokedSession, write_frame};
 use teletip_turn_proto::credentials::issue;
 use webrtc_util::Conn;
-
-/// Runs openssl in `dir`; `args` are split on spaces.
-fn openssl(dir: &Path, args: &str) {
-    let out = Command::new("openssl")
-        .args(args.split(' '))
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A link CA (`ca.pem`), the control plane's certificate for `control.test` (`control.pem`)
-/// and the relay node's (`relay1.pem`), as operations.md makes them.
-fn make_pki(dir: &Path) {
-    const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    openssl(dir, &format!("req -x509 {NEW_KEY} -keyout ca.key -out ca.pem -days 2 -subj /CN=ca"));
-    for (name, dns, usage) in [("control", "control.test", "serverAuth"), ("relay1", "relay1.test", "clientAuth")] {
-        openssl(dir, &format!("req {NEW_KEY} -keyout {name}.key -out {name}.csr -subj /CN={dns}"));
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("subjectAltName=DNS:{dns}\nextendedKeyUsage={usage}\n"),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &format!(
-                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
-            ),
-        );
-    }
-}
-
-/// The control plane's end of one relay's link: registered, its load reports read and dropped.
-struct ControlEnd {
-    endpoint: quinn::Endpoint,
-    connection: quinn::Connection,
-    send: quinn::SendStream,
-}
-
-/// Accepts the relay's connection on `endpoint` and answers its registration.
-async fn accept_relay(endpoint: quinn::Endpoint) -> ControlEnd {
-    let connection = endpoint.accept().await.expect("the relay dials").await.expect("mutual TLS handshake");
-    let (mut send, mut recv) = connection.accept_bi().await.unwrap();
-    let first = read_frame::<_, RelayToControl>(&mut recv).await.unwrap();
-    assert!(matches!(first, Some(RelayToControl::Register(_))), "{first:?}");
-    let registered = ControlToRelay::Registered { node: "relay1.test".into(), report_every_ms: 1000 };
-    write_frame(&mut send, &registered).await.unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = read_frame::<_, RelayToControl>(&mut recv).await {} });
-    ControlEnd { endpoint, connection, send }
-}
 
 /// A relay with its control link registered with a stand-in control plane, which is returned
 /// with the certificates' folder (removed when dropped).
 async fn linked_relay() -> (Relay, ControlEnd, tempfile::TempDir) {
     let pki = tempfile::tempdir().unwrap();
     make_pki(pki.path());
-    let server = teletip_link::tls::server_config(
-        &pki.path().join("control.pem"),
-        &pki.path().join("control.key"),
-        &pki.path().join("ca.pem"),
-    )
-    .unwrap();
-    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let link_addr = endpoint.local_addr().unwrap();
-    let accepted = tokio::spawn(accept_relay(endpoint));
-    let path = |name: &str| pki.path().join(name).to_str().unwrap().to_owned();
-    let flags: Vec<String> = vec![
-        "--allow-loopback-peers".into(),
-        "true".into(),
-        "--control-server".into(),
-        link_addr.to_string(),
-        "--control-server-name".into(),
-        "control.test".into(),
-        "--control-ca".into(),
-        path("ca.pem"),
-        "--control-cert".into(),
-        path("relay1.pem"),
-        "--control-key".into(),
-        path("relay1.key"),
-    ];
+    let endpoint = control_endpoint(pki.path(), "control");
+    let accepted = tokio::spawn(accept_relay(endpoint.clone()));
+    let flags = link_flags(pki.path(), endpoint.local_addr().unwrap());
     let relay = tokio::task::spawn_blocking(move || {
         Relay::start("127.0.0.1", &flags.iter().map(String::as_str).collect::<Vec<_>>())
     })

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod link;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
