@@ -130,10 +130,7 @@ async fn two_instances_on_one_postgresql_keep_one_chain() {
     let (token, _) = e.user_token(&admin, "pat@example.test", "patient").await;
     let dir = tempfile::tempdir().unwrap();
     let other = Control::start(dir.path(), &e.control.database_url, RELAXED_LIMITS);
-    let (a, b) = tokio::join!(
-        burst(&e.http, &e.control.base, &token, 200),
-        burst(&e.http, &other.base, &token, 200)
-    );
+    let (a, b) = tokio::join!(burst(&e.http, &e.control.base, &token, 200), burst(&e.http, &other.base, &token, 200));
     let issued: HashSet<String> = a
         .iter()
         .chain(&b)

@@ -19,8 +19,8 @@ mod notifications;
 mod notifications_store;
 mod privacy;
 mod privacy_store;
-mod read_cache;
 mod push;
+mod read_cache;
 mod residency;
 mod residency_store;
 mod scheduling;
@@ -39,6 +39,7 @@ pub use notifications_store::NotificationStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use privacy_store::PrivacyStore;
 pub use push::{PushStore, PushSubscriptionRecord, Subscribed};
+pub use read_cache::READ_CACHE_TTL;
 pub use residency::{LegalBasis, PatientResidency, Practice};
 pub use residency_store::ResidencyStore;
 pub use scheduling::{
@@ -48,7 +49,6 @@ pub use scheduling::{
 pub use scheduling_store::SchedulingStore;
 pub use turn_sessions::{IssuedTurnSession, RevokedTurnSession, TurnRevocation, TurnSessionScope};
 pub use turn_sessions_store::TurnSessionStore;
-pub use read_cache::READ_CACHE_TTL;
 pub use turn_writer::DEFAULT_QUEUE as DEFAULT_TURN_WRITE_QUEUE;
 
 use async_trait::async_trait;

@@ -84,11 +84,11 @@ impl<K, V> ReadCache<K, V> {
 }
 
 /// Something [`InvalidateOnDrop`] can invalidate.
-pub(crate) trait Invalidate {
+pub(crate) trait Invalidate: Sync {
     fn invalidate(&self);
 }
 
-impl<K, V> Invalidate for ReadCache<K, V> {
+impl<K: Send, V: Send> Invalidate for ReadCache<K, V> {
     fn invalidate(&self) {
         ReadCache::invalidate(self);
     }

@@ -124,7 +124,13 @@ fn insert_sessions(batch: &[Job]) -> Sql {
         values(batch.len(), 6)
     ));
     for Job { session: s, .. } in batch {
-        q = q.bind(&s.id).bind(s.expires_at).bind(s.user_id).bind(s.login_session).bind(s.appointment_id).bind(s.issued_at);
+        q = q
+            .bind(&s.id)
+            .bind(s.expires_at)
+            .bind(s.user_id)
+            .bind(s.login_session)
+            .bind(s.appointment_id)
+            .bind(s.issued_at);
     }
     q
 }
