@@ -296,9 +296,9 @@ impl AccountStore for SqlStore {
             return Ok(cached);
         }
         // Taken before reading: a write that ends the session meanwhile makes this read unkept.
-        let generation = self.auth_cache.generation();
+        let ticket = self.auth_cache.ticket();
         let read = (self.session(session).await?, self.user_by_id(user).await?);
-        self.auth_cache.put((session, user), generation, read.clone());
+        self.auth_cache.put((session, user), ticket, read.clone());
         Ok(read)
     }
 

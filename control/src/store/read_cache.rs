@@ -10,8 +10,10 @@
 //! entry read from the database while such a write was under way carries the generation it
 //! was read in and is not kept once the generation moved on, so a read that raced a revocation
 //! is never served after it. Another control instance on the same database does not see this
-//! instance's invalidations: there a change takes effect when its entry expires, within
-//! [`READ_CACHE_TTL`] (docs/security.md, "Revocation").
+//! instance's invalidations, nor those of the `teletip-control user` commands (another
+//! process): there a change takes effect when its entry expires, within [`READ_CACHE_TTL`] of
+//! its commit (docs/control-security.md, section 2). Those commands wait that long before they
+//! return.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -29,8 +31,16 @@ const MAX_ENTRIES: usize = 100_000;
 
 struct Entry<V> {
     value: V,
+    /// When the read began: what it returned was committed no later than this.
     read_at: Instant,
     generation: u64,
+}
+
+/// Taken before a read of the database, handed to [`ReadCache::put`] with what it read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    generation: u64,
+    started: Instant,
 }
 
 /// Values by key as last read from the database.
@@ -46,9 +56,15 @@ impl<K, V> Default for ReadCache<K, V> {
 }
 
 impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
-    /// The generation to tag a read with: take it *before* reading the database.
-    pub fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Take it *before* reading the database. An entry is served for [`READ_CACHE_TTL`] from
+    /// this moment, so a change committed by another process is refused at most that long
+    /// after its commit (what the CLI waits for, `cli::users`).
+    pub fn ticket(&self) -> Ticket {
+        Ticket { generation: self.generation(), started: Instant::now() }
     }
 
     /// The value of `key`, if read less than [`READ_CACHE_TTL`] ago and since the last
@@ -60,17 +76,17 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         (e.generation == generation && e.read_at.elapsed() < READ_CACHE_TTL).then(|| e.value.clone())
     }
 
-    /// Keeps what was read in `generation` (from [`ReadCache::generation`] before the read);
-    /// nothing if an invalidation came in between.
-    pub fn put(&self, key: K, generation: u64, value: V) {
+    /// Keeps what was read with `ticket` (from [`ReadCache::ticket`] before the read); nothing
+    /// if an invalidation came in between.
+    pub fn put(&self, key: K, ticket: Ticket, value: V) {
         let mut entries = self.entries.lock().expect("read cache lock");
-        if self.generation() != generation {
+        if self.generation() != ticket.generation {
             return;
         }
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(key, Entry { value, read_at: Instant::now(), generation });
+        entries.insert(key, Entry { value, read_at: ticket.started, generation: ticket.generation });
     }
 }
 
@@ -112,13 +128,12 @@ mod tests {
     #[test]
     fn an_invalidation_forgets_entries_and_refuses_reads_that_raced_it() {
         let cache: ReadCache<u32, &str> = ReadCache::default();
-        let g = cache.generation();
-        cache.put(1, g, "live");
+        cache.put(1, cache.ticket(), "live");
         assert_eq!(cache.get(&1), Some("live"));
         drop(InvalidateOnDrop(&cache));
         assert_eq!(cache.get(&1), None, "an invalidation forgets the entry");
         // A read that began before an invalidation and ends after it is not kept.
-        let before = cache.generation();
+        let before = cache.ticket();
         cache.invalidate();
         cache.put(1, before, "stale");
         assert_eq!(cache.get(&1), None, "a read older than the last invalidation is not served");
@@ -127,8 +142,7 @@ mod tests {
     #[test]
     fn entries_expire() {
         let cache: ReadCache<u32, &str> = ReadCache::default();
-        let g = cache.generation();
-        cache.put(1, g, "live");
+        cache.put(1, cache.ticket(), "live");
         cache.entries.lock().unwrap().get_mut(&1).unwrap().read_at -= READ_CACHE_TTL;
         assert_eq!(cache.get(&1), None);
     }

@@ -197,7 +197,7 @@ impl ResidencyStore for SqlStore {
             return Ok(cached);
         }
         // Taken before reading: a write meanwhile makes this read unkept.
-        let generation = self.residency_cache.generation();
+        let ticket = self.residency_cache.ticket();
         let patient = self.patient_by_user(user_id).await?;
         let legal_bases = match &patient {
             Some(p) => self.legal_bases(p.id).await?,
@@ -209,7 +209,7 @@ impl ResidencyStore for SqlStore {
             legal_bases,
             patient,
         };
-        self.residency_cache.put(user_id, generation, read.clone());
+        self.residency_cache.put(user_id, ticket, read.clone());
         Ok(read)
     }
 
