@@ -145,13 +145,14 @@ pub async fn authenticate_session(
 /// Whether a caller authenticated earlier (a signaling connection, at its handshake) may still
 /// act: the session not revoked or expired, the account enabled and still of the same role.
 pub async fn still_live(state: &AppState, caller: &Caller) -> Result<(), TokenRefusal> {
+    // Read from the database itself, not the read cache: a signaling event is refused as soon
+    // as its session ended on any instance, even one without Redis (docs/control-security.md).
     let now = state.clock().now();
-    let (session, user) = state.store().token_session(caller.session_id, caller.user_id).await?;
-    match session {
+    match state.store().session(caller.session_id).await? {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == caller.user_id => {}
         _ => return Err(TokenRefusal::SessionEnded),
     }
-    match user {
+    match state.store().user_by_id(caller.user_id).await? {
         Some(u) if u.disabled => Err(TokenRefusal::AccountDisabled),
         Some(u) if u.role == caller.role => Ok(()),
         // A changed role ends the user's sessions (users.rs); this is the belt to those braces.
