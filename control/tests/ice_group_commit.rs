@@ -77,6 +77,20 @@ async fn recorded(engine: Engine, url: &str) -> (HashSet<String>, HashSet<String
     (ids.into_iter().collect(), named)
 }
 
+/// A second instance on `e`'s database, with its keys (the data directory's generated JWT key
+/// and relay secret), as a deployment shares them.
+fn second_instance(e: &Env, dir: &std::path::Path) -> Control {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in std::fs::read_dir(e.control.dir.join("data")).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+        }
+    }
+    Control::start(dir, &e.control.database_url, RELAXED_LIMITS)
+}
+
 /// The whole chain verified through `GET /v1/audit`: how many events it holds.
 async fn chain_verified(e: &Env, admin: &str) -> i64 {
     let (s, page) = e.get("/v1/audit?limit=1", Some(admin)).await;
@@ -129,7 +143,7 @@ async fn two_instances_on_one_postgresql_keep_one_chain() {
     let admin = e.admin().await;
     let (token, _) = e.user_token(&admin, "pat@example.test", "patient").await;
     let dir = tempfile::tempdir().unwrap();
-    let other = Control::start(dir.path(), &e.control.database_url, RELAXED_LIMITS);
+    let other = second_instance(&e, dir.path());
     let (a, b) = tokio::join!(burst(&e.http, &e.control.base, &token, 200), burst(&e.http, &other.base, &token, 200));
     let issued: HashSet<String> = a
         .iter()
@@ -183,7 +197,7 @@ async fn a_logout_on_one_instance_is_refused_by_the_other_within_the_cache_bound
     let admin = e.admin().await;
     let (token, _) = e.user_token(&admin, "pat@example.test", "patient").await;
     let dir = tempfile::tempdir().unwrap();
-    let other = Control::start(dir.path(), &e.control.database_url, RELAXED_LIMITS);
+    let other = second_instance(&e, dir.path());
     let ice = |base: String| {
         let (http, token) = (e.http.clone(), token.clone());
         async move { http.post(format!("{base}/v1/ice/credentials")).bearer_auth(token).send().await.unwrap().status() }
