@@ -353,6 +353,9 @@ pub struct IceConfig {
     pub secrets: Vec<KeyConfig>,
     /// The relays to hand out, best first.
     pub relays: Vec<RelayEntry>,
+    /// Issued credentials waiting for their group commit at most; beyond, requests are
+    /// answered 503 with Retry-After (store/turn_writer.rs).
+    pub write_queue: usize,
 }
 
 impl Default for IceConfig {
@@ -372,6 +375,7 @@ impl Default for IceConfig {
                 stun: true,
                 region: None,
             }],
+            write_queue: crate::store::DEFAULT_TURN_WRITE_QUEUE,
         }
     }
 }
@@ -452,6 +456,10 @@ impl ControlConfig {
                 && self.ice.min_ttl <= self.ice.default_ttl
                 && self.ice.default_ttl <= self.ice.max_ttl,
             "ice: need 1 <= min-ttl <= default-ttl <= max-ttl"
+        );
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.ice.write_queue),
+            "ice.write-queue must be between 1 and 1000000"
         );
         // With a relay link the relays register themselves; the static list is then only what
         // is handed out while none has.

@@ -89,7 +89,7 @@ fn turn_urls(r: &RelayEntry) -> Vec<String> {
 #[utoipa::path(post, path = "/v1/ice/credentials", tag = "ice", request_body = Option<IceRequest>, security(("bearer" = [])),
     responses((status = 200, body = IceResponse), (status = 401, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem),
-              (status = 503, body = crate::problem::Problem, description = "no relay is available, or none in a region this patient's media may use")))]
+              (status = 503, body = crate::problem::Problem, description = "no relay is available, or none in a region this patient's media may use; or too many credentials are waiting to be recorded (with Retry-After)")))]
 pub async fn issue(
     State(state): State<AppState>,
     ip: ClientIp,

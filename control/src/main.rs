@@ -152,7 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", teletip_control::backup::command::restore(&config, input, key_file.as_deref()).await?);
         return Ok(());
     }
-    let store = store::open(&config.database_url).await.with_context(|| "cannot open the database")?;
+    let store = store::open_with_queue(&config.database_url, config.ice.write_queue)
+        .await
+        .with_context(|| "cannot open the database")?;
     if !may_create {
         if let Some(missing) = teletip_control::cli::database::missing_schema(&store).await {
             anyhow::bail!(teletip_control::cli::database::refusal(&missing, "user add"));

@@ -73,6 +73,10 @@ pub enum ApiError {
     RetryLater { detail: String, retry_after_seconds: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with a `Retry-After` in whole seconds: the server is saturated (a full write
+    /// queue), not the client.
+    #[error("{detail}")]
+    Overloaded { detail: String, retry_after_seconds: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     /// 401: the password was right, and the account's second factor is needed as well.
@@ -115,7 +119,9 @@ impl ApiError {
             ApiError::TooManyRequests | ApiError::RetryLater { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
             }
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
             ApiError::MfaRequired(_) => (StatusCode::UNAUTHORIZED, "mfa-required", "One-time code required"),
             ApiError::MfaEnrollmentRequired(_) => {
@@ -141,6 +147,10 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::DoubleBooking => {
                 ApiError::Conflict("the practitioner is already booked at that time".into())
             }
+            crate::store::StoreError::Busy => ApiError::Overloaded {
+                detail: "too many requests are waiting for the database; try again shortly".into(),
+                retry_after_seconds: 1,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -151,7 +161,9 @@ impl IntoResponse for ApiError {
         let (status, slug, title) = self.parts();
         let request_id = current_request_id();
         let retry_after = match &self {
-            ApiError::RetryLater { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            ApiError::RetryLater { retry_after_seconds, .. } | ApiError::Overloaded { retry_after_seconds, .. } => {
+                Some(*retry_after_seconds)
+            }
             _ => None,
         };
         let (detail, errors) = match self {
@@ -175,6 +187,7 @@ impl IntoResponse for ApiError {
             | ApiError::MfaRequired(d)
             | ApiError::MfaEnrollmentRequired(d)
             | ApiError::RetryLater { detail: d, .. }
+            | ApiError::Overloaded { detail: d, .. }
             | ApiError::RuleRefused { detail: d, .. } => (Some(d), vec![]),
         };
         let body = Problem {

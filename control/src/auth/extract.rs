@@ -1,6 +1,9 @@
 //! The authenticated caller of a request: a valid access token whose session is still open
 //! and whose account is still enabled. Checked against the store on every request so that a
-//! logout, a reuse detection or a disabled account takes effect at once (HIPAA 164.312(a)).
+//! logout, a reuse detection or a disabled account takes effect at once (HIPAA 164.312(a)):
+//! the store may answer from a cache of at most `store::READ_CACHE_TTL` (1 s), which its own
+//! writes that end a session or change an account clear at once; a change made through
+//! another control instance takes effect here within that second.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -125,7 +128,7 @@ pub async fn authenticate_session(
         }
         other => TokenRefusal::Invalid(other.to_string()),
     })?;
-    let session = state.store().session(claims.sid).await?;
+    let (session, user) = state.store().token_session(claims.sid, claims.sub).await?;
     let now = state.clock().now();
     match session {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == claims.sub => {}
@@ -133,7 +136,7 @@ pub async fn authenticate_session(
     }
     let expires =
         time::OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|e| TokenRefusal::Invalid(e.to_string()))?;
-    match state.store().user_by_id(claims.sub).await? {
+    match user {
         Some(u) if !u.disabled => Ok((Caller { user_id: u.id, role: u.role, session_id: claims.sid }, expires)),
         _ => Err(TokenRefusal::AccountDisabled),
     }
@@ -142,6 +145,8 @@ pub async fn authenticate_session(
 /// Whether a caller authenticated earlier (a signaling connection, at its handshake) may still
 /// act: the session not revoked or expired, the account enabled and still of the same role.
 pub async fn still_live(state: &AppState, caller: &Caller) -> Result<(), TokenRefusal> {
+    // Read from the database itself, not the read cache: a signaling event is refused as soon
+    // as its session ended on any instance, even one without Redis (docs/control-security.md).
     let now = state.clock().now();
     match state.store().session(caller.session_id).await? {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == caller.user_id => {}

@@ -63,11 +63,16 @@ pub async fn list(state: &AppState) -> Result<String, UserCliError> {
 /// What a disable or password reset does beyond the row: every session of the user ends, and
 /// the relay credentials issued under them are revoked (recorded in the store; relays learn it
 /// from the serving instances). A Socket.IO connection's next event fails the store check.
+///
+/// The serving instances may have the sessions in their read cache (`store::READ_CACHE_TTL`),
+/// which this process cannot clear: the command waits that long before it returns, so that
+/// when it returns the sessions are refused everywhere.
 async fn end_sessions(state: &AppState, id: Uuid, reason: &'static str) -> Result<(), UserCliError> {
     let now = state.clock().now();
     state.store().revoke_user_sessions(id, "account-changed", now).await?;
     let revoke = crate::domain::revocation::on_account_change(id, reason);
     crate::revocation::follow(state, revoke, None, None).await;
+    tokio::time::sleep(crate::store::READ_CACHE_TTL).await;
     Ok(())
 }
 

@@ -299,7 +299,7 @@ impl IceOutcome {
     pub fn of<T>(answer: &Result<T, ApiError>) -> IceOutcome {
         match answer {
             Ok(_) => IceOutcome::Issued,
-            Err(ApiError::Unavailable(_)) => IceOutcome::Unavailable,
+            Err(ApiError::Unavailable(_) | ApiError::Overloaded { .. }) => IceOutcome::Unavailable,
             Err(_) => IceOutcome::Failed,
         }
     }

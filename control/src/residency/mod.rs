@@ -19,7 +19,7 @@ use crate::config::RelayEntry;
 use crate::domain::residency::{self, Permitted, Region, ResidencyFacts, TransferBasis};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::{AppState, ClientIp};
-use crate::store::{ConsentDecision, PatientRecord, Role};
+use crate::store::{Consent, ConsentDecision, LegalBasis, PatientRecord, Role};
 
 pub const PRACTICE_CREATE: &str = "practice.create";
 pub const PRACTICE_UPDATE: &str = "practice.update";
@@ -44,35 +44,57 @@ pub fn region_field(field: &str, label: &str) -> ApiResult<Region> {
 /// The transfer bases in force for `patient` now: their consents to a transfer purpose under
 /// the current notice, and the legal bases an admin recorded.
 pub async fn bases_in_force(state: &AppState, patient: &PatientRecord) -> ApiResult<Vec<TransferBasis>> {
+    let (current, consents) = match patient.user_id {
+        Some(user_id) => (
+            crate::privacy::notices::current_notice(state).await?.map(|n| n.version),
+            state.store().consents(user_id).await?,
+        ),
+        None => (None, Vec::new()),
+    };
+    let legal_bases = state.store().legal_bases(patient.id).await?;
+    Ok(bases_from(patient, current.as_ref(), &consents, &legal_bases, state.clock().now()))
+}
+
+/// The transfer bases in force at `now` among a patient's consents (given to a transfer
+/// purpose under the `current` notice) and legal bases.
+fn bases_from(
+    patient: &PatientRecord,
+    current: Option<&String>,
+    consents: &[Consent],
+    legal_bases: &[LegalBasis],
+    now: time::OffsetDateTime,
+) -> Vec<TransferBasis> {
     let mut bases = Vec::new();
-    if let Some(user_id) = patient.user_id {
-        let current = crate::privacy::notices::current_notice(state).await?.map(|n| n.version);
-        let history = state.store().consents(user_id).await?;
-        for c in crate::privacy::consents::latest_per_purpose(&history).values() {
-            if c.decision == ConsentDecision::Given && Some(&c.notice_version) == current.as_ref() {
+    if patient.user_id.is_some() {
+        for c in crate::privacy::consents::latest_per_purpose(consents).values() {
+            if c.decision == ConsentDecision::Given && Some(&c.notice_version) == current {
                 bases.extend(TransferBasis::from_consent_purpose(&c.purpose));
             }
         }
     }
-    let now = state.clock().now();
-    for b in state.store().legal_bases(patient.id).await? {
+    for b in legal_bases {
         if b.in_force(now) {
-            let destinations = b.destinations.map(|d| d.iter().filter_map(|r| Region::parse(r).ok()).collect());
+            let destinations =
+                b.destinations.as_ref().map(|d| d.iter().filter_map(|r| Region::parse(r).ok()).collect());
             bases.push(TransferBasis { destinations });
         }
     }
-    Ok(bases)
+    bases
 }
 
 /// The rule's answer for one patient now.
 pub async fn permitted_for_patient(state: &AppState, patient: &PatientRecord) -> ApiResult<Permitted> {
     let bases = bases_in_force(state, patient).await?;
+    Ok(permitted_with(state, patient, &bases))
+}
+
+fn permitted_with(state: &AppState, patient: &PatientRecord, bases: &[TransferBasis]) -> Permitted {
     let region = patient.data_region.as_deref().and_then(|r| Region::parse(r).ok());
-    Ok(residency::permitted_regions(ResidencyFacts {
+    residency::permitted_regions(ResidencyFacts {
         deployment: state.config().deployment_region.as_ref(),
         patient: region.as_ref(),
-        bases: &bases,
-    }))
+        bases,
+    })
 }
 
 /// Whose media a credential carries (see the module documentation), and the rule's answer.
@@ -82,20 +104,40 @@ async fn permitted_for(state: &AppState, caller: &Caller, appointment: Option<Uu
             let a = state.store().appointment(id).await?.ok_or(ApiError::NotFound)?;
             state.store().patient(a.patient_id).await?
         }
-        None if caller.role == Role::Patient => state.store().patient_by_user(caller.user_id).await?,
+        // A patient's own credentials, fetched again and again by the client: one read of
+        // everything the rule needs, which the store may serve from its cache (read_cache.rs).
+        None if caller.role == Role::Patient => {
+            let facts = state.store().patient_residency(caller.user_id).await?;
+            let subject = format!("user:{}", caller.user_id);
+            let Some(patient) = &facts.patient else {
+                return Ok((subject, permitted_without_record(state)));
+            };
+            let bases = bases_from(
+                patient,
+                facts.current_notice_version.as_ref(),
+                &facts.consents,
+                &facts.legal_bases,
+                state.clock().now(),
+            );
+            return Ok((subject, permitted_with(state, patient, &bases)));
+        }
         None => return Ok((format!("user:{}", caller.user_id), Permitted::Anywhere)),
     };
     let subject = appointment.map_or_else(|| format!("user:{}", caller.user_id), |a| format!("appointment:{a}"));
     let permitted = match patient {
         Some(p) => permitted_for_patient(state, &p).await?,
-        // A patient account without its record yet: the deployment's region.
-        None => residency::permitted_regions(ResidencyFacts {
-            deployment: state.config().deployment_region.as_ref(),
-            patient: None,
-            bases: &[],
-        }),
+        None => permitted_without_record(state),
     };
     Ok((subject, permitted))
+}
+
+/// A patient account without its record yet: the deployment's region.
+fn permitted_without_record(state: &AppState) -> Permitted {
+    residency::permitted_regions(ResidencyFacts {
+        deployment: state.config().deployment_region.as_ref(),
+        patient: None,
+        bases: &[],
+    })
 }
 
 /// The relays of `offered` (best first) that the rule permits for this credential. None

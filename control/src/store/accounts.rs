@@ -38,6 +38,13 @@ pub trait AccountStore: Send + Sync {
 
     async fn create_session(&self, session: Session, first_token: RefreshToken) -> StoreResult<()>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    /// The login session `session` and the account `user` an access token names, for the
+    /// token's check on every request. May be served from a cache of at most
+    /// [`super::READ_CACHE_TTL`]; this store's own writes that end a session or change an
+    /// account take effect on it at once (`read_cache`).
+    async fn token_session(&self, session: Uuid, user: Uuid) -> StoreResult<(Option<Session>, Option<User>)> {
+        Ok((self.session(session).await?, self.user_by_id(user).await?))
+    }
     async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>>;
     /// Marks `used` as spent and stores its successor, atomically: false if it was already
     /// spent (a reuse, which the caller treats as theft).
@@ -157,6 +164,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn update_user(&self, id: Uuid, c: UserChanges, now: OffsetDateTime) -> StoreResult<Option<User>> {
+        let _invalidate = super::read_cache::InvalidateOnDrop(&self.auth_cache);
         let reset = c.password_hash.is_some();
         let mut tx = self.db.begin().await?;
         tx.lock_enabled_admins().await?;
@@ -283,6 +291,17 @@ impl AccountStore for SqlStore {
         Ok(self.db.fetch_optional_as(sql("SELECT * FROM sessions WHERE id = $1").bind(id), session_from_row).await?)
     }
 
+    async fn token_session(&self, session: Uuid, user: Uuid) -> StoreResult<(Option<Session>, Option<User>)> {
+        if let Some(cached) = self.auth_cache.get(&(session, user)) {
+            return Ok(cached);
+        }
+        // Taken before reading: a write that ends the session meanwhile makes this read unkept.
+        let ticket = self.auth_cache.ticket();
+        let read = (self.session(session).await?, self.user_by_id(user).await?);
+        self.auth_cache.put((session, user), ticket, read.clone());
+        Ok(read)
+    }
+
     async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>> {
         Ok(self
             .db
@@ -306,6 +325,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn revoke_session(&self, id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<()> {
+        let _invalidate = super::read_cache::InvalidateOnDrop(&self.auth_cache);
         self.db
             .execute(
                 sql("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
@@ -318,6 +338,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn revoke_user_sessions(&self, user_id: Uuid, reason: &str, now: OffsetDateTime) -> StoreResult<u64> {
+        let _invalidate = super::read_cache::InvalidateOnDrop(&self.auth_cache);
         Ok(self
             .db
             .execute(

@@ -39,12 +39,8 @@ fn audit_from_row(r: &Row) -> Result<AuditEvent, sqlx::Error> {
 /// last, so that the chain's lock is never held while waiting for another lock.
 pub(super) async fn append_audit_in(tx: &mut Tx, e: NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
     tx.lock_audit_chain().await?;
-    let last = tx.fetch_optional(sql("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")).await?;
-    let (seq, prev_hash) = match last {
-        Some(r) => (r.get::<i64>("seq")? + 1, r.get("hash")?),
-        None => (1, GENESIS_HASH.to_string()),
-    };
-    let event = e.recorded(seq, Uuid::new_v4(), prev_hash);
+    let (last, prev_hash) = last_audit_hash(tx).await?;
+    let event = e.recorded(last + 1, Uuid::new_v4(), prev_hash);
     tx.execute(
         sql("INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
@@ -62,6 +58,15 @@ pub(super) async fn append_audit_in(tx: &mut Tx, e: NewAuditEvent) -> Result<Aud
     )
     .await?;
     Ok(event)
+}
+
+/// The chain's last position and hash (0 and the genesis hash while it is empty). Read it only
+/// under [`Tx::lock_audit_chain`]: otherwise another append can follow it before this one.
+pub(super) async fn last_audit_hash(tx: &mut Tx) -> Result<(i64, String), sqlx::Error> {
+    match tx.fetch_optional(sql("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")).await? {
+        Some(r) => Ok((r.get::<i64>("seq")?, r.get("hash")?)),
+        None => Ok((0, GENESIS_HASH.to_string())),
+    }
 }
 
 /// Appends `e` as the last write of `tx` and commits both: the write and its event are

@@ -267,7 +267,8 @@ pub(crate) fn map_rows<T>(rows: Vec<Row>, f: fn(&Row) -> Result<T, sqlx::Error>)
     rows.iter().map(f).collect()
 }
 
-/// A pool of either engine.
+/// A pool of either engine (a clone shares the pool and the audit lock).
+#[derive(Clone)]
 pub(crate) enum Db {
     /// One file in WAL mode; `audit_lock` lets one audited transaction at a time in (this
     /// process owns the file).

@@ -20,12 +20,14 @@ mod notifications_store;
 mod privacy;
 mod privacy_store;
 mod push;
+mod read_cache;
 mod residency;
 mod residency_store;
 mod scheduling;
 mod scheduling_store;
 mod turn_sessions;
 mod turn_sessions_store;
+mod turn_writer;
 
 pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
@@ -37,7 +39,8 @@ pub use notifications_store::NotificationStore;
 pub use privacy::{Anonymisation, Consent, ConsentDecision, NoticePurpose, PatientFilter, PrivacyNotice};
 pub use privacy_store::PrivacyStore;
 pub use push::{PushStore, PushSubscriptionRecord, Subscribed};
-pub use residency::{LegalBasis, Practice};
+pub use read_cache::READ_CACHE_TTL;
+pub use residency::{LegalBasis, PatientResidency, Practice};
 pub use residency_store::ResidencyStore;
 pub use scheduling::{
     Appointment, AppointmentFilter, AppointmentStatus, CareWindow, PatientRecord, Practitioner, StoredException,
@@ -46,6 +49,7 @@ pub use scheduling::{
 pub use scheduling_store::SchedulingStore;
 pub use turn_sessions::{IssuedTurnSession, RevokedTurnSession, TurnRevocation, TurnSessionScope};
 pub use turn_sessions_store::TurnSessionStore;
+pub use turn_writer::DEFAULT_QUEUE as DEFAULT_TURN_WRITE_QUEUE;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -232,6 +236,15 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The queue of writes waiting for a group commit is full: try again shortly.
+    #[error("too many writes are waiting; try again shortly")]
+    Busy,
+    /// The group commit holding this write failed (the cause is in the log).
+    #[error("the group commit failed: {0}")]
+    BatchFailed(String),
+    /// The group commit's writer task has stopped (the runtime is shutting down).
+    #[error("the group commit's writer has stopped")]
+    WriterGone,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -279,12 +292,36 @@ pub type DynStore = Arc<dyn Store>;
 /// differs between the two).
 pub struct SqlStore {
     db: Db,
+    /// Sessions and accounts as token checks last read them, by (session, user) (`read_cache`).
+    auth_cache: read_cache::ReadCache<(Uuid, Uuid), (Option<Session>, Option<User>)>,
+    /// Patients' residency facts as ICE credential requests last read them, by user.
+    residency_cache: read_cache::ReadCache<Uuid, PatientResidency>,
+    /// Issued TURN sessions' group commit, started by the first one (`turn_writer`).
+    turn_writer: std::sync::OnceLock<turn_writer::TurnWriter>,
+    turn_queue: usize,
 }
 
 impl SqlStore {
     /// Opens the database a URL names: `sqlite://path` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str) -> StoreResult<SqlStore> {
-        Ok(SqlStore { db: Db::connect(url).await? })
+        Self::connect_with_queue(url, turn_writer::DEFAULT_QUEUE).await
+    }
+
+    /// As [`SqlStore::connect`], with room for `turn_queue` issued TURN sessions waiting for
+    /// their group commit (`ice.write-queue`).
+    pub async fn connect_with_queue(url: &str, turn_queue: usize) -> StoreResult<SqlStore> {
+        Ok(SqlStore {
+            db: Db::connect(url).await?,
+            auth_cache: Default::default(),
+            residency_cache: Default::default(),
+            turn_writer: std::sync::OnceLock::new(),
+            turn_queue,
+        })
+    }
+
+    /// The group commit's writer, started on the runtime of its first use.
+    fn turn_writer(&self) -> &turn_writer::TurnWriter {
+        self.turn_writer.get_or_init(|| turn_writer::TurnWriter::start(self.db.clone(), self.turn_queue))
     }
 }
 
@@ -311,4 +348,9 @@ impl Store for SqlStore {
 /// Opens the store a URL names: `sqlite://path` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> StoreResult<DynStore> {
     Ok(Arc::new(SqlStore::connect(url).await?))
+}
+
+/// As [`open`], with room for `turn_queue` issued TURN sessions waiting for their group commit.
+pub async fn open_with_queue(url: &str, turn_queue: usize) -> StoreResult<DynStore> {
+    Ok(Arc::new(SqlStore::connect_with_queue(url, turn_queue).await?))
 }

@@ -66,6 +66,7 @@ fn consent_from_row(r: &Row) -> Result<Consent, sqlx::Error> {
 #[async_trait]
 impl PrivacyStore for SqlStore {
     async fn publish_notice(&self, n: PrivacyNotice) -> StoreResult<PrivacyNotice> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let purposes = serde_json::to_string(&n.purposes).expect("purposes serialise");
         self
             .db
@@ -94,6 +95,7 @@ impl PrivacyStore for SqlStore {
     }
 
     async fn record_consent(&self, c: Consent, audit: NewAuditEvent) -> StoreResult<Consent> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let mut tx = self.db.begin_audited().await?;
         tx.execute(
             sql("INSERT INTO consents (id, user_id, notice_version, purpose, decision, at, source_ip)
@@ -122,6 +124,8 @@ impl PrivacyStore for SqlStore {
     }
 
     async fn anonymise_patient(&self, a: &Anonymisation, audit: NewAuditEvent) -> StoreResult<()> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
+        let _invalidate = super::read_cache::InvalidateOnDrop(&self.auth_cache);
         let mut tx = self.db.begin_audited().await?;
         tx.execute(
             sql("UPDATE patients SET display_name = $1, birth_date = NULL, national_id_enc = NULL,
@@ -171,6 +175,8 @@ impl PrivacyStore for SqlStore {
         user_id: Option<Uuid>,
         audit: NewAuditEvent,
     ) -> StoreResult<()> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
+        let _invalidate = super::read_cache::InvalidateOnDrop(&self.auth_cache);
         let mut tx = self.db.begin_audited().await?;
         if let Some(patient_id) = patient_id {
             tx.execute(sql("DELETE FROM appointments WHERE patient_id = $1").bind(patient_id)).await?;

@@ -38,3 +38,16 @@ impl LegalBasis {
         self.withdrawn_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
 }
+
+/// What the residency rule reads for a patient account's own ICE credentials: its patient
+/// record (if any), the current privacy notice's version, its consent history and its legal
+/// bases (`ResidencyStore::patient_residency`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientResidency {
+    pub patient: Option<super::PatientRecord>,
+    pub current_notice_version: Option<String>,
+    /// Oldest first.
+    pub consents: Vec<super::Consent>,
+    /// Oldest first.
+    pub legal_bases: Vec<LegalBasis>,
+}

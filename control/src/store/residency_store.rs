@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::audit_log::commit_audited;
 use super::engine::{Row, sql, write_error};
-use super::{LegalBasis, NewAuditEvent, Practice, SqlStore, StoreResult};
+use super::{
+    LegalBasis, NewAuditEvent, PatientResidency, Practice, PrivacyStore, SchedulingStore, SqlStore, StoreResult,
+};
 
 #[async_trait]
 pub trait ResidencyStore: Send + Sync {
@@ -36,6 +38,11 @@ pub trait ResidencyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// A patient's legal bases, oldest first (withdrawn and expired ones too: the history).
     async fn legal_bases(&self, patient_id: Uuid) -> StoreResult<Vec<LegalBasis>>;
+    /// What the residency rule reads for the patient account `user_id`'s own ICE credentials.
+    /// May be served from a cache of at most [`super::READ_CACHE_TTL`]; this store's own
+    /// writes of consents, notices, patients and legal bases take effect on it at once
+    /// (`read_cache`).
+    async fn patient_residency(&self, user_id: Uuid) -> StoreResult<PatientResidency>;
 }
 
 fn practice_from_row(r: &Row) -> Result<Practice, sqlx::Error> {
@@ -117,6 +124,7 @@ impl ResidencyStore for SqlStore {
         at: OffsetDateTime,
         audit: NewAuditEvent,
     ) -> StoreResult<bool> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let mut tx = self.db.begin_audited().await?;
         let done = tx
             .execute(
@@ -134,6 +142,7 @@ impl ResidencyStore for SqlStore {
     }
 
     async fn record_legal_basis(&self, b: LegalBasis, audit: NewAuditEvent) -> StoreResult<LegalBasis> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let destinations = b.destinations.as_ref().map(|d| serde_json::to_string(d).expect("labels serialise"));
         let mut tx = self.db.begin_audited().await?;
         tx.execute(
@@ -164,6 +173,7 @@ impl ResidencyStore for SqlStore {
         at: OffsetDateTime,
         audit: NewAuditEvent,
     ) -> StoreResult<bool> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let mut tx = self.db.begin_audited().await?;
         let done = tx
             .execute(
@@ -180,6 +190,27 @@ impl ResidencyStore for SqlStore {
         }
         commit_audited(tx, audit).await?;
         Ok(true)
+    }
+
+    async fn patient_residency(&self, user_id: Uuid) -> StoreResult<PatientResidency> {
+        if let Some(cached) = self.residency_cache.get(&user_id) {
+            return Ok(cached);
+        }
+        // Taken before reading: a write meanwhile makes this read unkept.
+        let ticket = self.residency_cache.ticket();
+        let patient = self.patient_by_user(user_id).await?;
+        let legal_bases = match &patient {
+            Some(p) => self.legal_bases(p.id).await?,
+            None => Vec::new(),
+        };
+        let read = PatientResidency {
+            current_notice_version: self.notices().await?.into_iter().next().map(|n| n.version),
+            consents: self.consents(user_id).await?,
+            legal_bases,
+            patient,
+        };
+        self.residency_cache.put(user_id, ticket, read.clone());
+        Ok(read)
     }
 
     async fn legal_bases(&self, patient_id: Uuid) -> StoreResult<Vec<LegalBasis>> {

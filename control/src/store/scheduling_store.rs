@@ -211,6 +211,7 @@ impl SchedulingStore for SqlStore {
     }
 
     async fn create_patient(&self, p: PatientRecord, audit: NewAuditEvent) -> StoreResult<PatientRecord> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let mut tx = self.db.begin_audited().await?;
         tx
             .execute(
@@ -278,6 +279,7 @@ impl SchedulingStore for SqlStore {
     }
 
     async fn update_patient(&self, p: &PatientRecord, audit: NewAuditEvent) -> StoreResult<bool> {
+        let _invalidate_residency = super::read_cache::InvalidateOnDrop(&self.residency_cache);
         let mut tx = self.db.begin_audited().await?;
         let done = tx
             .execute(

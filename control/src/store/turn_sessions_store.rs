@@ -12,7 +12,8 @@ use super::{
 
 #[async_trait]
 pub trait TurnSessionStore: Send + Sync {
-    /// Records an issued session with its `ice.credentials.issue` event, in one transaction.
+    /// Records an issued session with its `ice.credentials.issue` event, in one transaction
+    /// (shared with other requests' sessions: a group commit); committed when this returns.
     async fn record_turn_session(&self, session: IssuedTurnSession, audit: NewAuditEvent) -> StoreResult<()>;
     /// Revokes the sessions `revocation` names that are still valid and records the event
     /// `audit` makes of them, in one transaction. Returns every session it names that is
@@ -36,20 +37,8 @@ fn revoked_from_row(r: &Row) -> Result<RevokedTurnSession, sqlx::Error> {
 #[async_trait]
 impl TurnSessionStore for SqlStore {
     async fn record_turn_session(&self, s: IssuedTurnSession, audit: NewAuditEvent) -> StoreResult<()> {
-        let mut tx = self.db.begin_audited().await?;
-        tx.execute(
-            sql("INSERT INTO turn_sessions (id, expires_at, user_id, login_session, appointment_id, issued_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&s.id)
-            .bind(s.expires_at)
-            .bind(s.user_id)
-            .bind(s.login_session)
-            .bind(s.appointment_id)
-            .bind(s.issued_at),
-        )
-        .await?;
-        commit_audited(tx, audit).await?;
-        Ok(())
+        // Committed with other requests' in one transaction (turn_writer.rs), before this returns.
+        self.turn_writer().record(s, audit).await
     }
 
     async fn revoke_turn_sessions(
