@@ -1,8 +1,9 @@
 // practitioner:status: a waiting patient is told where their practitioner is (offline, online,
 // busy with another patient, here in this consultation's room), on joining and at each change;
 // on one instance and across two on Redis. A patient of another practitioner hears nothing of
-// it, and a patient once admitted hears no more. And room:end: the appointment is fulfilled in
-// the database before room:ended or the acknowledgement reaches anyone (read at once, repeated).
+// it, and a patient once admitted hears no more. And lobby:admit and room:end: the appointment
+// is checked in (fulfilled) in the database before lobby:admitted (room:ended) or the
+// acknowledgement reaches anyone (read at once, repeated).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -125,15 +126,20 @@ test("across two instances on Redis: the patient on A hears the practitioner on 
   await hears(again, "offline", "practitioner gone from B");
 });
 
-test("room:end: the appointment reads fulfilled at once after room:ended and after the ack", async () => {
+test("lobby:admit and room:end: the appointment reads checked-in, then fulfilled, at once on the event and after the ack", async () => {
   for (let i = 0; i < 5; i++) {
     const { practitioner, patient, appointment } = await c.pair({ practitioner: `Dr. End ${i}`, patient: `Patient End ${i}` });
     const doc = await peers.connect(c.control, practitioner, `practitioner ${i}`);
     const pat = await peers.connect(c.control, patient, `patient ${i}`);
     okData(await doc.call("room:join", { appointmentId: appointment.id }), "practitioner joins");
     const pj = okData(await pat.call("room:join", { appointmentId: appointment.id }), "patient joins");
+    // The patient reads as soon as lobby:admitted arrives, before the practitioner's ack.
+    const readOnAdmitted = new Promise((resolve) => {
+      pat.socket.once("lobby:admitted", () => resolve(c.appointmentStatus(appointment.id)));
+    });
     okData(await doc.call("lobby:admit", { peerId: pj.peerId }), "admit");
-    assert.equal(await c.appointmentStatus(appointment.id), "checked-in");
+    assert.equal(await c.appointmentStatus(appointment.id), "checked-in", `round ${i}: read after the admit's ack`);
+    assert.equal(await readOnAdmitted, "checked-in", `round ${i}: read on lobby:admitted`);
     // The patient reads as soon as room:ended arrives, before the practitioner's ack.
     const readOnEnded = new Promise((resolve) => {
       pat.socket.once("room:ended", () => resolve(c.appointmentStatus(appointment.id)));

@@ -637,6 +637,9 @@ async fn admit<A: Adapter>(
     let patient =
         sig.directory.update(j.appointment, waiting.user_id, admitted).await?.ok_or_else(no_such_waiting_peer)?;
     let id = j.appointment;
+    // The new status (checked in) is committed before anyone hears of the admission, as for
+    // room:end: a client that reads the appointment on lobby:admitted or after this ack sees it.
+    let moved = move_status(sig, conn, id, RoomEvent::Admitted).await;
     if let Some(since) = patient.waiting_since_ms {
         let waited = unix_ms(sig.app.clock().now()).saturating_sub(since).max(0);
         crate::observability::lobby_admitted(std::time::Duration::from_millis(waited as u64));
@@ -656,7 +659,9 @@ async fn admit<A: Adapter>(
         .collect();
     let _ = rtc(io).to(peer_room).emit("lobby:admitted", &json!({ "peerId": patient.peer_id, "peers": peers })).await;
     sig.app.audit(audit(conn, "consultation.admit").target(format!("{id}:{}", patient.peer_id))).await?;
-    follow_status(sig, conn, id, RoomEvent::Admitted).await;
+    if let Some(to) = moved {
+        after_move(sig, conn, id, to).await;
+    }
     // In a call now: the practitioner's other waiting patients see it.
     presence::announce(io, &sig.directory, j.practitioner).await;
     Ok(json!({ "peerId": patient.peer_id }))
