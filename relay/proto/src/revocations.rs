@@ -158,4 +158,16 @@ mod tests {
         assert_eq!(r.prune(185), 1, "b expired");
         assert_eq!(r.prune(300), 0);
     }
+
+    #[test]
+    fn an_id_ordered_twice_in_one_batch_holds_until_its_latest_expiry() {
+        // The input the link_message fuzz target found (its invariant assumed one order per id).
+        let r = Revocations::new();
+        let applied = r.revoke([("a1b2c3d4", 700), ("a1b2c3d4", 100), ("", 700)], 100);
+        assert_eq!(applied, Applied { added: 1, known: 0, ignored: 2 });
+        assert!(r.is_revoked("a1b2c3d4", 699) && !r.is_revoked("a1b2c3d4", 700));
+        let applied = r.revoke([("b", 150), ("b", 400)], 100);
+        assert_eq!(applied, Applied { added: 2, known: 0, ignored: 0 }, "the later order extends the earlier");
+        assert!(r.is_revoked("b", 399));
+    }
 }
