@@ -13,26 +13,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::xdp::{can_run, channel_data, ip};
 use support::{SECRET, TurnClient, have_tool, uclient_summary};
 use teletip_turn_proto::codec::{Class, Method, attr};
-
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: network namespaces and XDP need root (CI runs as root)");
-        return false;
-    }
-    if let Err(reason) = teletip_relay::xdp::OBJECT {
-        eprintln!("skipping {test}: {reason}");
-        return false;
-    }
-    true
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// Namespaces R (r0: 10.77.0.1/24, fd77::1/64) and C (c0: .2 to .5 and ::2 to ::5), joined
 /// by a veth pair. Deleted on drop.
@@ -289,13 +272,6 @@ fn bind(c: &mut TurnClient, channel: u16, peer: SocketAddr) -> Option<u16> {
     a.error_code()
 }
 
-fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
-    let mut v = channel.to_be_bytes().to_vec();
-    v.extend((data.len() as u16).to_be_bytes());
-    v.extend(data);
-    v
-}
-
 fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = [0u8; 2048];
     s.recv_from(&mut buf).ok().map(|(n, from)| (buf[..n].to_vec(), from))
@@ -418,21 +394,21 @@ fn kernel_relays_what_the_relay_granted(
 
 #[test]
 fn ipv4_the_kernel_relays_exactly_what_the_relay_granted() {
-    if can_run("ipv4_the_kernel_relays_exactly_what_the_relay_granted") {
+    if can_run("ipv4_the_kernel_relays_exactly_what_the_relay_granted", "network namespaces and XDP need root") {
         kernel_relays_what_the_relay_granted("v4", "10.77.0.1", "10.77.0.2:0", "10.77.0.3:7000", "10.77.0.5:7000");
     }
 }
 
 #[test]
 fn ipv6_the_kernel_relays_exactly_what_the_relay_granted() {
-    if can_run("ipv6_the_kernel_relays_exactly_what_the_relay_granted") {
+    if can_run("ipv6_the_kernel_relays_exactly_what_the_relay_granted", "network namespaces and XDP need root") {
         kernel_relays_what_the_relay_granted("v6", "fd77::1", "[fd77::2]:0", "[fd77::3]:7000", "[fd77::5]:7000");
     }
 }
 
 #[test]
 fn two_clients_of_one_relay_meet_in_the_kernel() {
-    if !can_run("two_clients_of_one_relay_meet_in_the_kernel") {
+    if !can_run("two_clients_of_one_relay_meet_in_the_kernel", "network namespaces and XDP need root") {
         return;
     }
     let net = Net::new("short");
@@ -461,7 +437,7 @@ fn two_clients_of_one_relay_meet_in_the_kernel() {
 
 #[test]
 fn the_kernel_relays_no_more_than_the_bandwidth_cap_leases_it() {
-    if !can_run("the_kernel_relays_no_more_than_the_bandwidth_cap_leases_it") {
+    if !can_run("the_kernel_relays_no_more_than_the_bandwidth_cap_leases_it", "network namespaces and XDP need root") {
         return;
     }
     let net = Net::new("cap");
@@ -498,7 +474,7 @@ fn the_kernel_relays_no_more_than_the_bandwidth_cap_leases_it() {
 
 #[test]
 fn the_relay_says_why_it_falls_back_and_relays_in_user_space() {
-    if !can_run("the_relay_says_why_it_falls_back_and_relays_in_user_space") {
+    if !can_run("the_relay_says_why_it_falls_back_and_relays_in_user_space", "network namespaces and XDP need root") {
         return;
     }
     let net = Net::new("fallback");
@@ -560,7 +536,9 @@ fn the_relay_says_why_it_falls_back_and_relays_in_user_space() {
 
 #[test]
 fn turnutils_uclient_passes_with_the_offload_on() {
-    if !can_run("turnutils_uclient_passes_with_the_offload_on") || !have_tool("turnutils_uclient", "uclient_xdp") {
+    if !can_run("turnutils_uclient_passes_with_the_offload_on", "network namespaces and XDP need root")
+        || !have_tool("turnutils_uclient", "uclient_xdp")
+    {
         return;
     }
     let net = Net::new("uclient");

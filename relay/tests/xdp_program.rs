@@ -8,6 +8,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 
+mod support;
+use support::xdp::{can_run, channel_data, ip};
+
 use teletip_relay::xdp::Offload;
 use teletip_relay::xdp::maps::{
     Addr, AllocVal, C2pKey, C2pVal, Counters, Maps, P2cKey, P2cVal, PermKey, PermVal, UNLIMITED,
@@ -24,25 +27,6 @@ const CLIENT2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// Skips (returns false, with a message) unless the test runs as root with the program built.
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: BPF_PROG_TEST_RUN needs root (CI runs as root)");
-        return false;
-    }
-    if let Err(reason) = teletip_relay::xdp::OBJECT {
-        eprintln!("skipping {test}: {reason}");
-        return false;
-    }
-    true
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Forwarding on for every interface of namespace `ns`, both families.
@@ -180,13 +164,6 @@ fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     }
     p.extend(udp);
     p
-}
-
-fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
-    let mut v = channel.to_be_bytes().to_vec();
-    v.extend((data.len() as u16).to_be_bytes());
-    v.extend(data);
-    v
 }
 
 /// A parsed output packet, its checksums verified from scratch (independently of the
@@ -348,7 +325,7 @@ fn client_to_peer_and_back(g: Grant, peer: SocketAddr) {
 
 #[test]
 fn ipv4_channel_data_is_relayed_both_ways_with_valid_checksums() {
-    if !can_run("ipv4_channel_data_is_relayed_both_ways_with_valid_checksums") {
+    if !can_run("ipv4_channel_data_is_relayed_both_ways_with_valid_checksums", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("v4");
@@ -358,7 +335,7 @@ fn ipv4_channel_data_is_relayed_both_ways_with_valid_checksums() {
 
 #[test]
 fn ipv6_channel_data_is_relayed_both_ways_with_valid_checksums() {
-    if !can_run("ipv6_channel_data_is_relayed_both_ways_with_valid_checksums") {
+    if !can_run("ipv6_channel_data_is_relayed_both_ways_with_valid_checksums", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("v6");
@@ -368,7 +345,7 @@ fn ipv6_channel_data_is_relayed_both_ways_with_valid_checksums() {
 
 #[test]
 fn an_ipv4_datagram_without_udp_checksum_keeps_none() {
-    if !can_run("an_ipv4_datagram_without_udp_checksum_keeps_none") {
+    if !can_run("an_ipv4_datagram_without_udp_checksum_keeps_none", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("nocsum");
@@ -384,7 +361,7 @@ fn an_ipv4_datagram_without_udp_checksum_keeps_none() {
 
 #[test]
 fn the_same_relay_short_circuit_swaps_channel_and_addresses() {
-    if !can_run("the_same_relay_short_circuit_swaps_channel_and_addresses") {
+    if !can_run("the_same_relay_short_circuit_swaps_channel_and_addresses", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("short");
@@ -420,7 +397,7 @@ fn the_same_relay_short_circuit_swaps_channel_and_addresses() {
 
 #[test]
 fn nothing_user_space_would_refuse_is_relayed() {
-    if !can_run("nothing_user_space_would_refuse_is_relayed") {
+    if !can_run("nothing_user_space_would_refuse_is_relayed", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("refuse");
@@ -479,7 +456,7 @@ fn nothing_user_space_would_refuse_is_relayed() {
 
 #[test]
 fn what_the_program_does_not_own_passes_up_unchanged() {
-    if !can_run("what_the_program_does_not_own_passes_up_unchanged") {
+    if !can_run("what_the_program_does_not_own_passes_up_unchanged", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("notours");
@@ -540,7 +517,7 @@ fn what_the_program_does_not_own_passes_up_unchanged() {
 
 #[test]
 fn a_destination_without_a_resolved_neighbour_goes_up() {
-    if !can_run("a_destination_without_a_resolved_neighbour_goes_up") {
+    if !can_run("a_destination_without_a_resolved_neighbour_goes_up", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("noneigh");
@@ -560,7 +537,7 @@ fn a_destination_without_a_resolved_neighbour_goes_up() {
 #[test]
 #[ignore = "a measurement, not a check: run by hand (docs/performance.md, The XDP offload)"]
 fn program_cost() {
-    if !can_run("program_cost") {
+    if !can_run("program_cost", "BPF_PROG_TEST_RUN needs root") {
         return;
     }
     let _ns = Namespace::enter("cost");

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod link;
+pub mod xdp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
