@@ -13,9 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::link::{accept_relay, control_endpoint_on, link_flags, make_pki};
 use support::xdp::{can_run, channel_data, ip};
-use support::{SECRET, TurnClient, have_tool, uclient_summary};
+use support::{SECRET, TurnClient, have_tool, uclient_summary, unix_now};
+use teletip_link::{ControlToRelay, RevokedSession, write_frame};
 use teletip_turn_proto::codec::{Class, Method, attr};
+use teletip_turn_proto::credentials::issue;
 
 /// Namespaces R (r0: 10.77.0.1/24, fd77::1/64) and C (c0: .2 to .5 and ::2 to ::5), joined
 /// by a veth pair. Deleted on drop.
@@ -288,6 +291,14 @@ impl Drop for Relay {
 
 fn client(net: &Net, local: &str, server: &str, user: &str) -> TurnClient {
     let mut c = TurnClient::new(server.parse().unwrap(), user);
+    c.socket = net.socket(local);
+    c
+}
+
+/// A client of session `id` (REST credentials as the control plane issues them).
+fn session_client(net: &Net, local: &str, server: &str, id: &str) -> TurnClient {
+    let credentials = issue(SECRET.as_bytes(), id, unix_now() + 600);
+    let mut c = TurnClient::with_credentials(server.parse().unwrap(), credentials);
     c.socket = net.socket(local);
     c
 }
@@ -668,5 +679,100 @@ fn turnutils_uclient_passes_with_the_offload_on() {
     let by_kernel = relay.wait_metric("teletip_xdp_relayed_packets_total", "", f64::MAX);
     println!("relayed in the kernel: {by_kernel} of {}", relay.metric("teletip_relayed_packets_total", ""));
     assert!(by_kernel > 0.0, "the kernel relayed part of uclient's traffic");
+    relay.stop();
+}
+
+/// Revocation with the offload on, over the real control link: the relay in R registers with a
+/// stand-in control plane (the link's QUIC endpoint and frames, in R too, on its loopback), two
+/// sessions relay to one peer through the kernel, and the control plane revokes one. From the
+/// moment the relay has applied the order the kernel relays not one more datagram of the revoked
+/// allocation, in either direction (the relay is frozen to see what the kernel does on its own),
+/// while the other session's datagrams keep going through the kernel.
+#[test]
+fn a_revoked_session_is_relayed_no_more_by_the_kernel_and_others_are() {
+    if !can_run(
+        "a_revoked_session_is_relayed_no_more_by_the_kernel_and_others_are",
+        "network namespaces and XDP need root",
+    ) {
+        return;
+    }
+    let net = Net::new("revoke");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path());
+    let socket = Net::within(&net.r, || std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    let endpoint = runtime.block_on(async { control_endpoint_on(pki.path(), "control", socket) });
+    let accepted = runtime.spawn(accept_relay(endpoint.clone()));
+    let flags = link_flags(pki.path(), endpoint.local_addr().unwrap());
+    let mut args = vec!["--xdp-offload", "r0", "--xdp-mode", "generic"];
+    args.extend(flags.iter().map(String::as_str));
+    let relay = Relay::start(&net, &args);
+    let mut control = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), accepted).await })
+        .expect("the relay registered")
+        .unwrap();
+    assert_eq!(relay.wait_metric("teletip_control_link_up", "", 1.0), 1.0);
+
+    let (revoked_id, kept_id) = ("q8Zs0bX1m2c9LkPw", "Xk3pQ9aLm0Rt7VbN");
+    let server: SocketAddr = "10.77.0.1:3478".parse().unwrap();
+    let peer = net.socket("10.77.0.3:7000");
+    let peer_at = peer.local_addr().unwrap();
+    let mut revoked = session_client(&net, "10.77.0.2:0", "10.77.0.1:3478", revoked_id);
+    let mut kept = session_client(&net, "10.77.0.4:0", "10.77.0.1:3478", kept_id);
+    let (revoked_relayed, kept_relayed) = (allocate(&mut revoked), allocate(&mut kept));
+    assert_eq!(bind(&mut revoked, 0x4000, peer_at), None);
+    assert_eq!(bind(&mut kept, 0x4000, peer_at), None);
+    for c in [&revoked, &kept] {
+        warm_up(&|| drop(c.socket.send_to(&channel_data(0x4000, b"warm"), server)), &peer);
+        let relayed = if std::ptr::eq(c, &revoked) { revoked_relayed } else { kept_relayed };
+        warm_up(&|| drop(peer.send_to(b"warm", relayed)), &c.socket);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Before the order: both sessions through the kernel, both ways.
+    relay.freeze();
+    let through_kernel = |c: &TurnClient, relayed: SocketAddr, what: &str| {
+        for i in 0..5u8 {
+            c.socket.send_to(&channel_data(0x4000, &[i; 9]), server).unwrap();
+            let (got, from) = recv(&peer).unwrap_or_else(|| panic!("{what}: client to peer through the kernel"));
+            assert_eq!((got, from), (vec![i; 9], relayed), "{what}");
+            peer.send_to(&[i; 5], relayed).unwrap();
+            let (got, _) = recv(&c.socket).unwrap_or_else(|| panic!("{what}: peer to client through the kernel"));
+            assert_eq!(got, channel_data(0x4000, &[i; 5]), "{what}");
+        }
+    };
+    through_kernel(&revoked, revoked_relayed, "the session to be revoked");
+    through_kernel(&kept, kept_relayed, "the other session");
+    relay.thaw();
+    let kernel_before = relay.wait_metric("teletip_xdp_relayed_packets_total", "", f64::MAX);
+    assert!(kernel_before >= 20.0, "the 20 datagrams of the frozen relay were the kernel's: {kernel_before}");
+    assert_eq!(relay.metric("teletip_xdp_offloaded_allocations", ""), 2.0);
+
+    // The order, as the control plane sends it; the relay ends the allocation and counts it.
+    let order =
+        ControlToRelay::Revoke { sessions: vec![RevokedSession { id: revoked_id.into(), expires: unix_now() + 600 }] };
+    runtime.block_on(write_frame(&mut control.send, &order)).unwrap();
+    assert_eq!(relay.wait_metric("teletip_allocations_ended_total", "how=\"revoked\"", 1.0), 1.0);
+
+    // From then on: nothing of the revoked allocation through the kernel, the other relays on.
+    relay.freeze();
+    for i in 0..10u8 {
+        revoked.socket.send_to(&channel_data(0x4000, &[0xee, i]), server).unwrap();
+        peer.send_to(&[0xef, i], revoked_relayed).unwrap();
+    }
+    silent(&revoked.socket, "the revoked allocation's relayed address, peer to client");
+    through_kernel(&kept, kept_relayed, "the other session after the revocation");
+    let stray = std::iter::from_fn(|| recv(&peer)).find(|(data, _)| data.first() == Some(&0xee));
+    assert_eq!(stray, None, "the revoked session's channel, client to peer");
+    relay.thaw();
+    silent(&peer, "the relay, resumed, drops them too");
+    silent(&revoked.socket, "the relay, resumed, drops them too");
+    assert_eq!(relay.wait_metric("teletip_xdp_offloaded_allocations", "", 1.0), 1.0, "the revoked slot is gone");
+    let refused = revoked.allocate(&|_| {});
+    assert_eq!(refused.error_code(), Some(401), "the revoked session's credentials are refused");
+    runtime.block_on(async {
+        control.connection.close(0u32.into(), b"done");
+        control.endpoint.close(0u32.into(), b"done");
+    });
     relay.stop();
 }
