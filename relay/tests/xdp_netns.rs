@@ -776,3 +776,95 @@ fn a_revoked_session_is_relayed_no_more_by_the_kernel_and_others_are() {
     });
     relay.stop();
 }
+
+/// The maps of the program attached to r0 in `net`, by name, read with bpftool (JSON, values
+/// formatted from the program's BTF): `dump` for the hash maps, `lookup` for one array slot.
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool").arg("-j").args(args).output().expect("bpftool is installed (.ci/install)");
+    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn map_ids(net: &Net) -> std::collections::HashMap<String, u64> {
+    let link = Command::new("ip").args(["-j", "-n", &net.r, "link", "show", "r0"]).output().unwrap();
+    let link: serde_json::Value = serde_json::from_slice(&link.stdout).unwrap();
+    let prog = link[0]["xdp"]["prog"]["id"].as_u64().expect("a program on r0");
+    let ids = bpftool_json(&["prog", "show", "id", &prog.to_string()]);
+    ids["map_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            let id = id.as_u64().unwrap();
+            let map = bpftool_json(&["map", "show", "id", &id.to_string()]);
+            (map["name"].as_str().unwrap().to_string(), id)
+        })
+        .collect()
+}
+
+/// The `expires_ns` of every entry of a hash map, with its `alloc` slot where the entry has one.
+fn expiries(map: u64) -> Vec<(Option<u64>, u64)> {
+    let dump = bpftool_json(&["map", "dump", "id", &map.to_string()]);
+    dump.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let e = e.get("formatted").unwrap_or(e);
+            let slot = e["key"]["alloc"].as_u64().or(e["value"]["alloc"].as_u64());
+            (slot, e["value"]["expires_ns"].as_u64().expect("expires_ns"))
+        })
+        .collect()
+}
+
+/// The expiries the kernel enforces (the program compares them with `bpf_ktime_get_ns`; that it
+/// does is `xdp_program.rs`'s to show, on crafted packets) are the ones the relay granted: a
+/// permission 300 s from now, a channel 600 s, the allocation its lifetime, and a Refresh moves
+/// the allocation's at once. Read from the running relay's maps with bpftool.
+#[test]
+fn the_kernel_holds_the_expiries_the_relay_granted() {
+    if !can_run("the_kernel_holds_the_expiries_the_relay_granted", "network namespaces and XDP need root")
+        || !have_tool("bpftool", "the_kernel_holds_the_expiries_the_relay_granted")
+    {
+        return;
+    }
+    let net = Net::new("expiry");
+    let relay = Relay::start(&net, &["--xdp-offload", "r0", "--xdp-mode", "generic"]);
+    let mut a = client(&net, "10.77.0.2:0", "10.77.0.1:3478", "xdp-expiry");
+    let peer = net.socket("10.77.0.3:7000");
+    allocate(&mut a);
+    assert_eq!(bind(&mut a, 0x4000, peer.local_addr().unwrap()), None);
+    let granted_at = teletip_relay::xdp::mirror::monotonic_ns();
+    let maps = map_ids(&net);
+    let seconds_left = |expires_ns: u64| (expires_ns as f64 - granted_at as f64) / 1e9;
+    let near =
+        |got: f64, want: f64, what: &str| assert!((got - want).abs() < 3.0, "{what}: {got:.1} s left, not {want}");
+
+    let perms = expiries(maps["perms"]);
+    assert_eq!(perms.len(), 1, "one permission: {perms:?}");
+    near(seconds_left(perms[0].1), 300.0, "the permission");
+    let channels = expiries(maps["c2p"]);
+    assert_eq!(channels.len(), 1, "one channel: {channels:?}");
+    near(seconds_left(channels[0].1), 600.0, "the channel");
+    assert_eq!(expiries(maps["p2c"]).len(), 1, "and its way back");
+    let slot = perms[0].0.expect("the permission's slot");
+    assert_eq!(channels[0].0, Some(slot), "one allocation");
+    let allocation = || {
+        let key: Vec<String> = slot.to_le_bytes()[..4].iter().map(u8::to_string).collect();
+        let mut args = vec!["map", "lookup", "id"];
+        let id = maps["allocs"].to_string();
+        args.push(&id);
+        args.push("key");
+        args.extend(key.iter().map(String::as_str));
+        let found = bpftool_json(&args);
+        let found = found.get("formatted").unwrap_or(&found);
+        found["value"]["expires_ns"].as_u64().expect("the slot's expiry")
+    };
+    near(seconds_left(allocation()), 600.0, "the allocation (the default lifetime)");
+
+    let refreshed = a.call(Method::REFRESH, &|w| {
+        w.u32(attr::LIFETIME, 1800).unwrap();
+    });
+    assert_eq!(refreshed.class(), Class::Success);
+    near(seconds_left(allocation()), 1800.0, "the allocation after a Refresh of 1800 s");
+    relay.stop();
+}
