@@ -13,9 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::link::{accept_relay, control_endpoint_on, link_flags, make_pki};
 use support::xdp::{can_run, channel_data, ip};
-use support::{SECRET, TurnClient, have_tool, uclient_summary};
+use support::{SECRET, TurnClient, have_tool, uclient_summary, unix_now};
+use teletip_link::{ControlToRelay, RevokedSession, write_frame};
 use teletip_turn_proto::codec::{Class, Method, attr};
+use teletip_turn_proto::credentials::issue;
 
 /// Namespaces R (r0: 10.77.0.1/24, fd77::1/64) and C (c0: .2 to .5 and ::2 to ::5), joined
 /// by a veth pair. Deleted on drop.
@@ -58,6 +61,40 @@ impl Net {
             .expect("ethtool is installed (.ci/install)");
         assert!(out.status.success(), "ethtool: {}", String::from_utf8_lossy(&out.stderr));
         net
+    }
+
+    /// Lets c0 take the frames r0's program sends back to it in native mode: XDP_TX on a veth
+    /// in native mode queues the frame for the peer veth's NAPI, which the kernel wakes for it
+    /// only when the peer has an XDP program of its own (GRO on the peer, which also gives it a
+    /// NAPI, is not enough: the frames wait until other traffic flushes them). So c0 gets a
+    /// program that passes everything, attached the way `ip link set c0 xdpdrv` attaches one
+    /// (it stays until the namespace goes).
+    fn xdp_receiver_on_far_end(&self) {
+        use libbpf_rs::libbpf_sys as sys;
+        // r0 = XDP_PASS (2); exit. Two instructions, little-endian `struct bpf_insn`s.
+        let insns: [u64; 2] =
+            [u64::from_le_bytes([0xb7, 0, 0, 0, 2, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+        // SAFETY: a valid program of two instructions and NUL-terminated names; a descriptor or
+        // a negative errno comes back.
+        let prog = unsafe {
+            sys::bpf_prog_load(
+                sys::BPF_PROG_TYPE_XDP,
+                c"xdp_pass".as_ptr(),
+                c"GPL".as_ptr(),
+                insns.as_ptr().cast(),
+                2,
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(prog >= 0, "loading an XDP_PASS program: {}", std::io::Error::from_raw_os_error(-prog));
+        let rc = Net::within(&self.c, move || {
+            // SAFETY: c0 is a NUL-terminated name, `prog` a program descriptor.
+            let index = unsafe { libc::if_nametoindex(c"c0".as_ptr()) };
+            unsafe { sys::bpf_xdp_attach(index as i32, prog, sys::XDP_FLAGS_DRV_MODE, std::ptr::null()) }
+        });
+        // SAFETY: our descriptor; the attachment holds its own reference to the program.
+        unsafe { libc::close(prog) };
+        assert_eq!(rc, 0, "attaching it to c0: {}", std::io::Error::from_raw_os_error(-rc));
     }
 
     /// Runs `f` on a thread inside namespace `ns` (sockets made there stay there).
@@ -258,6 +295,14 @@ fn client(net: &Net, local: &str, server: &str, user: &str) -> TurnClient {
     c
 }
 
+/// A client of session `id` (REST credentials as the control plane issues them).
+fn session_client(net: &Net, local: &str, server: &str, id: &str) -> TurnClient {
+    let credentials = issue(SECRET.as_bytes(), id, unix_now() + 600);
+    let mut c = TurnClient::with_credentials(server.parse().unwrap(), credentials);
+    c.socket = net.socket(local);
+    c
+}
+
 fn allocate(c: &mut TurnClient) -> SocketAddr {
     let a = c.allocate(&|_| {});
     assert_eq!(a.class(), Class::Success, "allocate: {:?}", a.error_code());
@@ -302,20 +347,46 @@ fn warm_up(send: &dyn Fn(), s: &UdpSocket) -> u64 {
     panic!("nothing came through");
 }
 
+/// How the tests attach the program to r0: `generic`, or `native` with c0 made able to take
+/// the frames the program sends back (see [`Net::xdp_receiver_on_far_end`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Generic,
+    Native,
+}
+
+impl Mode {
+    fn flag(self) -> &'static str {
+        match self {
+            Mode::Generic => "generic",
+            Mode::Native => "native",
+        }
+    }
+}
+
 fn kernel_relays_what_the_relay_granted(
     tag: &str,
+    mode: Mode,
     relay_ip: &str,
     client_addr: &str,
     peer_addr: &str,
     denied_addr: &str,
 ) {
     let net = Net::new(tag);
+    if mode == Mode::Native {
+        net.xdp_receiver_on_far_end();
+    }
     // keep: the relayed address of the family the client came over (an IPv6 one for IPv6).
     let relay = Relay::start(
         &net,
-        &["--xdp-offload", "r0", "--xdp-mode", "generic", "--allocation-default-address-family", "keep"],
+        &["--xdp-offload", "r0", "--xdp-mode", mode.flag(), "--allocation-default-address-family", "keep"],
     );
     assert!(relay.log_text().contains("XDP OFFLOAD ON"), "{}", relay.log_text());
+    let attached = Command::new("ip").args(["-n", &net.r, "link", "show", "r0"]).output().unwrap();
+    let attached = String::from_utf8_lossy(&attached.stdout);
+    // `ip link` shows a native program as "xdp", a generic one as "xdpgeneric".
+    let shown = if mode == Mode::Native { "xdp " } else { "xdpgeneric" };
+    assert!(attached.contains(shown), "attached in {} mode: {attached}", mode.flag());
     let server = SocketAddr::new(relay_ip.parse().unwrap(), 3478).to_string();
     let mut a = client(&net, client_addr, &server, "xdp-a");
     let peer = net.socket(peer_addr);
@@ -395,14 +466,58 @@ fn kernel_relays_what_the_relay_granted(
 #[test]
 fn ipv4_the_kernel_relays_exactly_what_the_relay_granted() {
     if can_run("ipv4_the_kernel_relays_exactly_what_the_relay_granted", "network namespaces and XDP need root") {
-        kernel_relays_what_the_relay_granted("v4", "10.77.0.1", "10.77.0.2:0", "10.77.0.3:7000", "10.77.0.5:7000");
+        kernel_relays_what_the_relay_granted(
+            "v4",
+            Mode::Generic,
+            "10.77.0.1",
+            "10.77.0.2:0",
+            "10.77.0.3:7000",
+            "10.77.0.5:7000",
+        );
     }
 }
 
 #[test]
 fn ipv6_the_kernel_relays_exactly_what_the_relay_granted() {
     if can_run("ipv6_the_kernel_relays_exactly_what_the_relay_granted", "network namespaces and XDP need root") {
-        kernel_relays_what_the_relay_granted("v6", "fd77::1", "[fd77::2]:0", "[fd77::3]:7000", "[fd77::5]:7000");
+        kernel_relays_what_the_relay_granted(
+            "v6",
+            Mode::Generic,
+            "fd77::1",
+            "[fd77::2]:0",
+            "[fd77::3]:7000",
+            "[fd77::5]:7000",
+        );
+    }
+}
+
+#[test]
+fn ipv4_native_mode_on_veth_relays_exactly_what_the_relay_granted() {
+    if can_run("ipv4_native_mode_on_veth_relays_exactly_what_the_relay_granted", "network namespaces and XDP need root")
+    {
+        kernel_relays_what_the_relay_granted(
+            "n4",
+            Mode::Native,
+            "10.77.0.1",
+            "10.77.0.2:0",
+            "10.77.0.3:7000",
+            "10.77.0.5:7000",
+        );
+    }
+}
+
+#[test]
+fn ipv6_native_mode_on_veth_relays_exactly_what_the_relay_granted() {
+    if can_run("ipv6_native_mode_on_veth_relays_exactly_what_the_relay_granted", "network namespaces and XDP need root")
+    {
+        kernel_relays_what_the_relay_granted(
+            "n6",
+            Mode::Native,
+            "fd77::1",
+            "[fd77::2]:0",
+            "[fd77::3]:7000",
+            "[fd77::5]:7000",
+        );
     }
 }
 
@@ -412,7 +527,11 @@ fn two_clients_of_one_relay_meet_in_the_kernel() {
         return;
     }
     let net = Net::new("short");
-    let relay = Relay::start(&net, &["--xdp-offload", "r0", "--xdp-mode", "generic"]);
+    // auto on a veth: generic, not the native mode the kernel would pick (relay/src/xdp/mod.rs).
+    let relay = Relay::start(&net, &["--xdp-offload", "r0", "--xdp-mode", "auto"]);
+    assert!(relay.log_text().contains("on r0 (generic mode)"), "{}", relay.log_text());
+    let attached = Command::new("ip").args(["-n", &net.r, "link", "show", "r0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&attached.stdout).contains("xdpgeneric"), "auto attached a veth in generic mode");
     let server: SocketAddr = "10.77.0.1:3478".parse().unwrap();
     let mut a = client(&net, "10.77.0.2:0", "10.77.0.1:3478", "xdp-a");
     let mut b = client(&net, "10.77.0.4:0", "10.77.0.1:3478", "xdp-b");
@@ -560,5 +679,192 @@ fn turnutils_uclient_passes_with_the_offload_on() {
     let by_kernel = relay.wait_metric("teletip_xdp_relayed_packets_total", "", f64::MAX);
     println!("relayed in the kernel: {by_kernel} of {}", relay.metric("teletip_relayed_packets_total", ""));
     assert!(by_kernel > 0.0, "the kernel relayed part of uclient's traffic");
+    relay.stop();
+}
+
+/// Revocation with the offload on, over the real control link: the relay in R registers with a
+/// stand-in control plane (the link's QUIC endpoint and frames, in R too, on its loopback), two
+/// sessions relay to one peer through the kernel, and the control plane revokes one. From the
+/// moment the relay has applied the order the kernel relays not one more datagram of the revoked
+/// allocation, in either direction (the relay is frozen to see what the kernel does on its own),
+/// while the other session's datagrams keep going through the kernel.
+#[test]
+fn a_revoked_session_is_relayed_no_more_by_the_kernel_and_others_are() {
+    if !can_run(
+        "a_revoked_session_is_relayed_no_more_by_the_kernel_and_others_are",
+        "network namespaces and XDP need root",
+    ) {
+        return;
+    }
+    let net = Net::new("revoke");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path());
+    let socket = Net::within(&net.r, || std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    let endpoint = runtime.block_on(async { control_endpoint_on(pki.path(), "control", socket) });
+    let accepted = runtime.spawn(accept_relay(endpoint.clone()));
+    let flags = link_flags(pki.path(), endpoint.local_addr().unwrap());
+    let mut args = vec!["--xdp-offload", "r0", "--xdp-mode", "generic"];
+    args.extend(flags.iter().map(String::as_str));
+    let relay = Relay::start(&net, &args);
+    let mut control = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), accepted).await })
+        .expect("the relay registered")
+        .unwrap();
+    assert_eq!(relay.wait_metric("teletip_control_link_up", "", 1.0), 1.0);
+
+    let (revoked_id, kept_id) = ("q8Zs0bX1m2c9LkPw", "Xk3pQ9aLm0Rt7VbN");
+    let server: SocketAddr = "10.77.0.1:3478".parse().unwrap();
+    let peer = net.socket("10.77.0.3:7000");
+    let peer_at = peer.local_addr().unwrap();
+    let mut revoked = session_client(&net, "10.77.0.2:0", "10.77.0.1:3478", revoked_id);
+    let mut kept = session_client(&net, "10.77.0.4:0", "10.77.0.1:3478", kept_id);
+    let (revoked_relayed, kept_relayed) = (allocate(&mut revoked), allocate(&mut kept));
+    assert_eq!(bind(&mut revoked, 0x4000, peer_at), None);
+    assert_eq!(bind(&mut kept, 0x4000, peer_at), None);
+    for c in [&revoked, &kept] {
+        warm_up(&|| drop(c.socket.send_to(&channel_data(0x4000, b"warm"), server)), &peer);
+        let relayed = if std::ptr::eq(c, &revoked) { revoked_relayed } else { kept_relayed };
+        warm_up(&|| drop(peer.send_to(b"warm", relayed)), &c.socket);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Before the order: both sessions through the kernel, both ways.
+    relay.freeze();
+    let through_kernel = |c: &TurnClient, relayed: SocketAddr, what: &str| {
+        for i in 0..5u8 {
+            c.socket.send_to(&channel_data(0x4000, &[i; 9]), server).unwrap();
+            let (got, from) = recv(&peer).unwrap_or_else(|| panic!("{what}: client to peer through the kernel"));
+            assert_eq!((got, from), (vec![i; 9], relayed), "{what}");
+            peer.send_to(&[i; 5], relayed).unwrap();
+            let (got, _) = recv(&c.socket).unwrap_or_else(|| panic!("{what}: peer to client through the kernel"));
+            assert_eq!(got, channel_data(0x4000, &[i; 5]), "{what}");
+        }
+    };
+    through_kernel(&revoked, revoked_relayed, "the session to be revoked");
+    through_kernel(&kept, kept_relayed, "the other session");
+    relay.thaw();
+    let kernel_before = relay.wait_metric("teletip_xdp_relayed_packets_total", "", f64::MAX);
+    assert!(kernel_before >= 20.0, "the 20 datagrams of the frozen relay were the kernel's: {kernel_before}");
+    assert_eq!(relay.metric("teletip_xdp_offloaded_allocations", ""), 2.0);
+
+    // The order, as the control plane sends it; the relay ends the allocation and counts it.
+    let order =
+        ControlToRelay::Revoke { sessions: vec![RevokedSession { id: revoked_id.into(), expires: unix_now() + 600 }] };
+    runtime.block_on(write_frame(&mut control.send, &order)).unwrap();
+    assert_eq!(relay.wait_metric("teletip_allocations_ended_total", "how=\"revoked\"", 1.0), 1.0);
+
+    // From then on: nothing of the revoked allocation through the kernel, the other relays on.
+    relay.freeze();
+    for i in 0..10u8 {
+        revoked.socket.send_to(&channel_data(0x4000, &[0xee, i]), server).unwrap();
+        peer.send_to(&[0xef, i], revoked_relayed).unwrap();
+    }
+    silent(&revoked.socket, "the revoked allocation's relayed address, peer to client");
+    through_kernel(&kept, kept_relayed, "the other session after the revocation");
+    let stray = std::iter::from_fn(|| recv(&peer)).find(|(data, _)| data.first() == Some(&0xee));
+    assert_eq!(stray, None, "the revoked session's channel, client to peer");
+    relay.thaw();
+    silent(&peer, "the relay, resumed, drops them too");
+    silent(&revoked.socket, "the relay, resumed, drops them too");
+    assert_eq!(relay.wait_metric("teletip_xdp_offloaded_allocations", "", 1.0), 1.0, "the revoked slot is gone");
+    let refused = revoked.allocate(&|_| {});
+    assert_eq!(refused.error_code(), Some(401), "the revoked session's credentials are refused");
+    runtime.block_on(async {
+        control.connection.close(0u32.into(), b"done");
+        control.endpoint.close(0u32.into(), b"done");
+    });
+    relay.stop();
+}
+
+/// The maps of the program attached to r0 in `net`, by name, read with bpftool (JSON, values
+/// formatted from the program's BTF): `dump` for the hash maps, `lookup` for one array slot.
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool").arg("-j").args(args).output().expect("bpftool is installed (.ci/install)");
+    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn map_ids(net: &Net) -> std::collections::HashMap<String, u64> {
+    let link = Command::new("ip").args(["-j", "-n", &net.r, "link", "show", "r0"]).output().unwrap();
+    let link: serde_json::Value = serde_json::from_slice(&link.stdout).unwrap();
+    let prog = link[0]["xdp"]["prog"]["id"].as_u64().expect("a program on r0");
+    let ids = bpftool_json(&["prog", "show", "id", &prog.to_string()]);
+    ids["map_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            let id = id.as_u64().unwrap();
+            let map = bpftool_json(&["map", "show", "id", &id.to_string()]);
+            (map["name"].as_str().unwrap().to_string(), id)
+        })
+        .collect()
+}
+
+/// The `expires_ns` of every entry of a hash map, with its `alloc` slot where the entry has one.
+fn expiries(map: u64) -> Vec<(Option<u64>, u64)> {
+    let dump = bpftool_json(&["map", "dump", "id", &map.to_string()]);
+    dump.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let e = e.get("formatted").unwrap_or(e);
+            let slot = e["key"]["alloc"].as_u64().or(e["value"]["alloc"].as_u64());
+            (slot, e["value"]["expires_ns"].as_u64().expect("expires_ns"))
+        })
+        .collect()
+}
+
+/// The expiries the kernel enforces (the program compares them with `bpf_ktime_get_ns`; that it
+/// does is `xdp_program.rs`'s to show, on crafted packets) are the ones the relay granted: a
+/// permission 300 s from now, a channel 600 s, the allocation its lifetime, and a Refresh moves
+/// the allocation's at once. Read from the running relay's maps with bpftool.
+#[test]
+fn the_kernel_holds_the_expiries_the_relay_granted() {
+    if !can_run("the_kernel_holds_the_expiries_the_relay_granted", "network namespaces and XDP need root")
+        || !have_tool("bpftool", "the_kernel_holds_the_expiries_the_relay_granted")
+    {
+        return;
+    }
+    let net = Net::new("expiry");
+    let relay = Relay::start(&net, &["--xdp-offload", "r0", "--xdp-mode", "generic"]);
+    let mut a = client(&net, "10.77.0.2:0", "10.77.0.1:3478", "xdp-expiry");
+    let peer = net.socket("10.77.0.3:7000");
+    allocate(&mut a);
+    assert_eq!(bind(&mut a, 0x4000, peer.local_addr().unwrap()), None);
+    let granted_at = teletip_relay::xdp::mirror::monotonic_ns();
+    let maps = map_ids(&net);
+    let seconds_left = |expires_ns: u64| (expires_ns as f64 - granted_at as f64) / 1e9;
+    let near =
+        |got: f64, want: f64, what: &str| assert!((got - want).abs() < 3.0, "{what}: {got:.1} s left, not {want}");
+
+    let perms = expiries(maps["perms"]);
+    assert_eq!(perms.len(), 1, "one permission: {perms:?}");
+    near(seconds_left(perms[0].1), 300.0, "the permission");
+    let channels = expiries(maps["c2p"]);
+    assert_eq!(channels.len(), 1, "one channel: {channels:?}");
+    near(seconds_left(channels[0].1), 600.0, "the channel");
+    assert_eq!(expiries(maps["p2c"]).len(), 1, "and its way back");
+    let slot = perms[0].0.expect("the permission's slot");
+    assert_eq!(channels[0].0, Some(slot), "one allocation");
+    let allocation = || {
+        let key: Vec<String> = slot.to_le_bytes()[..4].iter().map(u8::to_string).collect();
+        let mut args = vec!["map", "lookup", "id"];
+        let id = maps["allocs"].to_string();
+        args.push(&id);
+        args.push("key");
+        args.extend(key.iter().map(String::as_str));
+        let found = bpftool_json(&args);
+        let found = found.get("formatted").unwrap_or(&found);
+        found["value"]["expires_ns"].as_u64().expect("the slot's expiry")
+    };
+    near(seconds_left(allocation()), 600.0, "the allocation (the default lifetime)");
+
+    let refreshed = a.call(Method::REFRESH, &|w| {
+        w.u32(attr::LIFETIME, 1800).unwrap();
+    });
+    assert_eq!(refreshed.class(), Class::Success);
+    near(seconds_left(allocation()), 1800.0, "the allocation after a Refresh of 1800 s");
     relay.stop();
 }

@@ -13,7 +13,7 @@ use support::xdp::{can_run, channel_data, ip};
 
 use teletip_relay::xdp::Offload;
 use teletip_relay::xdp::maps::{
-    Addr, AllocVal, C2pKey, C2pVal, Counters, Maps, P2cKey, P2cVal, PermKey, PermVal, UNLIMITED,
+    Addr, AllocVal, C2pKey, C2pVal, Counters, MAX_ALLOCS, Maps, P2cKey, P2cVal, PermKey, PermVal, UNLIMITED, bytes_of,
 };
 use teletip_relay::xdp::mirror::monotonic_ns;
 
@@ -557,5 +557,59 @@ fn program_cost() {
         let (verdict, _) = offload.test_run(&packet).unwrap();
         let mean = offload.mean_run_time(&packet, 200_000).unwrap();
         println!("RESULT xdp-program {name}: verdict {verdict}, {} ns per datagram", mean.as_nanos());
+    }
+}
+
+/// The relay's once-a-second fold reads a worker's counters in one batch (`Maps::counters_of`,
+/// used by `Mirror::collect`): the same sums over the CPUs as one lookup per slot, for a span in
+/// the middle of the map, from slot 0 and up to its last slot. The time both ways take for 100,
+/// 1,000 and 10,000 slots is printed (`--nocapture`).
+#[test]
+fn counters_read_in_one_batch_equal_those_read_slot_by_slot() {
+    if !can_run("counters_read_in_one_batch_equal_those_read_slot_by_slot", "loading the program needs root") {
+        return;
+    }
+    let offload = Offload::load().unwrap();
+    let maps = offload.maps();
+    let cpus = libbpf_rs::num_possible_cpus().unwrap();
+    let count = |slot: u32, cpu: usize, field: u64| u64::from(slot) * 1000 + cpu as u64 * 10 + field;
+    let written: Vec<u32> = (0..10_000).chain(MAX_ALLOCS - 3..MAX_ALLOCS).collect();
+    for &slot in &written {
+        let per_cpu: Vec<Vec<u8>> = (0..cpus)
+            .map(|cpu| {
+                let c = Counters {
+                    c2p_packets: count(slot, cpu, 1),
+                    c2p_bytes: count(slot, cpu, 2),
+                    p2c_packets: count(slot, cpu, 3),
+                    p2c_bytes: count(slot, cpu, 4),
+                };
+                bytes_of(&c).to_vec()
+            })
+            .collect();
+        libbpf_rs::MapCore::update_percpu(&maps.counters, &slot.to_ne_bytes(), &per_cpu, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+    }
+    let summed = |slot: u32, field: u64| (0..cpus).map(|cpu| count(slot, cpu, field)).sum::<u64>();
+    for span in [0..10, 4321..5000, MAX_ALLOCS - 3..MAX_ALLOCS] {
+        let batch = maps.counters_of(span.clone()).unwrap();
+        assert_eq!(batch.len(), span.len());
+        for (slot, got) in span.clone().zip(&batch) {
+            assert_eq!(*got, maps.counters(slot).unwrap(), "slot {slot}: batch and single lookup agree");
+            assert_eq!(got.c2p_packets, summed(slot, 1), "slot {slot}: summed over the CPUs");
+            assert_eq!(got.p2c_bytes, summed(slot, 4), "slot {slot}");
+        }
+    }
+    assert_eq!(maps.counters_of(10..10).unwrap(), Vec::new());
+    for n in [100u32, 1000, 10_000] {
+        let started = std::time::Instant::now();
+        let one_by_one: Vec<Counters> = (0..n).map(|slot| maps.counters(slot).unwrap()).collect();
+        let singles = started.elapsed();
+        let started = std::time::Instant::now();
+        let batch = maps.counters_of(0..n).unwrap();
+        let batched = started.elapsed();
+        assert_eq!(batch, one_by_one);
+        println!(
+            "RESULT counter fold of {n} slots ({cpus} CPUs): one lookup per slot {singles:?}, one batch {batched:?}"
+        );
     }
 }

@@ -87,13 +87,14 @@ fn start_offload(config: &RelayConfig) -> Option<crate::xdp::Offload> {
     if config.xdp_offload.is_empty() {
         return None;
     }
-    let interfaces = config.xdp_offload.join(", ");
     match crate::xdp::Offload::start(&config.xdp_offload, config.xdp_mode) {
         Ok(offload) => {
+            let modes: Vec<String> =
+                offload.attachments().iter().map(|(name, mode)| format!("{name} ({mode} mode)")).collect();
             tracing::warn!(
-                "XDP OFFLOAD ON: ChannelData over UDP of admitted allocations is relayed inside the kernel on {interfaces} \
-                 ({} mode); user space still decides every grant and the program relays only what it wrote",
-                config.xdp_mode
+                "XDP OFFLOAD ON: ChannelData over UDP of admitted allocations is relayed inside the kernel on {}; \
+                 user space still decides every grant and the program relays only what it wrote",
+                modes.join(", ")
             );
             for warning in crate::xdp::forwarding_warnings(&config.xdp_offload) {
                 tracing::warn!("{warning}");

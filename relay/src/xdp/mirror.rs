@@ -133,8 +133,21 @@ impl Mirror {
     /// bucket to at most one burst.
     pub fn collect<B: RelayBinder>(&mut self, shard: &mut Shard<B>, now: Millis) {
         let (mut c2p_total, mut p2c_total) = (Flow::default(), Flow::default());
+        // Every slot this mirror wrote, read in one batch from the lowest to the highest (slots
+        // are handed out lowest first, so the span stays close to the number in use); one
+        // lookup per slot if the batch fails.
+        let lowest = self.written.values().map(|w| w.slot).min().unwrap_or(0);
+        let highest = self.written.values().map(|w| w.slot).max().unwrap_or(0);
+        let batch = if self.written.is_empty() { Ok(Vec::new()) } else { self.maps.counters_of(lowest..highest + 1) };
+        if batch.is_err() {
+            self.failures += 1;
+        }
         for (tuple, w) in self.written.iter_mut() {
-            match self.maps.counters(w.slot) {
+            let counted = match &batch {
+                Ok(all) => Ok(all[(w.slot - lowest) as usize]),
+                Err(_) => self.maps.counters(w.slot),
+            };
+            match counted {
                 Ok(counted) => {
                     let (c2p, p2c) = delta(&w.seen, &counted);
                     add(&mut c2p_total, c2p);

@@ -29,7 +29,8 @@ include!(concat!(env!("OUT_DIR"), "/xdp_object.rs"));
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum XdpMode {
-    /// The driver's mode when it has one, else generic (the kernel's choice).
+    /// The driver's mode when it has one, else generic (the kernel's choice); generic on veth
+    /// (see [`Offload::start`]).
     #[default]
     Auto,
     /// Generic (SKB) XDP: any device, after the kernel built its socket buffer.
@@ -85,7 +86,8 @@ fn classify(e: libbpf_rs::Error) -> OffloadError {
 /// that exits (or crashes) leaves no program behind relaying on stale maps.
 pub struct Offload {
     maps: Arc<Maps>,
-    links: Vec<(String, OwnedFd)>,
+    /// Each interface, the mode its program was attached in, and its BPF link.
+    links: Vec<(String, XdpMode, OwnedFd)>,
     mode: XdpMode,
     // Keeps the program's descriptor (and libbpf's view of it) alive.
     object: Object,
@@ -100,10 +102,22 @@ impl std::fmt::Debug for Offload {
 impl Offload {
     /// Loads the program and attaches it to every interface, or fails as a whole (nothing stays
     /// attached).
+    ///
+    /// `auto` attaches a veth in generic mode, not native (which the kernel would pick: veth has
+    /// a native mode): in native mode a frame the program sends back out of a veth (XDP_TX, or a
+    /// redirect into one) is queued for the peer veth's NAPI, and the kernel wakes that NAPI for
+    /// it only when the peer has an XDP program of its own (Linux 6.18, `veth_xdp_flush`), so
+    /// behind a peer without one (a container's end, usually) relayed datagrams would wait in
+    /// that queue until unrelated traffic flushes it. Native mode on veth is for operators who
+    /// attach a program to the peer too, and ask for it (`xdp-mode = "native"`).
     pub fn start(interfaces: &[String], mode: XdpMode) -> Result<Offload, OffloadError> {
         let mut offload = Offload::load()?;
         offload.mode = mode;
         for name in interfaces {
+            let mode = match mode {
+                XdpMode::Auto if driver(name).as_deref() == Some("veth") => XdpMode::Generic,
+                other => other,
+            };
             offload.attach(name, mode)?;
         }
         Ok(offload)
@@ -164,7 +178,7 @@ impl Offload {
             return Err(OffloadError::Attach { interface: name.to_string(), mode, reason: reason.to_string() });
         }
         // SAFETY: `fd` is a new descriptor that nothing else owns.
-        self.links.push((name.to_string(), unsafe { OwnedFd::from_raw_fd(fd) }));
+        self.links.push((name.to_string(), mode, unsafe { OwnedFd::from_raw_fd(fd) }));
         Ok(())
     }
 
@@ -177,7 +191,12 @@ impl Offload {
     }
 
     pub fn interfaces(&self) -> Vec<&str> {
-        self.links.iter().map(|(n, _)| n.as_str()).collect()
+        self.links.iter().map(|(n, _, _)| n.as_str()).collect()
+    }
+
+    /// Each interface with the mode its program was attached in (`auto`: the kernel's choice).
+    pub fn attachments(&self) -> Vec<(&str, XdpMode)> {
+        self.links.iter().map(|(n, m, _)| (n.as_str(), *m)).collect()
     }
 
     /// Runs the program once on `packet` (BPF_PROG_TEST_RUN, no device involved) and returns its
@@ -230,6 +249,43 @@ pub fn forwarding_warnings(interfaces: &[String]) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// The interface's driver as `ethtool -i` names it (`veth`, `mlx5_core`, …), if it says.
+pub fn driver(name: &str) -> Option<String> {
+    const ETHTOOL_GDRVINFO: u32 = 0x03;
+    // struct ethtool_drvinfo (linux/ethtool.h): the command, then the driver's name first.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 164],
+    }
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 164] };
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: an all-zero ifreq is valid (a name and a union of plain data).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a datagram socket only to carry the ioctl; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a drvinfo buffer of the size
+    // the kernel writes (196 bytes), alive for the call.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req) };
+    // SAFETY: `fd` is ours.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 fn interface_index(name: &str) -> Result<u32, OffloadError> {

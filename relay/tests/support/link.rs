@@ -48,13 +48,20 @@ pub fn make_pki(dir: &Path) {
 /// A control plane endpoint on 127.0.0.1 presenting `<cert>.pem` and trusting the link CA
 /// for relays.
 pub fn control_endpoint(pki: &Path, cert: &str) -> quinn::Endpoint {
+    control_endpoint_on(pki, cert, std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+}
+
+/// The same on a socket the caller made (in another network namespace, say); call it within a
+/// tokio runtime.
+pub fn control_endpoint_on(pki: &Path, cert: &str, socket: std::net::UdpSocket) -> quinn::Endpoint {
     let server = teletip_link::tls::server_config(
         &pki.join(format!("{cert}.pem")),
         &pki.join(format!("{cert}.key")),
         &pki.join("ca.pem"),
     )
     .unwrap();
-    quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap()
+    let runtime = std::sync::Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime).unwrap()
 }
 
 /// The relay's flags for a control link to `server`, trusting the link CA, as `relay1.test`.
