@@ -313,7 +313,7 @@ mod tests {
         );
         let after = CpuStat::parse(
             "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 200 0 70 850 0 0 60 0 0 0\ncpu1 10 0 5 1100 0 1 2 0 0 0\n",
-            100.0,
+            1.0,
         );
         let d = after.since(&before);
         assert_eq!(d.cpus.len(), 2, "the aggregate line is not a CPU");
