@@ -11,7 +11,7 @@ use std::time::Duration;
 use teletip_turn_proto::codec::{self, Class, Message, MessageWriter, Method, attr};
 
 use crate::hist::Histogram;
-use crate::kernel::{self, UdpCounters};
+use crate::kernel::{self, CpuStat, SoftirqMap, UdpCounters};
 use crate::probe::{PROBE_LEN, Probe, mono_ns};
 use crate::transport::Link;
 use teletip_mmsg::{RecvBatch, SendBatch};
@@ -31,16 +31,20 @@ pub struct Pair {
     pub a: Link,
     pub b: Link,
     pub frame: Frame,
+    /// Where A sends, when not to the run's `dest` (the direct path: straight to B).
+    pub dest: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct RunSpec {
+#[derive(Clone, Copy)]
+pub struct RunSpec<'a> {
     pub dest: SocketAddr,
     pub size: usize,
     pub duration: Duration,
     /// Total packets per second over all pairs; 0 sends as fast as the generator can.
     pub rate: f64,
     pub server_pid: Option<u32>,
+    /// benches/softirq's map: each CPU's softirq time over the window, measured.
+    pub softirq: Option<&'a SoftirqMap>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +72,15 @@ pub struct RunResult {
     pub drops_server: u64,
     pub server_cpu_pct: Option<f64>,
     pub generator_cpu_pct: f64,
+    /// The measured window's wall time, the server's and the generator's CPU seconds in it.
+    pub wall_s: f64,
+    pub server_cpu_s: Option<f64>,
+    pub generator_cpu_s: f64,
+    /// Every CPU's `/proc/stat` times over the same window (softirq included: work the
+    /// kernel did for these datagrams outside any process's own accounting).
+    pub cpu_stat: CpuStat,
+    /// Each CPU's (NET_RX, all) softirq nanoseconds over the window, from `RunSpec::softirq`.
+    pub softirq_ns: Option<Vec<(u64, u64)>>,
 }
 
 impl RunResult {
@@ -99,7 +112,26 @@ impl RunResult {
             self.drops_server,
             self.server_cpu_pct.map_or("na".into(), |c| format!("{c:.1}")),
             self.generator_cpu_pct,
-        )
+        ) + &self.cpu_fields()
+    }
+
+    /// ` wall_s=… server_cpu_s=… generator_cpu_s=…` and each CPU's `cpuN_busy_s`, `cpuN_softirq_s`
+    /// and `cpuN_irq_s` over the window.
+    fn cpu_fields(&self) -> String {
+        let mut out = format!(
+            " wall_s={:.4} server_cpu_s={} generator_cpu_s={:.4}",
+            self.wall_s,
+            self.server_cpu_s.map_or("na".into(), |c| format!("{c:.4}")),
+            self.generator_cpu_s
+        );
+        for (i, c) in self.cpu_stat.cpus.iter().enumerate() {
+            out +=
+                &format!(" cpu{i}_busy_s={:.2} cpu{i}_softirq_s={:.2} cpu{i}_irq_s={:.2}", c.busy(), c.softirq, c.irq);
+        }
+        for (i, (rx, all)) in self.softirq_ns.iter().flatten().enumerate() {
+            out += &format!(" cpu{i}_net_rx_ns={rx} cpu{i}_softirq_ns={all}");
+        }
+        out
     }
 }
 
@@ -171,6 +203,8 @@ impl Flows {
         let drops_before = kernel::socket_drops();
         let server_cpu_before = spec.server_pid.and_then(kernel::cpu_seconds);
         let gen_cpu_before = kernel::cpu_seconds(std::process::id()).unwrap_or(0.0);
+        let stat_before = CpuStat::read();
+        let softirq_before = spec.softirq.and_then(SoftirqMap::read);
         let start = mono_ns();
         let end = start + spec.duration.as_nanos() as u64;
         let steady_from = start + (spec.duration.as_nanos() as u64 / 4).min(1_000_000_000);
@@ -230,6 +264,7 @@ impl Flows {
                     budget -= k;
                     let stamp = mono_ns();
                     let frame = self.pairs[p].frame;
+                    let dest = self.pairs[p].dest.unwrap_or(spec.dest);
                     let seq = &mut self.seq[p];
                     let mut next_probe = || {
                         let probe = Probe { pair: p as u32, seq: *seq, sent_ns: stamp };
@@ -240,7 +275,7 @@ impl Flows {
                         Link::Udp(a) => {
                             for _ in 0..k {
                                 let probe = next_probe();
-                                send.push_with(spec.dest, |buf| encode(frame, probe, size, buf));
+                                send.push_with(dest, |buf| encode(frame, probe, size, buf));
                             }
                             send.flush_to(a.as_raw_fd())?;
                         }
@@ -309,14 +344,22 @@ impl Flows {
         let (received, rx_bytes) = (tally.received, tally.rx_bytes);
         let seconds = spec.duration.as_secs_f64();
         let wall = (mono_ns() - start) as f64 / 1e9;
+        let cpu_stat = CpuStat::read().since(&stat_before);
+        let softirq_ns = match (softirq_before, spec.softirq.and_then(SoftirqMap::read)) {
+            (Some(b), Some(a)) => {
+                Some(a.iter().zip(&b).map(|(a, b)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))).collect())
+            }
+            _ => None,
+        };
         let drops_after = kernel::socket_drops();
         let ours = &self.ours;
         let (drops_generator, drops_server) =
             kernel::drops_split(&drops_before, &drops_after, &|port| ours.binary_search(&port).is_ok());
-        let server_cpu_pct = match (server_cpu_before, spec.server_pid.and_then(kernel::cpu_seconds)) {
-            (Some(b), Some(a)) => Some(100.0 * (a - b) / wall),
+        let server_cpu_s = match (server_cpu_before, spec.server_pid.and_then(kernel::cpu_seconds)) {
+            (Some(b), Some(a)) => Some(a - b),
             _ => None,
         };
+        let server_cpu_pct = server_cpu_s.map(|c| 100.0 * c / wall);
         let gen_cpu = (kernel::cpu_seconds(std::process::id()).unwrap_or(0.0) - gen_cpu_before).max(0.0);
         Ok(RunResult {
             target_pps: spec.rate,
@@ -336,6 +379,11 @@ impl Flows {
             drops_server,
             server_cpu_pct,
             generator_cpu_pct: 100.0 * gen_cpu / wall,
+            wall_s: wall,
+            server_cpu_s,
+            generator_cpu_s: gen_cpu,
+            cpu_stat,
+            softirq_ns,
         })
     }
 }

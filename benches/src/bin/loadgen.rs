@@ -39,6 +39,18 @@ enum Command {
         /// The forwarder's address.
         #[arg(long)]
         server: SocketAddr,
+        /// The address the clients' sockets bind to (default: loopback of the server's family).
+        #[arg(long)]
+        bind_ip: Option<IpAddr>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Client pairs with nothing between them: A sends the bare probe straight to B's socket
+    /// (both on --bind-ip). The path every relay's latency is added to.
+    Direct {
+        /// The address both sockets of every pair bind to.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_ip: IpAddr,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -91,13 +103,18 @@ struct TurnArgs {
     /// certificate accepted). Allocations relay over UDP either way.
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
+    /// The address the clients' sockets bind to (default: loopback of the server's family): an
+    /// address of this host's side of a veth pair when the server is in another network
+    /// namespace (benches/xdp: XDP sees no loopback traffic).
+    #[arg(long)]
+    bind_ip: Option<IpAddr>,
 }
 
 impl TurnArgs {
     /// `count` clients of the server, each on its own socket or connection, named `prefix-i`.
     fn clients(&self, count: usize, prefix: &str) -> Result<Vec<Client>, LoadgenError> {
         let dialer = Dialer::new(self.transport)?;
-        let ip = localhost(&self.server);
+        let ip = self.bind_ip.unwrap_or_else(|| localhost(&self.server));
         let run_id = std::process::id();
         let mut clients = Vec::with_capacity(count);
         for i in 0..count {
@@ -142,6 +159,10 @@ struct LoadArgs {
     /// A label copied into the RESULT lines.
     #[arg(long, default_value = "-")]
     label: String,
+    /// The pinned softirq time map of benches/softirq's loader: each CPU's softirq time over
+    /// the measured window goes into the RESULT lines (`cpuN_net_rx_ns`, `cpuN_softirq_ns`).
+    #[arg(long)]
+    softirq_map: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -167,7 +188,8 @@ fn main() {
     sockets::raise_nofile_limit();
     let result = match cli.command {
         Command::Relay { turn, mode, load } => relay(&turn, mode, &load),
-        Command::Raw { server, load } => raw(server, &load),
+        Command::Raw { server, bind_ip, load } => raw(server, bind_ip.unwrap_or_else(|| localhost(&server)), &load),
+        Command::Direct { bind_ip, load } => direct(bind_ip, &load),
         Command::Alloc { turn, count, window, server_pid, hold_secs } => {
             alloc(&turn, count, window, server_pid, hold_secs)
         }
@@ -210,7 +232,7 @@ fn relay(turn: &TurnArgs, mode: Mode, load: &LoadArgs) -> Result<(), LoadgenErro
             Mode::Channel => Frame::Channel(FIRST_CHANNEL),
             Mode::Send => Frame::Send(b.relayed.expect("allocated")),
         };
-        pairs.push(Pair { a: a.link, b: b.link, frame });
+        pairs.push(Pair { a: a.link, b: b.link, frame, dest: None });
     }
     let label = format!(
         "mode={} transport={} relayed={} label={}",
@@ -232,8 +254,7 @@ fn relayed_family(relayed: &[SocketAddr]) -> &'static str {
     }
 }
 
-fn raw(server: SocketAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
-    let ip = localhost(&server);
+fn raw(server: SocketAddr, ip: IpAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
     let mut pairs = Vec::with_capacity(load.pairs);
     for p in 0..load.pairs {
         let a = UdpSocket::bind(SocketAddr::new(ip, 0))?;
@@ -241,9 +262,24 @@ fn raw(server: SocketAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
         sockets::set_buffers(a.as_raw_fd(), 4 << 20);
         sockets::set_buffers(b.as_raw_fd(), 4 << 20);
         register(&b, server, p as u32)?;
-        pairs.push(Pair { a: Link::Udp(a), b: Link::Udp(b), frame: Frame::Raw });
+        pairs.push(Pair { a: Link::Udp(a), b: Link::Udp(b), frame: Frame::Raw, dest: None });
     }
     drive(Flows::new(pairs, true)?, server, load, &format!("mode=raw label={}", load.label))
+}
+
+fn direct(ip: IpAddr, load: &LoadArgs) -> Result<(), LoadgenError> {
+    let mut pairs = Vec::with_capacity(load.pairs);
+    for _ in 0..load.pairs {
+        let a = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let b = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        sockets::set_buffers(a.as_raw_fd(), 4 << 20);
+        sockets::set_buffers(b.as_raw_fd(), 4 << 20);
+        let to_b = b.local_addr()?;
+        pairs.push(Pair { a: Link::Udp(a), b: Link::Udp(b), frame: Frame::Raw, dest: Some(to_b) });
+    }
+    // `dest` of the run is unused: every pair has its own.
+    let first = pairs.first().and_then(|p| p.dest).unwrap_or(SocketAddr::new(ip, 9));
+    drive(Flows::new(pairs, true)?, first, load, &format!("mode=direct label={}", load.label))
 }
 
 /// Tells the forwarder that B of pair `p` is at `b`'s address (see the forwarder's protocol).
@@ -264,12 +300,14 @@ fn register(b: &UdpSocket, server: SocketAddr, p: u32) -> Result<(), LoadgenErro
 }
 
 fn drive(mut flows: Flows, dest: SocketAddr, load: &LoadArgs, label: &str) -> Result<(), LoadgenError> {
+    let softirq = load.softirq_map.as_deref().map(kernel::SoftirqMap::open).transpose()?;
     let spec = |rate: f64| RunSpec {
         dest,
         size: load.size,
         duration: Duration::from_secs_f64(load.duration),
         rate,
         server_pid: load.server_pid,
+        softirq: softirq.as_ref(),
     };
     let prefix = format!("{label} pairs={} size={}", flows.pairs(), load.size);
     let report = |kind: &str, r: &RunResult| {
