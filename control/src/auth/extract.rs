@@ -188,7 +188,8 @@ fn verify(state: &AppState, token: &str) -> Result<Claims, TokenRefusal> {
 
 /// The caller of verified claims: their session still open and their account enabled.
 async fn session_of(state: &AppState, claims: &Claims) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
-    let (session, user) = state.store().token_session(claims.sid, claims.sub).await?;
+    let read = state.store().token_session(claims.sid, claims.sub).await?;
+    let (session, user) = &*read;
     let now = state.clock().now();
     match session {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == claims.sub => {}
