@@ -52,9 +52,9 @@ fn bearer_in(headers: &HeaderMap) -> Option<&str> {
 
 /// The claims of this request's bearer token, verified (signature, issuer, audience, expiry)
 /// by the first layer that needed them and kept in the request's extensions, so that the
-/// account rate limit and the [`Caller`] extractor do not verify the same token again (an
-/// HS256 verification and two JSON parses per request: about a tenth of an ICE credential's
-/// CPU once the database reads were cached). Only [`verified_bearer`] inserts it, from the
+/// account rate limit and the [`Caller`] extractor do not verify the same token again (each
+/// verification is an HMAC-SHA256, base64 decodings and two JSON parses, on every ICE
+/// credential request). Only [`verified_bearer`] inserts it, from the
 /// request's own `Authorization` header; a token that fails verification is not kept, and the
 /// extractor then verifies it itself to say why it is refused.
 #[derive(Debug, Clone)]
