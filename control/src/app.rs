@@ -109,8 +109,13 @@ fn rate_limit(
             .expect("valid rate limit"),
     );
     let mut sign_in = sign_in.layer(GovernorLayer { config: per_ip.clone() });
-    let mut credentials =
-        credentials.layer(GovernorLayer { config: per_account }).layer(GovernorLayer { config: per_ip });
+    // Between the two: the token is verified once, after the per-IP bucket (a flood of forged
+    // tokens from one address is refused before it costs a verification) and before the
+    // account's, which keys by it; the handler's extractor reuses it (`VerifiedBearer`).
+    let mut credentials = credentials
+        .layer(GovernorLayer { config: per_account })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::extract::verify_bearer))
+        .layer(GovernorLayer { config: per_ip });
     if let Some(limits) = shared_limits(state) {
         use crate::ratelimit::{KeyBy, Limit, SharedLimit, enforce};
         let by_ip = SharedLimit {
@@ -145,18 +150,16 @@ async fn request_context(request: Request, next: Next) -> Response {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let method = request.method().to_string();
+    // MatchedPath holds the template in an Arc: cloning it does not copy the text.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
+    let method = request.method().clone();
     let started = Instant::now();
     // Every line logged while the request is served carries its id (and the route template,
     // which names no user or patient).
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let mut response = REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(request), span)).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::observability::http_request(&method, route, response.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -173,7 +176,9 @@ impl KeyExtractor for AccountKey {
     type Key = String;
 
     fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, tower_governor::GovernorError> {
-        match crate::state::bearer_subject(&self.0, req.headers()) {
+        // Verified by `verify_bearer` just outside this layer; verified here only if it was not.
+        let verified = req.extensions().get::<crate::auth::extract::VerifiedBearer>().map(|v| v.0.sub.to_string());
+        match verified.or_else(|| crate::state::bearer_subject(&self.0, req.headers())) {
             Some(s) => Ok(s),
             None => PeerIpKeyExtractor.extract(req).map(|ip| ip.to_string()),
         }

@@ -111,11 +111,14 @@ pub struct SharedLimit {
 }
 
 /// Middleware: 429 when the shared bucket is empty; the request goes on when Redis is away.
-pub async fn enforce(State(s): State<SharedLimit>, request: Request, next: Next) -> Response {
+pub async fn enforce(State(s): State<SharedLimit>, mut request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let key = match &s.key_by {
         KeyBy::PeerIp => peer,
-        KeyBy::Account(state) => crate::state::bearer_subject(state, request.headers()).or(peer),
+        // Verified once and kept in the request for the layers and the handler inside this one.
+        KeyBy::Account(state) => {
+            crate::auth::extract::verified_bearer(state, &mut request).map(|c| c.sub.to_string()).or(peer)
+        }
     };
     let Some(key) = key else { return next.run(request).await };
     match tokio::time::timeout(REDIS_TIMEOUT, s.limits.allow(&s.limit, &key)).await {

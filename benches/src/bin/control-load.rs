@@ -65,7 +65,10 @@ enum Scenario {
     Ice {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value_t = 64)]
+        /// Keep-alive connections, one request in flight on each. Each credential waits for its
+        /// batch's commit, so the rate is at most this ÷ the commit's latency: enough of them
+        /// that the server's CPU, not the wait, is measured (benches/control-load uses 512).
+        #[arg(long, default_value_t = 512)]
         workers: usize,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,

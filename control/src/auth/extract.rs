@@ -5,9 +5,16 @@
 //! writes that end a session or change an account clear at once; a change made through
 //! another control instance takes effect here within that second.
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
 use uuid::Uuid;
+
+use crate::auth::jwt::Claims;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -34,15 +41,52 @@ impl Caller {
 }
 
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(&parts.headers)
+}
+
+fn bearer_in(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// The claims of this request's bearer token, verified (signature, issuer, audience, expiry)
+/// by the first layer that needed them and kept in the request's extensions, so that the
+/// account rate limit and the [`Caller`] extractor do not verify the same token again (each
+/// verification is an HMAC-SHA256, base64 decodings and two JSON parses, on every ICE
+/// credential request). Only [`verified_bearer`] inserts it, from the
+/// request's own `Authorization` header; a token that fails verification is not kept, and the
+/// extractor then verifies it itself to say why it is refused.
+#[derive(Debug, Clone)]
+pub struct VerifiedBearer(pub Arc<Claims>);
+
+/// The request's verified bearer claims: from its extensions if a layer verified them
+/// already, else verified now and kept there for the layers and the handler after it.
+pub fn verified_bearer(state: &AppState, request: &mut Request) -> Option<Arc<Claims>> {
+    if let Some(VerifiedBearer(claims)) = request.extensions().get::<VerifiedBearer>() {
+        return Some(claims.clone());
+    }
+    let claims = Arc::new(state.jwt().verify(bearer_in(request.headers())?).ok()?);
+    request.extensions_mut().insert(VerifiedBearer(claims.clone()));
+    Some(claims)
+}
+
+/// Middleware: verifies the bearer token once for every layer and handler inside it
+/// ([`VerifiedBearer`]); a request without a valid token goes on unchanged (the handler's
+/// extractor refuses it).
+pub async fn verify_bearer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    verified_bearer(&state, &mut request);
+    next.run(request).await
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(VerifiedBearer(claims)) = parts.extensions.get::<VerifiedBearer>() {
+            let claims = claims.clone();
+            return Ok(authenticate_claims(state, &claims).await?.0);
+        }
         let token = bearer(parts)
             .ok_or_else(|| ApiError::Unauthorized("send an access token: Authorization: Bearer <token>".into()))?;
         Ok(authenticate(state, token).await?.0)
@@ -108,7 +152,15 @@ impl From<TokenRefusal> for ApiError {
 /// Checks an access token against the keys, its session and its account, and refuses a session
 /// that may only enroll a second factor: the caller, and when the token expires.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
-    let (caller, expires) = authenticate_session(state, token).await?;
+    authenticate_claims(state, &verify(state, token)?).await
+}
+
+/// As [`authenticate`], for claims already verified ([`VerifiedBearer`]).
+async fn authenticate_claims(
+    state: &AppState,
+    claims: &Claims,
+) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
+    let (caller, expires) = session_of(state, claims).await?;
     if must_enroll_mfa(state, caller.user_id, caller.role).await? {
         return Err(TokenRefusal::MfaEnrollmentRequired);
     }
@@ -120,15 +172,24 @@ pub async fn authenticate_session(
     state: &AppState,
     token: &str,
 ) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
-    let claims = state.jwt().verify(token).map_err(|e| match e {
+    session_of(state, &verify(state, token)?).await
+}
+
+fn verify(state: &AppState, token: &str) -> Result<Claims, TokenRefusal> {
+    state.jwt().verify(token).map_err(|e| match e {
         crate::auth::jwt::TokenError::Invalid(e)
             if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) =>
         {
             TokenRefusal::Invalid("expired".into())
         }
         other => TokenRefusal::Invalid(other.to_string()),
-    })?;
-    let (session, user) = state.store().token_session(claims.sid, claims.sub).await?;
+    })
+}
+
+/// The caller of verified claims: their session still open and their account enabled.
+async fn session_of(state: &AppState, claims: &Claims) -> Result<(Caller, time::OffsetDateTime), TokenRefusal> {
+    let read = state.store().token_session(claims.sid, claims.sub).await?;
+    let (session, user) = &*read;
     let now = state.clock().now();
     match session {
         Some(s) if s.revoked_at.is_none() && s.expires_at > now && s.user_id == claims.sub => {}

@@ -313,6 +313,48 @@ impl IceOutcome {
     }
 }
 
+/// The per-route series of one method, route and status, registered once.
+struct HttpSeries {
+    method: axum::http::Method,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Records one answered request in `http_requests_total{method,route,status}` and
+/// `http_request_duration_seconds{method,route}` (`app.rs`, `request_context`).
+///
+/// Why handles kept per method, route and status rather than `counter!` with labels: the
+/// macro built three label strings and looked the series up in the registry on every request.
+/// Here the series are registered at the first request of their kind and found again under one
+/// short lock. The recorder is installed before the server starts (`main.rs`), so no handle is
+/// registered before it. The routes are templates and the statuses a few, so the map stays small.
+pub fn http_request(method: &axum::http::Method, route: &str, status: u16, took: Duration) {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    static SERIES: LazyLock<Mutex<HashMap<String, Vec<HttpSeries>>>> = LazyLock::new(Default::default);
+    let mut series = SERIES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !series.contains_key(route) {
+        series.insert(route.to_owned(), Vec::new());
+    }
+    let of_route = series.get_mut(route).expect("inserted above");
+    let at = match of_route.iter().position(|s| s.status == status && s.method == *method) {
+        Some(at) => at,
+        None => {
+            let (m, r) = (method.to_string(), route.to_owned());
+            of_route.push(HttpSeries {
+                method: method.clone(),
+                status,
+                requests: counter!("http_requests_total", "method" => m.clone(), "route" => r.clone(), "status" => status.to_string()),
+                duration: histogram!("http_request_duration_seconds", "method" => m, "route" => r),
+            });
+            of_route.len() - 1
+        }
+    };
+    of_route[at].requests.increment(1);
+    of_route[at].duration.record(took.as_secs_f64());
+}
+
 /// Counts an ICE credential answer and hands it back.
 pub fn ice_answer<T>(answer: Result<T, ApiError>) -> Result<T, ApiError> {
     counter!("teletip_ice_answers_total", "outcome" => IceOutcome::of(&answer).label()).increment(1);

@@ -10,6 +10,9 @@ use super::{
     UserChanges,
 };
 
+/// A token's login session and account as last read ([`AccountStore::token_session`]).
+pub type TokenSession = (Option<Session>, Option<User>);
+
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     async fn create_user(&self, user: NewUser, now: OffsetDateTime) -> StoreResult<User>;
@@ -41,9 +44,10 @@ pub trait AccountStore: Send + Sync {
     /// The login session `session` and the account `user` an access token names, for the
     /// token's check on every request. May be served from a cache of at most
     /// [`super::READ_CACHE_TTL`]; this store's own writes that end a session or change an
-    /// account take effect on it at once (`read_cache`).
-    async fn token_session(&self, session: Uuid, user: Uuid) -> StoreResult<(Option<Session>, Option<User>)> {
-        Ok((self.session(session).await?, self.user_by_id(user).await?))
+    /// account take effect on it at once (`read_cache`). Shared (`Arc`): a cached answer is
+    /// handed out without copying it.
+    async fn token_session(&self, session: Uuid, user: Uuid) -> StoreResult<std::sync::Arc<TokenSession>> {
+        Ok(std::sync::Arc::new((self.session(session).await?, self.user_by_id(user).await?)))
     }
     async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>>;
     /// Marks `used` as spent and stores its successor, atomically: false if it was already
@@ -291,13 +295,13 @@ impl AccountStore for SqlStore {
         Ok(self.db.fetch_optional_as(sql("SELECT * FROM sessions WHERE id = $1").bind(id), session_from_row).await?)
     }
 
-    async fn token_session(&self, session: Uuid, user: Uuid) -> StoreResult<(Option<Session>, Option<User>)> {
+    async fn token_session(&self, session: Uuid, user: Uuid) -> StoreResult<std::sync::Arc<TokenSession>> {
         if let Some(cached) = self.auth_cache.get(&(session, user)) {
             return Ok(cached);
         }
         // Taken before reading: a write that ends the session meanwhile makes this read unkept.
         let ticket = self.auth_cache.ticket();
-        let read = (self.session(session).await?, self.user_by_id(user).await?);
+        let read = std::sync::Arc::new((self.session(session).await?, self.user_by_id(user).await?));
         self.auth_cache.put((session, user), ticket, read.clone());
         Ok(read)
     }

@@ -29,7 +29,7 @@ mod turn_sessions;
 mod turn_sessions_store;
 mod turn_writer;
 
-pub use accounts::AccountStore;
+pub use accounts::{AccountStore, TokenSession};
 pub use audit_log::AuditStore;
 pub use booking_rules::{BookingRulesStore, OpenProposal, PracticeRules};
 pub use fhir_search::{AppointmentSearch, FhirSearchStore, PatientSearch, PractitionerSearch, SearchPage};
@@ -293,9 +293,10 @@ pub type DynStore = Arc<dyn Store>;
 pub struct SqlStore {
     db: Db,
     /// Sessions and accounts as token checks last read them, by (session, user) (`read_cache`).
-    auth_cache: read_cache::ReadCache<(Uuid, Uuid), (Option<Session>, Option<User>)>,
+    // Arc: a hit hands out a pointer, not a deep copy of the rows (their strings).
+    auth_cache: read_cache::ReadCache<(Uuid, Uuid), std::sync::Arc<TokenSession>>,
     /// Patients' residency facts as ICE credential requests last read them, by user.
-    residency_cache: read_cache::ReadCache<Uuid, PatientResidency>,
+    residency_cache: read_cache::ReadCache<Uuid, std::sync::Arc<PatientResidency>>,
     /// Issued TURN sessions' group commit, started by the first one (`turn_writer`).
     turn_writer: std::sync::OnceLock<turn_writer::TurnWriter>,
     turn_queue: usize,

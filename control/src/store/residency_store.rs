@@ -41,8 +41,8 @@ pub trait ResidencyStore: Send + Sync {
     /// What the residency rule reads for the patient account `user_id`'s own ICE credentials.
     /// May be served from a cache of at most [`super::READ_CACHE_TTL`]; this store's own
     /// writes of consents, notices, patients and legal bases take effect on it at once
-    /// (`read_cache`).
-    async fn patient_residency(&self, user_id: Uuid) -> StoreResult<PatientResidency>;
+    /// (`read_cache`). Shared (`Arc`): a cached answer is handed out without copying it.
+    async fn patient_residency(&self, user_id: Uuid) -> StoreResult<std::sync::Arc<PatientResidency>>;
 }
 
 fn practice_from_row(r: &Row) -> Result<Practice, sqlx::Error> {
@@ -192,7 +192,7 @@ impl ResidencyStore for SqlStore {
         Ok(true)
     }
 
-    async fn patient_residency(&self, user_id: Uuid) -> StoreResult<PatientResidency> {
+    async fn patient_residency(&self, user_id: Uuid) -> StoreResult<std::sync::Arc<PatientResidency>> {
         if let Some(cached) = self.residency_cache.get(&user_id) {
             return Ok(cached);
         }
@@ -203,12 +203,12 @@ impl ResidencyStore for SqlStore {
             Some(p) => self.legal_bases(p.id).await?,
             None => Vec::new(),
         };
-        let read = PatientResidency {
+        let read = std::sync::Arc::new(PatientResidency {
             current_notice_version: self.notices().await?.into_iter().next().map(|n| n.version),
             consents: self.consents(user_id).await?,
             legal_bases,
             patient,
-        };
+        });
         self.residency_cache.put(user_id, ticket, read.clone());
         Ok(read)
     }
