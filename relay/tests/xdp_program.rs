@@ -698,6 +698,15 @@ fn program_cost() {
         ("ipv4 client to peer", udp_packet(g.client, g.server, &channel_data(0x4001, &payload))),
         ("ipv4 peer to client", udp_packet(peer, g.relay, &payload)),
         ("ipv6 client to peer", udp_packet(g6.client, g6.server, &channel_data(0x4001, &payload))),
+        // 161 bytes padded to 164, as pion sends it: the tail read and bpf_xdp_adjust_tail on top.
+        (
+            "ipv4 client to peer, padded",
+            udp_packet(g.client, g.server, &padded_channel_data(0x4001, &[0u8; 161], 3, 0)),
+        ),
+        (
+            "ipv6 client to peer, padded",
+            udp_packet(g6.client, g6.server, &padded_channel_data(0x4001, &[0u8; 161], 3, 0)),
+        ),
         ("ipv4 not ours (STUN)", udp_packet(g.client, g.server, &[0u8; 20])),
     ];
     for (name, packet) in cases {
