@@ -662,6 +662,30 @@ fn padded_channel_data_without_udp_checksum_and_short_circuited() {
     }
 }
 
+/// A NIC delivers a short frame padded to Ethernet's 60 bytes: the bytes after the IP packet
+/// are not the ChannelData's padding. The program trims by the IP length, so what it sends is
+/// right by its IP and UDP lengths, whatever trailer is left behind them.
+#[test]
+fn padded_channel_data_in_a_frame_with_an_ethernet_trailer() {
+    if !can_run("padded_channel_data_in_a_frame_with_an_ethernet_trailer", "BPF_PROG_TEST_RUN needs root") {
+        return;
+    }
+    let _ns = Namespace::enter("trailer");
+    let offload = Offload::load().unwrap();
+    let (g, peer) = v4_grant();
+    granted(&offload.maps(), &g, peer);
+    let mut frame = udp_packet(g.client, g.server, &padded_channel_data(0x4001, b"z", 3, 0x77));
+    assert_eq!(frame.len(), 50);
+    frame.resize(60, 0);
+    let (verdict, out) = offload.test_run(&frame).unwrap();
+    assert_eq!(verdict, XDP_REDIRECT);
+    let tot = usize::from(u16::from_be_bytes([out[16], out[17]]));
+    assert_eq!(tot, 20 + 8 + 1, "the IP packet: headers and the one byte of data");
+    assert!(out.len() >= 14 + tot, "the frame holds the IP packet");
+    let p = parse(&out[..14 + tot]);
+    assert_eq!((p.src, p.dst, p.payload.as_slice()), (g.relay, peer, &b"z"[..]));
+}
+
 #[test]
 fn a_destination_without_a_resolved_neighbour_goes_up() {
     if !can_run("a_destination_without_a_resolved_neighbour_goes_up", "BPF_PROG_TEST_RUN needs root") {
