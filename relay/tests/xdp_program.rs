@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 
 mod support;
-use support::xdp::{can_run, channel_data, ip};
+use support::xdp::{can_run, channel_data, ip, padded_channel_data, padding_for};
 
 use teletip_relay::xdp::Offload;
 use teletip_relay::xdp::maps::{
@@ -472,10 +472,13 @@ fn what_the_program_does_not_own_passes_up_unchanged() {
     let mut send = vec![0x00, 0x16, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     send.extend([7u8; 12]);
     assert_passed(&offload, &udp_packet(g.client, g.server, &send), "Send indication");
-    // ChannelData padded to 4 bytes (allowed over UDP): user space reads the length.
-    let mut padded = cd.clone();
-    padded.extend([0, 0, 0]);
-    assert_passed(&offload, &udp_packet(g.client, g.server, &padded), "padded ChannelData");
+    // Surplus bytes that are not the padding RFC 8656 allows: user space reads the length
+    // (padded_channel_data_is_relayed_without_its_padding for the padding it allows).
+    assert_passed(
+        &offload,
+        &udp_packet(g.client, g.server, &padded_channel_data(0x4001, b"hello", 1, 0)),
+        "1 byte of surplus after 5",
+    );
     // A length that claims more than the datagram holds.
     let mut short = cd.clone();
     short.truncate(6);
@@ -515,6 +518,174 @@ fn what_the_program_does_not_own_passes_up_unchanged() {
     assert_passed(&offload, &udp_packet(g6.client, g6.server, &channel_data(0x4002, b"x")), "IPv6 to IPv4");
 }
 
+/// ChannelData with the padding RFC 8656 §12.5 allows over UDP (to a multiple of 4), relayed
+/// by the kernel without it, its bytes ignored whatever they hold; checksums verified from
+/// scratch by `parse`.
+fn padded_client_to_peer(g: Grant, peer: SocketAddr) {
+    let offload = Offload::load().unwrap();
+    let maps = offload.maps();
+    granted(&maps, &g, peer);
+    let mut total = 0;
+    // Lengths 1, 2 and 3 mod 4 (3, 2 and 1 bytes of padding), odd and even, a full-size one and
+    // a multiple of 4 (no padding: as before).
+    for (n, len) in [1usize, 2, 3, 5, 6, 7, 8, 1199].into_iter().enumerate() {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+        for fill in [0x00, 0xff, 0xa5] {
+            let sent = padded_channel_data(0x4001, &data, padding_for(len), fill);
+            assert_eq!(sent.len() % 4, 0);
+            let (verdict, out) = offload.test_run(&udp_packet(g.client, g.server, &sent)).unwrap();
+            assert_eq!(verdict, XDP_REDIRECT, "{len} bytes padded with {fill:#x}: relayed");
+            let p = parse(&out);
+            assert_eq!((p.src, p.dst), (g.relay, peer));
+            assert_eq!(p.payload, data, "{len} bytes padded with {fill:#x}: header and padding gone");
+            assert_ne!(p.udp_checksum, 0);
+            total += len as u64;
+        }
+    }
+    assert_eq!(
+        maps.counters(g.slot).unwrap(),
+        Counters { c2p_packets: 24, c2p_bytes: total, p2c_packets: 0, p2c_bytes: 0 },
+        "the data counted, not the padding"
+    );
+
+    // Not the padding the RFC allows: up, byte for byte.
+    for (len, pad, why) in [
+        (5, 1, "too little padding after 5"),
+        (5, 2, "too little padding after 5"),
+        (5, 4, "too much padding after 5"),
+        (6, 1, "too little padding after 6"),
+        (6, 3, "too much padding after 6"),
+        (7, 2, "too much padding after 7"),
+        (8, 4, "4 bytes of padding after 8"),
+        (8, 1, "padding after 8"),
+        (0, 4, "4 bytes of padding after nothing"),
+        (1, 7, "3 bytes of padding and 4 more after 1"),
+    ] {
+        let sent = padded_channel_data(0x4001, &vec![9u8; len], pad, 0);
+        assert_passed(&offload, &udp_packet(g.client, g.server, &sent), why);
+    }
+    assert_eq!(maps.counters(g.slot).unwrap().c2p_packets, 24, "nothing of those counted");
+}
+
+#[test]
+fn ipv4_padded_channel_data_is_relayed_without_its_padding() {
+    if !can_run("ipv4_padded_channel_data_is_relayed_without_its_padding", "BPF_PROG_TEST_RUN needs root") {
+        return;
+    }
+    let _ns = Namespace::enter("pad4");
+    let (g, peer) = v4_grant();
+    padded_client_to_peer(g, peer);
+}
+
+#[test]
+fn ipv6_padded_channel_data_is_relayed_without_its_padding() {
+    if !can_run("ipv6_padded_channel_data_is_relayed_without_its_padding", "BPF_PROG_TEST_RUN needs root") {
+        return;
+    }
+    let _ns = Namespace::enter("pad6");
+    let (g, peer) = v6_grant();
+    padded_client_to_peer(g, peer);
+}
+
+#[test]
+fn padded_channel_data_without_udp_checksum_and_short_circuited() {
+    if !can_run("padded_channel_data_without_udp_checksum_and_short_circuited", "BPF_PROG_TEST_RUN needs root") {
+        return;
+    }
+    let _ns = Namespace::enter("padmore");
+    let offload = Offload::load().unwrap();
+    let maps = offload.maps();
+    let (g, peer) = v4_grant();
+    granted(&maps, &g, peer);
+    let mut packet = udp_packet(g.client, g.server, &padded_channel_data(0x4001, b"abcde", 3, 0xee));
+    packet[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let (verdict, out) = offload.test_run(&packet).unwrap();
+    assert_eq!(verdict, XDP_REDIRECT);
+    let p = parse(&out);
+    assert_eq!((p.payload.as_slice(), p.udp_checksum), (&b"abcde"[..], 0), "trimmed, still no checksum");
+
+    // Client to client on one relay: the channel swapped, the padding dropped (the socket path
+    // does not pad over UDP either), both families.
+    let later = monotonic_ns() + 60 * SECOND;
+    let pairs = [
+        (
+            Grant {
+                slot: 1,
+                client: sa("10.99.0.3:40000"),
+                server: sa("10.99.0.1:3478"),
+                relay: sa("10.99.0.1:50000"),
+            },
+            Grant {
+                slot: 2,
+                client: sa("10.99.0.4:41000"),
+                server: sa("10.99.0.1:3478"),
+                relay: sa("10.99.0.1:50002"),
+            },
+        ),
+        (
+            Grant {
+                slot: 3,
+                client: sa("[fd99::3]:40000"),
+                server: sa("[fd99::1]:3478"),
+                relay: sa("[fd99::1]:50000"),
+            },
+            Grant {
+                slot: 4,
+                client: sa("[fd99::4]:41000"),
+                server: sa("[fd99::1]:3478"),
+                relay: sa("[fd99::1]:50002"),
+            },
+        ),
+    ];
+    for (a, b) in &pairs {
+        for (from, to, number) in [(a, b, 0x4001), (b, a, 0x4abc)] {
+            allocation(&maps, from.slot, later, UNLIMITED);
+            permission(&maps, from.slot, to.relay.ip(), later);
+            channel(&maps, from, number, to.relay, later);
+        }
+        for data in [&b"to b!"[..], b"to b!!", b"to b!!!"] {
+            let sent = padded_channel_data(0x4001, data, padding_for(data.len()), 0x5a);
+            let (verdict, out) = offload.test_run(&udp_packet(a.client, a.server, &sent)).unwrap();
+            assert_eq!(verdict, XDP_REDIRECT);
+            let p = parse(&out);
+            assert_eq!((p.src, p.dst), (b.server, b.client), "straight to B's client");
+            assert_eq!(p.payload, channel_data(0x4abc, data), "on B's channel, unpadded");
+            assert_eq!(p.dst_mac, CLIENT2_MAC);
+        }
+        assert_eq!(maps.counters(a.slot).unwrap().c2p_bytes, 18, "A sent the data, not the padding");
+        assert_eq!(maps.counters(b.slot).unwrap().p2c_bytes, 18, "B received the data");
+        assert_passed(
+            &offload,
+            &udp_packet(a.client, a.server, &padded_channel_data(0x4001, b"to b!", 1, 0)),
+            "short circuit, too little padding",
+        );
+    }
+}
+
+/// A NIC delivers a short frame padded to Ethernet's 60 bytes: the bytes after the IP packet
+/// are not the ChannelData's padding. The program trims by the IP length, so what it sends is
+/// right by its IP and UDP lengths, whatever trailer is left behind them.
+#[test]
+fn padded_channel_data_in_a_frame_with_an_ethernet_trailer() {
+    if !can_run("padded_channel_data_in_a_frame_with_an_ethernet_trailer", "BPF_PROG_TEST_RUN needs root") {
+        return;
+    }
+    let _ns = Namespace::enter("trailer");
+    let offload = Offload::load().unwrap();
+    let (g, peer) = v4_grant();
+    granted(&offload.maps(), &g, peer);
+    let mut frame = udp_packet(g.client, g.server, &padded_channel_data(0x4001, b"z", 3, 0x77));
+    assert_eq!(frame.len(), 50);
+    frame.resize(60, 0);
+    let (verdict, out) = offload.test_run(&frame).unwrap();
+    assert_eq!(verdict, XDP_REDIRECT);
+    let tot = usize::from(u16::from_be_bytes([out[16], out[17]]));
+    assert_eq!(tot, 20 + 8 + 1, "the IP packet: headers and the one byte of data");
+    assert!(out.len() >= 14 + tot, "the frame holds the IP packet");
+    let p = parse(&out[..14 + tot]);
+    assert_eq!((p.src, p.dst, p.payload.as_slice()), (g.relay, peer, &b"z"[..]));
+}
+
 #[test]
 fn a_destination_without_a_resolved_neighbour_goes_up() {
     if !can_run("a_destination_without_a_resolved_neighbour_goes_up", "BPF_PROG_TEST_RUN needs root") {
@@ -551,6 +722,15 @@ fn program_cost() {
         ("ipv4 client to peer", udp_packet(g.client, g.server, &channel_data(0x4001, &payload))),
         ("ipv4 peer to client", udp_packet(peer, g.relay, &payload)),
         ("ipv6 client to peer", udp_packet(g6.client, g6.server, &channel_data(0x4001, &payload))),
+        // 161 bytes padded to 164, as pion sends it: the tail read and bpf_xdp_adjust_tail on top.
+        (
+            "ipv4 client to peer, padded",
+            udp_packet(g.client, g.server, &padded_channel_data(0x4001, &[0u8; 161], 3, 0)),
+        ),
+        (
+            "ipv6 client to peer, padded",
+            udp_packet(g6.client, g6.server, &padded_channel_data(0x4001, &[0u8; 161], 3, 0)),
+        ),
         ("ipv4 not ours (STUN)", udp_packet(g.client, g.server, &[0u8; 20])),
     ];
     for (name, packet) in cases {

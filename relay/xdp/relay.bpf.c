@@ -12,13 +12,20 @@
 // "The XDP offload").
 //
 // Three paths, IPv4 and IPv6 (both legs of one family; a leg change of family goes up):
-//   client -> peer:   ChannelData on a listener; strip the 4-byte header, send from the
-//                     allocation's relayed address to the channel's peer.
+//   client -> peer:   ChannelData on a listener; strip the 4-byte header (and the padding, if
+//                     the client padded), send from the allocation's relayed address to the
+//                     channel's peer.
 //   peer -> client:   a datagram to a relayed address from a peer with a live channel; add the
 //                     header, send from the listener address to the client.
 //   client -> client: ChannelData whose peer is another allocation's relayed address that has a
 //                     channel for the sender's relayed address (the same-relay short circuit):
-//                     swap the channel number and the addresses, nothing else changes.
+//                     swap the channel number and the addresses and drop the padding, if any;
+//                     nothing else changes.
+// Padding: over UDP a client may pad ChannelData to a multiple of 4 bytes (RFC 8656 §12.5; pion's
+// encoder always does). The program relays exactly the padding the RFC allows (the length field
+// rounded up to 4, the padding's bytes ignored as receivers must) and trims it; any other surplus
+// goes up. It adds no padding towards a client over UDP (the RFC's "MAY"; the socket path does
+// not pad over UDP either).
 // The egress is chosen by the kernel's FIB (bpf_fib_lookup); any lookup that does not give a
 // resolved neighbour passes the original packet up, where the socket path sends it (and so
 // resolves the neighbour for the next one).
@@ -159,6 +166,7 @@ struct {
 struct plan {
 	struct addr src, dst;
 	int delta;          // -4: strip the header, +4: add it, 0: swap the channel number
+	int trim;           // padding bytes to cut off the end (0-3; client -> peer or client)
 	__be16 channel;     // the header's new channel number (delta >= 0)
 	__u32 from;         // counts client -> peer (~0: none)
 	__u32 to;           // counts peer -> client (~0: none)
@@ -254,10 +262,13 @@ static __noinline int decide(const struct addr *src, const struct addr *dst, con
 				  __u32 payload, struct plan *plan)
 {
 	__u64 now = bpf_ktime_get_ns();
-	// ChannelData: channel 0x4000-0x4fff, length exactly the rest (no padding over UDP here;
-	// padded ones go up).
-	if (payload >= CHANNEL_HEADER && (head[0] & 0xf0) == 0x40 &&
-	    ((__u32)head[2] << 8 | head[3]) == payload - CHANNEL_HEADER) {
+	// ChannelData: channel 0x4000-0x4fff, then either exactly the length's bytes or those and
+	// the padding to a multiple of 4 (RFC 8656 §12.5); any other surplus goes up, where user
+	// space decides.
+	__u32 len = (__u32)head[2] << 8 | head[3];
+	__u32 rest = payload - CHANNEL_HEADER;
+	if (payload >= CHANNEL_HEADER && (head[0] & 0xf0) == 0x40 && rest >= len &&
+	    (rest == len || rest - len == (-len & 3))) {
 		struct c2p_key k = {};
 		k.client = *src;
 		k.server = *dst;
@@ -269,7 +280,8 @@ static __noinline int decide(const struct addr *src, const struct addr *dst, con
 			struct alloc_val *a = live_alloc(v->alloc, now);
 			if (!a || !permitted(v->alloc, v->peer.ip, now))
 				return 0;
-			plan->len = payload - CHANNEL_HEADER;
+			plan->len = len;
+			plan->trim = rest - len;
 			plan->from = v->alloc;
 			plan->tos = a->tos;
 			// The same-relay short circuit: the peer is a relayed address of this relay
@@ -384,12 +396,14 @@ static __always_inline __u16 fold(__u32 sum)
 	return (__u16)sum;
 }
 
-// The new UDP checksum after the addresses, ports and length changed and the channel header
-// was removed (`old_head`), added (`new_head`) or replaced (both).
+// The new UDP checksum after the addresses, ports and length changed, the channel header was
+// removed (`old_head`), added (`new_head`) or replaced (both) and the padding was cut off
+// (`old_tail`: the payload's last 4 bytes, an even offset into the UDP header since a padded
+// datagram's length is a multiple of 4, with all but the padding zeroed).
 static __always_inline __u16 udp_csum(__u16 old, const void *old_ip_src, const void *old_ip_dst,
 				      const void *new_ip_src, const void *new_ip_dst, int ip_words,
 				      const struct udphdr *old_udp, const struct udphdr *new_udp,
-				      const __u16 *old_head, const __u16 *new_head)
+				      const __u16 *old_head, const __u16 *new_head, const __u16 *old_tail)
 {
 	__u32 sum = (__u16)~old;
 	sum = sub_words(sum, old_ip_src, ip_words);
@@ -413,8 +427,34 @@ static __always_inline __u16 udp_csum(__u16 old, const void *old_ip_src, const v
 		sum += new_head[0];
 		sum += new_head[1];
 	}
+	sum += (__u16)~old_tail[0];
+	sum += (__u16)~old_tail[1];
 	__u16 c = ~fold(sum);
 	return c ? c : 0xffff;
+}
+
+// Copies the UDP payload's last 4 bytes into `tail` with all but the last `trim` (the padding)
+// zeroed: what leaves the checksum when the padding is cut off. 0 if they are not in the frame.
+static __always_inline int padding(const struct udphdr *udph, __u16 ulen, int trim, void *end,
+				   __u8 *tail)
+{
+	__builtin_memset(tail, 0, 4);
+	if (!trim)
+		return 1;
+	// ulen >= 8 + 4 + 1 + trim here (a padded length is at least 1). The verifier takes a
+	// variable packet offset only when offset + fixed part stays under 64 KiB: 16 KiB bounds
+	// it, far above any XDP frame (one page without multi-buffer, which is not enabled here).
+	__u32 off = ulen - 4;
+	if (off >= 0x4000)
+		return 0;
+	const __u8 *t = (const __u8 *)udph + off;
+	if ((void *)(t + 4) > end)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (i >= 4 - trim)
+			tail[i] = t[i];
+	return 1;
 }
 
 static __always_inline __u16 ipv4_csum(struct iphdr *ip)
@@ -472,12 +512,17 @@ static __noinline int relay_v4(struct xdp_md *ctx, void *data, void *end)
 	struct bpf_fib_lookup *fib = &s->fib;
 	if (!decide(&src, &dst, h, ulen - sizeof(struct udphdr), plan))
 		return XDP_PASS;
+	__u16 tail[2];
+	if (!padding(udph, ulen, plan->trim, end, (__u8 *)tail))
+		return XDP_PASS;
+	// What the datagram grows by: the header added or taken, the padding cut.
+	int grow = plan->delta - plan->trim;
 
 	struct iphdr *nip = &s->ip4;
 	*nip = ip;
 	__builtin_memcpy(&nip->saddr, &plan->src.ip[12], 4);
 	__builtin_memcpy(&nip->daddr, &plan->dst.ip[12], 4);
-	nip->tot_len = bpf_htons(tot + plan->delta);
+	nip->tot_len = bpf_htons(tot + grow);
 	nip->ttl = ORIGIN_TTL;
 	nip->tos = plan->tos;
 	nip->frag_off = bpf_htons(IP_DF);
@@ -486,7 +531,7 @@ static __noinline int relay_v4(struct xdp_md *ctx, void *data, void *end)
 	fib->l4_protocol = IPPROTO_UDP;
 	fib->sport = plan->src.port;
 	fib->dport = plan->dst.port;
-	fib->tot_len = tot + plan->delta;
+	fib->tot_len = tot + grow;
 	fib->tos = nip->tos;
 	fib->ipv4_src = nip->saddr;
 	fib->ipv4_dst = nip->daddr;
@@ -502,19 +547,21 @@ static __noinline int relay_v4(struct xdp_md *ctx, void *data, void *end)
 	*eth = *(struct ethhdr *)data;
 	nudp->source = plan->src.port;
 	nudp->dest = plan->dst.port;
-	nudp->len = bpf_htons(ulen + plan->delta);
+	nudp->len = bpf_htons(ulen + grow);
 	__u16 old_head[2], new_head[2];
 	__builtin_memcpy(old_head, h, 4);
 	new_head[0] = plan->channel;
 	new_head[1] = bpf_htons(plan->len);
 	if (udp.check) {
 		nudp->check = udp_csum(udp.check, &ip.saddr, &ip.daddr, &nip->saddr, &nip->daddr, 2, &udp,
-				      nudp, plan->delta <= 0 ? old_head : 0, plan->delta >= 0 ? new_head : 0);
+				      nudp, plan->delta <= 0 ? old_head : 0, plan->delta >= 0 ? new_head : 0, tail);
 	}
 	nip->check = ipv4_csum(nip);
 	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
 
+	if (plan->trim && bpf_xdp_adjust_tail(ctx, -plan->trim))
+		return XDP_ABORTED;
 	if (plan->delta && bpf_xdp_adjust_head(ctx, -plan->delta))
 		return XDP_ABORTED;
 	data = (void *)(long)ctx->data;
@@ -568,12 +615,16 @@ static __noinline int relay_v6(struct xdp_md *ctx, void *data, void *end)
 	struct bpf_fib_lookup *fib = &s->fib;
 	if (!decide(&src, &dst, h, ulen - sizeof(struct udphdr), plan))
 		return XDP_PASS;
+	__u16 tail[2];
+	if (!padding(udph, ulen, plan->trim, end, (__u8 *)tail))
+		return XDP_PASS;
+	int grow = plan->delta - plan->trim;
 
 	struct ipv6hdr *nip = &s->ip6;
 	*nip = ip;
 	__builtin_memcpy(&nip->saddr, plan->src.ip, 16);
 	__builtin_memcpy(&nip->daddr, plan->dst.ip, 16);
-	nip->payload_len = bpf_htons(plen + plan->delta);
+	nip->payload_len = bpf_htons(plen + grow);
 	nip->hop_limit = ORIGIN_TTL;
 	// Traffic class: the relay's DSCP, flow label kept.
 	nip->priority = plan->tos >> 4;
@@ -583,7 +634,7 @@ static __noinline int relay_v6(struct xdp_md *ctx, void *data, void *end)
 	fib->l4_protocol = IPPROTO_UDP;
 	fib->sport = plan->src.port;
 	fib->dport = plan->dst.port;
-	fib->tot_len = sizeof(struct ipv6hdr) + plen + plan->delta;
+	fib->tot_len = sizeof(struct ipv6hdr) + plen + grow;
 	__builtin_memcpy(fib->ipv6_src, &nip->saddr, 16);
 	__builtin_memcpy(fib->ipv6_dst, &nip->daddr, 16);
 	fib->ifindex = ctx->ingress_ifindex;
@@ -598,16 +649,18 @@ static __noinline int relay_v6(struct xdp_md *ctx, void *data, void *end)
 	*eth = *(struct ethhdr *)data;
 	nudp->source = plan->src.port;
 	nudp->dest = plan->dst.port;
-	nudp->len = bpf_htons(ulen + plan->delta);
+	nudp->len = bpf_htons(ulen + grow);
 	__u16 old_head[2], new_head[2];
 	__builtin_memcpy(old_head, h, 4);
 	new_head[0] = plan->channel;
 	new_head[1] = bpf_htons(plan->len);
 	nudp->check = udp_csum(udp.check, &ip.saddr, &ip.daddr, &nip->saddr, &nip->daddr, 8, &udp, nudp,
-			      plan->delta <= 0 ? old_head : 0, plan->delta >= 0 ? new_head : 0);
+			      plan->delta <= 0 ? old_head : 0, plan->delta >= 0 ? new_head : 0, tail);
 	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
 
+	if (plan->trim && bpf_xdp_adjust_tail(ctx, -plan->trim))
+		return XDP_ABORTED;
 	if (plan->delta && bpf_xdp_adjust_head(ctx, -plan->delta))
 		return XDP_ABORTED;
 	data = (void *)(long)ctx->data;

@@ -1,5 +1,5 @@
 //! What the XDP offload's tests share: the root-and-program check that skips them with a
-//! message, `ip` in a namespace, and unpadded ChannelData (the program's input).
+//! message, `ip` in a namespace, and ChannelData as clients send it over UDP, unpadded or padded.
 
 use std::process::Command;
 
@@ -29,4 +29,18 @@ pub fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
     v.extend((data.len() as u16).to_be_bytes());
     v.extend(data);
     v
+}
+
+/// ChannelData padded as RFC 8656 §12.5 allows over UDP (pion's encoder always pads): `pad`
+/// bytes of `fill` after the data, whatever the length field says. `padded_channel_data(c, d,
+/// (4 - d.len() % 4) % 4, f)` is the padding the RFC allows; any other count is not.
+pub fn padded_channel_data(channel: u16, data: &[u8], pad: usize, fill: u8) -> Vec<u8> {
+    let mut v = channel_data(channel, data);
+    v.extend(std::iter::repeat_n(fill, pad));
+    v
+}
+
+/// The padding RFC 8656 §12.5 allows after `len` bytes of data: up to a multiple of 4.
+pub fn padding_for(len: usize) -> usize {
+    (4 - len % 4) % 4
 }
