@@ -177,8 +177,18 @@ test("a revoked session: on the appointments page and in the waiting room, back 
     // the next thing the person does meets a refused refresh.
     await logIn(pat, control, patient);
     await c.api.must("PATCH", `/v1/users/${patient.userId}`, c.admin, { password: `${PASSWORD} renewed` });
-    await pat.locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`).click();
-    await pat.getByTestId("login-view").waitFor();
+    // The page may meet the refused refresh by itself first (any request it makes then), and
+    // leave for the login page before the click lands: then there is nothing left to click.
+    // The click is awaited either way (at most 5 s), so that none is pending when the test
+    // logs in again and the same button is back.
+    const loginView = pat.getByTestId("login-view");
+    const clicked = pat
+      .locator(`[data-appointment-id="${appointment.id}"] [data-testid="appointment-open"]`)
+      .click({ timeout: 5000 })
+      .catch(() => "the page had left");
+    await Promise.race([loginView.waitFor(), clicked]);
+    await loginView.waitFor();
+    await clicked;
     assert.match(await pat.getByTestId("status").textContent(), /Your session has ended\. Please log in again\./);
     await shot(pat, "bad-revoked-appointments");
     let n = api.length;
