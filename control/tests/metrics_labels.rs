@@ -32,6 +32,9 @@ const LABELS: &[&str] = &[
     "quantile",
     "endpoint",
     "event",
+    // "webhook" or "web-push": present once the worker has tried a delivery, which it may do
+    // before the scrape (a CI run met it on PostgreSQL).
+    "channel",
 ];
 
 /// `name{a="x",b="y"} value` → (name, [(a, x), (b, y)]).
@@ -84,7 +87,17 @@ async fn monitoring_series_are_exported_with_closed_label_sets() {
         let (s, _) = e.post("/v1/ice/credentials", Some(&c.patient), json!({})).await;
         assert_eq!(s, StatusCode::OK);
 
-        let text = e.http.get(e.control.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        // The worker tries the booking's webhook (nobody listens: refused) on its own schedule; wait
+        // for that attempt so the scrape always holds the delivery series and its labels.
+        let scrape = || async { e.http.get(e.control.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+        let attempted = "teletip_control_notifications_deliveries_total{channel=\"webhook\",outcome=\"failed\"}";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut text = scrape().await;
+        while !text.contains(attempted) {
+            assert!(std::time::Instant::now() < deadline, "{engine:?}: no delivery attempt in 20 s:\n{text}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            text = scrape().await;
+        }
         for expected in [
             "teletip_bookings_total{outcome=\"booked\"} 1",
             "teletip_bookings_total{outcome=\"conflict\"} 1",
