@@ -52,7 +52,12 @@ impl Clinic {
         let (email, user_id, token) = self.user("practitioner").await?;
         let body = json!({"displayName": "Dr. Bench", "specialty": "cardiology", "timeZone": "Europe/Istanbul", "userId": user_id});
         let p = self.conn.must(Method::POST, "/v1/practitioners", Some(&self.admin), Some(&body)).await?;
-        Ok(Person { email, user_id, token, record_id: str_field(&p, "id")? })
+        let record_id = str_field(&p, "id")?;
+        // A practitioner without a working pattern is not bookable at all: every minute of
+        // every day, as control/tests/support/clinic.rs's `all_hours` gives its test doctors.
+        let path = format!("/v1/practitioners/{record_id}/availability");
+        self.conn.must(Method::PUT, &path, Some(&self.admin), Some(&all_hours())).await?;
+        Ok(Person { email, user_id, token, record_id })
     }
 
     pub async fn patient(&mut self) -> Result<Person, Error> {
@@ -74,6 +79,17 @@ impl Clinic {
         let a = self.conn.must(Method::POST, "/v1/appointments", Some(&self.admin), Some(&body)).await?;
         str_field(&a, "id")
     }
+}
+
+/// Extra hours from 2000 to 2100 in 10-minute slots, offset by 0 to 9 minutes: a booking that
+/// starts on any whole minute and lasts a multiple of 10 minutes is a run of slots.
+fn all_hours() -> Value {
+    let exceptions: Vec<Value> = (0..10)
+        .map(|m| {
+            json!({"kind": "extraHours", "from": format!("2000-01-01T00:{m:02}:00Z"), "to": "2100-01-01T00:00:00Z", "slotMinutes": 10})
+        })
+        .collect();
+    json!({"rules": [], "exceptions": exceptions})
 }
 
 /// The body of `POST /v1/appointments`.
