@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use support::clinic::*;
 use support::engines;
+use support::relay::eventually;
 
 /// Every label name the control plane's series may carry.
 const LABELS: &[&str] = &[
@@ -91,13 +92,9 @@ async fn monitoring_series_are_exported_with_closed_label_sets() {
         // for that attempt so the scrape always holds the delivery series and its labels.
         let scrape = || async { e.http.get(e.control.url("/metrics")).send().await.unwrap().text().await.unwrap() };
         let attempted = "teletip_control_notifications_deliveries_total{channel=\"webhook\",outcome=\"failed\"}";
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let mut text = scrape().await;
-        while !text.contains(attempted) {
-            assert!(std::time::Instant::now() < deadline, "{engine:?}: no delivery attempt in 20 s:\n{text}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            text = scrape().await;
-        }
+        let what = format!("{engine:?}: the worker's first attempt at the webhook");
+        eventually(std::time::Duration::from_secs(20), &what, || async { scrape().await.contains(attempted) }).await;
+        let text = scrape().await;
         for expected in [
             "teletip_bookings_total{outcome=\"booked\"} 1",
             "teletip_bookings_total{outcome=\"conflict\"} 1",
