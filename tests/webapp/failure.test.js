@@ -13,8 +13,9 @@
 // bound asserted is 2 clients × (2N + 1) gatherings, times the host's IPv4 networks (Chromium
 // opens one allocation per local network it gathers on). With the shipped budget (N = 4 a
 // minute) and one network that is at most 9 allocations a minute per client, where the old
-// client made 94 connections in a minute. Also: every allocation the relay counted is a relayed
-// candidate the pages gathered (counted in the pages), and the counter must not move once both
+// client made 94 connections in a minute. Also: every relayed candidate the pages surfaced is an
+// allocation the relay counted, every allocation comes from a gathering the pages started (one
+// per local network each; both counted in the pages), and the counter must not move once both
 // clients have reported.
 
 import { test, before, after } from "node:test";
@@ -71,6 +72,11 @@ test("no media path: each client stops within its budget of allocations and show
       window.RTCPeerConnection = class extends Native {
         constructor(config) {
           super(config);
+          this.addEventListener("icegatheringstatechange", () => {
+            if (this.iceGatheringState === "gathering") {
+              sessionStorage.setItem("gatherings", String(Number(sessionStorage.getItem("gatherings") || 0) + 1));
+            }
+          });
           this.addEventListener("icecandidate", (ev) => {
             if (ev.candidate && / typ relay/.test(ev.candidate.candidate)) {
               sessionStorage.setItem("relayed", String(Number(sessionStorage.getItem("relayed") || 0) + 1));
@@ -116,10 +122,18 @@ test("no media path: each client stops within its budget of allocations and show
     const made = after - before;
     const networks = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === "IPv4").length;
     const bound = 2 * (2 * BUDGET + 1) * networks;
-    const gathered = (await doc.evaluate(() => Number(sessionStorage.getItem("relayed") || 0))) + (await pat.evaluate(() => Number(sessionStorage.getItem("relayed") || 0)));
-    console.log(`allocations over ${seconds} s: ${made} (relayed candidates gathered by the pages: ${gathered}; bound ${bound} for ${networks} IPv4 networks)`);
+    const count = async (key) => (await doc.evaluate((k) => Number(sessionStorage.getItem(k) || 0), key)) + (await pat.evaluate((k) => Number(sessionStorage.getItem(k) || 0), key));
+    const gathered = await count("relayed");
+    const gatherings = await count("gatherings");
+    console.log(`allocations over ${seconds} s: ${made} (gatherings started by the pages: ${gatherings}, relayed candidates they surfaced: ${gathered}; bound ${bound} for ${networks} IPv4 networks)`);
     assert.ok(made > 0, "the relay granted allocations: only the media path fails");
-    assert.ok(made <= gathered, `${made} allocations, but the pages gathered only ${gathered} relayed candidates`);
+    // Every relayed candidate a page saw is an allocation the relay counted; the converse need
+    // not hold candidate by candidate: a connection the client closes (its connect timeout, an
+    // ICE restart) while an Allocate is in flight never surfaces that candidate, though the
+    // relay granted it (CI saw 14 allocations for 12 candidates once). So the allocations are
+    // tied to the gatherings the pages started instead: one per local network each.
+    assert.ok(gathered <= made, `the pages surfaced ${gathered} relayed candidates, but the relay counted ${made} allocations`);
+    assert.ok(made <= gatherings * networks, `${made} allocations, but the pages started only ${gatherings} gatherings on ${networks} networks`);
     assert.ok(made <= bound, `${made} allocations in ${seconds} s for two clients with a budget of ${BUDGET}`);
     await sleep(5000);
     assert.equal(await relay.counter("teletip_allocations_created_total"), after, "no allocation after both clients reported");
