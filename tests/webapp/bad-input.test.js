@@ -1,6 +1,6 @@
 // Bad input, in the web client (control/webapp) driven in Debian's Chromium against the real
-// teletip-control and teletip-relay: a denied camera and microphone, an expired session, a
-// revoked session, a lost network during a call and a full relay. Each must show a plain
+// teletip-control and teletip-relay: a denied camera and microphone, a revoked session, a lost
+// network during a call and a full relay (an expired session: session-expiry.test.js). Each must show a plain
 // message and a way forward that works when clicked, and must not loop: what the page asks of
 // the browser or the servers is counted and stays bounded while the page sits there.
 
@@ -10,10 +10,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { Clinic } from "../signaling/lib/clinic.js";
 import { Control, Relay, RELAXED_LIMITS, PASSWORD, freeUdpPort, sleep, tempDir } from "../signaling/lib/env.js";
-import { AxeLog, SIZES, assertClean, launch, logIn, mediaStats, onFailure, openPage, shot, until } from "./lib/web.js";
-
-// How long a page is watched, after showing its message, for anything it would retry.
-const QUIET_MS = 6000;
+import { AxeLog, QUIET_MS, SIZES, assertClean, launch, logIn, mediaStats, onFailure, openPage, recordApi, shot, until } from "./lib/web.js";
 
 let control;
 let relay;
@@ -63,16 +60,6 @@ async function settled(relay, name) {
     now = await relay.counter(name);
   }
   return now;
-}
-
-/** Records the page's requests to the control plane's API, by path. */
-function recordApi(page) {
-  const seen = [];
-  page.on("request", (r) => {
-    const u = new URL(r.url());
-    if (u.pathname.startsWith("/v1/")) seen.push(`${r.method()} ${u.pathname}`);
-  });
-  return seen;
 }
 
 test("a denied camera and microphone: the device check and the call say what to do, and Try again works once allowed", async () => {
@@ -126,44 +113,6 @@ test("a denied camera and microphone: the device check and the call say what to 
     throw e;
   } finally {
     await pat.context().close();
-  }
-});
-
-test("an expired session: back to the login page once, with a plain message, and logging in again works", async () => {
-  // A control plane of its own whose sessions end after 60 s (the shortest it accepts), before
-  // the first refresh (at 67.5 s: 22.5 s before the 90-s access token expires): the refresh is
-  // refused and the session is over.
-  const dir = tempDir("teletip-webapp-expiry-");
-  const short = await Control.start({ name: "webapp-expiry", dir, extraToml: `${RELAXED_LIMITS}\n[auth]\naccess-ttl = 90\nsession-ttl = 60\n` });
-  short.createAdmin();
-  const sc = await Clinic.open({ control: short });
-  const { patient } = await sc.pair({ practitioner: "Dr. Oya Tan", patient: "Ece Demir" });
-  const pat = await openPage(browser, "patient-expired", SIZES.desktop);
-  const api = recordApi(pat);
-  try {
-    await logIn(pat, short, patient);
-    const status = pat.getByTestId("status");
-    await pat.getByTestId("login-view").waitFor({ timeout: 120000 });
-    assert.match(await status.textContent(), /Your session has ended\. Please log in again\./);
-    await shot(pat, "bad-expired");
-    const refreshes = api.filter((r) => r === "POST /v1/auth/refresh").length;
-    assert.ok(refreshes >= 1 && refreshes <= 2, `${refreshes} refreshes: ${JSON.stringify(api)}`);
-    // No loop: nothing more is asked of the server while the login page waits.
-    const n = api.length;
-    await sleep(QUIET_MS);
-    assert.deepEqual(api.slice(n), [], "requests after the session ended");
-    // The way forward: logging in again.
-    await pat.getByLabel("E-mail").fill(patient.email);
-    await pat.getByLabel("Password").fill(PASSWORD);
-    await pat.getByRole("button", { name: "Log in" }).click();
-    await pat.getByTestId("appointments-view").waitFor();
-    assertClean(pat);
-  } catch (e) {
-    await onFailure("bad-expired", [pat]);
-    throw e;
-  } finally {
-    await pat.context().close();
-    await short.stop();
   }
 });
 

@@ -259,10 +259,13 @@ export class Relay {
   }
 }
 
-/** The runner's Redis, or one of our own. */
+/** A redis-server of the caller's own, killed when the test process exits (unref'd, so it does
+ * not keep the process alive): test files that run side by side must not share one (keys and
+ * pub/sub channels). */
 export async function redisUrl() {
-  if (process.env.TELETIP_REDIS_URL) return process.env.TELETIP_REDIS_URL;
-  return (await RedisServer.start()).url;
+  const r = await RedisServer.start();
+  r.child.unref();
+  return r.url;
 }
 
 /** A redis-server of a test's own, which the test may stop and start again on the same port. */

@@ -204,3 +204,16 @@ export async function tabTo(page, testid, max = 80) {
   }
   throw new Error(`${page.label}: ${testid} not reached with ${max} presses of Tab`);
 }
+
+// How long a page is watched, after showing its message, for anything it would retry.
+export const QUIET_MS = 6000;
+
+/** Records the page's requests to the control plane's API, by path. */
+export function recordApi(page) {
+  const seen = [];
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith("/v1/")) seen.push(`${r.method()} ${u.pathname}`);
+  });
+  return seen;
+}
