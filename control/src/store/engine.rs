@@ -199,6 +199,155 @@ impl Sql {
     }
 }
 
+/// Rows for one multi-row insert ([`Tx::insert_rows`]): a table, its columns, and each row's
+/// values in the columns' order. Each column's values are of one [`Value`] variant (a NULL keeps
+/// its type), as the column has one type.
+pub(crate) struct Rows {
+    table: &'static str,
+    columns: &'static [&'static str],
+    values: Vec<Value>,
+}
+
+impl Rows {
+    pub fn new(table: &'static str, columns: &'static [&'static str], capacity: usize) -> Rows {
+        Rows { table, columns, values: Vec::with_capacity(capacity * columns.len()) }
+    }
+
+    /// Appends a row: one value per column, in the columns' order.
+    pub fn push<const N: usize>(&mut self, row: [Value; N]) {
+        debug_assert_eq!(N, self.columns.len(), "a row of {} has one value per column", self.table);
+        self.values.extend(row);
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len() / self.columns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// SQLite: `INSERT … VALUES (?, …), (?, …)…`, every value bound in order. The placeholders
+    /// are anonymous: with numbered ones (`$1` … `$5632`) each bind looks its parameter's name
+    /// up (sqlx calls `sqlite3_bind_parameter_name`, which walks the statement's list of
+    /// names), quadratic in the batch's size; a `perf` profile of a 512-request batch had 38 %
+    /// of the server's CPU in that lookup.
+    fn sqlite_insert(self) -> Sql {
+        let row = format!("({})", vec!["?"; self.columns.len()].join(", "));
+        let text = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            self.table,
+            self.columns.join(", "),
+            vec![row; self.len()].join(", ")
+        );
+        Sql { text, args: self.values }
+    }
+
+    /// PostgreSQL: one array per column, unnested (`INSERT … SELECT * FROM UNNEST($1::uuid[],
+    /// …)`). The statement's text is the same whatever the number of rows, so each connection
+    /// parses and plans it once and sqlx keeps it prepared; a `VALUES` list is a new statement
+    /// for every batch size (300 rows of 11 columns: 3,300 parameters for the server to parse
+    /// and plan, and for sqlx to prepare in a round trip of its own, each time).
+    fn postgres_insert(self) -> Result<(String, Vec<PgArray>), sqlx::Error> {
+        let width = self.columns.len();
+        let rows = self.len();
+        let mut arrays: Vec<PgArray> = self.values[..width].iter().map(|v| PgArray::like(v, rows)).collect();
+        for (i, v) in self.values.into_iter().enumerate() {
+            let column = i % width;
+            arrays[column].push(v).map_err(|()| {
+                sqlx::Error::Encode(
+                    format!("{}.{}: values of more than one type", self.table, self.columns[column]).into(),
+                )
+            })?;
+        }
+        let unnest: Vec<String> =
+            arrays.iter().enumerate().map(|(i, a)| format!("${}::{}[]", i + 1, a.element_type())).collect();
+        let text = format!(
+            "INSERT INTO {} ({}) SELECT * FROM UNNEST({})",
+            self.table,
+            self.columns.join(", "),
+            unnest.join(", ")
+        );
+        Ok((text, arrays))
+    }
+}
+
+/// One column's values as a PostgreSQL array ([`Rows::postgres_insert`]).
+enum PgArray {
+    Uuid(Vec<Option<Uuid>>),
+    Text(Vec<Option<String>>),
+    I16(Vec<Option<i16>>),
+    I32(Vec<Option<i32>>),
+    I64(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
+    Bytes(Vec<Option<Vec<u8>>>),
+    Time(Vec<Option<OffsetDateTime>>),
+    Date(Vec<Option<Date>>),
+}
+
+impl PgArray {
+    /// An empty array of `v`'s type, with room for `n` values.
+    fn like(v: &Value, n: usize) -> PgArray {
+        match v {
+            Value::Uuid(_) => PgArray::Uuid(Vec::with_capacity(n)),
+            Value::Text(_) => PgArray::Text(Vec::with_capacity(n)),
+            Value::I16(_) => PgArray::I16(Vec::with_capacity(n)),
+            Value::I32(_) => PgArray::I32(Vec::with_capacity(n)),
+            Value::I64(_) => PgArray::I64(Vec::with_capacity(n)),
+            Value::Bool(_) => PgArray::Bool(Vec::with_capacity(n)),
+            Value::Bytes(_) => PgArray::Bytes(Vec::with_capacity(n)),
+            Value::Time(_) => PgArray::Time(Vec::with_capacity(n)),
+            Value::Date(_) => PgArray::Date(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Appends `v`; `Err` if it is of another type than the array's.
+    fn push(&mut self, v: Value) -> Result<(), ()> {
+        match (self, v) {
+            (PgArray::Uuid(a), Value::Uuid(v)) => a.push(v),
+            (PgArray::Text(a), Value::Text(v)) => a.push(v),
+            (PgArray::I16(a), Value::I16(v)) => a.push(v),
+            (PgArray::I32(a), Value::I32(v)) => a.push(v),
+            (PgArray::I64(a), Value::I64(v)) => a.push(v),
+            (PgArray::Bool(a), Value::Bool(v)) => a.push(v),
+            (PgArray::Bytes(a), Value::Bytes(v)) => a.push(v),
+            (PgArray::Time(a), Value::Time(v)) => a.push(v),
+            (PgArray::Date(a), Value::Date(v)) => a.push(v),
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+
+    /// The SQL type of the array's elements, for the statement's casts.
+    fn element_type(&self) -> &'static str {
+        match self {
+            PgArray::Uuid(_) => "uuid",
+            PgArray::Text(_) => "text",
+            PgArray::I16(_) => "int2",
+            PgArray::I32(_) => "int4",
+            PgArray::I64(_) => "int8",
+            PgArray::Bool(_) => "bool",
+            PgArray::Bytes(_) => "bytea",
+            PgArray::Time(_) => "timestamptz",
+            PgArray::Date(_) => "date",
+        }
+    }
+
+    fn bind(self, q: Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments> {
+        match self {
+            PgArray::Uuid(a) => q.bind(a),
+            PgArray::Text(a) => q.bind(a),
+            PgArray::I16(a) => q.bind(a),
+            PgArray::I32(a) => q.bind(a),
+            PgArray::I64(a) => q.bind(a),
+            PgArray::Bool(a) => q.bind(a),
+            PgArray::Bytes(a) => q.bind(a),
+            PgArray::Time(a) => q.bind(a),
+            PgArray::Date(a) => q.bind(a),
+        }
+    }
+}
+
 /// Every statement of either engine passes here: timed, and its error counted unless it is a
 /// refused write (the no-double-booking rule, a unique key) or a deadlock that is retried.
 async fn observed<T>(
@@ -418,6 +567,25 @@ impl Tx {
         q.execute(self.conn()).await
     }
 
+    /// Inserts every row of `rows` in one statement (rows affected): a `VALUES` list on SQLite,
+    /// one array per column on PostgreSQL ([`Rows`]).
+    pub async fn insert_rows(&mut self, rows: Rows) -> Result<u64, sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Tx::Sqlite(..) => self.execute(rows.sqlite_insert()).await,
+            Tx::Postgres(tx) => {
+                let (text, arrays) = rows.postgres_insert()?;
+                observed("execute", async {
+                    let q = arrays.into_iter().fold(sqlx::query(&text), |q, a| a.bind(q));
+                    Ok(q.execute(&mut **tx).await?.rows_affected())
+                })
+                .await
+            }
+        }
+    }
+
     pub async fn fetch_all(&mut self, q: Sql) -> Result<Vec<Row>, sqlx::Error> {
         q.fetch_all(self.conn()).await
     }
@@ -596,5 +764,46 @@ mod tests {
         let (result, attempts) = run("23P01", 1).await;
         assert!(result.is_err());
         assert_eq!(attempts, 1);
+    }
+
+    const COLUMNS: &[&str] = &["id", "note", "at"];
+
+    fn two_rows() -> Rows {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut rows = Rows::new("t", COLUMNS, 2);
+        rows.push([Uuid::nil().into(), "a".into(), at.into()]);
+        rows.push([Uuid::max().into(), Option::<String>::None.into(), at.into()]);
+        rows
+    }
+
+    #[test]
+    fn sqlite_rows_are_one_values_list_bound_in_order() {
+        let q = two_rows().sqlite_insert();
+        assert_eq!(q.text, "INSERT INTO t (id, note, at) VALUES (?, ?, ?), (?, ?, ?)");
+        assert_eq!(q.args.len(), 6);
+        assert!(matches!(q.args[4], Value::Text(None)));
+    }
+
+    #[test]
+    fn postgres_rows_are_one_array_per_column_and_the_text_does_not_grow_with_them() {
+        let (text, arrays) = two_rows().postgres_insert().unwrap();
+        assert_eq!(
+            text,
+            "INSERT INTO t (id, note, at) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])"
+        );
+        assert!(matches!(&arrays[0], PgArray::Uuid(a) if a == &[Some(Uuid::nil()), Some(Uuid::max())]));
+        assert!(matches!(&arrays[1], PgArray::Text(a) if a == &[Some("a".to_string()), None]));
+        let mut more = two_rows();
+        more.push([Uuid::nil().into(), "c".into(), OffsetDateTime::UNIX_EPOCH.into()]);
+        assert_eq!(more.len(), 3);
+        assert_eq!(more.postgres_insert().unwrap().0, text);
+    }
+
+    #[test]
+    fn a_column_of_two_types_is_refused_before_the_database() {
+        let mut rows = two_rows();
+        rows.push([Uuid::nil().into(), 7i64.into(), OffsetDateTime::UNIX_EPOCH.into()]);
+        let e = rows.postgres_insert().err().expect("mixed types refused");
+        assert!(e.to_string().contains("t.note: values of more than one type"), "{e}");
     }
 }

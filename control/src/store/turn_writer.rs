@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::audit_log::last_audit_hash;
-use super::engine::{Db, Sql, sql};
+use super::engine::{Db, Rows};
 use super::{AuditEvent, IssuedTurnSession, NewAuditEvent, StoreError, StoreResult};
 
 /// Requests committed together at most: 512 × 11 audit columns = 5,632 bound values, within
@@ -86,9 +86,8 @@ async fn run(db: Db, mut jobs: mpsc::Receiver<Job>) {
 /// One transaction: the batch's sessions, then its events appended to the chain (health data
 /// first, the chain's lock last, as every audited write does).
 async fn commit(db: &Db, batch: &[Job]) -> Result<(), sqlx::Error> {
-    let marks = Placeholders::of(db);
     let mut tx = db.begin_audited().await?;
-    tx.execute(insert_sessions(batch, marks)).await?;
+    tx.insert_rows(session_rows(batch)).await?;
     tx.lock_audit_chain().await?;
     let (mut seq, mut prev_hash) = last_audit_hash(&mut tx).await?;
     let mut events = Vec::with_capacity(batch.len());
@@ -98,100 +97,46 @@ async fn commit(db: &Db, batch: &[Job]) -> Result<(), sqlx::Error> {
         prev_hash = event.hash.clone();
         events.push(event);
     }
-    tx.execute(insert_events(&events, marks)).await?;
+    tx.insert_rows(event_rows(events)).await?;
     tx.commit().await
 }
 
-/// How the batch statements' placeholders are written.
-///
-/// SQLite gets anonymous `?`, bound in order. With numbered ones (`$1` … `$5632`) each bind
-/// looks its parameter's name up (sqlx calls `sqlite3_bind_parameter_name`, which walks the
-/// statement's list of names): quadratic in the batch's size. A `perf` profile of a 512-request
-/// run had 38 % of the server's CPU in that lookup and its `strncmp`, and CPU per credential
-/// rose with the batch instead of falling. PostgreSQL numbers them (`$n`), as it must.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placeholders {
-    Anonymous,
-    Numbered,
-}
+const SESSION_COLUMNS: &[&str] = &["id", "expires_at", "user_id", "login_session", "appointment_id", "issued_at"];
 
-impl Placeholders {
-    fn of(db: &Db) -> Placeholders {
-        if db.engine() == "sqlite" { Placeholders::Anonymous } else { Placeholders::Numbered }
-    }
-}
-
-/// `VALUES ($1, …, $n), ($n+1, …)…` (or `(?, …, ?), …`) for `rows` rows of `columns`
-/// placeholders.
-fn values(rows: usize, columns: usize, marks: Placeholders) -> String {
-    let mut text = String::with_capacity(rows * columns * 6);
-    for r in 0..rows {
-        text.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..columns {
-            if c > 0 {
-                text.push_str(", ");
-            }
-            match marks {
-                Placeholders::Anonymous => text.push('?'),
-                Placeholders::Numbered => {
-                    text.push('$');
-                    text.push_str(&(r * columns + c + 1).to_string());
-                }
-            }
-        }
-        text.push(')');
-    }
-    text
-}
-
-fn insert_sessions(batch: &[Job], marks: Placeholders) -> Sql {
-    let mut q = sql(format!(
-        "INSERT INTO turn_sessions (id, expires_at, user_id, login_session, appointment_id, issued_at) VALUES {}",
-        values(batch.len(), 6, marks)
-    ));
+fn session_rows(batch: &[Job]) -> Rows {
+    let mut rows = Rows::new("turn_sessions", SESSION_COLUMNS, batch.len());
     for Job { session: s, .. } in batch {
-        q = q
-            .bind(&s.id)
-            .bind(s.expires_at)
-            .bind(s.user_id)
-            .bind(s.login_session)
-            .bind(s.appointment_id)
-            .bind(s.issued_at);
+        rows.push([
+            (&s.id).into(),
+            s.expires_at.into(),
+            s.user_id.into(),
+            s.login_session.into(),
+            s.appointment_id.into(),
+            s.issued_at.into(),
+        ]);
     }
-    q
+    rows
 }
 
-fn insert_events(events: &[AuditEvent], marks: Placeholders) -> Sql {
-    let mut q = sql(format!(
-        "INSERT INTO audit_events (seq, id, at, actor, action, target, outcome, source_ip, request_id, prev_hash, hash)
-         VALUES {}",
-        values(events.len(), 11, marks)
-    ));
+const EVENT_COLUMNS: &[&str] =
+    &["seq", "id", "at", "actor", "action", "target", "outcome", "source_ip", "request_id", "prev_hash", "hash"];
+
+fn event_rows(events: Vec<AuditEvent>) -> Rows {
+    let mut rows = Rows::new("audit_events", EVENT_COLUMNS, events.len());
     for e in events {
-        q = q
-            .bind(e.seq)
-            .bind(e.id)
-            .bind(e.at)
-            .bind(e.actor)
-            .bind(&e.action)
-            .bind(&e.target)
-            .bind(&e.outcome)
-            .bind(&e.source_ip)
-            .bind(&e.request_id)
-            .bind(&e.prev_hash)
-            .bind(&e.hash);
+        rows.push([
+            e.seq.into(),
+            e.id.into(),
+            e.at.into(),
+            e.actor.into(),
+            e.action.into(),
+            e.target.into(),
+            e.outcome.into(),
+            e.source_ip.into(),
+            e.request_id.into(),
+            e.prev_hash.into(),
+            e.hash.into(),
+        ]);
     }
-    q
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Placeholders, values};
-
-    #[test]
-    fn placeholders_number_on_across_rows() {
-        assert_eq!(values(1, 2, Placeholders::Numbered), "($1, $2)");
-        assert_eq!(values(2, 3, Placeholders::Numbered), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(values(2, 2, Placeholders::Anonymous), "(?, ?), (?, ?)");
-    }
+    rows
 }
